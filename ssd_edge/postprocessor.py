@@ -1,0 +1,98 @@
+"""`PostProcessor`: the seed's decode + NMS in torch, for evaluation on any device.
+
+Same semantics and ordering as the NumPy reference `ssd_edge.runtime.postprocess`
+(softmax, score threshold, top_k per class, decode, per-class greedy NMS, best
+max_detections; score descending, ties by lower default-box index then lower class).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ssd_edge.box_ops import decode, pairwise_iou
+from ssd_edge.runtime.postprocess import PostprocessConfig
+
+
+def _stable_order(*keys: Tensor) -> Tensor:
+    """Indices sorting by keys[0], then keys[1], ... ascending (like np.lexsort(reversed(keys)))."""
+    order = torch.arange(keys[0].numel(), device=keys[0].device)
+    for key in reversed(keys):
+        order = order[torch.sort(key[order], stable=True).indices]
+    return order
+
+
+def greedy_nms_mask(boxes_xyxy: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS for G groups at once: boxes (G, K, 4) best first, valid (G, K) -> keep (G, K).
+
+    Iterates "keep j unless a kept, better box overlaps it" to its fixed point, which is
+    exactly the greedy result (see the NumPy twin).
+    """
+    suppresses = torch.triu(pairwise_iou(boxes_xyxy, boxes_xyxy) > iou_threshold, diagonal=1)
+    suppresses = (suppresses & valid[:, :, None]).to(boxes_xyxy.dtype)
+    keep = valid.clone()
+    while True:
+        suppressed = torch.bmm(keep[:, None, :].to(suppresses.dtype), suppresses)[:, 0] > 0
+        new_keep = valid & ~suppressed
+        if torch.equal(new_keep, keep):
+            return keep
+        keep = new_keep
+
+
+class PostProcessor(nn.Module):
+    """Turns raw SSD outputs into detections.
+
+    Inputs: locs (B, P, 4) raw regressions, confs (B, P, C) raw logits, priors (P, 4)
+    normalised cxcywh and each image's (H, W). Outputs four lists, one entry per image:
+    result_boxes (N, 4) xyxy pixels, result_labels (N,), result_scores (N,),
+    result_confs (N, C) softmax vectors.
+    """
+
+    def __init__(self, config: PostprocessConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or PostprocessConfig()
+
+    def forward(self, locs: Tensor, confs: Tensor, priors_cxcywh: Tensor, image_sizes: list[tuple[int, int]]):
+        probs = torch.softmax(confs.float(), dim=-1)
+        locs = locs.float()
+        result_boxes, result_labels, result_scores, result_confs = [], [], [], []
+        for b in range(locs.shape[0]):
+            boxes, labels, scores, kept_confs = self.single(locs[b], probs[b], priors_cxcywh, image_sizes[b])
+            result_boxes.append(boxes)
+            result_labels.append(labels)
+            result_scores.append(scores)
+            result_confs.append(kept_confs)
+        return result_boxes, result_labels, result_scores, result_confs
+
+    def single(self, locs: Tensor, probs: Tensor, priors_cxcywh: Tensor, image_hw: tuple[int, int]):
+        cfg = self.config
+        device = locs.device
+        prior_idx, class_idx = torch.nonzero(probs[:, 1:] > cfg.score_threshold, as_tuple=True)
+        if prior_idx.numel() == 0:
+            return (
+                torch.zeros((0, 4), device=device),
+                torch.zeros((0,), dtype=torch.int64, device=device),
+                torch.zeros((0,), device=device),
+                torch.zeros((0, probs.shape[1]), device=device),
+            )
+        order = _stable_order(class_idx, -probs[prior_idx, class_idx + 1], prior_idx)
+        prior_idx, class_idx = prior_idx[order], class_idx[order]
+        rank = torch.arange(order.numel(), device=device) - torch.searchsorted(class_idx, class_idx, side="left")
+        within = rank < cfg.top_k
+        prior_idx, class_idx, rank = prior_idx[within], class_idx[within], rank[within]
+        classes, group = torch.unique(class_idx, return_inverse=True)
+        padded = torch.zeros((classes.numel(), int(rank.max()) + 1), dtype=torch.int64, device=device)
+        valid = torch.zeros(padded.shape, dtype=torch.bool, device=device)
+        padded[group, rank] = prior_idx
+        valid[group, rank] = True
+
+        boxes = decode(locs[padded], priors_cxcywh[padded], cfg.variances).clamp(0.0, 1.0)
+        keep = greedy_nms_mask(boxes, valid, cfg.iou_threshold)
+        group, rank = torch.nonzero(keep, as_tuple=True)
+        kept_priors = padded[group, rank]
+        labels = classes[group] + 1
+        scores = probs[kept_priors, labels]
+        best = _stable_order(-scores, kept_priors, labels)[: cfg.max_detections]
+        height, width = image_hw
+        scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=device)
+        return boxes[group[best], rank[best]] * scale, labels[best], scores[best], probs[kept_priors[best]]

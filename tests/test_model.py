@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from ssd_edge.models import ARCHS, RawOutputs, build_model, model_from_spec
+from ssd_edge.runtime.spec import ModelSpec
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_modes_and_shapes(arch):
+    model = build_model(arch, ["__background__", "a", "b"])
+    size = model.spec.input_size
+    images = torch.rand(2, 3, *size)
+    model.train()
+    locs, confs = model(images)
+    assert locs.shape == (2, model.spec.num_priors, 4)
+    assert confs.shape == (2, model.spec.num_priors, 3)
+    model.eval()
+    with torch.no_grad():
+        result_boxes, result_labels, result_scores, result_confs = model(images, image_sizes=[(480, 640), size])
+        raw = RawOutputs(model)(images)
+    assert len(result_boxes) == 2
+    assert result_boxes[0].shape[1] == 4 and result_confs[0].shape[1] == 3
+    assert result_labels[0].dtype == torch.int64
+    assert isinstance(raw, tuple) and raw[0].shape == locs.shape
+    if len(result_boxes[0]):
+        assert result_boxes[0][:, 2].max() <= 640 and result_boxes[0][:, 3].max() <= 480
+
+
+def test_parts_keep_the_seed_names():
+    model = build_model("mobilenetv3_small_ssd", 2)
+    for name in ("backbone", "extras", "classification_headers", "regression_headers", "post_processor"):
+        assert hasattr(model, name)
+    assert len(model.classification_headers) == len(model.regression_headers) == 6
+
+
+def test_any_number_of_classes_and_input_size():
+    model = build_model("mobilenetv3_ssd", 7, imgsz=(256, 384)).eval()
+    assert model.spec.default_boxes.feature_maps[0] == (16, 24)
+    with torch.no_grad():
+        locs, confs = model.raw(torch.rand(1, 3, 256, 384))
+    assert confs.shape == (1, model.spec.num_priors, 7)
+
+
+def test_spec_round_trip_rebuilds_the_same_model():
+    model = build_model("mobilenetv3_ssd", 4, imgsz=288, postprocess={"score_threshold": 0.2})
+    spec = ModelSpec.from_json(model.spec.to_json())
+    rebuilt = model_from_spec(spec)
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.spec == model.spec
+    assert rebuilt.post_processor.config.score_threshold == 0.2
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 320, 320), (1, 4, 320, 320), (3, 320, 320), (1, 3, 300, 320)])
+def test_bad_image_tensors_name_the_shape(shape):
+    model = build_model("mobilenetv3_small_ssd", 2)
+    with pytest.raises(ValueError, match=r"\(.*\)"):
+        model(torch.rand(*shape))
+
+
+def test_unknown_arch_option_and_too_small_input():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
+        build_model("resnet", 2)
+    with pytest.raises(ValueError, match="no option"):
+        build_model("vgg16_ssd", 2, reduced_tail=True)
+    with pytest.raises(ValueError, match="too small for vgg16_ssd"):
+        build_model("vgg16_ssd", 2, imgsz=64)
+    with pytest.raises(ValueError, match="at least one class"):
+        build_model("mobilenetv3_ssd", 1)
