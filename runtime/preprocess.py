@@ -1,0 +1,46 @@
+"""Preprocessing shared by the runtime, evaluation and the validation path of training:
+the whole image stretched (no letterbox) to the input size with bilinear interpolation,
+BGR -> RGB, scaled to [0, 1], NCHW float32."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+
+def check_image(image: np.ndarray, what: str = "image") -> None:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{what}: expected a numpy array (BGR uint8, H x W x 3), got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{what}: expected dtype uint8 (BGR as OpenCV reads it), got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{what}: expected shape (H, W, 3) BGR, got {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{what}: empty image of shape {image.shape}")
+
+
+def preprocess_into(image_bgr: np.ndarray, out_chw: np.ndarray) -> None:
+    """Write one BGR uint8 image into `out_chw` (3, H, W) float32: resized, RGB, [0, 1]."""
+    height, width = out_chw.shape[1:]
+    resized = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_LINEAR)
+    np.multiply(resized[:, :, ::-1].transpose(2, 0, 1), np.float32(1.0 / 255.0), out=out_chw, casting="unsafe")
+
+
+def preprocess(images_bgr: Sequence[np.ndarray], input_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """A batch of BGR uint8 images of any sizes -> (B, 3, H, W) float32 RGB in [0, 1].
+
+    `out` (a reusable buffer of at least B images) is filled and a view returned.
+    """
+    if len(images_bgr) == 0:
+        raise ValueError("no images to preprocess (empty list)")
+    batch = len(images_bgr)
+    if out is None:
+        out = np.empty((batch, 3, *input_size), np.float32)
+    elif out.shape[0] < batch or tuple(out.shape[1:]) != (3, *input_size):
+        raise ValueError(f"buffer of shape {out.shape} cannot hold {batch} images of {input_size}")
+    for i, image in enumerate(images_bgr):
+        check_image(image, f"image {i}")
+        preprocess_into(image, out[i])
+    return out[:batch]

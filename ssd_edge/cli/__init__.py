@@ -1,0 +1,1 @@
+"""Command-line entry points: each module parses arguments and calls library functions."""

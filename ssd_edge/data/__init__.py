@@ -1,0 +1,1 @@
+"""Datasets (COCO, flat COCO-JSON, Pascal VOC), the synthetic sample data, transforms."""
