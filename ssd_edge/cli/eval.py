@@ -1,0 +1,38 @@
+"""ssd-eval: COCO mAP (pycocotools) of .pt, .onnx, int8 .onnx and .engine models on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssd-eval", description=__doc__)
+    p.add_argument("--weights", nargs="+", required=True, metavar="MODEL", help=".pt checkpoints, .onnx models, .engine files")
+    p.add_argument("--datapath", required=True, help="dataset root (COCO, flat or VOC layout)")
+    p.add_argument("--split", default="val", choices=("val", "train"))
+    p.add_argument("--arch", help="architecture of a torchvision state dict given as --weights")
+    p.add_argument("--batch", type=int, default=8, help="images per call")
+    p.add_argument("--device", default="cpu", help="for .pt models: cpu or cuda")
+    p.add_argument("--backend", default="auto", help="for .onnx/.engine models: the runtime backend")
+    p.add_argument("--json", metavar="PATH", help="write the metrics as JSON here")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    from ssd_edge.checkpoint import CheckpointError
+    from ssd_edge.data.sources import DatasetError
+    from ssd_edge.evaluation_report import evaluate_models
+
+    try:
+        evaluate_models(args.weights, args.datapath, split=args.split, arch=args.arch, batch=args.batch,
+                        device=args.device, backend=args.backend, json_path=args.json, progress=args.progress)
+    except (DatasetError, CheckpointError, ValueError, OSError) as exc:
+        print(f"ssd-eval: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""`ssd-dataset check`: audit a dataset without changing it."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from ssd_edge.data.sources import Split, load_splits
+
+
+@dataclass
+class Report:
+    root: Path
+    problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, where: str) -> None:
+        self.problems[kind].append(where)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def render(self, examples: int = 5) -> str:
+        lines = [f"{self.root}: " + ", ".join(f"{v} {k}" for k, v in self.counts.items())]
+        if self.ok:
+            lines.append("no problems found")
+        for kind, places in self.problems.items():
+            shown = "; ".join(places[:examples]) + (f"; ... ({len(places) - examples} more)" if len(places) > examples else "")
+            lines.append(f"{kind}: {len(places)} ({shown})")
+        return "\n".join(lines)
+
+
+def _check_ids(report: Report, split: Split) -> None:
+    document = split.document
+    for section in ("images", "annotations", "categories"):
+        counts = Counter(entry["id"] for entry in document[section])
+        for value, times in counts.items():
+            if times > 1:
+                report.add(f"duplicate {section[:-1]} ids", f"{split.name}: id {value} x{times}")
+
+
+def _check_annotations(report: Report, split: Split) -> set[int]:
+    images = {image["id"]: image for image in split.document["images"]}
+    categories = {c["id"] for c in split.document["categories"]}
+    annotated = set()
+    for ann in split.document["annotations"]:
+        where = f"{split.annotation_file.name} annotation {ann['id']}"
+        image = images.get(ann["image_id"])
+        if image is None:
+            report.add("annotations of unknown images", f"{where} (image_id {ann['image_id']})")
+            continue
+        annotated.add(ann["image_id"])
+        if ann["category_id"] not in categories:
+            report.add("unknown category ids", f"{where} (category_id {ann['category_id']})")
+        x, y, w, h = ann["bbox"]
+        if w <= 0 or h <= 0:
+            report.add("boxes of zero area", f"{where} (bbox {ann['bbox']})")
+        elif x < 0 or y < 0 or x + w > image["width"] + 0.5 or y + h > image["height"] + 0.5:
+            report.add("boxes outside the image", f"{where} (bbox {ann['bbox']}, image {image['width']}x{image['height']})")
+    return annotated
+
+
+def _check_images(report: Report, split: Split, annotated: set[int], progress: bool) -> None:
+    from tqdm import tqdm
+
+    for image in tqdm(split.document["images"], desc=f"check {split.name}", unit="img", disable=not progress, leave=False):
+        path = split.image_dir / image["file_name"]
+        if not path.is_file():
+            report.add("missing images", str(path))
+            continue
+        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if pixels is None:
+            report.add("unreadable images", str(path))
+        elif pixels.shape[:2] != (int(image["height"]), int(image["width"])):
+            report.add("images of another size than annotated",
+                       f"{path} ({pixels.shape[1]}x{pixels.shape[0]}, annotated {image['width']}x{image['height']})")
+        if image["id"] not in annotated:
+            report.add("images without annotations", str(path))
+
+
+def check_dataset(root: str | Path, progress: bool = True) -> Report:
+    """Every problem found under `root`; raises DatasetError when it cannot be read at all."""
+    report = Report(Path(root))
+    splits = load_splits(root)
+    for split in splits.values():
+        _check_ids(report, split)
+        annotated = _check_annotations(report, split)
+        _check_images(report, split, annotated, progress)
+        report.counts[f"{split.name} images"] = len(split.document["images"])
+        report.counts[f"{split.name} annotations"] = len(split.document["annotations"])
+    return report

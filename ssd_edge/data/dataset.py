@@ -1,0 +1,77 @@
+"""The torch Dataset for training: read, augment, match to the default boxes (in the
+workers, so the loss only reduces), and a collate that skips unreadable images."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ssd_edge.data.sources import ImageRecord
+from ssd_edge.matching import match
+
+
+def read_image(record: ImageRecord) -> np.ndarray | None:
+    """BGR uint8, or None (with a warning) when the file is missing or cannot be decoded."""
+    image = cv2.imread(str(record.path), cv2.IMREAD_COLOR)
+    if image is None:
+        problem = "missing" if not record.path.exists() else "unreadable or corrupt"
+        warnings.warn(f"{record.path}: {problem} image, skipped", stacklevel=2)
+    return image
+
+
+class DetectionDataset(Dataset):
+    """Items are (image (3, H, W) float32, target_locs (P, 4), target_labels (P,)), or None
+    for an image that cannot be read (the collate drops and counts it).
+
+    Each item's augmentation draws from a generator seeded by (seed, epoch, index), so
+    the same epoch gives the same samples on any number of workers, and after a resume.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        transform: Callable,
+        priors_cxcywh: np.ndarray,
+        matcher: str = "hungarian_iou",
+        variances: tuple[float, float] = (0.1, 0.2),
+        seed: int = 0,
+    ) -> None:
+        self.records = list(records)
+        self.transform = transform
+        self.priors = priors_cxcywh
+        self.matcher = matcher
+        self.variances = variances
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        record = self.records[index]
+        image = read_image(record)
+        if image is None:
+            return None
+        boxes, labels = record.boxes, record.labels
+        height, width = image.shape[:2]
+        if (width, height) != (record.width, record.height):  # trust the pixels over the annotation
+            boxes = boxes * np.array([width / record.width, height / record.height] * 2, np.float32)
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        chw, boxes01, labels = self.transform(image, boxes, labels, rng)
+        target_locs, target_labels = match(boxes01, labels, self.priors, self.matcher, variances=self.variances)
+        return torch.from_numpy(chw), torch.from_numpy(target_locs), torch.from_numpy(target_labels)
+
+
+def collate(items):
+    """Stack the readable items; returns (images, target_locs, target_labels, skipped)."""
+    kept = [item for item in items if item is not None]
+    skipped = len(items) - len(kept)
+    if not kept:
+        return None, None, None, skipped
+    images, locs, labels = zip(*kept)
+    return torch.stack(images), torch.stack(locs), torch.stack(labels), skipped

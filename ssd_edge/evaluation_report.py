@@ -1,0 +1,72 @@
+"""Evaluate several models (any format) on one dataset split and report a table row each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from ssd_edge.data.sources import DatasetError, describe, load_splits
+from ssd_edge.evaluate import EvalResult, evaluate
+from ssd_edge.fileio import write_text_atomic
+
+
+def model_format(path: Path) -> str:
+    if path.suffix == ".engine":
+        return "TensorRT"
+    if path.suffix == ".onnx":
+        return "ONNX int8" if ".int8" in path.name else "ONNX"
+    return "PyTorch"
+
+
+def open_predictor(path: Path, arch: str | None, device: str, backend: str):
+    """A callable list-of-BGR-images -> list of Detections for any model file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    if path.suffix in (".onnx", ".engine"):
+        from ssd_edge.runtime import Detector
+
+        return Detector(str(path), backend=backend)
+    from ssd_edge.checkpoint import load_model
+    from ssd_edge.predictor import TorchPredictor
+
+    return TorchPredictor(load_model(path, arch).to(device), device)
+
+
+def render_table(rows: Sequence[dict]) -> str:
+    header = f"{'model':<32} {'format':<10} {'size MB':>8} {'AP':>7} {'AP50':>7} {'AP75':>7} {'ms/image':>9}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{Path(r['model']).name:<32} {r['format']:<10} {r['size_mb']:>8.2f} {r['AP']:>7.4f} {r['AP50']:>7.4f} "
+            f"{r['AP75']:>7.4f} {r['ms_per_image']:>9.2f}"
+        )
+    return "\n".join(lines)
+
+
+def evaluate_models(
+    models: Sequence[str], datapath: str, split: str = "val", arch: str | None = None, batch: int = 8,
+    device: str = "cpu", backend: str = "auto", json_path: str | None = None, progress: bool = True,
+) -> list[dict]:
+    splits = load_splits(datapath)
+    if split not in splits:
+        raise DatasetError(f"{datapath}: no '{split}' split (found: {', '.join(splits)})")
+    print(describe(datapath, splits))
+    rows = []
+    for model in models:
+        path = Path(model)
+        predictor = open_predictor(path, arch, device, backend)
+        try:
+            result: EvalResult = evaluate(predictor, splits[split], batch_size=batch, progress=progress)
+        finally:
+            getattr(predictor, "close", lambda: None)()
+        rows.append({"model": str(path), "format": model_format(path), "size_mb": path.stat().st_size / 1e6,
+                     **result.metrics, "ms_per_image": result.seconds_per_image * 1000, "images": result.images,
+                     "skipped_images": result.skipped})
+        if result.skipped:
+            print(f"warning: {result.skipped} unreadable images skipped")
+    print(render_table(rows))
+    if json_path:
+        write_text_atomic(json_path, json.dumps({"dataset": datapath, "split": split, "results": rows}, indent=2))
+        print(f"wrote {json_path}")
+    return rows
