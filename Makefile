@@ -19,4 +19,9 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) sample_run
+	rm -rf $(VENV) runs/sample
+
+sample: setup
+	test -d dataset_coco || $(BIN)/ssd-dataset synth dataset_coco --train 400 --val 100 --seed 0
+	$(BIN)/python train_ssd.py --arch mobilenetv3_ssd --datapath dataset_coco --epochs 10 --batch-size 5 --lr 0.001 --save runs/sample/ssd.pt
+	$(BIN)/ssd-eval --weights runs/sample/ssd.pt --datapath dataset_coco --json runs/sample/eval.json

@@ -34,13 +34,12 @@ def open_predictor(path: Path, arch: str | None, device: str, backend: str):
 
 
 def render_table(rows: Sequence[dict]) -> str:
-    header = f"{'model':<32} {'format':<10} {'size MB':>8} {'AP':>7} {'AP50':>7} {'AP75':>7} {'ms/image':>9}"
+    metrics = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    header = f"{'model':<28} {'format':<10} {'size MB':>8} " + " ".join(f"{m:>6}" for m in metrics) + f" {'ms/image':>9}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(
-            f"{Path(r['model']).name:<32} {r['format']:<10} {r['size_mb']:>8.2f} {r['AP']:>7.4f} {r['AP50']:>7.4f} "
-            f"{r['AP75']:>7.4f} {r['ms_per_image']:>9.2f}"
-        )
+        values = " ".join(f"{r[m]:>6.3f}" for m in metrics)
+        lines.append(f"{Path(r['model']).name:<28} {r['format']:<10} {r['size_mb']:>8.2f} {values} {r['ms_per_image']:>9.2f}")
     return "\n".join(lines)
 
 
