@@ -1,4 +1,4 @@
-"""Decode + per-class NMS in NumPy: the reference implementation of SSD postprocessing.
+"""Decode + NMS in NumPy: the reference implementation of SSD postprocessing.
 
 Semantics (every other implementation, torch and CUDA, is tested against this one):
 softmax over classes; for each class c >= 1 keep the default boxes whose score is
@@ -6,6 +6,10 @@ softmax over classes; for each class c >= 1 keep the default boxes whose score i
 default boxes (variances, log-size clamp) and clip to the image; greedy NMS per class
 at `iou_threshold`; merge the classes and keep the best `max_detections`. Ordering
 everywhere: score descending, ties by lower default-box index, then lower class.
+
+Thresholds are compared in float32. Exponentials (softmax and box sizes) are computed in
+float64 and rounded once to float32, so the result does not depend on the platform's
+float32 `exp` and the CUDA kernel (`decode_nms.cu`), doing the same, agrees to the bit.
 """
 
 from __future__ import annotations
@@ -15,28 +19,39 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .boxes import decode, pairwise_iou
+from .boxes import BBOX_XFORM_CLIP, pairwise_iou
+from .sparse_nms import class_edges, greedy_keep, overlapping_pairs
 from .spec import ModelSpec
 
 
 class Detections(NamedTuple):
     """Detections of one image. boxes (N, 4) xyxy in the original image's pixels,
     labels (N,) int64 (1..C-1), scores (N,) float32, confs (N, C) the softmax vector
-    of each kept box."""
+    of each kept box; class_names (all C names, background first) when the producer
+    knows them, so that `names` gives each detection's class name."""
 
     boxes: np.ndarray
     labels: np.ndarray
     scores: np.ndarray
     confs: np.ndarray
+    class_names: tuple[str, ...] = ()
 
     @classmethod
-    def empty(cls, num_classes: int) -> "Detections":
+    def empty(cls, num_classes: int, class_names: tuple[str, ...] = ()) -> "Detections":
         return cls(
             np.zeros((0, 4), np.float32),
             np.zeros((0,), np.int64),
             np.zeros((0,), np.float32),
             np.zeros((0, num_classes), np.float32),
+            tuple(class_names),
         )
+
+    @property
+    def names(self) -> list[str]:
+        """The class name of every detection (the label as text when names are unknown)."""
+        if not self.class_names:
+            return [str(int(label)) for label in self.labels]
+        return [self.class_names[int(label)] for label in self.labels]
 
 
 @dataclass(frozen=True)
@@ -67,13 +82,33 @@ class PostprocessConfig:
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax over `axis`. The max is subtracted in the input precision; exponentials and
+    the normalisation run in float64 and are rounded once (to float32 for float32 input)."""
+    logits = np.asarray(logits)
     shifted = logits - logits.max(axis=axis, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=axis, keepdims=True)
+    exp = np.exp(shifted, dtype=np.float64)
+    probs = exp / exp.sum(axis=axis, keepdims=True)
+    return probs.astype(np.promote_types(logits.dtype, np.float32), copy=False)
+
+
+def exp_float32(x: np.ndarray) -> np.ndarray:
+    """exp of a float32 array, computed in float64 and rounded once to float32."""
+    return np.exp(x, dtype=np.float64).astype(np.float32)
+
+
+def decode_boxes(locs: np.ndarray, priors_cxcywh: np.ndarray, variances=(0.1, 0.2)) -> np.ndarray:
+    """`boxes.decode` in float32 with `exp_float32` for the sizes: locs (N, 4), priors
+    (N, 4) cxcywh -> boxes (N, 4) xyxy, operation for operation what the CUDA kernel does."""
+    v_centre, v_size = np.float32(variances[0]), np.float32(variances[1])
+    centre = priors_cxcywh[:, :2] + locs[:, :2] * v_centre * priors_cxcywh[:, 2:]
+    size = priors_cxcywh[:, 2:] * exp_float32(np.minimum(locs[:, 2:] * v_size, np.float32(BBOX_XFORM_CLIP)))
+    half = size / np.float32(2)
+    return np.concatenate([centre - half, centre + half], axis=1)
 
 
 def greedy_nms_mask(boxes_xyxy: np.ndarray, valid: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy NMS for G independent groups at once, without a loop over boxes.
+    """Greedy NMS for G independent groups at once, dense: the plain statement of the rule
+    that `sparse_nms` computes faster (kept as its cross-check).
 
     boxes_xyxy (G, K, 4) sorted best first within each group; valid (G, K) marks real
     entries. Returns keep (G, K). A box is kept when no kept, better box of its group
@@ -81,7 +116,7 @@ def greedy_nms_mask(boxes_xyxy: np.ndarray, valid: np.ndarray, iou_threshold: fl
     iterating it from "keep all", is exactly the greedy result (the rule decides box j
     from boxes before j only, so it has one fixed point).
     """
-    suppresses = np.triu(pairwise_iou(boxes_xyxy, boxes_xyxy) > iou_threshold, k=1)
+    suppresses = np.triu(pairwise_iou(boxes_xyxy, boxes_xyxy) > np.float32(iou_threshold), k=1)
     suppresses = (suppresses & valid[:, :, None]).astype(np.float32)
     keep = valid.copy()
     while True:
@@ -92,26 +127,54 @@ def greedy_nms_mask(boxes_xyxy: np.ndarray, valid: np.ndarray, iou_threshold: fl
         keep = new_keep
 
 
-def _candidates(scores: np.ndarray, score_threshold: float, top_k: int):
-    """Per class, the best `top_k` default boxes over the threshold.
+def ranked_candidates(scores: np.ndarray, threshold: np.float32, count: int | None):
+    """The best entries of scores (P, G) over threshold, in the final order: score
+    descending, then default box, then class. With `count`, only a prefix of that order
+    holding at least `count` entries (more when scores tie at the cut) is returned.
 
-    scores (P, C') for the foreground classes. Returns classes (G,) of the classes
-    with candidates, prior_idx (G, K) padded, valid (G, K), sorted best first.
+    Returns prior (N,), group (N,), score (N,) and whether that is every entry over the
+    threshold.
     """
-    prior_idx, class_idx = np.nonzero(scores > score_threshold)
-    if prior_idx.size == 0:
-        return None
-    order = np.lexsort((prior_idx, -scores[prior_idx, class_idx], class_idx))
-    prior_idx, class_idx = prior_idx[order], class_idx[order]
-    rank = np.arange(order.size) - np.searchsorted(class_idx, class_idx, side="left")
-    within = rank < top_k
-    prior_idx, class_idx, rank = prior_idx[within], class_idx[within], rank[within]
-    classes, group = np.unique(class_idx, return_inverse=True)
-    padded = np.zeros((classes.size, rank.max() + 1), np.int64)
-    valid = np.zeros(padded.shape, bool)
-    padded[group, rank] = prior_idx
-    valid[group, rank] = True
-    return classes, padded, valid
+    flat = np.ascontiguousarray(scores).ravel()  # index = prior * G + group: ascending = prior, then class
+    above = np.flatnonzero(flat > threshold)
+    complete = count is None or above.size <= count
+    if not complete:
+        values = flat[above]
+        kth_best = np.partition(values, values.size - count)[values.size - count]
+        above = above[values >= kth_best]
+    order = np.argsort(-flat[above], kind="stable")  # ties keep the ascending (prior, class) order
+    index = above[order]
+    groups = scores.shape[1]
+    return index // groups, index % groups, flat[index], complete
+
+
+def rank_within_groups(group: np.ndarray) -> np.ndarray:
+    """For a sequence of group ids, how many earlier entries share each entry's group."""
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    rank = np.empty(group.size, np.intp)
+    rank[order] = np.arange(group.size) - np.searchsorted(sorted_group, sorted_group, side="left")
+    return rank
+
+
+def _greedy_prefix(locs, probs, priors_cxcywh, config: PostprocessConfig, count: int | None):
+    """Per-class top_k and greedy NMS on the best `count` candidates in the final order.
+
+    A candidate's fate depends only on better candidates of its class, all of which lie in
+    any prefix of the order that contains it, so decisions made on a prefix are final.
+    Returns (prior, label, score, box) of the kept candidates in the final order, and
+    whether the prefix was every candidate.
+    """
+    prior, group, score, complete = ranked_candidates(probs[:, 1:], np.float32(config.score_threshold), count)
+    within = rank_within_groups(group) < config.top_k
+    prior, group, score = prior[within], group[within], score[within]
+    # Decode each default box once, whatever the number of classes it is a candidate of.
+    box_priors, box_of = np.unique(prior, return_inverse=True)
+    boxes = np.clip(decode_boxes(locs[box_priors], priors_cxcywh[box_priors], config.variances), 0.0, 1.0)
+    pair_a, pair_b = overlapping_pairs(boxes, config.iou_threshold)
+    better, worse = class_edges(group, box_of, box_priors.size, pair_a, pair_b)
+    kept = np.flatnonzero(greedy_keep(group.size, better, worse))
+    return prior[kept], group[kept] + 1, score[kept], boxes[box_of[kept]], complete
 
 
 def postprocess_image(
@@ -120,27 +183,29 @@ def postprocess_image(
     priors_cxcywh: np.ndarray,
     image_hw: tuple[int, int],
     config: PostprocessConfig,
+    class_names: tuple[str, ...] = (),
 ) -> Detections:
-    """Postprocess one image: locs (P, 4) raw regressions, probs (P, C) softmax scores."""
-    num_classes = probs.shape[1]
-    found = _candidates(probs[:, 1:], config.score_threshold, config.top_k)
-    if found is None:
-        return Detections.empty(num_classes)
-    classes, prior_idx, valid = found
-    boxes = np.clip(decode(locs[prior_idx], priors_cxcywh[prior_idx], config.variances), 0.0, 1.0)
-    keep = greedy_nms_mask(boxes, valid, config.iou_threshold)
-    group, rank = np.nonzero(keep)
-    kept_priors = prior_idx[group, rank]
-    labels = classes[group] + 1
-    scores = probs[kept_priors, labels]
-    best = np.lexsort((labels, kept_priors, -scores))[: config.max_detections]
+    """Postprocess one image: locs (P, 4) float32 raw regressions, probs (P, C) float32
+    softmax scores, priors (P, 4) normalised cxcywh, image_hw the original (H, W).
+
+    Only max_detections survive, and every candidate's fate is settled by better ones, so
+    the candidates are taken best first in growing prefixes until enough are kept.
+    """
+    count = 2 * config.max_detections
+    while True:
+        prior, labels, scores, boxes, complete = _greedy_prefix(locs, probs, priors_cxcywh, config, count)
+        if complete or len(prior) >= config.max_detections:
+            break
+        count *= 4
+    best = slice(0, config.max_detections)
     height, width = image_hw
     scale = np.array([width, height, width, height], np.float32)
     return Detections(
-        boxes=(boxes[group[best], rank[best]] * scale).astype(np.float32),
+        boxes=(boxes[best] * scale).astype(np.float32),
         labels=labels[best].astype(np.int64),
         scores=scores[best].astype(np.float32),
-        confs=probs[kept_priors[best]].astype(np.float32),
+        confs=probs[prior[best]].astype(np.float32),
+        class_names=tuple(class_names),
     )
 
 
@@ -150,9 +215,11 @@ def postprocess(
     priors_cxcywh: np.ndarray,
     image_sizes: Sequence[tuple[int, int]],
     config: PostprocessConfig,
+    class_names: Sequence[str] = (),
 ) -> list[Detections]:
     """Decode + NMS for a batch: locs (B, P, 4), conf_logits (B, P, C) raw network outputs,
-    priors (P, 4) normalised cxcywh, image_sizes the (H, W) of each original image."""
+    priors (P, 4) normalised cxcywh, image_sizes the (H, W) of each original image;
+    class_names (optional) is carried into each Detections."""
     if locs.ndim != 3 or locs.shape[-1] != 4:
         raise ValueError(f"locs must be (B, P, 4), got {locs.shape}")
     if conf_logits.shape[:2] != locs.shape[:2] or locs.shape[1] != priors_cxcywh.shape[0]:
@@ -163,4 +230,8 @@ def postprocess(
         raise ValueError(f"{len(image_sizes)} image sizes for a batch of {locs.shape[0]}")
     probs = softmax(conf_logits.astype(np.float32, copy=False))
     locs = locs.astype(np.float32, copy=False)
-    return [postprocess_image(locs[b], probs[b], priors_cxcywh, image_sizes[b], config) for b in range(len(locs))]
+    priors_cxcywh = priors_cxcywh.astype(np.float32, copy=False)
+    names = tuple(class_names)
+    return [
+        postprocess_image(locs[b], probs[b], priors_cxcywh, image_sizes[b], config, names) for b in range(len(locs))
+    ]

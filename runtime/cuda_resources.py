@@ -1,0 +1,198 @@
+"""CUDA resources of the GPU path, through pycuda: one small class per resource (the
+primary context, a device buffer, a pinned host buffer, a stream, a compiled module),
+each freeing what it holds, and one `check()` through which every CUDA and TensorRT
+status goes.
+
+pycuda is imported lazily: this module imports on any machine, and says plainly what is
+missing when a GPU path is asked for where it cannot run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+
+class GpuError(RuntimeError):
+    """A CUDA or TensorRT call failed, or the machine cannot run the GPU path."""
+
+
+def _cuda_error_types() -> tuple[type, ...]:
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        return ()
+    return (cuda.Error,)
+
+
+def check(call: str, function: Callable[..., Any], *args: Any, must_succeed: bool = False, **kwargs: Any) -> Any:
+    """Call `function(*args, **kwargs)`, a CUDA (pycuda) or TensorRT call named `call`.
+
+    A CUDA error, or an exception TensorRT raises, becomes a GpuError that names the call;
+    with `must_succeed`, so does a False or None result (TensorRT reports most failures
+    that way, with the reason in its log).
+    """
+    try:
+        result = function(*args, **kwargs)
+    except _cuda_error_types() + (RuntimeError,) as exc:
+        if isinstance(exc, GpuError):
+            raise
+        raise GpuError(f"{call} failed: {exc}") from exc
+    if must_succeed and (result is None or result is False):
+        raise GpuError(f"{call} failed")
+    return result
+
+
+def import_pycuda():
+    """pycuda.driver, or a GpuError saying how to get it."""
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        if "libcuda" in str(exc):
+            raise GpuError(
+                f"no NVIDIA GPU driver on this machine ({exc}): run the ONNX model with backend='onnxruntime' instead"
+            ) from None
+        raise GpuError(
+            f"the GPU path needs pycuda ({exc}); install it with `pip install ssd-edge[gpu]` "
+            "(on a Jetson, build it against JetPack's CUDA), or use backend='onnxruntime'"
+        ) from None
+    return cuda
+
+
+class CudaContext:
+    """A device's primary context, the one TensorRT and onnxruntime use too. Retained once
+    per process (see `primary_context`) and kept, as pycuda.autoprimaryctx does; `with
+    context:` makes it current on the calling thread for the block, so the objects made in
+    it can be used, and freed, from any thread."""
+
+    def __init__(self, device: int = 0) -> None:
+        cuda = import_pycuda()
+        self._cuda = cuda
+        check("cuInit", cuda.init)
+        count = check("cuDeviceGetCount", cuda.Device.count)
+        if count == 0:
+            raise GpuError("no CUDA GPU on this machine: run the ONNX model with backend='onnxruntime' instead")
+        if not 0 <= device < count:
+            raise GpuError(f"CUDA device {device} does not exist (this machine has {count})")
+        self.device = check("cuDeviceGet", cuda.Device, device)
+        self._context = check("cuDevicePrimaryCtxRetain", self.device.retain_primary_context)
+        self.name = self.device.name()
+        self.compute_capability = self.device.compute_capability()
+
+    def __enter__(self) -> "CudaContext":
+        check("cuCtxPushCurrent", self._context.push)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        check("cuCtxPopCurrent", self._cuda.Context.pop)
+
+    def release(self) -> None:
+        if self._context is not None:
+            context, self._context = self._context, None
+            check("cuDevicePrimaryCtxRelease", context.detach)
+
+
+_CONTEXTS: dict[int, CudaContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def primary_context(device: int = 0) -> CudaContext:
+    """The process's CudaContext for `device`, retained on first use."""
+    with _CONTEXTS_LOCK:
+        if device not in _CONTEXTS:
+            _CONTEXTS[device] = CudaContext(device)
+            if len(_CONTEXTS) == 1:
+                atexit.register(_release_contexts)
+        return _CONTEXTS[device]
+
+
+def _release_contexts() -> None:
+    while _CONTEXTS:
+        _, context = _CONTEXTS.popitem()
+        try:
+            context.release()
+        except GpuError:
+            pass  # the driver is going away with the process anyway
+
+
+class DeviceBuffer:
+    """`nbytes` of device memory, allocated once. Use inside the context."""
+
+    def __init__(self, nbytes: int, what: str = "buffer") -> None:
+        cuda = import_pycuda()
+        self.nbytes = int(nbytes)
+        self.what = what
+        self._allocation = check(f"cuMemAlloc({what}, {self.nbytes} bytes)", cuda.mem_alloc, max(self.nbytes, 1))
+
+    @property
+    def address(self) -> int:
+        return int(self._allocation)
+
+    def free(self) -> None:
+        if self._allocation is not None:
+            allocation, self._allocation = self._allocation, None
+            check(f"cuMemFree({self.what})", allocation.free)
+
+
+class PinnedBuffer:
+    """Page-locked host memory seen as a NumPy array, so copies to and from the device are
+    truly asynchronous. Use inside the context."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, what: str = "buffer") -> None:
+        cuda = import_pycuda()
+        self.what = what
+        self.array: np.ndarray | None = check(f"cuMemHostAlloc({what})", cuda.pagelocked_empty, shape, np.dtype(dtype))
+
+    def free(self) -> None:
+        if self.array is not None:
+            array, self.array = self.array, None
+            check(f"cuMemFreeHost({self.what})", array.base.free)
+
+
+class Stream:
+    """One CUDA stream: every copy and launch of a Detector is queued on it, in order."""
+
+    def __init__(self) -> None:
+        cuda = import_pycuda()
+        self._cuda = cuda
+        self._stream = check("cuStreamCreate", cuda.Stream)
+
+    @property
+    def handle(self) -> int:
+        return int(self._stream.handle)
+
+    @property
+    def pycuda_stream(self):
+        return self._stream
+
+    def copy_to_device(self, address: int, host: np.ndarray) -> None:
+        check("cuMemcpyHtoDAsync", self._cuda.memcpy_htod_async, address, host, self._stream)
+
+    def copy_to_host(self, host: np.ndarray, address: int) -> None:
+        check("cuMemcpyDtoHAsync", self._cuda.memcpy_dtoh_async, host, address, self._stream)
+
+    def synchronize(self) -> None:
+        check("cuStreamSynchronize", self._stream.synchronize)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            check("cuStreamSynchronize", stream.synchronize)
+            del stream  # pycuda destroys the stream with its last reference
+
+
+def compile_module(source: str, what: str):
+    """`source` compiled for the current device by pycuda's SourceModule (nvcc runs once
+    per machine: pycuda caches the binary on disk). Call inside the context."""
+    import_pycuda()
+    from pycuda.compiler import SourceModule
+
+    try:
+        return check(f"nvcc ({what})", SourceModule, source, no_extern_c=True, options=["-O3"])
+    except OSError as exc:
+        raise GpuError(
+            f"compiling {what} needs nvcc on PATH ({exc}); on a Jetson add /usr/local/cuda/bin to PATH"
+        ) from None

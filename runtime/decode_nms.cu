@@ -1,0 +1,413 @@
+// SSD decode + per-class NMS for a whole batch on the GPU: ssd-edge's CUDA kernels.
+//
+// The same semantics as the NumPy reference (runtime/postprocess.py), operation for
+// operation, so the results agree to the bit: softmax over classes; per class c >= 1 the
+// default boxes scoring > score_threshold; the top_k best of each class (score
+// descending, ties by lower default-box index); decode against the default boxes
+// (variances, log-size clamp) and clip to [0, 1]; greedy NMS per class at iou_threshold;
+// merge and keep the best max_detections (score descending, then default box, then class).
+// Exponentials are computed in double and rounded once to float, the box and IoU
+// arithmetic uses the explicitly rounded float intrinsics (never contracted into FMAs).
+//
+// Plain extern "C" kernels, no includes, no host code: loadable by pycuda's SourceModule
+// (no_extern_c=True) and by CuPy's RawModule / NVRTC alike. Launch sequence, grid, block
+// and shared-memory sizes are set by runtime/decode_nms_plan.py:
+//   1. ssd_softmax     grid (ceil(B*P / 128)), block 128           probs (B, P, C)
+//   2. ssd_class_nms   grid (C - 1, B), block 256, dynamic shared  per class: kept keys and boxes
+//   3. ssd_merge       grid (B), block 256, dynamic shared         per image: the best max_detections
+//   4. ssd_pack        grid (B), block 256                         all images' rows, back to back
+// Limits (checked by the plan): P < 2^20, C <= 4096, min(top_k, P) <= 512, max_detections <= 1024.
+
+typedef unsigned long long u64;
+
+#define PRIOR_BITS 20
+#define CLASS_BITS 12
+#define PRIOR_MASK ((1u << PRIOR_BITS) - 1u)
+#define CLASS_MASK ((1u << CLASS_BITS) - 1u)
+#define RECORD_HEAD 6  // x1, y1, x2, y2, score, label; then the C softmax scores
+
+// ---------------------------------------------------------------- exact float arithmetic
+
+__device__ __forceinline__ float exp_rounded(float x)
+{
+    return __double2float_rn(exp((double)x));
+}
+
+__device__ __forceinline__ float clip01(float v)
+{
+    return v != v ? v : fminf(fmaxf(v, 0.0f), 1.0f);  // NaN stays NaN, as np.clip leaves it
+}
+
+__device__ __forceinline__ float min_keep_nan(float v, float bound)
+{
+    return v != v ? v : fminf(v, bound);  // np.minimum propagates NaN, fminf would drop it
+}
+
+__device__ __forceinline__ bool is_nan4(float4 b)
+{
+    return b.x != b.x || b.y != b.y || b.z != b.z || b.w != b.w;
+}
+
+// IoU exactly as boxes.pairwise_iou computes it in float32; 0 where NumPy gets NaN.
+__device__ __forceinline__ float box_iou(float4 a, float4 b)
+{
+    if (is_nan4(a) || is_nan4(b)) return 0.0f;
+    float w = fmaxf(__fsub_rn(fminf(a.z, b.z), fmaxf(a.x, b.x)), 0.0f);
+    float h = fmaxf(__fsub_rn(fminf(a.w, b.w), fmaxf(a.y, b.y)), 0.0f);
+    float inter = __fmul_rn(w, h);
+    float area_a = __fmul_rn(__fsub_rn(a.z, a.x), __fsub_rn(a.w, a.y));
+    float area_b = __fmul_rn(__fsub_rn(b.z, b.x), __fsub_rn(b.w, b.y));
+    float uni = __fsub_rn(__fadd_rn(area_a, area_b), inter);
+    return uni > 0.0f ? __fdiv_rn(inter, uni) : 0.0f;
+}
+
+// postprocess.decode_boxes for one box, then clipped to [0, 1].
+__device__ __forceinline__ float4 decode_box(const float* loc, const float* prior, float v_centre, float v_size,
+                                             float size_clip)
+{
+    float cx = __fadd_rn(prior[0], __fmul_rn(__fmul_rn(loc[0], v_centre), prior[2]));
+    float cy = __fadd_rn(prior[1], __fmul_rn(__fmul_rn(loc[1], v_centre), prior[3]));
+    float w = __fmul_rn(prior[2], exp_rounded(min_keep_nan(__fmul_rn(loc[2], v_size), size_clip)));
+    float h = __fmul_rn(prior[3], exp_rounded(min_keep_nan(__fmul_rn(loc[3], v_size), size_clip)));
+    float half_w = __fdiv_rn(w, 2.0f), half_h = __fdiv_rn(h, 2.0f);
+    float4 box;
+    box.x = clip01(__fsub_rn(cx, half_w));
+    box.y = clip01(__fsub_rn(cy, half_h));
+    box.z = clip01(__fadd_rn(cx, half_w));
+    box.w = clip01(__fadd_rn(cy, half_h));
+    return box;
+}
+
+// ---------------------------------------------------------------- sort keys
+// Keys compare as the final order: larger key = better. Scores are >= 0 here, so their
+// float bits order as unsigned integers; valid keys are never 0 (0 pads sort buffers).
+
+__device__ __forceinline__ u64 class_key(float score, int prior)
+{
+    return ((u64)__float_as_uint(score) << 32) | (u64)(0xFFFFFFFFu - (unsigned int)prior);
+}
+
+__device__ __forceinline__ int class_key_prior(u64 key)
+{
+    return (int)(0xFFFFFFFFu - (unsigned int)(key & 0xFFFFFFFFull));
+}
+
+__device__ __forceinline__ u64 merge_key(float score, int prior, int cls)
+{
+    return ((u64)__float_as_uint(score) << 32) | ((u64)(PRIOR_MASK - (unsigned int)prior) << CLASS_BITS) |
+           (u64)(CLASS_MASK - (unsigned int)cls);
+}
+
+__device__ __forceinline__ float key_score(u64 key) { return __uint_as_float((unsigned int)(key >> 32)); }
+__device__ __forceinline__ int merge_key_prior(u64 key)
+{
+    return (int)(PRIOR_MASK - (unsigned int)((key >> CLASS_BITS) & PRIOR_MASK));
+}
+__device__ __forceinline__ int merge_key_class(u64 key) { return (int)(CLASS_MASK - (unsigned int)(key & CLASS_MASK)); }
+
+// One class's candidates, read straight from the probabilities: item i is default box i.
+struct ClassSource {
+    const float* column;  // probs of one image at class c: element p is column[p * stride]
+    int stride;
+    float threshold;
+    __device__ bool get(int i, u64& key) const
+    {
+        float score = column[(long long)i * stride];
+        if (!(score > threshold)) return false;
+        key = class_key(score, i);
+        return true;
+    }
+};
+
+// One image's kept detections of every class: item i is slot i % K of class i / K.
+struct MergeSource {
+    const u64* keys;
+    const int* counts;
+    int k;
+    __device__ bool get(int i, u64& key) const
+    {
+        if (i % k >= counts[i / k]) return false;
+        key = keys[i];
+        return true;
+    }
+};
+
+struct SelectState {  // shared scalars of the block-wide helpers
+    int digit;
+    int remaining;
+    int done;
+    int count;
+};
+
+// The cutoff key such that exactly `wanted` of the source's (distinct) keys are >= it:
+// a block-wide MSB-first radix select, 8 bits per pass, stopping as soon as a whole bin
+// is taken. Every thread of the block must call it.
+template <class Source>
+__device__ u64 radix_select(const Source& source, int items, int wanted, unsigned int* hist, SelectState* state)
+{
+    u64 prefix = 0, mask = 0;
+    int remaining = wanted;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < items; i += blockDim.x) {
+            u64 key;
+            if (source.get(i, key) && (key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xFFu], 1u);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int above = 0, digit = 255;
+            for (; digit > 0; --digit) {
+                if (above + (int)hist[digit] >= remaining) break;
+                above += (int)hist[digit];
+            }
+            state->digit = digit;
+            state->remaining = remaining - above;
+            state->done = (int)hist[digit] == remaining - above;
+        }
+        __syncthreads();
+        prefix |= (u64)state->digit << shift;
+        mask |= (u64)0xFFu << shift;
+        remaining = state->remaining;
+        int done = state->done;
+        __syncthreads();  // all have read the state before thread 0 writes it again
+        if (done) break;
+    }
+    return prefix;
+}
+
+// Count the source's keys; gather those >= cutoff into keys[] (and their item index into
+// payload[] when given), in arbitrary order. Returns how many were gathered.
+template <class Source>
+__device__ int gather_keys(const Source& source, int items, u64 cutoff, u64* keys, int* payload, SelectState* state)
+{
+    if (threadIdx.x == 0) state->count = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < items; i += blockDim.x) {
+        u64 key;
+        if (source.get(i, key) && key >= cutoff) {
+            int slot = atomicAdd(&state->count, 1);
+            keys[slot] = key;
+            if (payload) payload[slot] = i;
+        }
+    }
+    __syncthreads();
+    int gathered = state->count;
+    __syncthreads();
+    return gathered;
+}
+
+template <class Source>
+__device__ int count_keys(const Source& source, int items, SelectState* state)
+{
+    if (threadIdx.x == 0) state->count = 0;
+    __syncthreads();
+    int mine = 0;
+    for (int i = threadIdx.x; i < items; i += blockDim.x) {
+        u64 key;
+        mine += source.get(i, key) ? 1 : 0;
+    }
+    if (mine) atomicAdd(&state->count, mine);
+    __syncthreads();
+    int total = state->count;
+    __syncthreads();
+    return total;
+}
+
+// Bitonic sort of keys[0, n_pad) (n_pad a power of two), largest first; payload follows.
+__device__ void sort_descending(u64* keys, int* payload, int n_pad)
+{
+    for (int size = 2; size <= n_pad; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            __syncthreads();
+            for (int i = threadIdx.x; i < n_pad; i += blockDim.x) {
+                int j = i ^ stride;
+                if (j <= i) continue;
+                u64 a = keys[i], b = keys[j];
+                bool descending = (i & size) == 0;
+                if (descending ? (a < b) : (a > b)) {
+                    keys[i] = b;
+                    keys[j] = a;
+                    if (payload) {
+                        int t = payload[i];
+                        payload[i] = payload[j];
+                        payload[j] = t;
+                    }
+                }
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// ---------------------------------------------------------------- kernels
+
+// probs[r, :] = softmax(logits[r, :]) for rows r < rows; one thread per row.
+extern "C" __global__ void ssd_softmax(const float* __restrict__ logits, float* __restrict__ probs, int rows,
+                                       int num_classes)
+{
+    int row = blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= rows) return;
+    const float* in = logits + (long long)row * num_classes;
+    float* out = probs + (long long)row * num_classes;
+    float top = in[0];
+    for (int c = 1; c < num_classes; ++c) top = in[c] > top || in[c] != in[c] ? in[c] : top;  // NaN wins, as np.max
+    double total = 0.0;
+    for (int c = 0; c < num_classes; ++c) total += exp((double)__fsub_rn(in[c], top));
+    for (int c = 0; c < num_classes; ++c) out[c] = __double2float_rn(exp((double)__fsub_rn(in[c], top)) / total);
+}
+
+// One block per (foreground class, image): select the top_k candidates, sort them, decode
+// them, greedy NMS through a suppression bit matrix, and write the kept ones as merge keys
+// and boxes to slots [0, kept) of this (image, class).
+// Dynamic shared memory: k_pad u64 keys | k_pad float4 boxes | k * ceil(k / 64) u64 mask | k_pad bytes.
+extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const float* __restrict__ locs,
+                                         const float* __restrict__ priors, int num_priors, int num_classes,
+                                         int top_k, int k_pad, float score_threshold, float iou_threshold,
+                                         float v_centre, float v_size, float size_clip, u64* __restrict__ kept_keys,
+                                         float4* __restrict__ kept_boxes, int* __restrict__ kept_count)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ unsigned int hist[256];
+    __shared__ SelectState state;
+
+    const int cls = blockIdx.x + 1, image = blockIdx.y, groups = num_classes - 1;
+    const long long slot_base = ((long long)image * groups + (cls - 1)) * top_k;
+    u64* keys = (u64*)smem;
+    float4* boxes = (float4*)(smem + (size_t)k_pad * sizeof(u64));
+    u64* mask = (u64*)(smem + (size_t)k_pad * (sizeof(u64) + sizeof(float4)));
+
+    ClassSource source;
+    source.column = probs + (long long)image * num_priors * num_classes + cls;
+    source.stride = num_classes;
+    source.threshold = score_threshold;
+
+    int candidates = count_keys(source, num_priors, &state);
+    int k = min(candidates, top_k);
+    if (k == 0) {
+        if (threadIdx.x == 0) kept_count[(long long)image * groups + (cls - 1)] = 0;
+        return;
+    }
+    const int words = (k + 63) / 64;
+    unsigned char* keep = (unsigned char*)(mask + (size_t)k * words);
+
+    u64 cutoff = candidates > k ? radix_select(source, num_priors, k, hist, &state) : 1ull;
+    gather_keys(source, num_priors, cutoff, keys, (int*)0, &state);
+    for (int i = k + threadIdx.x; i < k_pad; i += blockDim.x) keys[i] = 0ull;
+    sort_descending(keys, (int*)0, k_pad);
+
+    const float* image_locs = locs + (long long)image * num_priors * 4;
+    for (int j = threadIdx.x; j < k; j += blockDim.x) {
+        int prior = class_key_prior(keys[j]);
+        boxes[j] = decode_box(image_locs + (long long)prior * 4, priors + (long long)prior * 4, v_centre, v_size,
+                              size_clip);
+    }
+    __syncthreads();
+
+    // mask[i][w] bit b: candidate 64w + b (> i) overlaps candidate i by more than the threshold.
+    for (int cell = threadIdx.x; cell < k * words; cell += blockDim.x) {
+        int i = cell / words, w = cell % words;
+        u64 bits = 0ull;
+        int first = w * 64;
+        if (first + 63 > i) {
+            float4 a = boxes[i];
+            for (int b = 0; b < 64; ++b) {
+                int j = first + b;
+                if (j > i && j < k && box_iou(a, boxes[j]) > iou_threshold) bits |= 1ull << b;
+            }
+        }
+        mask[cell] = bits;
+    }
+    __syncthreads();
+
+    if (threadIdx.x == 0) {  // the greedy pass itself is sequential: one thread, bit words
+        u64 removed[8];
+        for (int w = 0; w < words; ++w) removed[w] = 0ull;
+        for (int i = 0; i < k; ++i) {
+            int w = i >> 6;
+            if ((removed[w] >> (i & 63)) & 1ull) {
+                keep[i] = 0;
+                continue;
+            }
+            keep[i] = 1;
+            for (; w < words; ++w) removed[w] |= mask[(size_t)i * words + w];
+        }
+        state.count = 0;
+    }
+    __syncthreads();
+
+    for (int j = threadIdx.x; j < k; j += blockDim.x) {
+        if (!keep[j]) continue;
+        int slot = atomicAdd(&state.count, 1);
+        u64 key = keys[j];
+        kept_keys[slot_base + slot] = merge_key(key_score(key), class_key_prior(key), cls);
+        kept_boxes[slot_base + slot] = boxes[j];
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) kept_count[(long long)image * groups + (cls - 1)] = state.count;
+}
+
+// One block per image: the best max_detections of all classes' kept boxes, in the final
+// order, as records (x1, y1, x2, y2, score, label, C softmax scores) in rows [0, count) of
+// this image's staging area. Dynamic shared memory: m_pad u64 keys | m_pad int indices.
+extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64* __restrict__ kept_keys,
+                                     const float4* __restrict__ kept_boxes, const int* __restrict__ kept_count,
+                                     int num_priors, int num_classes, int top_k, int max_detections, int m_pad,
+                                     float* __restrict__ staging, int* __restrict__ det_count)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ unsigned int hist[256];
+    __shared__ SelectState state;
+
+    const int image = blockIdx.x, groups = num_classes - 1, width = RECORD_HEAD + num_classes;
+    const long long slot_base = (long long)image * groups * top_k;
+    u64* keys = (u64*)smem;
+    int* index = (int*)(smem + (size_t)m_pad * sizeof(u64));
+
+    MergeSource source;
+    source.keys = kept_keys + slot_base;
+    source.counts = kept_count + (long long)image * groups;
+    source.k = top_k;
+    const int items = groups * top_k;
+
+    int kept = count_keys(source, items, &state);
+    int m = min(kept, max_detections);
+    u64 cutoff = kept > m ? radix_select(source, items, m, hist, &state) : 1ull;
+    gather_keys(source, items, cutoff, keys, index, &state);
+    for (int i = m + threadIdx.x; i < m_pad; i += blockDim.x) {
+        keys[i] = 0ull;
+        index[i] = 0;
+    }
+    sort_descending(keys, index, m_pad);
+
+    const float* image_probs = probs + (long long)image * num_priors * num_classes;
+    for (int r = threadIdx.x; r < m; r += blockDim.x) {
+        u64 key = keys[r];
+        int prior = merge_key_prior(key);
+        float4 box = kept_boxes[slot_base + index[r]];
+        float* record = staging + ((long long)image * max_detections + r) * width;
+        record[0] = box.x;
+        record[1] = box.y;
+        record[2] = box.z;
+        record[3] = box.w;
+        record[4] = key_score(key);
+        record[5] = (float)merge_key_class(key);
+        const float* row = image_probs + (long long)prior * num_classes;
+        for (int c = 0; c < num_classes; ++c) record[RECORD_HEAD + c] = row[c];
+    }
+    if (threadIdx.x == 0) det_count[image] = m;
+}
+
+// One block per image: copy its det_count[image] records to `packed`, right after those of
+// the images before it, so the host copies back exactly sum(det_count) records.
+extern "C" __global__ void ssd_pack(const float* __restrict__ staging, const int* __restrict__ det_count,
+                                    int max_detections, int width, float* __restrict__ packed)
+{
+    const int image = blockIdx.x;
+    long long offset = 0;
+    for (int i = 0; i < image; ++i) offset += det_count[i];
+    const long long values = (long long)det_count[image] * width;
+    const float* from = staging + (long long)image * max_detections * width;
+    float* to = packed + offset * width;
+    for (long long v = threadIdx.x; v < values; v += blockDim.x) to[v] = from[v];
+}

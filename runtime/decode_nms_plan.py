@@ -1,0 +1,161 @@
+"""How the CUDA decode + NMS (`decode_nms.cu`) is run: its limits, the layout of its one
+device workspace, the four kernel launches with their grids, shared memory and
+arguments, and the conversion of the records it copies back into `Detections`.
+
+Pure NumPy, no CUDA: the pycuda launcher (`cuda_decode_nms.py`) executes the plan on a
+GPU, and the tests execute the very same plan on a CPU emulation of the kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .boxes import BBOX_XFORM_CLIP
+from .postprocess import Detections, PostprocessConfig
+
+KERNEL_SOURCE = Path(__file__).with_name("decode_nms.cu")
+KERNELS = ("ssd_softmax", "ssd_class_nms", "ssd_merge", "ssd_pack")
+
+MAX_PRIORS = (1 << 20) - 1  # the merge key holds a default-box index in 20 bits
+MAX_CLASSES = 1 << 12  # ... and a class in 12
+MAX_TOP_K = 512  # candidates per class: the suppression bit matrix must fit in shared memory
+MAX_DETECTIONS = 1024  # merge sort in shared memory
+RECORD_HEAD = 6  # x1, y1, x2, y2, score, label; then the C softmax scores
+SOFTMAX_BLOCK = 128
+BLOCK = 256
+ALIGNMENT = 256
+
+
+def _next_power_of_two(value: int) -> int:
+    return 1 << max(1, int(value - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch: grid and block (x, y, z), dynamic shared bytes, and the kernel's
+    arguments as NumPy scalars (np.uintp pointers, np.int32, np.float32)."""
+
+    kernel: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_bytes: int
+    args: tuple
+
+
+class DecodeNmsPlan:
+    """Everything about a decode + NMS run for P default boxes, C classes (background
+    included), batches up to `max_batch`, and one postprocessing config.
+
+    Raises ValueError naming the limit when the kernels cannot serve the model.
+    """
+
+    def __init__(self, num_priors: int, num_classes: int, max_batch: int, config: PostprocessConfig) -> None:
+        if not 1 <= num_priors <= MAX_PRIORS:
+            raise ValueError(
+                f"the CUDA decode + NMS handles up to {MAX_PRIORS} default boxes, the model has {num_priors}"
+            )
+        if not 2 <= num_classes <= MAX_CLASSES:
+            raise ValueError(f"the CUDA decode + NMS handles 2 to {MAX_CLASSES} classes, the model has {num_classes}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.num_priors, self.num_classes, self.max_batch, self.config = num_priors, num_classes, max_batch, config
+        self.top_k = min(config.top_k, num_priors)
+        if self.top_k > MAX_TOP_K:
+            raise ValueError(
+                f"the CUDA decode + NMS keeps at most {MAX_TOP_K} candidates per class; top_k={config.top_k} "
+                f"with {num_priors} default boxes needs {self.top_k}: lower top_k or decode on the CPU"
+            )
+        if config.max_detections > MAX_DETECTIONS:
+            raise ValueError(
+                f"the CUDA decode + NMS returns at most {MAX_DETECTIONS} detections per image, "
+                f"max_detections={config.max_detections}: lower it or decode on the CPU"
+            )
+        self.max_detections = config.max_detections
+        self.k_pad = _next_power_of_two(self.top_k)
+        self.m_pad = _next_power_of_two(self.max_detections)
+        self.record_width = RECORD_HEAD + num_classes
+        groups = num_classes - 1
+        sizes = {
+            "priors": num_priors * 4 * 4,
+            "probs": max_batch * num_priors * num_classes * 4,
+            "kept_keys": max_batch * groups * self.top_k * 8,
+            "kept_boxes": max_batch * groups * self.top_k * 16,
+            "kept_count": max_batch * groups * 4,
+            "staging": max_batch * self.max_detections * self.record_width * 4,
+            "det_count": max_batch * 4,
+            "packed": max_batch * self.max_detections * self.record_width * 4,
+        }
+        self.offsets: dict[str, int] = {}
+        offset = 0
+        for name, size in sizes.items():
+            self.offsets[name] = offset
+            offset += -(-size // ALIGNMENT) * ALIGNMENT
+        self.workspace_bytes = offset
+
+    @property
+    def class_shared_bytes(self) -> int:
+        """Dynamic shared memory of ssd_class_nms: keys, boxes, suppression bits, keep flags."""
+        words = -(-self.top_k // 64)
+        return self.k_pad * (8 + 16) + self.top_k * words * 8 + self.k_pad
+
+    @property
+    def merge_shared_bytes(self) -> int:
+        return self.m_pad * (8 + 4)
+
+    def launches(self, workspace: int, locs: int, confs: int, batch: int) -> list[Launch]:
+        """The kernel launches for one batch. workspace: device address of the workspace
+        (with the default boxes already at offsets["priors"]); locs (B, P, 4) and confs
+        (B, P, C): device addresses of float32 network outputs."""
+        if not 1 <= batch <= self.max_batch:
+            raise ValueError(f"batch {batch} outside 1..{self.max_batch}")
+        at = {name: np.uintp(workspace + offset) for name, offset in self.offsets.items()}
+        cfg, p, c, i32, f32 = self.config, self.num_priors, self.num_classes, np.int32, np.float32
+        rows = batch * p
+        return [
+            Launch(
+                "ssd_softmax", (-(-rows // SOFTMAX_BLOCK), 1, 1), (SOFTMAX_BLOCK, 1, 1), 0,
+                (np.uintp(confs), at["probs"], i32(rows), i32(c)),
+            ),
+            Launch(
+                "ssd_class_nms", (c - 1, batch, 1), (BLOCK, 1, 1), self.class_shared_bytes,
+                (at["probs"], np.uintp(locs), at["priors"], i32(p), i32(c), i32(self.top_k), i32(self.k_pad),
+                 f32(cfg.score_threshold), f32(cfg.iou_threshold), f32(cfg.variances[0]), f32(cfg.variances[1]),
+                 f32(BBOX_XFORM_CLIP), at["kept_keys"], at["kept_boxes"], at["kept_count"]),
+            ),
+            Launch(
+                "ssd_merge", (batch, 1, 1), (BLOCK, 1, 1), self.merge_shared_bytes,
+                (at["probs"], at["kept_keys"], at["kept_boxes"], at["kept_count"], i32(p), i32(c), i32(self.top_k),
+                 i32(self.max_detections), i32(self.m_pad), at["staging"], at["det_count"]),
+            ),
+            Launch(
+                "ssd_pack", (batch, 1, 1), (BLOCK, 1, 1), 0,
+                (at["staging"], at["det_count"], i32(self.max_detections), i32(self.record_width), at["packed"]),
+            ),
+        ]
+
+    def detections(
+        self, det_count: np.ndarray, records: np.ndarray, image_sizes: Sequence[tuple[int, int]],
+        class_names: Sequence[str] = (),
+    ) -> list[Detections]:
+        """Detections from the copied-back det_count (B,) and packed records (N, 6 + C),
+        boxes scaled to each image's (H, W) exactly as the NumPy reference scales them."""
+        results, start = [], 0
+        names = tuple(class_names)
+        for count, (height, width) in zip(det_count.tolist(), image_sizes):
+            rows = records[start:start + count]
+            start += count
+            scale = np.array([width, height, width, height], np.float32)
+            results.append(
+                Detections(
+                    boxes=(rows[:, :4] * scale).astype(np.float32),
+                    labels=rows[:, 5].astype(np.int64),
+                    scores=rows[:, 4].copy(),
+                    confs=rows[:, RECORD_HEAD:].copy(),
+                    class_names=names,
+                )
+            )
+        return results

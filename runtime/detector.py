@@ -1,0 +1,156 @@
+"""`Detector`: SSD detection with a deployed model, torch-free.
+
+    from ssd_edge.runtime import Detector
+
+    with Detector("model.onnx") as det:        # or "model.engine" beside model.engine.json
+        found = det(image_bgr)                  # Detections of one image
+        found = det([image_a, image_b])         # list of Detections, one batch
+
+Everything the model needs (input size, normalisation, classes, default boxes,
+postprocessing defaults) comes from the ModelSpec stored in the ONNX metadata or in the
+engine's sidecar; thresholds can be overridden per Detector.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+from .image_io import read_image
+from .model_file import model_format, read_sidecar
+from .postprocess import Detections, PostprocessConfig
+from .preprocess import check_image, preprocess
+from .spec import ModelSpec
+
+BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "tensorrt")
+
+Image = Union[np.ndarray, str, os.PathLike]
+
+
+class Detector:
+    """An SSD ready to detect: `det(image)` -> Detections, `det([images])` -> [Detections].
+
+    Images are BGR uint8 arrays (H, W, 3) of any size, as OpenCV reads them, or paths to
+    image files. Boxes come back xyxy in each original image's pixels, with labels
+    (1..C-1), scores, the softmax vector of each box (`confs`) and the class names
+    (`Detections.names`). A list goes through the network as one batch (in chunks of the
+    model's batch size when that is fixed, smaller chunks padded).
+
+    backend: "auto" (.engine: TensorRT; .onnx: onnxruntime), "onnxruntime" (its CUDA
+    provider when onnxruntime-gpu is installed, else the CPU), "onnxruntime-cpu",
+    "onnxruntime-tensorrt" (onnxruntime's TensorRT provider), or "tensorrt" (an engine
+    through pycuda). On the GPU, decode + NMS runs in ssd-edge's CUDA kernel; on the CPU in
+    NumPy. score_threshold, iou_threshold, max_detections, top_k: override the ModelSpec's.
+
+    Thread safety: one Detector may be called from several threads; calls are serialised
+    by an internal lock (the input buffer, the CUDA stream and the workspace are reused
+    between calls), so they never run in parallel. For parallel throughput, create one
+    Detector per thread. `close()` (or leaving a `with` block) frees the engine, GPU
+    buffers and stream; a closed Detector refuses further calls.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        backend: str = "auto",
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
+        top_k: int | None = None,
+    ) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such model file")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        kind = model_format(path)
+        overrides = dict(
+            score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections, top_k=top_k
+        )
+        if kind == "engine":
+            if backend not in ("auto", "tensorrt"):
+                raise ValueError(f"{path}: a TensorRT engine runs on backend 'tensorrt', not {backend!r}")
+            from .tensorrt_backend import TensorRTBackend
+
+            self._backend = TensorRTBackend(path, overrides, read_sidecar(path))
+        else:
+            if backend == "tensorrt":
+                raise ValueError(
+                    f"{path}: backend 'tensorrt' runs engines; build one with `ssd-export --format engine`, "
+                    "or use 'onnxruntime-tensorrt' for onnxruntime's TensorRT provider"
+                )
+            from .onnxruntime_backend import OnnxRuntimeBackend
+
+            flavour = {"onnxruntime-cpu": "cpu", "onnxruntime-tensorrt": "tensorrt"}.get(backend, "auto")
+            self._backend = OnnxRuntimeBackend(path, overrides, flavour)
+        self.model_path = path
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._backend.spec
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """All class names, background first: `class_names[label]` names a detection."""
+        return tuple(self._backend.spec.class_names)
+
+    @property
+    def config(self) -> PostprocessConfig:
+        """The postprocessing in effect (the ModelSpec's values with this Detector's overrides)."""
+        return self._backend.config
+
+    @property
+    def backend(self) -> str:
+        """What runs the network, e.g. 'onnxruntime (CPUExecutionProvider)'."""
+        return self._backend.name
+
+    def __call__(self, images: Image | Sequence[Image]) -> Detections | list[Detections]:
+        single = isinstance(images, (np.ndarray, str, os.PathLike))
+        batch = [images] if single else list(images)
+        if not batch:
+            raise ValueError("no images to detect in (empty list)")
+        batch = [self._as_image(image, i) for i, image in enumerate(batch)]
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"Detector for {self.model_path} is closed")
+            found = self._detect(batch)
+        return found[0] if single else found
+
+    @staticmethod
+    def _as_image(image: Image, index: int) -> np.ndarray:
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image)
+        check_image(image, f"image {index}")
+        return image
+
+    def _detect(self, images: list[np.ndarray]) -> list[Detections]:
+        backend = self._backend
+        chunk = backend.max_batch or len(images)
+        found: list[Detections] = []
+        for start in range(0, len(images), chunk):
+            part = images[start:start + chunk]
+            preprocess(part, self.spec.input_size, out=backend.input_buffer(len(part)))
+            found += backend.detect(len(part), [image.shape[:2] for image in part])
+        return found
+
+    def close(self) -> None:
+        """Free the engine, the GPU buffers and the stream (idempotent)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._backend.close()
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Detector({str(self.model_path)!r}, backend={self.backend!r}, classes={len(self.class_names) - 1})"

@@ -1,0 +1,182 @@
+"""The ONNX model on onnxruntime: the CPU provider by default; with onnxruntime-gpu the CUDA
+provider (and, when asked for, the TensorRT provider), whose outputs then stay on the GPU
+and go straight into the CUDA decode + NMS when pycuda is installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .model_file import spec_from_onnx_metadata
+from .postprocess import Detections, PostprocessConfig, postprocess
+from .priors import default_boxes
+from .spec import SpecError
+
+DEFAULT_GPU_MAX_BATCH = 32
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ImportError(
+            f"running an ONNX model needs onnxruntime ({exc}); install it with `pip install ssd-edge[runtime]`"
+        ) from None
+    return onnxruntime
+
+
+def choose_providers(available: Sequence[str], flavour: str) -> list[str]:
+    """Execution providers for a flavour: 'cpu'; 'auto' (CUDA when installed, then CPU);
+    'tensorrt' (TensorRT, CUDA, CPU, as installed)."""
+    if flavour == "cpu":
+        wanted = ["CPUExecutionProvider"]
+    elif flavour == "auto":
+        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    elif flavour == "tensorrt":
+        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        raise ValueError(f"unknown onnxruntime flavour {flavour!r}")
+    chosen = [p for p in wanted if p in available]
+    if flavour == "tensorrt" and "TensorrtExecutionProvider" not in chosen:
+        raise RuntimeError(
+            f"onnxruntime has no TensorRT execution provider here (available: {', '.join(available)}); "
+            "install onnxruntime-gpu with TensorRT, or use backend='onnxruntime'"
+        )
+    return chosen
+
+
+class OnnxRuntimeBackend:
+    """Network on onnxruntime, decode + NMS in NumPy (CPU) or in the CUDA kernel (GPU).
+
+    overrides: postprocessing values replacing the ModelSpec's (None keeps the spec's).
+    batch_size: the model's fixed batch, or None when its batch is dynamic.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, overrides: Mapping[str, float | int | None], flavour: str = "auto"
+    ) -> None:
+        ort = import_onnxruntime()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such model file")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=choose_providers(ort.get_available_providers(), flavour)
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise SpecError(f"{self.path}: onnxruntime cannot load this model ({type(exc).__name__}: {exc})") from None
+        self.spec = spec_from_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        self.config = PostprocessConfig.from_spec(self.spec, **overrides)
+        self.providers = self.session.get_providers()
+        self.name = f"onnxruntime ({', '.join(self.providers)})"
+        self._check_io()
+        self.priors = default_boxes(self.spec)
+        self._buffer = np.zeros((self.batch_size or 1, 3, *self.spec.input_size), np.float32)
+        self._gpu = None
+        if "CUDAExecutionProvider" in self.providers:
+            self._gpu = _OrtGpuDecode.try_create(self)
+
+    def _check_io(self) -> None:
+        spec = self.spec
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if spec.input_name not in inputs:
+            raise SpecError(f"{self.path}: no input '{spec.input_name}' (it has {', '.join(inputs)})")
+        shape = inputs[spec.input_name].shape
+        if len(shape) != 4 or list(shape[1:]) != [3, *spec.input_size]:
+            raise SpecError(
+                f"{self.path}: input shape {shape} does not match the ModelSpec's (B, 3, {spec.input_size[0]}, "
+                f"{spec.input_size[1]})"
+            )
+        self.batch_size = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        outputs = [o.name for o in self.session.get_outputs()]
+        missing = [n for n in spec.output_names if n not in outputs]
+        if missing:
+            raise SpecError(f"{self.path}: outputs {missing} missing (it has {', '.join(outputs)})")
+
+    @property
+    def max_batch(self) -> int | None:
+        """The most images one run takes: the fixed batch, the GPU decoder's, or no limit."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return self._gpu.max_batch if self._gpu is not None else None
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        """The reused (batch, 3, H, W) float32 array preprocessing writes into."""
+        rows = self.batch_size or batch
+        if self._buffer.shape[0] < rows:
+            self._buffer = np.zeros((rows, 3, *self.spec.input_size), np.float32)
+        return self._buffer[:batch]
+
+    def detect(self, batch: int, image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+        """Run the network on input_buffer(batch) (padded to the fixed batch) and decode."""
+        rows = self.batch_size or batch
+        images = self._buffer[:rows]
+        if self._gpu is not None:
+            return self._gpu.run(images, image_sizes)
+        locs, confs = self.session.run(list(self.spec.output_names), {self.spec.input_name: images})
+        return postprocess(
+            locs[: len(image_sizes)], confs[: len(image_sizes)], self.priors, image_sizes, self.config,
+            self.spec.class_names,
+        )
+
+    def close(self) -> None:
+        if self._gpu is not None:
+            self._gpu.close()
+            self._gpu = None
+        self.session = None
+
+
+class _OrtGpuDecode:
+    """onnxruntime's CUDA outputs bound to our device buffers and decoded there."""
+
+    def __init__(self, backend: OnnxRuntimeBackend) -> None:
+        from .cuda_decode_nms import CudaDecodeNms
+        from .cuda_resources import DeviceBuffer, Stream, primary_context
+
+        spec = backend.spec
+        self.backend = backend
+        self.max_batch = backend.batch_size or DEFAULT_GPU_MAX_BATCH
+        self.context = primary_context()
+        with self.context:
+            self.stream = Stream()
+            self.decoder = CudaDecodeNms(
+                self.stream, backend.priors, spec.num_classes, self.max_batch, backend.config, spec.class_names
+            )
+            self.locs = DeviceBuffer(self.max_batch * spec.num_priors * 4 * 4, "locs")
+            self.confs = DeviceBuffer(self.max_batch * spec.num_priors * spec.num_classes * 4, "confs")
+        self.binding = backend.session.io_binding()
+
+    @classmethod
+    def try_create(cls, backend: OnnxRuntimeBackend) -> "_OrtGpuDecode | None":
+        """The GPU decoder, or None (NumPy decoding) when pycuda is not installed."""
+        try:
+            import pycuda.driver  # noqa: F401
+        except ImportError:
+            return None
+        return cls(backend)
+
+    def run(self, images: np.ndarray, image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+        spec, rows = self.backend.spec, len(images)
+        binding = self.binding
+        binding.bind_cpu_input(spec.input_name, images)
+        binding.bind_output(spec.output_names[0], "cuda", 0, np.float32, (rows, spec.num_priors, 4), self.locs.address)
+        binding.bind_output(
+            spec.output_names[1], "cuda", 0, np.float32, (rows, spec.num_priors, spec.num_classes), self.confs.address
+        )
+        self.backend.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()  # onnxruntime's stream is not ours: wait for it
+        with self.context:
+            return self.decoder.run(self.locs.address, self.confs.address, image_sizes)
+
+    def close(self) -> None:
+        with self.context:
+            self.decoder.close()
+            self.locs.free()
+            self.confs.free()
+            self.stream.close()

@@ -1,0 +1,122 @@
+"""ssd-predict's work: detect in image files with a deployed model, write each image with
+its detections drawn, and one JSON of every detection. Files are written atomically (a
+temporary file, then a rename), so an interrupted run never leaves a half-written one."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+
+from .detector import Detector
+from .draw import draw_detections
+from .image_io import ImageError, encode_image, read_image
+from .postprocess import Detections
+
+RESULTS_NAME = "detections.json"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def check_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The image paths, after checking that each exists and has an image format OpenCV
+    reads, so that a bad one stops the run before anything is written."""
+    if not paths:
+        raise ImageError("no images given")
+    checked = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise ImageError(f"{path}: no such image file")
+        if not cv2.haveImageReader(str(path)):
+            raise ImageError(f"{path}: not an image format OpenCV reads")
+        checked.append(path)
+    return checked
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """One annotated-image file name per input: its own name, numbered when names repeat."""
+    names, seen = [], {}
+    for path in paths:
+        name = path.name
+        if name in seen:
+            seen[name] += 1
+            name = f"{path.stem}_{seen[path.name]}{path.suffix}"
+        else:
+            seen[name] = 0
+        names.append(name)
+    return names
+
+
+def detections_json(detections: Detections, class_names: Sequence[str]) -> list[dict]:
+    return [
+        {"box": [round(float(v), 3) for v in box], "label": int(label), "class": class_names[int(label)],
+         "score": round(float(score), 6)}
+        for box, label, score in zip(detections.boxes, detections.labels, detections.scores)
+    ]
+
+
+def predict_images(
+    model: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    backend: str = "auto",
+    score_threshold: float | None = None,
+    iou_threshold: float | None = None,
+    max_detections: int | None = None,
+    batch: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Detect in `images` with `model`; write the annotated images and RESULTS_NAME into
+    `output` (created if needed). Returns the JSON's path. `progress(done, total)` is called
+    after each batch."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    paths = check_images(images)
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(out_dir, os.W_OK):
+        raise PermissionError(f"{out_dir}: output folder is not writable")
+    names = output_names(paths)
+    entries = []
+    with Detector(model, backend=backend, score_threshold=score_threshold, iou_threshold=iou_threshold,
+                  max_detections=max_detections) as detector:
+        class_names = detector.class_names
+        for start in range(0, len(paths), batch):
+            chunk = paths[start:start + batch]
+            pictures = [read_image(path) for path in chunk]
+            for path, name, picture, found in zip(chunk, names[start:start + batch], pictures, detector(pictures)):
+                target = out_dir / name
+                drawn = draw_detections(picture, found, class_names)
+                write_atomic(target, encode_image(drawn, path.suffix, str(target)))
+                height, width = picture.shape[:2]
+                entries.append({"image": str(path), "annotated": str(target), "width": width, "height": height,
+                                "detections": detections_json(found, class_names)})
+            if progress:
+                progress(min(start + batch, len(paths)), len(paths))
+        summary = {
+            "model": str(model),
+            "backend": detector.backend,
+            "classes": list(class_names),
+            "postprocess": {k: getattr(detector.config, k) for k in
+                            ("score_threshold", "iou_threshold", "top_k", "max_detections")},
+            "images": entries,
+        }
+    results = out_dir / RESULTS_NAME
+    write_atomic(results, json.dumps(summary, indent=2).encode())
+    return results

@@ -1,0 +1,131 @@
+"""Per-class greedy NMS in NumPy without K x K matrices, for the reference postprocessing.
+
+SSD decodes one box per default box, whatever the class, so the overlap graph "IoU >
+threshold" is the same for every class. It is found once among the boxes that are
+candidates of any class: boxes sorted by x1 only meet boxes that start before they end,
+and IoU > t bounds how far apart two boxes' centres may be in y, so a sweep over x within
+horizontal bands finds every pair that can overlap enough. Each overlapping pair then
+becomes an edge in every class that has both boxes as candidates (a bitset AND), and
+greedy NMS is the fixed point of "a box is kept unless a kept, better box of its class
+overlaps it", iterated over those few edges instead of dense (G, K, K) matrices.
+
+The IoU of every pair found is computed with exactly the float32 operations of
+`boxes.pairwise_iou`; the search only skips pairs that cannot pass, with a safety margin
+far above float32 rounding, so the result equals the dense computation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Slack of the search bounds (coordinates are clipped to [0, 1]): orders of magnitude
+# above the float32 rounding of the exact test.
+_REL_SLACK = 1e-4
+_ABS_SLACK = 1e-6
+_BANDS = 16  # horizontal bands of the sweep; 8-32 all do well on SSD default boxes
+
+
+def _ragged_arange(counts: np.ndarray) -> np.ndarray:
+    """concatenate([arange(c) for c in counts]) without a Python loop."""
+    total = int(counts.sum())
+    starts = np.cumsum(counts) - counts
+    return np.arange(total) - np.repeat(starts, counts)
+
+
+def _candidate_pairs(boxes_xyxy: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of boxes that may have IoU > threshold (a superset of them), each once, as
+    (order, first, second): boxes ranked by x1 (order[rank] is the box), pairs of ranks.
+
+    IoU > t implies an x-overlap above t * max(w_a, w_b): with boxes ranked by x1, box i
+    only meets ranks r with x1_r in [x1_i, x2_i - t * w_i). It also bounds the distance of
+    the y-centres by h_i * max(1 - t, (1 - t) / (2t)), so only a few bands are searched.
+    """
+    count = len(boxes_xyxy)
+    x1, y1, x2, y2 = (boxes_xyxy[:, k].astype(np.float64) for k in range(4))
+    loose = threshold * (1.0 - _REL_SLACK)
+    order = np.argsort(x1, kind="stable")
+    x1, y1, x2, y2 = x1[order], y1[order], x2[order], y2[order]
+    rank_end = np.searchsorted(x1, x2 - loose * (x2 - x1) + _ABS_SLACK, side="left")
+
+    centre_y = (y1 + y2) / 2
+    band = np.clip(np.floor(centre_y * _BANDS), 0, _BANDS - 1).astype(np.intp)
+    if loose > 0:
+        reach = (y2 - y1) * max(1.0 - loose, (1.0 - loose) / (2.0 * loose)) + _ABS_SLACK
+        low = np.clip(np.floor((centre_y - reach) * _BANDS), 0, _BANDS - 1).astype(np.intp)
+        high = np.clip(np.floor((centre_y + reach) * _BANDS), 0, _BANDS - 1).astype(np.intp)
+    else:  # any overlap counts: every band
+        low, high = np.zeros(count, np.intp), np.full(count, _BANDS - 1, np.intp)
+
+    # Boxes keyed by (band, rank); one range query per (box, band it may reach).
+    keys = np.sort(band * count + np.arange(count))
+    bands_reached = high - low + 1
+    query_rank = np.repeat(np.arange(count), bands_reached)
+    query_band = np.repeat(low, bands_reached) + _ragged_arange(bands_reached)
+    start = np.searchsorted(keys, query_band * count + query_rank + 1)
+    stop = np.searchsorted(keys, query_band * count + rank_end[query_rank])
+    hits = np.maximum(stop - start, 0)
+    first = np.repeat(query_rank, hits)
+    second = keys[np.repeat(start, hits) + _ragged_arange(hits)] % count
+    return order, first, second
+
+
+def overlapping_pairs(boxes_xyxy: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every unordered pair (a, b), a != b, of boxes (U, 4) float32 xyxy in [0, 1] whose IoU,
+    computed exactly as `boxes.pairwise_iou` does, exceeds `iou_threshold` in float32."""
+    empty = np.zeros(0, np.intp)
+    finite = np.isfinite(boxes_xyxy).all(axis=1)
+    if not finite.all():  # NaN boxes overlap nothing
+        kept = np.flatnonzero(finite)
+        a, b = overlapping_pairs(boxes_xyxy[kept], iou_threshold)
+        return kept[a], kept[b]
+    if len(boxes_xyxy) < 2:
+        return empty, empty
+    order, a, b = _candidate_pairs(boxes_xyxy, float(iou_threshold))
+    x1, y1, x2, y2 = (boxes_xyxy[order, k] for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    overlap_w = np.clip(np.minimum(x2[a], x2[b]) - np.maximum(x1[a], x1[b]), 0, None)
+    overlap_h = np.clip(np.minimum(y2[a], y2[b]) - np.maximum(y1[a], y1[b]), 0, None)
+    inter = overlap_w * overlap_h
+    union = areas[a] + areas[b] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    hit = np.flatnonzero(iou > np.float32(iou_threshold))
+    return order[a[hit]], order[b[hit]]
+
+
+def class_edges(group: np.ndarray, box_of: np.ndarray, num_boxes: int, pair_a: np.ndarray, pair_b: np.ndarray):
+    """Suppression edges between candidates of the same class.
+
+    Candidates are indexed 0..N-1 sorted by group then rank; candidate e is box
+    box_of[e] (0..num_boxes-1) of class group[e]. pair_a/pair_b are the overlapping box
+    pairs. Returns (better, worse) candidate indices, better < worse, same group.
+    """
+    empty = np.zeros(0, np.intp)
+    if pair_a.size == 0 or group.size == 0:
+        return empty, empty
+    num_groups = int(group.max()) + 1
+    candidate_at = np.full((num_boxes, num_groups), -1, np.int32)
+    candidate_at[box_of, group] = np.arange(group.size, dtype=np.int32)
+    classes_of = np.packbits(candidate_at >= 0, axis=1, bitorder="little")  # (U, ceil(G / 8)) bitsets
+    shared = classes_of[pair_a] & classes_of[pair_b]
+    pair, byte = np.nonzero(shared)  # most pairs share no class, few share more than one
+    bits = np.unpackbits(shared[pair, byte][:, None], axis=1, bitorder="little")
+    hit, bit = np.nonzero(bits)
+    pair, cls = pair[hit], byte[hit] * 8 + bit
+    first, second = candidate_at[pair_a[pair], cls], candidate_at[pair_b[pair], cls]
+    return np.minimum(first, second).astype(np.intp), np.maximum(first, second).astype(np.intp)
+
+
+def greedy_keep(num_candidates: int, better: np.ndarray, worse: np.ndarray) -> np.ndarray:
+    """Greedy NMS on suppression edges: keep (N,) bool, candidate e kept unless a kept
+    candidate with an edge (better -> e) exists. Iterated to its unique fixed point from
+    "keep all" (each decision depends on better candidates only)."""
+    keep = np.ones(num_candidates, bool)
+    if better.size == 0:
+        return keep
+    while True:
+        suppressed = np.zeros(num_candidates, bool)
+        suppressed[worse[keep[better]]] = True
+        new_keep = ~suppressed
+        if np.array_equal(new_keep, keep):
+            return keep
+        keep = new_keep

@@ -1,0 +1,48 @@
+"""ssd-predict: detect objects in images with an exported model (.onnx or .engine); writes
+each image with its detections drawn and one detections.json into --output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssd-predict", description=__doc__)
+    p.add_argument("--model", required=True, help=".onnx model or .engine (with its .engine.json)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for annotated images and detections.json")
+    p.add_argument("--score-threshold", type=float, help="default: the model's")
+    p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold; default: the model's")
+    p.add_argument("--max-detections", type=int, help="per image; default: the model's")
+    p.add_argument("--backend", default="auto",
+                   choices=("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "tensorrt"))
+    p.add_argument("--batch", type=int, default=8, help="images per network run")
+    p.add_argument("--quiet", action="store_true", help="print only errors")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from ssd_edge.runtime.predict import predict_images
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet:
+            print(f"\r{done}/{total} images", end="" if done < total else "\n", flush=True)
+
+    try:
+        results = predict_images(
+            args.model, args.images, args.output, backend=args.backend, score_threshold=args.score_threshold,
+            iou_threshold=args.iou_threshold, max_detections=args.max_detections, batch=args.batch,
+            progress=progress,
+        )
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:
+        print(f"ssd-predict: error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"wrote {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+// Launch entry point of the emulated kernels, called from Python through ctypes.
+// `decode_nms_emulated.cu` is runtime/decode_nms.cu with its one `extern __shared__`
+// declaration pointed at the emulator's dynamic shared memory (tests/cuda_emulator.py).
+#include "cuda_emulation.h"
+
+#include "decode_nms_emulated.cu"
+
+namespace {
+
+template <class T>
+T arg(void** args, int i)
+{
+    return *static_cast<T*>(args[i]);
+}
+
+void run_softmax(void** a)
+{
+    ssd_softmax(arg<const float*>(a, 0), arg<float*>(a, 1), arg<int>(a, 2), arg<int>(a, 3));
+}
+
+void run_class_nms(void** a)
+{
+    ssd_class_nms(arg<const float*>(a, 0), arg<const float*>(a, 1), arg<const float*>(a, 2), arg<int>(a, 3),
+                  arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<float>(a, 7), arg<float>(a, 8),
+                  arg<float>(a, 9), arg<float>(a, 10), arg<float>(a, 11), arg<u64*>(a, 12), arg<float4*>(a, 13),
+                  arg<int*>(a, 14));
+}
+
+void run_merge(void** a)
+{
+    ssd_merge(arg<const float*>(a, 0), arg<const u64*>(a, 1), arg<const float4*>(a, 2), arg<const int*>(a, 3),
+              arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<int>(a, 7), arg<int>(a, 8), arg<float*>(a, 9),
+              arg<int*>(a, 10));
+}
+
+void run_pack(void** a)
+{
+    ssd_pack(arg<const float*>(a, 0), arg<const int*>(a, 1), arg<int>(a, 2), arg<int>(a, 3), arg<float*>(a, 4));
+}
+
+}  // namespace
+
+// Returns 0, or -1 for an unknown kernel, or -2 when the emulation found an error
+// (message in `error`, `error_size` bytes).
+extern "C" int emu_launch(const char* kernel, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                          unsigned int by, unsigned int bz, size_t shared_bytes, void** args, int reverse,
+                          char* error, size_t error_size)
+{
+    void (*body)(void**) = nullptr;
+    std::string name(kernel);
+    if (name == "ssd_softmax") body = run_softmax;
+    else if (name == "ssd_class_nms") body = run_class_nms;
+    else if (name == "ssd_merge") body = run_merge;
+    else if (name == "ssd_pack") body = run_pack;
+    else return -1;
+    try {
+        emu::launch(body, args, dim3{gx, gy, gz}, dim3{bx, by, bz}, shared_bytes, reverse != 0);
+    } catch (const std::exception& exc) {
+        std::strncpy(error, exc.what(), error_size - 1);
+        error[error_size - 1] = 0;
+        return -2;
+    }
+    return 0;
+}

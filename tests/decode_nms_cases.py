@@ -1,0 +1,100 @@
+"""Raw outputs and configs on which the CUDA decode + NMS must equal the NumPy reference,
+shared by the CPU emulation test and the GPU tests, and the comparison itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from postprocess_cases import random_outputs, random_priors
+from ssd_edge.runtime.postprocess import PostprocessConfig
+
+
+@dataclass
+class Case:
+    name: str
+    priors: np.ndarray  # (P, 4) cxcywh
+    locs: np.ndarray  # (B, P, 4)
+    confs: np.ndarray  # (B, P, C)
+    image_sizes: list
+    config: PostprocessConfig
+
+
+def _sizes(rng, batch):
+    return [(int(h), int(w)) for h, w in rng.integers(60, 1300, (batch, 2))]
+
+
+def random_batches(seed: int = 0, batches=(1, 2, 3, 5, 8, 16, 32), priors: int = 300, classes: int = 6) -> list[Case]:
+    """Random outputs at many batch sizes, under varied thresholds."""
+    rng = np.random.default_rng(seed)
+    configs = [
+        PostprocessConfig(),
+        PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=300, max_detections=300),
+        PostprocessConfig(score_threshold=0.2, iou_threshold=0.3, top_k=40, max_detections=30),
+        PostprocessConfig(score_threshold=0.05, iou_threshold=0.7, top_k=100, max_detections=100),
+    ]
+    cases = []
+    for i, batch in enumerate(batches):
+        prior_boxes = random_priors(rng, priors)
+        locs, confs = random_outputs(rng, batch, priors, classes, logit_scale=float(rng.uniform(0.5, 4)))
+        cases.append(Case(f"random-b{batch}", prior_boxes, locs, confs, _sizes(rng, batch), configs[i % len(configs)]))
+    return cases
+
+
+def edge_cases(seed: int = 1) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    priors = random_priors(rng, 200)
+    locs, _ = random_outputs(rng, 3, 200, 4)
+    background = np.zeros((3, 200, 4), np.float32)
+    background[..., 0] = 12.0
+    cases.append(Case("no-box-above-threshold", priors, locs, background, _sizes(rng, 3),
+                      PostprocessConfig(score_threshold=0.05)))
+
+    locs, confs = random_outputs(rng, 2, 200, 3, logit_scale=1.0)
+    cases.append(Case("every-box-above-threshold", priors, locs, confs, _sizes(rng, 2),
+                      PostprocessConfig(score_threshold=0.0, iou_threshold=1.0, top_k=1000, max_detections=350)))
+
+    same = np.repeat(random_priors(rng, 10), 20, axis=0)  # 20 identical copies of 10 boxes
+    cases.append(Case("identical-scores-and-boxes", same, np.zeros((2, 200, 4), np.float32),
+                      np.zeros((2, 200, 5), np.float32), _sizes(rng, 2), PostprocessConfig(score_threshold=0.1)))
+
+    locs, confs = random_outputs(rng, 4, 200, 5, logit_scale=2.0)
+    cases.append(Case("max-detections-cut", priors, locs, confs, _sizes(rng, 4),
+                      PostprocessConfig(score_threshold=0.01, iou_threshold=0.5, top_k=200, max_detections=7)))
+
+    quantised = np.round(confs * 2) / 2  # many equal logits across boxes and classes
+    cases.append(Case("tied-scores", priors, locs, quantised.astype(np.float32), _sizes(rng, 4),
+                      PostprocessConfig(score_threshold=0.02, iou_threshold=0.45, top_k=30, max_detections=60)))
+
+    wild = locs.copy()
+    wild[0, :20, 2:] = 40.0  # sizes past the log clamp
+    wild[1, :5] = np.inf
+    wild[2, 5:9] = np.nan
+    cases.append(Case("wild-regressions", priors, wild, confs, _sizes(rng, 4),
+                      PostprocessConfig(score_threshold=0.05, iou_threshold=0.5, top_k=50, max_detections=100)))
+
+    chained = np.repeat(random_priors(rng, 8), 40, axis=0) * rng.uniform(0.96, 1.04, (320, 4)).astype(np.float32)
+    locs, confs = random_outputs(rng, 2, 320, 3, logit_scale=1.5)
+    cases.append(Case("suppression-chains", chained, locs * 0.05, confs, _sizes(rng, 2),
+                      PostprocessConfig(score_threshold=0.01, iou_threshold=0.5, top_k=320, max_detections=400)))
+    return cases
+
+
+def model_case(locs: np.ndarray, confs: np.ndarray, priors: np.ndarray, config: PostprocessConfig) -> Case:
+    rng = np.random.default_rng(2)
+    return Case(f"model-b{len(locs)}", priors, locs, confs, _sizes(rng, len(locs)), config)
+
+
+def assert_same_detections(got, reference, what: str) -> None:
+    """Same detections in the same order: labels exactly, scores and softmax vectors to
+    float32 rounding (they are computed identically, in practice bit for bit), boxes within
+    1e-4 px."""
+    assert len(got) == len(reference), f"{what}: {len(got)} images, reference {len(reference)}"
+    for i, (g, r) in enumerate(zip(got, reference)):
+        where = f"{what}, image {i}"
+        assert g.labels.tolist() == r.labels.tolist(), f"{where}: labels differ"
+        np.testing.assert_allclose(g.scores, r.scores, rtol=1e-6, atol=0, err_msg=where)
+        np.testing.assert_allclose(g.boxes, r.boxes, rtol=0, atol=1e-4, err_msg=where)
+        np.testing.assert_allclose(g.confs, r.confs, rtol=1e-6, atol=1e-30, err_msg=where)

@@ -1,0 +1,236 @@
+"""The CUDA decode + NMS on a real GPU against the NumPy reference: the pycuda launcher
+(and CuPy, when installed) on many random batches and the edge cases; onnxruntime's CUDA
+outputs feeding the kernel; a TensorRT engine end to end. Skipped, with the reason, on
+machines without a GPU, pycuda or TensorRT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from decode_nms_cases import assert_same_detections, edge_cases, model_case, random_batches
+from model_helpers import calibrate_batchnorm
+from ssd_edge.models import build_model
+from ssd_edge.runtime.decode_nms_plan import KERNEL_SOURCE, DecodeNmsPlan
+from ssd_edge.runtime.postprocess import PostprocessConfig, postprocess
+from ssd_edge.runtime.priors import default_boxes
+
+
+def _no_gpu_reason() -> str | None:
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        return f"pycuda is not installed ({exc})"
+    try:
+        cuda.init()
+        if cuda.Device.count() == 0:
+            return "no CUDA GPU"
+    except cuda.Error as exc:
+        return f"CUDA is not usable here: {exc}"
+    return None
+
+
+NO_GPU = _no_gpu_reason()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(NO_GPU is not None, reason=str(NO_GPU))]
+
+
+class PycudaKernels:
+    """Raw outputs uploaded to the GPU, then decoded by the runtime's CudaDecodeNms."""
+
+    def __init__(self):
+        from ssd_edge.runtime.cuda_resources import Stream, primary_context
+
+        self.context = primary_context()
+        with self.context:
+            self.stream = Stream()
+
+    def __call__(self, case):
+        from ssd_edge.runtime.cuda_decode_nms import CudaDecodeNms
+        from ssd_edge.runtime.cuda_resources import DeviceBuffer
+
+        with self.context:
+            decoder = CudaDecodeNms(self.stream, case.priors, case.confs.shape[2], len(case.locs), case.config)
+            locs = DeviceBuffer(case.locs.nbytes, "locs")
+            confs = DeviceBuffer(case.confs.nbytes, "confs")
+            try:
+                self.stream.copy_to_device(locs.address, np.ascontiguousarray(case.locs, np.float32))
+                self.stream.copy_to_device(confs.address, np.ascontiguousarray(case.confs, np.float32))
+                return decoder.run(locs.address, confs.address, case.image_sizes)
+            finally:
+                decoder.close()
+                locs.free()
+                confs.free()
+
+    def close(self):
+        with self.context:
+            self.stream.close()
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    runner = PycudaKernels()
+    yield runner
+    runner.close()
+
+
+def reference(case):
+    return postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config)
+
+
+MANY_RANDOM = [case for seed in range(4) for case in random_batches(seed=seed, classes=6 + 5 * seed)]
+
+
+@pytest.mark.parametrize("case", MANY_RANDOM, ids=lambda c: c.name)
+def test_kernel_equals_numpy_on_random_batches(kernels, case):
+    assert_same_detections(kernels(case), reference(case), case.name)
+
+
+@pytest.mark.parametrize("case", edge_cases(), ids=lambda c: c.name)
+def test_kernel_equals_numpy_on_edge_cases(kernels, case):
+    assert_same_detections(kernels(case), reference(case), case.name)
+
+
+@pytest.fixture(scope="module")
+def ssdlite():
+    torch.manual_seed(0)
+    return calibrate_batchnorm(build_model("mobilenetv3_ssd", 91), torch.rand(4, 3, 320, 320))
+
+
+@pytest.mark.parametrize("batch", [1, 8, 32])
+def test_kernel_equals_numpy_on_model_outputs(kernels, ssdlite, batch):
+    with torch.no_grad():
+        locs, confs = ssdlite.raw(torch.rand(batch, 3, 320, 320))
+    config = PostprocessConfig.from_spec(ssdlite.spec)
+    case = model_case(locs.numpy(), confs.numpy(), default_boxes(ssdlite.spec), config)
+    assert_same_detections(kernels(case), reference(case), case.name)
+
+
+def test_kernel_source_runs_in_cupy():
+    """The .cu as CuPy's RawModule loads it (NVRTC), through the same launch plan."""
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    module = cupy.RawModule(code=KERNEL_SOURCE.read_text())
+    for case in random_batches(seed=7, batches=(1, 4, 32))[:3] + edge_cases()[:2]:
+        plan = DecodeNmsPlan(len(case.priors), case.confs.shape[2], len(case.locs), case.config)
+        workspace = cupy.zeros(plan.workspace_bytes, cupy.uint8)
+        start = plan.offsets["priors"]
+        priors = case.priors.astype(np.float32).view(np.uint8).ravel()
+        workspace[start:start + priors.size] = cupy.asarray(priors)
+        locs = cupy.asarray(case.locs.astype(np.float32))
+        confs = cupy.asarray(case.confs.astype(np.float32))
+        for launch in plan.launches(workspace.data.ptr, locs.data.ptr, confs.data.ptr, len(case.locs)):
+            module.get_function(launch.kernel)(launch.grid, launch.block, launch.args, shared_mem=launch.shared_bytes)
+        counts = workspace[plan.offsets["det_count"]:][: 4 * len(case.locs)].view(cupy.int32).get()
+        total = int(counts.sum())
+        packed = workspace[plan.offsets["packed"]:][: total * plan.record_width * 4].view(cupy.float32).get()
+        got = plan.detections(counts, packed.reshape(total, plan.record_width), case.image_sizes)
+        assert_same_detections(got, reference(case), f"cupy {case.name}")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, ssdlite):
+    from ssd_edge.export.to_onnx import export_onnx
+
+    path = tmp_path_factory.mktemp("gpu_models") / "ssdlite.onnx"
+    return export_onnx(ssdlite, path, batch=4, dynamic=True)
+
+
+def sample_images(count=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (int(h), int(w), 3), dtype=np.uint8) for h, w in rng.integers(200, 700, (count, 2))]
+
+
+def host_copy(buffer, shape):
+    """A device buffer's first prod(shape) float32 values, copied to the host (test only)."""
+    import pycuda.driver as cuda
+
+    from ssd_edge.runtime.cuda_resources import primary_context
+
+    array = np.empty(shape, np.float32)
+    with primary_context():
+        cuda.memcpy_dtoh(array, buffer.address)
+    return array
+
+
+def assert_kernel_equals_numpy_on(detector, images, locs_buffer, confs_buffer):
+    """The detections equal the NumPy reference applied to the network outputs the kernel
+    read from the device (copied back here only to check them)."""
+    spec, batch = detector.spec, len(images)
+    found = detector(images)
+    locs = host_copy(locs_buffer, (batch, spec.num_priors, 4))
+    confs = host_copy(confs_buffer, (batch, spec.num_priors, spec.num_classes))
+    sizes = [image.shape[:2] for image in images]
+    expected = postprocess(locs, confs, default_boxes(spec), sizes, detector.config)
+    assert_same_detections(found, expected, "network on GPU")
+    return found
+
+
+def assert_mostly_same(got, cpu, min_iou=0.9, score=5e-3):
+    """GPU and CPU networks differ by float noise (TF32 convolutions): most of the top
+    detections must still have a twin (same label, IoU >= min_iou, close score)."""
+    from ssd_edge.runtime.boxes import pairwise_iou
+
+    for g, c in zip(got, cpu):
+        top = min(50, len(c.scores))
+        if top == 0:
+            assert len(g.scores) == 0
+            continue
+        iou = pairwise_iou(c.boxes[:top], g.boxes)
+        twin = (iou >= min_iou) & (c.labels[:top, None] == g.labels[None]) & (
+            np.abs(c.scores[:top, None] - g.scores[None]) <= score)
+        assert twin.any(axis=1).mean() >= 0.9
+
+
+def test_onnx_on_gpu_feeds_the_kernel(exported):
+    """onnxruntime's CUDA provider writes locs/confs into our device buffers; the kernel
+    decodes them there."""
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu (CUDAExecutionProvider) is not installed")
+    from ssd_edge.runtime import Detector
+
+    images = sample_images()
+    with Detector(exported, backend="onnxruntime", score_threshold=0.05) as gpu, \
+            Detector(exported, backend="onnxruntime-cpu", score_threshold=0.05) as cpu:
+        decode = gpu._backend._gpu
+        assert decode is not None, "the CUDA decode was not used"
+        found = assert_kernel_equals_numpy_on(gpu, images, decode.locs, decode.confs)
+        assert_mostly_same(found, cpu(images))
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_engine_end_to_end(exported, tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    from ssd_edge.export.engine import EngineOptions, build_engine
+    from ssd_edge.runtime import Detector
+
+    options = EngineOptions(precision="fp32", batch=4, progress=False)
+    engine = build_engine(exported, tmp_path / "ssdlite.engine", options)
+    images = sample_images(6)
+    with Detector(engine, score_threshold=0.05) as gpu, Detector(exported, backend="onnxruntime-cpu",
+                                                                 score_threshold=0.05) as cpu:
+        assert gpu.backend.startswith("tensorrt")
+        runner, names = gpu._backend.engine, gpu.spec.output_names
+        found = assert_kernel_equals_numpy_on(gpu, images[:4], runner.buffers[names[0]], runner.buffers[names[1]])
+        assert_mostly_same(found, cpu(images[:4]))
+        assert len(gpu(images)) == 6  # chunks of 4 and 2
+        assert gpu(images[0]).boxes.shape[1] == 4
+
+
+@pytest.mark.tensorrt
+def test_broken_engine_reports_tensorrt_and_the_sidecar(exported, tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    import json
+
+    from ssd_edge.runtime import Detector
+    from ssd_edge.runtime.tensorrt_backend import EngineError
+
+    engine = tmp_path / "other.engine"
+    engine.write_bytes(b"\x00" * 4096)
+    spec = Detector(exported, backend="onnxruntime-cpu").spec
+    (tmp_path / "other.engine.json").write_text(json.dumps({
+        "model_spec": spec.to_dict(), "tensorrt_version": "8.6.1",
+        "gpu": {"name": "Orin", "compute_capability": [8, 7]},
+    }))
+    with pytest.raises(EngineError, match=r"TensorRT 8\.6\.1 on Orin \(sm_87\)"):
+        Detector(engine)

@@ -1,0 +1,244 @@
+"""`Detector` on onnxruntime (CPU): equal to the PyTorch model's own eval output on the
+sample data, batching and chunking, torch-free operation, and one clear error per kind of
+bad input."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from model_helpers import calibrate_batchnorm
+from ssd_edge.export.to_onnx import export_onnx
+from ssd_edge.models import build_model
+from ssd_edge.runtime import Detections, Detector, SpecError
+from ssd_edge.runtime.image_io import ImageError
+from ssd_edge.runtime.preprocess import preprocess
+
+CLASSES = ["__background__", "circle", "square", "triangle"]
+
+
+def sample_images(root, count=6):
+    paths = sorted((root / "val").glob("*.jpg")) + sorted((root / "train").glob("*.jpg"))
+    return [cv2.imread(str(p)) for p in paths[:count]]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_coco):
+    torch.manual_seed(0)
+    images = torch.from_numpy(preprocess(sample_images(tiny_coco, 8), (192, 192)))
+    return calibrate_batchnorm(build_model("mobilenetv3_ssd", CLASSES, imgsz=192), images)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(model, tmp_path_factory):
+    return export_onnx(model, tmp_path_factory.mktemp("detector") / "ssdlite.onnx", batch=2, dynamic=True)
+
+
+@pytest.fixture(scope="module")
+def fixed_batch_path(model, tmp_path_factory):
+    return export_onnx(model, tmp_path_factory.mktemp("detector") / "ssdlite_b2.onnx", batch=2, dynamic=False)
+
+
+def torch_detections(model, images, config):
+    model.post_processor.config = config
+    with torch.no_grad():
+        batch = torch.from_numpy(preprocess(images, model.spec.input_size))
+        boxes, labels, scores, _ = model.eval()(batch, image_sizes=[im.shape[:2] for im in images])
+    return [(b.numpy(), lab.numpy(), s.numpy()) for b, lab, s in zip(boxes, labels, scores)]
+
+
+def test_detector_equals_the_pytorch_model_on_sample_data(model, onnx_path, tiny_coco):
+    images = sample_images(tiny_coco)
+    with Detector(onnx_path, score_threshold=0.05) as detector:
+        found = detector(images)
+        expected = torch_detections(model, images, detector.config)
+    assert len(found) == len(images)
+    assert sum(len(d.scores) for d in found) > 50
+    for ours, (boxes, labels, scores) in zip(found, expected):
+        np.testing.assert_array_equal(ours.labels, labels)
+        np.testing.assert_allclose(ours.scores, scores, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(ours.boxes, boxes, rtol=0, atol=1e-3)
+        np.testing.assert_allclose(ours.confs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_one_image_gives_detections_a_list_gives_a_list(onnx_path, tiny_coco):
+    image = sample_images(tiny_coco, 1)[0]
+    with Detector(onnx_path, score_threshold=0.2, max_detections=10) as detector:
+        single = detector(image)
+        listed = detector([image])
+        assert detector.class_names == tuple(CLASSES)
+        assert detector.spec.input_size == (192, 192)
+    assert isinstance(single, Detections) and isinstance(listed, list) and len(listed) == 1
+    np.testing.assert_array_equal(single.boxes, listed[0].boxes)
+    assert len(single.scores) <= 10
+    assert single.names == [CLASSES[label] for label in single.labels]
+    assert single.boxes.dtype == np.float32 and single.labels.dtype == np.int64
+
+
+def test_fixed_batch_model_runs_in_padded_chunks(onnx_path, fixed_batch_path, tiny_coco):
+    images = sample_images(tiny_coco, 5)  # chunks of 2, 2 and 1 (padded)
+    with Detector(onnx_path) as dynamic, Detector(fixed_batch_path) as fixed:
+        assert fixed._backend.batch_size == 2 and dynamic._backend.batch_size is None
+        for a, b in zip(dynamic(images), fixed(images)):
+            np.testing.assert_array_equal(a.labels, b.labels)
+            np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+
+
+def test_image_paths_are_read(onnx_path, tiny_coco):
+    path = sorted((tiny_coco / "val").glob("*.jpg"))[0]
+    with Detector(onnx_path) as detector:
+        np.testing.assert_array_equal(detector(path).boxes, detector(cv2.imread(str(path))).boxes)
+
+
+def test_calls_from_several_threads_are_serialised(onnx_path, tiny_coco):
+    images = sample_images(tiny_coco, 4)
+    with Detector(onnx_path) as detector:
+        expected = [d.boxes for d in detector(images)]
+        results = {}
+
+        def work(i):
+            results[i] = detector(images[i]).boxes
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for i in range(4):
+        np.testing.assert_array_equal(results[i], expected[i])
+
+
+def test_runtime_detects_with_torch_unimportable(onnx_path, tiny_coco):
+    image_path = sorted((tiny_coco / "val").glob("*.jpg"))[0]
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        sys.modules["torchvision"] = None
+        from ssd_edge.runtime import Detector, draw_detections, read_image
+        image = read_image({str(image_path)!r})
+        with Detector({str(onnx_path)!r}, score_threshold=0.05) as detector:
+            found = detector(image)
+            drawn = draw_detections(image, found, detector.class_names)
+        assert len(found.scores) > 0 and drawn.ndim == 3
+        assert not [n for n, m in sys.modules.items() if m is not None and (n == "torch" or n.startswith("torch."))]
+        print(len(found.scores))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) > 0
+
+
+# ---------------------------------------------------------------- bad input, one clear error each
+
+
+@pytest.fixture(scope="module")
+def detector(onnx_path):
+    with Detector(onnx_path) as det:
+        yield det
+
+
+def test_unreadable_image_paths(detector, tmp_path):
+    with pytest.raises(ImageError, match="missing.jpg: no such image file"):
+        detector(tmp_path / "missing.jpg")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(ImageError, match="corrupt.jpg: not a readable image"):
+        detector([corrupt])
+
+
+@pytest.mark.parametrize(
+    "image,problem",
+    [
+        (np.zeros((50, 60, 3), np.float32), "dtype uint8"),
+        (np.zeros((50, 60), np.uint8), r"shape \(H, W, 3\)"),
+        (np.zeros((50, 60, 4), np.uint8), r"shape \(H, W, 3\)"),
+        (np.zeros((0, 60, 3), np.uint8), "empty image"),
+    ],
+)
+def test_wrong_dtype_or_channels(detector, image, problem):
+    with pytest.raises(ValueError, match=problem):
+        detector([np.zeros((10, 10, 3), np.uint8), image])
+
+
+def test_not_an_image(detector):
+    with pytest.raises(TypeError, match="numpy array"):
+        detector([[1, 2, 3]])
+
+
+def test_empty_list(detector):
+    with pytest.raises(ValueError, match="empty list"):
+        detector([])
+
+
+def test_onnx_without_model_spec(onnx_path, tmp_path):
+    import onnx
+
+    proto = onnx.load(str(onnx_path))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    with pytest.raises(SpecError, match="bare.onnx: no ssd-edge ModelSpec"):
+        Detector(bare)
+
+
+def test_not_a_model_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.onnx: no such model file"):
+        Detector(tmp_path / "nothing.onnx")
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"x")
+    with pytest.raises(SpecError, match="expected .onnx or .engine"):
+        Detector(weights)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not protobuf")
+    with pytest.raises(SpecError, match="broken.onnx: onnxruntime cannot load"):
+        Detector(broken)
+
+
+def _gpu_and_tensorrt_present() -> bool:
+    try:
+        import pycuda.driver as cuda
+        import tensorrt  # noqa: F401
+
+        cuda.init()
+        return cuda.Device.count() > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(_gpu_and_tensorrt_present(), reason="this machine has a GPU and TensorRT")
+def test_engine_on_a_machine_without_gpu(detector, tmp_path):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\x00" * 64)
+    (tmp_path / "model.engine.json").write_text(json.dumps({
+        "model_spec": detector.spec.to_dict(), "tensorrt_version": "10.3.0",
+        "gpu": {"name": "Orin", "compute_capability": [8, 7]},
+    }))
+    with pytest.raises(RuntimeError, match=r"model.engine: a TensorRT engine runs only where TensorRT and an NVIDIA"):
+        Detector(engine)
+
+
+def test_engine_without_its_sidecar(tmp_path):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\x00" * 64)
+    with pytest.raises(SpecError, match="model.engine.json is missing"):
+        Detector(engine)
+
+
+def test_bad_backend_and_closed_detector(onnx_path):
+    with pytest.raises(ValueError, match="unknown backend"):
+        Detector(onnx_path, backend="openvino")
+    with pytest.raises(ValueError, match="runs engines"):
+        Detector(onnx_path, backend="tensorrt")
+    det = Detector(onnx_path)
+    det.close()
+    det.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        det(np.zeros((10, 10, 3), np.uint8))

@@ -1,0 +1,85 @@
+"""ssd-predict end to end on an exported model, and the drawing it uses."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from model_helpers import calibrate_batchnorm
+from ssd_edge.cli.predict import main
+from ssd_edge.export.to_onnx import export_onnx
+from ssd_edge.models import build_model
+from ssd_edge.runtime import Detections, draw_detections
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory):
+    torch.manual_seed(1)
+    model = build_model("mobilenetv3_ssd", ["bg", "cat", "dog"], imgsz=160)
+    model = calibrate_batchnorm(model, torch.rand(4, 3, 160, 160))
+    return export_onnx(model, tmp_path_factory.mktemp("predict") / "model.onnx", dynamic=True)
+
+
+@pytest.fixture
+def images(tiny_coco, tmp_path):
+    first, second = sorted((tiny_coco / "val").glob("*.jpg"))[:2]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    paths = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "b" / "y.png"]
+    shutil.copy(first, paths[0])
+    shutil.copy(second, paths[1])
+    cv2.imwrite(str(paths[2]), cv2.imread(str(first)))
+    return paths
+
+
+def test_predict_writes_annotated_images_and_one_json(onnx_path, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["--model", str(onnx_path), *map(str, images), "--output", str(out), "--score-threshold", "0.3",
+                 "--batch", "2"])
+    assert code == 0
+    assert "wrote" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["detections.json", "x.jpg", "x_1.jpg", "y.png"]
+    results = json.loads((out / "detections.json").read_text())
+    assert results["classes"] == ["bg", "cat", "dog"] and results["postprocess"]["score_threshold"] == 0.3
+    assert [entry["image"] for entry in results["images"]] == [str(p) for p in images]
+    for entry in results["images"]:
+        annotated = cv2.imread(entry["annotated"])
+        assert annotated.shape == (entry["height"], entry["width"], 3)
+        for found in entry["detections"]:
+            assert found["class"] in ("cat", "dog") and found["score"] > 0.3 and len(found["box"]) == 4
+    assert sum(len(e["detections"]) for e in results["images"]) > 0
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_predict_stops_at_a_bad_image_before_writing(onnx_path, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    assert main(["--model", str(onnx_path), str(images[0]), str(bad), "--output", str(out)]) == 2
+    assert "notes.jpg: not an image format OpenCV reads" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["--model", str(onnx_path), str(tmp_path / "gone.jpg"), "--output", str(out)]) == 2
+    assert "gone.jpg: no such image file" in capsys.readouterr().err
+
+
+def test_predict_reports_a_model_without_metadata(images, tmp_path, capsys):
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"nope")
+    assert main(["--model", str(fake), str(images[0]), "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "fake.onnx" in capsys.readouterr().err
+
+
+def test_draw_detections_draws_on_a_copy():
+    image = np.full((120, 160, 3), 50, np.uint8)
+    found = Detections(
+        boxes=np.array([[10, 20, 80, 100]], np.float32), labels=np.array([2]), scores=np.array([0.9], np.float32),
+        confs=np.zeros((1, 3), np.float32), class_names=("bg", "cat", "dog"),
+    )
+    drawn = draw_detections(image, found, fps=30.0)
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert (image == 50).all(), "the input image must not be drawn on"
+    assert (drawn[60, 10] != 50).any() and (drawn[100, 50] != 50).any()  # left and bottom edges
+    assert (drawn[60, 45] == 50).all()  # inside the box

@@ -1,0 +1,102 @@
+"""The fast NumPy postprocessing (prefix of the final order, sparse overlap graph) against
+the dense statement of the same rules, exactly: same boxes, labels, scores, bit for bit."""
+
+import numpy as np
+import pytest
+
+from postprocess_cases import random_outputs, random_priors
+from ssd_edge.runtime.postprocess import (
+    PostprocessConfig,
+    decode_boxes,
+    greedy_nms_mask,
+    postprocess,
+    ranked_candidates,
+    softmax,
+)
+from ssd_edge.runtime.sparse_nms import overlapping_pairs
+from ssd_edge.runtime.boxes import pairwise_iou
+
+
+def dense_postprocess_image(locs, probs, priors, image_hw, cfg):
+    """Per class: threshold, stable sort, top_k, decode, dense greedy NMS; then merge."""
+    threshold = np.float32(cfg.score_threshold)
+    rows = []
+    for c in range(1, probs.shape[1]):
+        idx = np.flatnonzero(probs[:, c] > threshold)
+        idx = idx[np.argsort(-probs[idx, c], kind="stable")][: cfg.top_k]
+        if idx.size == 0:
+            continue
+        boxes = np.clip(decode_boxes(locs[idx], priors[idx], cfg.variances), 0.0, 1.0)
+        keep = greedy_nms_mask(boxes[None], np.ones((1, idx.size), bool), cfg.iou_threshold)[0]
+        rows += [(probs[p, c], p, c, box) for p, box in zip(idx[keep], boxes[keep])]
+    rows.sort(key=lambda r: (-r[0], r[1], r[2]))
+    rows = rows[: cfg.max_detections]
+    h, w = image_hw
+    scale = np.array([w, h, w, h], np.float32)
+    boxes = np.array([r[3] * scale for r in rows], np.float32).reshape(-1, 4)
+    return boxes, np.array([r[2] for r in rows], np.int64), np.array([r[0] for r in rows], np.float32)
+
+
+def assert_identical(ours, dense):
+    boxes, labels, scores = dense
+    np.testing.assert_array_equal(ours.labels, labels)
+    np.testing.assert_array_equal(ours.scores, scores)
+    np.testing.assert_array_equal(ours.boxes, boxes)
+
+
+CASES = [
+    # (priors, classes, logit_scale, config)
+    (200, 5, 3.0, PostprocessConfig()),
+    (400, 8, 1.0, PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=300, max_detections=300)),
+    (300, 4, 0.3, PostprocessConfig(score_threshold=0.0, iou_threshold=0.3, top_k=50, max_detections=25)),
+    (300, 3, 2.0, PostprocessConfig(score_threshold=0.2, iou_threshold=0.0, top_k=100, max_detections=100)),
+    (250, 6, 2.0, PostprocessConfig(score_threshold=0.05, iou_threshold=1.0, top_k=20, max_detections=60)),
+    (500, 21, 2.0, PostprocessConfig(score_threshold=0.01, iou_threshold=0.45, top_k=200, max_detections=5)),
+]
+
+
+@pytest.mark.parametrize("num_priors,classes,scale,cfg", CASES)
+def test_fast_equals_dense_on_random_outputs(num_priors, classes, scale, cfg):
+    rng = np.random.default_rng(num_priors + classes)
+    for _ in range(3):
+        priors = random_priors(rng, num_priors)
+        locs, confs = random_outputs(rng, 2, num_priors, classes, logit_scale=scale)
+        probs = softmax(confs)
+        for b, det in enumerate(postprocess(locs, confs, priors, [(300, 400)] * 2, cfg)):
+            assert_identical(det, dense_postprocess_image(locs[b], probs[b], priors, (300, 400), cfg))
+
+
+def test_fast_equals_dense_with_heavy_suppression_and_ties():
+    # Many copies of few boxes and quantised scores: long suppression chains, equal scores.
+    rng = np.random.default_rng(7)
+    base = random_priors(rng, 12)
+    priors = np.repeat(base, 30, axis=0) * rng.uniform(0.97, 1.03, (360, 4)).astype(np.float32)
+    locs = np.zeros((1, 360, 4), np.float32)
+    confs = np.round(rng.normal(0, 1, (1, 360, 4)), 1).astype(np.float32)
+    cfg = PostprocessConfig(score_threshold=0.05, iou_threshold=0.5, top_k=200, max_detections=40)
+    det = postprocess(locs, confs, priors, [(100, 100)], cfg)[0]
+    assert_identical(det, dense_postprocess_image(locs[0], softmax(confs[0]), priors, (100, 100), cfg))
+
+
+def test_overlapping_pairs_equals_dense_iou():
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(0, 1, (400, 2))
+    sizes = np.exp(rng.uniform(np.log(0.01), np.log(0.8), (400, 2)))
+    boxes = np.clip(np.concatenate([centres - sizes / 2, centres + sizes / 2], 1), 0, 1).astype(np.float32)
+    boxes[::17, 2] = boxes[::17, 0]  # zero-width boxes overlap nothing
+    for threshold in (0.0, 0.1, 0.3, 0.5, 0.7, 0.95, 1.0):
+        a, b = overlapping_pairs(boxes, threshold)
+        found = np.zeros((400, 400), bool)
+        found[a, b] = found[b, a] = True
+        dense = pairwise_iou(boxes, boxes) > np.float32(threshold)
+        np.fill_diagonal(dense, False)
+        np.testing.assert_array_equal(found, dense)
+
+
+def test_ranked_candidates_prefix_follows_the_final_order():
+    scores = np.array([[0.5, 0.2], [0.5, 0.9], [0.1, 0.5]], np.float32)
+    prior, group, score, complete = ranked_candidates(scores, np.float32(0.15), None)
+    assert list(zip(prior, group)) == [(1, 1), (0, 0), (1, 0), (2, 1), (0, 1)] and complete
+    prior, group, score, complete = ranked_candidates(scores, np.float32(0.15), 2)
+    # the cut falls inside the tie at 0.5: the whole tie comes along
+    assert list(zip(prior, group)) == [(1, 1), (0, 0), (1, 0), (2, 1)] and not complete
