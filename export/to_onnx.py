@@ -1,4 +1,8 @@
-"""ONNX export of the network alone: images -> (locs, confs), ModelSpec in metadata_props."""
+"""ONNX export of the network alone: images -> (locs, confs), ModelSpec in metadata_props.
+
+Uses torch's TorchScript-based exporter (`dynamo=False`): the dynamo exporter needs
+onnxscript, which the toolkit does not depend on.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,45 @@ import os
 import warnings
 from pathlib import Path
 
+from ssd_edge.export.onnx_model import ExportError, save, set_metadata, simplify
 from ssd_edge.fileio import atomic_path
 from ssd_edge.runtime.spec import METADATA_KEY
 
+__all__ = ["DEFAULT_OPSET", "MAX_OPSET", "MIN_OPSET", "export_onnx", "set_metadata"]
+
 DEFAULT_OPSET = 17
+MIN_OPSET = 14  # HardSwish (MobileNetV3) is an ONNX operator from opset 14
+MAX_OPSET = 20  # the highest opset torch's TorchScript-based exporter writes
 
 
-def export_onnx(model, path: str | os.PathLike, *, batch: int = 1, dynamic: bool = False, opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx(
+    model,
+    path: str | os.PathLike,
+    *,
+    batch: int = 1,
+    dynamic: bool = False,
+    opset: int = DEFAULT_OPSET,
+    simplified: bool = True,
+) -> Path:
     """Export `model` (an SSD) to `path`, atomically.
 
     Input `images` float32 (B, 3, H, W), RGB in [0, 1]; outputs `locs` (B, P, 4) and
     `confs` (B, P, C); normalisation is inside the graph. With `dynamic` the batch
-    dimension is symbolic ("batch"), else fixed at `batch`.
+    dimension is symbolic ("batch"), else fixed at `batch`. With `simplified` the graph
+    goes through onnxsim (a warning and the plain graph if onnxsim fails). The ModelSpec
+    is in metadata_props under `METADATA_KEY`; onnx.checker passes on what is written.
     """
     import onnx
     import torch
 
     from ssd_edge.models.ssd import RawOutputs
 
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset {opset}: choose {MIN_OPSET} to {MAX_OPSET} (HardSwish needs {MIN_OPSET}; torch's exporter stops at {MAX_OPSET})")
+    if batch < 1:
+        raise ExportError(f"batch must be at least 1, got {batch}")
     spec = model.spec
-    wrapper = RawOutputs(model).eval()
+    wrapper = RawOutputs(model).eval()  # BatchNorm must trace in eval mode
     param = next(model.parameters())
     example = torch.zeros((batch, 3, *spec.input_size), dtype=param.dtype, device=param.device)
     input_name, output_names = spec.input_name, list(spec.output_names)
@@ -49,16 +72,8 @@ def export_onnx(model, path: str | os.PathLike, *, batch: int = 1, dynamic: bool
             )
         proto = onnx.load(str(tmp))
         set_metadata(proto, {METADATA_KEY: spec.to_json()})
+        if simplified:
+            proto = simplify(proto, path)
         onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
+        save(proto, tmp)
     return path
-
-
-def set_metadata(proto, entries: dict[str, str]) -> None:
-    """Set (replace) string entries in an ONNX model's metadata_props."""
-    kept = [p for p in proto.metadata_props if p.key not in entries]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in entries.items():
-        prop = proto.metadata_props.add()
-        prop.key, prop.value = key, value

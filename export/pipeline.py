@@ -1,0 +1,291 @@
+"""What `ssd-export` does: weights (or an exported ONNX) -> ONNX, INT8 ONNX, TensorRT engine.
+
+weights (.pt: ours or torchvision's COCO SSDLite320 / SSD300 state dict)
+  -> <name>.onnx        FP32, simplified, ModelSpec in metadata, parity-checked against PyTorch
+  -> <name>.int8.onnx   QDQ, calibrated on --calib-data, compared against the FP32 ONNX
+  -> <name>.engine      TensorRT, + <name>.engine.json
+
+An exported `.onnx` may stand in for the weights (to quantize it or build an engine on a
+machine without torch, such as a Jetson). torch is imported only to read `.pt` weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from ssd_edge.export.onnx_model import QUANTIZATION_KEY, ExportError, batch_size, load_onnx, metadata, spec_of
+from ssd_edge.export.parity import ParityReport
+from ssd_edge.fileio import atomic_path
+from ssd_edge.runtime.spec import ModelSpec
+
+FORMATS = ("onnx", "int8", "engine")
+PARITY_IMAGES = 4
+DYNAMIC_ENGINE_BATCH = 8  # the largest batch of a dynamic engine when --batch is not given
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """The arguments of `ssd-export`, named as Ultralytics' exporter names them.
+
+    imgsz: (H, W), None for the model's own. batch: the static batch (None: 1, or an
+    exported ONNX's own), or with a dynamic batch the largest an engine accepts (None: 8).
+    int8_flavour: None picks `tensorrt` when an INT8 engine is built, else `cpu`.
+    workspace: GiB for the TensorRT builder. output: folder (None: beside the weights).
+    """
+
+    weights: Path
+    arch: str | None = None
+    formats: tuple[str, ...] = ("onnx",)
+    imgsz: tuple[int, int] | None = None
+    batch: int | None = None
+    dynamic: bool = False
+    opset: int | None = None
+    simplify: bool = True
+    half: bool = False
+    int8: bool = False
+    calib_data: Path | None = None
+    calib_images: int = 300
+    int8_flavour: str | None = None
+    workspace: float | None = None
+    dla_core: int | None = None
+    output: Path | None = None
+    progress: bool = True
+
+    @property
+    def from_onnx(self) -> bool:
+        return Path(self.weights).suffix.lower() == ".onnx"
+
+    @property
+    def name(self) -> str:
+        stem = Path(self.weights).stem
+        return stem[: -len(".int8")] if stem.endswith(".int8") else stem
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output) if self.output is not None else Path(self.weights).parent
+
+    @property
+    def flavour(self) -> str:
+        if self.int8_flavour is not None:
+            return self.int8_flavour
+        return "tensorrt" if self.int8 else "cpu"
+
+
+@dataclass
+class ExportResult:
+    files: list[Path] = field(default_factory=list)
+    parity: ParityReport | None = None
+    int8_vs_fp32: ParityReport | None = None
+
+
+def validate(options: ExportOptions) -> ExportOptions:
+    """Check the options against each other before any work; returns them with formats
+    deduplicated. Every refusal names the option to change."""
+    formats = tuple(dict.fromkeys(options.formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+    engine = "engine" in formats
+    for flag, given in (("--half", options.half), ("--int8", options.int8), ("--dla-core", options.dla_core is not None),
+                        ("--workspace", options.workspace is not None)):
+        if given and not engine:
+            hint = " (an INT8 ONNX is --format int8)" if flag == "--int8" else ""
+            raise ExportError(f"{flag} applies to TensorRT engines: add --format engine{hint}")
+    if options.dla_core is not None and not (options.half or options.int8):
+        raise ExportError("DLA runs FP16 and INT8 layers only: add --half or --int8 to use --dla-core")
+    if options.half and options.int8:
+        raise ExportError("--half and --int8 together: an INT8 engine keeps its unquantized layers as the QDQ graph has them; choose one")
+    if options.int8 and options.int8_flavour not in (None, "tensorrt"):
+        raise ExportError(f"--int8-flavour {options.int8_flavour}: an INT8 TensorRT engine needs the 'tensorrt' flavour")
+    for flag, value, low in (("--batch", options.batch, 1), ("--calib-images", options.calib_images, 1), ("--dla-core", options.dla_core, 0)):
+        if value is not None and value < low:
+            raise ExportError(f"{flag} must be at least {low}, got {value}")
+    if options.workspace is not None and options.workspace <= 0:
+        raise ExportError(f"--workspace must be a positive number of GiB, got {options.workspace}")
+    if options.from_onnx and "onnx" in formats:
+        raise ExportError(f"{options.weights}: already an ONNX model; ask for --format int8 or engine")
+    return replace(options, formats=formats)
+
+
+def prepare_output_dir(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{folder}: cannot create the output directory ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise ExportError(f"{folder}: the output directory is not writable")
+    return folder
+
+
+def size_text(path: Path) -> str:
+    size = path.stat().st_size
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> ExportResult:
+    """Do everything `options` asks, in order; `echo` receives one line per step and per
+    file written. Raises ExportError with one clear line on bad input (ParityError when the
+    ONNX disagrees with PyTorch), TensorRTUnavailable before any work when an engine cannot
+    be built here."""
+    options = validate(options)
+    if "engine" in options.formats:
+        from ssd_edge.export.engine import build_environment
+
+        build_environment()
+    source = _onnx_source(options) if options.from_onnx else None
+    quantize = ("int8" in options.formats or options.int8) and not (source and source.quantized)
+    calibration = _calibration_images(options) if quantize else []
+    out = prepare_output_dir(options.output_dir)
+    result = ExportResult()
+    if source is None:
+        source = _export_fp32(options, out / f"{options.name}.onnx", result, echo)
+    engine_source = source.path
+    if quantize:
+        int8_path = _quantize(options, source, calibration, out / f"{options.name}.int8.onnx", result, echo)
+        engine_source = int8_path if options.int8 else source.path
+    if "engine" in options.formats:
+        _build(options, engine_source, out / f"{options.name}.engine", result, echo)
+    return result
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The ONNX everything else is made from."""
+
+    path: Path
+    spec: ModelSpec
+    quantized: bool = False
+
+
+def _written(path: Path, result: ExportResult, echo: Echo) -> None:
+    result.files.append(path)
+    echo(f"wrote {path} ({size_text(path)})")
+
+
+def _onnx_source(options: ExportOptions) -> _Source:
+    """An exported ONNX given as --weights: check it fits the options."""
+    path = Path(options.weights)
+    proto = load_onnx(path)
+    spec = spec_of(proto, path)
+    quantized = QUANTIZATION_KEY in metadata(proto)
+    if quantized and (options.formats != ("engine",) or not options.int8):
+        raise ExportError(f"{path}: an INT8 QDQ model; it can only become an INT8 engine (--format engine --int8)")
+    if options.imgsz is not None and tuple(options.imgsz) != tuple(spec.input_size):
+        raise ExportError(f"{path}: exported at {spec.input_size[0]}x{spec.input_size[1]}; --imgsz needs the weights (.pt)")
+    fixed = batch_size(proto)
+    if options.dynamic and fixed:
+        raise ExportError(f"{path}: exported with a fixed batch of {fixed}; --dynamic needs the weights (.pt)")
+    if fixed and options.batch not in (None, fixed):
+        raise ExportError(f"{path}: exported with a fixed batch of {fixed}; --batch {options.batch} needs the weights (.pt)")
+    return _Source(path, spec, quantized)
+
+
+def _calibration_images(options: ExportOptions) -> list[Path]:
+    from ssd_edge.export.images import list_images
+
+    if options.calib_data is None:
+        raise ExportError("INT8 needs calibration images: pass --calib-data DIR (a few hundred images like those the model will see)")
+    return list_images(options.calib_data, options.calib_images)
+
+
+def _at_input_size(model, imgsz: tuple[int, int] | None):
+    """The same weights built for another input size (SSD convolutions do not depend on it;
+    the default boxes do, and are rebuilt)."""
+    from ssd_edge.models.registry import build_model
+
+    spec = model.spec
+    if imgsz is None or tuple(imgsz) == tuple(spec.input_size):
+        return model
+    postprocess = dict(score_threshold=spec.score_threshold, iou_threshold=spec.iou_threshold,
+                       top_k=spec.top_k, max_detections=spec.max_detections)
+    try:
+        resized = build_model(spec.arch, spec.class_names, imgsz, mean=spec.mean, std=spec.std,
+                              postprocess=postprocess, **spec.arch_options)
+    except ValueError as exc:
+        raise ExportError(f"--imgsz {imgsz[0]} {imgsz[1]}: {exc}") from None
+    resized.load_state_dict(model.state_dict())
+    return resized
+
+
+def _load_model(options: ExportOptions):
+    try:
+        from ssd_edge.checkpoint import CheckpointError, load_model
+        from ssd_edge.models.registry import ARCHS
+    except ImportError as exc:
+        raise ExportError(f"{options.weights}: reading .pt weights needs torch ({exc}); give an exported .onnx instead") from None
+    if options.arch is not None and options.arch not in ARCHS:
+        raise ExportError(f"unknown --arch {options.arch!r}; choose from {', '.join(sorted(ARCHS))}")
+    try:
+        model = load_model(options.weights, options.arch)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    if options.arch is not None and model.spec.arch != options.arch:
+        raise ExportError(f"{options.weights}: holds a {model.spec.arch} model, not the --arch {options.arch} asked for")
+    return _at_input_size(model, options.imgsz)
+
+
+def _export_fp32(options: ExportOptions, path: Path, result: ExportResult, echo: Echo) -> _Source:
+    """Export and parity-check; `path` is replaced only when the new ONNX passes."""
+    from ssd_edge.export.parity import FP32_RTOL, ParityError
+    from ssd_edge.export.to_onnx import DEFAULT_OPSET, export_onnx
+
+    model = _load_model(options)
+    batch = options.batch or 1
+    height, width = model.spec.input_size
+    echo(f"exporting {model.spec.arch} at {height}x{width}, batch {'dynamic' if options.dynamic else batch}")
+    with atomic_path(path) as tmp:
+        export_onnx(model, tmp, batch=1 if options.dynamic else batch, dynamic=options.dynamic,
+                    opset=options.opset or DEFAULT_OPSET, simplified=options.simplify)
+        result.parity = _parity(options, model, tmp)
+        echo(f"parity (onnxruntime CPU vs PyTorch): {result.parity.summary()}")
+        if not result.parity.within(FP32_RTOL):
+            raise ParityError(f"{path}: not written: the ONNX differs from the PyTorch model past the relative "
+                              f"tolerance {FP32_RTOL:g} ({result.parity.summary()})")
+    _written(path, result, echo)
+    return _Source(path, model.spec)
+
+
+def _parity_images(options: ExportOptions, count: int) -> list:
+    from ssd_edge.export.images import list_images, read_image, sample_images
+
+    if options.calib_data is None:
+        return sample_images(count)
+    return [read_image(p) for p in list_images(options.calib_data, count)]
+
+
+def _parity(options: ExportOptions, model, path: Path) -> ParityReport:
+    from ssd_edge.export.parity import check_parity
+
+    batch = PARITY_IMAGES if options.dynamic else options.batch or 1
+    return check_parity(model, path, _parity_images(options, max(PARITY_IMAGES, batch)), batch, rtol=None)
+
+
+def _quantize(options: ExportOptions, source: _Source, images: list[Path], path: Path, result: ExportResult, echo: Echo) -> Path:
+    from ssd_edge.export.parity import compare_onnx
+    from ssd_edge.export.quantize import quantize_int8
+
+    echo(f"quantizing to INT8 ({options.flavour} flavour), calibrating on {len(images)} images from {options.calib_data}")
+    quantize_int8(source.path, path, images, options.flavour, progress=options.progress)
+    _written(path, result, echo)
+    batch = batch_size(load_onnx(path)) or PARITY_IMAGES
+    parity_images = _parity_images(options, max(PARITY_IMAGES, batch))
+    result.int8_vs_fp32 = compare_onnx(source.spec, path, source.path, parity_images, batch)
+    echo(f"INT8 vs FP32 (onnxruntime CPU): {result.int8_vs_fp32.summary()}")
+    return path
+
+
+def _build(options: ExportOptions, source: Path, path: Path, result: ExportResult, echo: Echo) -> None:
+    from ssd_edge.export.engine import EngineOptions, build_engine
+
+    precision = "int8" if options.int8 else "fp16" if options.half else "fp32"
+    batch = options.batch or batch_size(load_onnx(source)) or DYNAMIC_ENGINE_BATCH
+    echo(f"building a TensorRT {precision} engine from {source}")
+    engine_options = EngineOptions(precision=precision, batch=batch, workspace_gib=options.workspace,
+                                   dla_core=options.dla_core, progress=options.progress)
+    build_engine(source, path, engine_options)
+    _written(path, result, echo)
+    _written(Path(f"{path}.json"), result, echo)

@@ -1,0 +1,206 @@
+"""INT8 post-training quantization: onnxruntime's static quantization in QDQ format,
+calibrated on images preprocessed exactly as the runtime does it.
+
+Two flavours, because their consumers want different things:
+
+- `tensorrt`: symmetric int8 activations and weights (TensorRT rejects non-zero zero
+  points), per-channel weights, biases left in float (TensorRT fuses them itself), only
+  Conv/MatMul/Gemm inputs quantized, and the 3-channel stem conv left in float. TensorRT
+  builds it as a strongly typed network: the Q/DQ nodes say exactly what runs in int8.
+- `cpu`: tuned for onnxruntime's CPU kernels: uint8 asymmetric activations, int8
+  per-channel weights (depthwise convolutions need per-channel scales), int32 biases, all
+  operators onnxruntime can run quantized. It pays off on plain convolutions (VGG16 SSD
+  about 3x faster than FP32 on an x86 CPU with VNNI) but not on MobileNetV3 SSDLite, whose
+  depthwise convolutions and float HardSwish / squeeze-excite segments leave it no faster
+  than FP32 there: see benchmarks/results/int8_cpu_*.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence, Union
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+from ssd_edge.export.images import read_image
+from ssd_edge.export.onnx_model import (
+    QUANTIZATION_KEY,
+    ExportError,
+    batch_size,
+    load_onnx,
+    metadata,
+    save,
+    set_metadata,
+    spec_of,
+)
+from ssd_edge.fileio import atomic_path
+from ssd_edge.runtime.preprocess import preprocess
+
+ImageSource = Union[str, os.PathLike, np.ndarray]  # a file to read, or a BGR uint8 image
+
+
+@dataclass(frozen=True)
+class Int8Flavour:
+    """How to quantize: onnxruntime `quantize_static` arguments, by name."""
+
+    name: str
+    activation_type: str  # a QuantType member name
+    weight_type: str
+    per_channel: bool
+    symmetric_activations: bool
+    quantize_bias: bool
+    float_stem: bool  # leave the first 3-channel convolution in float
+    op_types: tuple[str, ...] | None = None  # None: every operator onnxruntime quantizes
+
+
+FLAVOURS: dict[str, Int8Flavour] = {
+    "tensorrt": Int8Flavour(
+        name="tensorrt",
+        activation_type="QInt8",
+        weight_type="QInt8",
+        per_channel=True,
+        symmetric_activations=True,
+        quantize_bias=False,
+        float_stem=True,
+        op_types=("Conv", "ConvTranspose", "MatMul", "Gemm"),
+    ),
+    "cpu": Int8Flavour(
+        name="cpu",
+        activation_type="QUInt8",
+        weight_type="QInt8",
+        per_channel=True,
+        symmetric_activations=False,
+        quantize_bias=True,
+        float_stem=False,
+    ),
+}
+
+def flavour(name: str) -> Int8Flavour:
+    if name not in FLAVOURS:
+        raise ExportError(f"unknown INT8 flavour {name!r}; choose from {', '.join(FLAVOURS)}")
+    return FLAVOURS[name]
+
+
+class CalibrationImages(CalibrationDataReader):
+    """Feeds onnxruntime's calibrator: each `get_next()` is {input_name: (batch, 3, H, W)
+    float32}, images preprocessed as the runtime does (stretched, RGB, [0, 1]). A short
+    last batch is filled up with the first images again. Shows a progress bar."""
+
+    def __init__(
+        self,
+        images: Sequence[ImageSource],
+        input_name: str,
+        input_size: tuple[int, int],
+        batch: int = 1,
+        progress: bool = True,
+    ) -> None:
+        if len(images) == 0:
+            raise ExportError("no calibration images")
+        self.images, self.input_name, self.input_size, self.batch = list(images), input_name, input_size, batch
+        self.progress = progress
+        self._batches: Iterator[dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch)
+
+    def _generate(self) -> Iterator[dict[str, np.ndarray]]:
+        from tqdm import tqdm
+
+        padded = self.images + self.images[: len(self) * self.batch - len(self.images)]
+        for start in tqdm(range(0, len(padded), self.batch), desc="calibrating", unit="batch", disable=not self.progress):
+            chunk = [image if isinstance(image, np.ndarray) else read_image(image) for image in padded[start : start + self.batch]]
+            yield {self.input_name: preprocess(chunk, self.input_size).copy()}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._batches is None:
+            self._batches = self._generate()
+        return next(self._batches, None)
+
+    def rewind(self) -> None:
+        self._batches = None
+
+
+class _DropPreprocessingHint(logging.Filter):
+    """onnxruntime logs "Please consider to run pre-processing before quantization" on the
+    root logger for every model. Its pre-processing (shape inference and fusions) changed
+    neither accuracy nor latency of our simplified SSD graphs, so the hint is only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_preprocessing_hint() -> Iterator[None]:
+    root = logging.getLogger()
+    hint = _DropPreprocessingHint()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
+
+
+def stem_conv(proto) -> str:
+    """The name of the first convolution reading the 3-channel input (naming it if unnamed)."""
+    weights = {t.name: t for t in proto.graph.initializer}
+    for index, node in enumerate(proto.graph.node):
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights:
+            if weights[node.input[1]].dims[1] == 3:
+                if not node.name:
+                    node.name = f"stem_conv_{index}"
+                return node.name
+    raise ExportError("no convolution over the 3-channel input found to keep in float")
+
+
+def quantize_int8(
+    onnx_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    images: Sequence[ImageSource],
+    flavour_name: str = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Write an INT8 QDQ copy of the FP32 ONNX at `onnx_path` to `out_path` (atomically).
+
+    images: calibration images, files or BGR uint8 arrays, fed at the model's batch size
+    (1 when its batch is dynamic). The ModelSpec metadata is carried over and the flavour
+    and calibration size are recorded under `QUANTIZATION_KEY`.
+    """
+    chosen = flavour(flavour_name)
+    proto = load_onnx(onnx_path)
+    spec = spec_of(proto, onnx_path)
+    reader = CalibrationImages(images, spec.input_name, spec.input_size, batch_size(proto) or 1, progress)
+    excluded = [stem_conv(proto)] if chosen.float_stem else []
+    extra = {
+        "ActivationSymmetric": chosen.symmetric_activations,
+        "WeightSymmetric": True,
+        "QuantizeBias": chosen.quantize_bias,
+    }
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp, _quiet_preprocessing_hint():
+        quantize_static(
+            proto,
+            tmp,
+            reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(chosen.op_types) if chosen.op_types else None,
+            per_channel=chosen.per_channel,
+            activation_type=getattr(QuantType, chosen.activation_type),
+            weight_type=getattr(QuantType, chosen.weight_type),
+            nodes_to_exclude=excluded,
+            # MinMax reduces every activation to its range inside the calibration graph, so
+            # memory stays flat for any number of images. (Do not add CalibMaxIntermediateOutputs:
+            # onnxruntime 1.32 drops the batches it collected when that limit is reached.)
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options=extra,
+        )
+        quantized = load_onnx(tmp)
+        record = {"flavour": chosen.name, "calibration_images": len(images), "format": "QDQ"}
+        set_metadata(quantized, {**metadata(proto), QUANTIZATION_KEY: json.dumps(record, sort_keys=True)})
+        save(quantized, tmp)
+    return out_path

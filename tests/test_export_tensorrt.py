@@ -1,0 +1,170 @@
+"""TensorRT engine builds. The builds run wherever TensorRT and an NVIDIA GPU are present
+(marked `tensorrt`, skipped with the reason elsewhere); the refusal and the feature
+detection that picks the 10.x or 11.x way of building are checked everywhere."""
+
+import json
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from export_helpers import calibrated_model, dataset_images
+from ssd_edge.export.engine import (
+    Capabilities,
+    EngineOptions,
+    TensorRTUnavailable,
+    build_engine,
+    build_environment,
+    profile_shapes,
+)
+from ssd_edge.export.images import list_images
+from ssd_edge.export.parity import onnx_outputs
+from ssd_edge.export.quantize import quantize_int8
+from ssd_edge.export.to_onnx import export_onnx
+from ssd_edge.runtime.preprocess import preprocess
+
+
+def _api(builder_flags, creation_flags, **extra):
+    """The shape of a TensorRT Python module's API, as `Capabilities.of` inspects it."""
+    api = SimpleNamespace(
+        BuilderFlag=SimpleNamespace(**{name: object() for name in builder_flags}),
+        NetworkDefinitionCreationFlag=SimpleNamespace(**{name: object() for name in creation_flags}),
+        IBuilderConfig=SimpleNamespace(set_memory_pool_limit=object()),
+        MemoryPoolType=object(),
+        DeviceType=SimpleNamespace(GPU=object(), DLA=object()),
+        IProgressMonitor=object,
+    )
+    for name, value in extra.items():
+        setattr(api, name, value)
+    return api
+
+
+TENSORRT_10 = _api(["FP16", "INT8", "GPU_FALLBACK", "TF32"], ["EXPLICIT_BATCH", "STRONGLY_TYPED"])
+TENSORRT_11 = _api(["GPU_FALLBACK", "TF32"], ["STRONGLY_TYPED"])
+TENSORRT_8 = _api(["FP16", "INT8", "GPU_FALLBACK"], ["EXPLICIT_BATCH"])
+
+
+def test_feature_detection_picks_the_way_to_build():
+    ten, eleven = Capabilities.of(TENSORRT_10), Capabilities.of(TENSORRT_11)
+    assert ten.missing() is None and eleven.missing() is None
+    assert not ten.fp16_from_graph()  # 10.x: BuilderFlag.FP16 on the FP32 network
+    assert eleven.fp16_from_graph()  # 11.x: precision comes from an FP16 graph
+    assert eleven.only_strongly_typed and not ten.only_strongly_typed
+    no_flag = Capabilities.of(_api(["GPU_FALLBACK"], []))  # strongly typed with no flag to ask for it
+    assert no_flag.missing() is None and not no_flag.strongly_typed_flag
+    assert "TensorRT 10 or newer" in Capabilities.of(TENSORRT_8).missing()
+
+
+def test_profile_shapes_static_and_dynamic():
+    spec = SimpleNamespace(input_name="images", input_size=(320, 320))
+    assert profile_shapes(spec, 2, 2) == {"images": {"min": [2, 3, 320, 320], "opt": [2, 3, 320, 320], "max": [2, 3, 320, 320]}}
+    assert profile_shapes(spec, None, 8)["images"] == {"min": [1, 3, 320, 320], "opt": [8, 3, 320, 320], "max": [8, 3, 320, 320]}
+
+
+def test_refused_in_one_line_without_tensorrt(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` now fails, as on a CPU-only machine
+    with pytest.raises(TensorRTUnavailable, match=r"^TensorRT is not installed \(import tensorrt: .*\)") as caught:
+        build_engine(tmp_path / "model.onnx", tmp_path / "model.engine")
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- real builds: TensorRT and a GPU ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trt(tmp_path_factory):
+    try:
+        module, _, _ = build_environment()
+    except TensorRTUnavailable as exc:
+        pytest.skip(str(exc))
+    return module
+
+
+@pytest.fixture(scope="module")
+def exported(trt, tiny_coco, tmp_path_factory):
+    images = dataset_images(tiny_coco)
+    model = calibrated_model("mobilenetv3_ssd", images[:4])
+    folder = tmp_path_factory.mktemp("engines")
+    static = export_onnx(model, folder / "static.onnx", batch=2)
+    dynamic = export_onnx(model, folder / "dynamic.onnx", dynamic=True)
+    int8 = quantize_int8(dynamic, folder / "dynamic.int8.onnx", list_images(tiny_coco, 8), "tensorrt", progress=False)
+    return SimpleNamespace(spec=model.spec, static=static, dynamic=dynamic, int8=int8, images=images, folder=folder)
+
+
+def _engine(trt, path):
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    return runtime.deserialize_cuda_engine(path.read_bytes())
+
+
+def _run_engine(trt, engine, x: np.ndarray):
+    """locs and confs of an engine on torch CUDA tensors (no pycuda needed)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here: the engine was built but cannot be run from the tests")
+    context = engine.create_execution_context()
+    context.set_input_shape("images", x.shape)
+    tensors = {"images": torch.from_numpy(x).cuda()}
+    for name in ("locs", "confs"):
+        tensors[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+    for name, tensor in tensors.items():
+        context.set_tensor_address(name, tensor.data_ptr())
+    stream = torch.cuda.Stream()
+    assert context.execute_async_v3(stream.cuda_stream)
+    stream.synchronize()
+    return tensors["locs"].cpu().numpy(), tensors["confs"].cpu().numpy()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-3), ("fp16", 5e-2)])
+def test_dynamic_engine_builds_runs_and_matches_onnxruntime(trt, exported, precision, tolerance):
+    engine_path = exported.folder / f"dynamic.{precision}.engine"
+    build_engine(exported.dynamic, engine_path, EngineOptions(precision=precision, batch=4, progress=False))
+    sidecar = json.loads((exported.folder / f"dynamic.{precision}.engine.json").read_text())
+    assert sidecar["precision"] == precision and sidecar["tensorrt_version"] == trt.__version__
+    assert sidecar["profile"]["images"] == {"min": [1, 3, 320, 320], "opt": [4, 3, 320, 320], "max": [4, 3, 320, 320]}
+    assert sidecar["model_spec"] == exported.spec.to_dict() and sidecar["gpu"]["name"]
+    engine = _engine(trt, engine_path)
+    assert [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)] == ["images", "locs", "confs"]
+    x = preprocess(exported.images[:4], exported.spec.input_size)
+    for batch in (1, 4):
+        locs, confs = _run_engine(trt, engine, x[:batch])
+        reference = onnx_outputs(exported.dynamic, x[:batch], batch)
+        assert np.abs(confs - reference[1]).max() <= tolerance * np.abs(reference[1]).max()
+
+
+@pytest.mark.tensorrt
+def test_static_engine_and_timing_cache(trt, exported, tmp_path):
+    cache = tmp_path / "timing.cache"
+    for name in ("first", "second"):  # the second build reuses the first one's timing cache
+        build_engine(exported.static, tmp_path / f"{name}.engine", EngineOptions(batch=2, timing_cache=cache, progress=False))
+        assert cache.stat().st_size > 0
+    sidecar = json.loads((tmp_path / "second.engine.json").read_text())
+    assert sidecar["profile"]["images"]["min"] == sidecar["profile"]["images"]["max"] == [2, 3, 320, 320]
+
+
+@pytest.mark.tensorrt
+def test_int8_engine_from_the_tensorrt_flavour(trt, exported):
+    engine_path = exported.folder / "dynamic.int8.engine"
+    build_engine(exported.int8, engine_path, EngineOptions(precision="int8", batch=2, progress=False))
+    assert json.loads(engine_path.with_name("dynamic.int8.engine.json").read_text())["precision"] == "int8"
+    locs, confs = _run_engine(trt, _engine(trt, engine_path), preprocess(exported.images[:2], exported.spec.input_size))
+    assert np.isfinite(confs).all() and confs.shape == (2, exported.spec.num_priors, exported.spec.num_classes)
+
+
+@pytest.mark.tensorrt
+def test_int8_refuses_the_cpu_flavour(trt, exported, tiny_coco):
+    cpu = quantize_int8(exported.dynamic, exported.folder / "cpu.int8.onnx", list_images(tiny_coco, 4), "cpu", progress=False)
+    with pytest.raises(Exception, match="'cpu' flavour; TensorRT needs the 'tensorrt' flavour"):
+        build_engine(cpu, exported.folder / "cpu.engine", EngineOptions(precision="int8", progress=False))
+
+
+@pytest.mark.tensorrt
+def test_dla_core_with_gpu_fallback(trt, exported):
+    builder = trt.Builder(trt.Logger(trt.Logger.WARNING))
+    if getattr(builder, "num_DLA_cores", 0) == 0:
+        pytest.skip("this GPU has no DLA cores (Jetson AGX/NX Orin and Xavier have them)")
+    engine_path = exported.folder / "dla.engine"
+    build_engine(exported.static, engine_path, EngineOptions(precision="fp16", batch=2, dla_core=0, progress=False))
+    assert json.loads(engine_path.with_name("dla.engine.json").read_text())["dla_core"] == 0
