@@ -1,0 +1,277 @@
+"""The live demo: capture -> Detector -> boxes, names, scores and frame rates drawn ->
+a window (q/Esc quits) or, headless, an annotated video and a per-frame JSON-lines log.
+
+    summary = run_demo(DemoSettings(model="ssd.onnx", source="csi://0", headless=True, output="out.mp4"),
+                       status=print)
+
+Whatever ends the demo (end of file, --max-frames, q/Esc, Ctrl-C, a live source that does
+not come back, an error) the outputs are finalised: the video and the log are renamed into
+place from their temporary files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from .capture import CaptureStats, Frame, FrameGrabber, RetryPolicy
+from .detector import Detector
+from .display import Window, check_display
+from .draw import draw_detections
+from .postprocess import Detections
+from .rates import DurationMeter
+from .recording import JsonLinesLog, VideoRecorder
+from .sources import Source, describe_capture, open_capture, parse_source
+
+Status = Callable[[str], None]
+STATUS_EVERY_S = 5.0
+QUIT = "quit by the user (q, Esc or the window closed)"
+INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything `ssd-demo` takes. output: the annotated video (its log beside it as
+    .jsonl unless `log` is given); headless without an output records to a timestamped
+    file in the working directory."""
+
+    model: str
+    source: str
+    backend: str = "auto"
+    score_threshold: float | None = None
+    iou_threshold: float | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    headless: bool = False
+    output: str | None = None
+    log: str | None = None
+    max_frames: int | None = None
+    loop: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be at least 1, got {self.max_frames}")
+        if self.log and not self.output and not self.headless:
+            raise ValueError("a log path needs --output (or --headless): the log describes the recorded video")
+
+    def output_paths(self) -> tuple[Path | None, Path | None]:
+        """(video, log) to write, or (None, None) for a window-only run."""
+        if self.output is None and not self.headless:
+            return None, None
+        video = Path(self.output) if self.output else Path(time.strftime("ssd-demo-%Y%m%d-%H%M%S.mp4"))
+        return video, Path(self.log) if self.log else video.with_suffix(".jsonl")
+
+
+@dataclass
+class DemoSummary:
+    frames: int
+    seconds: float
+    end_reason: str
+    capture: CaptureStats
+    mean_inference_ms: float
+    video: Path | None = None
+    log: Path | None = None
+
+    def describe(self) -> str:
+        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        parts = [f"stopped: {self.end_reason}.", f"{self.frames} frames in {self.seconds:.1f} s ({rate:.1f} fps,",
+                 f"inference {self.mean_inference_ms:.1f} ms a frame);"]
+        if self.capture.frames_dropped:
+            parts.append(f"{self.capture.frames_dropped} camera frames skipped to stay live;")
+        if self.capture.reconnects:
+            parts.append(f"{self.capture.reconnects} reconnections;")
+        parts.append(f"video {self.video}," if self.video else "no video written,")
+        parts.append(f"log {self.log}" if self.log else "no log")
+        return " ".join(parts)
+
+
+def detections_record(detections: Detections, decimals: int = 1) -> list[dict[str, Any]]:
+    """Detections as JSON-ready dicts: box [x1, y1, x2, y2] in pixels, label, name, score."""
+    return [
+        {"box": [round(float(v), decimals) for v in box], "label": int(label), "name": name, "score": round(float(score), 4)}
+        for box, label, name, score in zip(detections.boxes, detections.labels, detections.names, detections.scores)
+    ]
+
+
+class DemoLoop:
+    """Runs frames from a started FrameGrabber through `detector` until something ends it.
+
+    detector: image_bgr -> Detections (a runtime Detector). recorder/log/window: optional
+    outputs, closed by the caller. realtime_fps: show at most this many frames a second
+    (a video file in a window plays at its own rate, not as fast as the model runs).
+    status: receives the progress lines. stop: set it (from
+    a signal handler, another thread) to end the loop between two frames; a
+    KeyboardInterrupt raised inside the loop ends it too, possibly mid-frame.
+    """
+
+    def __init__(self, detector: Callable[[np.ndarray], Detections], grabber: FrameGrabber, *,
+                 recorder: VideoRecorder | None = None, log: JsonLinesLog | None = None,
+                 window: Window | None = None, max_frames: int | None = None, realtime_fps: float | None = None,
+                 status: Status = lambda line: None, status_every_s: float = STATUS_EVERY_S,
+                 stop: threading.Event | None = None) -> None:
+        self.detector, self.grabber = detector, grabber
+        self.stop = stop or threading.Event()
+        self.recorder, self.log, self.window = recorder, log, window
+        self.max_frames = max_frames
+        self._period_s = 1.0 / realtime_fps if realtime_fps else 0.0
+        self._next_show = 0.0
+        self.status, self.status_every_s = status, status_every_s
+        self.class_names = tuple(getattr(detector, "class_names", ()))
+        self.inference = DurationMeter()
+        self.frames = 0
+        self._all_inference_s = 0.0
+        self._started = time.monotonic()
+
+    def run(self) -> DemoSummary:
+        self._started = last_status = time.monotonic()
+        try:
+            end_reason = None
+            while end_reason is None:
+                end_reason = INTERRUPTED if self.stop.is_set() else self._step()
+                if time.monotonic() - last_status >= self.status_every_s:
+                    last_status = time.monotonic()
+                    self.status(self._progress_line())
+        except KeyboardInterrupt:
+            end_reason = INTERRUPTED
+        finally:
+            self.grabber.stop()
+        mean_ms = 1000.0 * self._all_inference_s / self.frames if self.frames else 0.0
+        return DemoSummary(self.frames, time.monotonic() - self._started, end_reason, self.grabber.stats, mean_ms)
+
+    def _step(self) -> str | None:
+        """Handle the next frame, if one came; the reason to stop, or None to go on."""
+        frame = self.grabber.get(timeout=0.05)
+        if frame is None:
+            if self.grabber.finished:
+                return self.grabber.stats.end_reason
+            return QUIT if self.window is not None and self.window.poll() else None
+        annotated = self._process(frame)
+        self.frames += 1
+        if self.window is not None and self.window.show(annotated, self._wait_ms()):
+            return QUIT
+        if self.max_frames is not None and self.frames >= self.max_frames:
+            return f"{self.max_frames} frames processed (--max-frames)"
+        return None
+
+    def _wait_ms(self) -> int:
+        """How long the window waits after this frame so that frames come at realtime_fps."""
+        now = time.monotonic()
+        wait_s = max(0.0, self._next_show - now)
+        self._next_show = max(self._next_show, now) + self._period_s
+        return max(1, round(1000.0 * wait_s))
+
+    def _process(self, frame: Frame) -> np.ndarray:
+        begin = time.perf_counter()
+        detections = self.detector(frame.image)
+        seconds = time.perf_counter() - begin
+        self.inference.add(seconds)
+        self._all_inference_s += seconds
+        rates = f"capture {frame.capture_fps:.1f} fps | inference {self.inference.per_second:.1f} fps"
+        annotated = draw_detections(frame.image, detections, self.class_names, status=rates)
+        if self.recorder is not None:
+            self.recorder.write(annotated)
+        if self.log is not None:
+            self.log.write(self._record(frame, detections, seconds))
+        return annotated
+
+    def _record(self, frame: Frame, detections: Detections, seconds: float) -> dict[str, Any]:
+        return {
+            "frame": self.frames,
+            "source_frame": frame.index,
+            "time": round(time.time(), 3),  # wall clock when the detections were ready
+            "latency_ms": round(1000.0 * (time.monotonic() - frame.timestamp), 2),  # since the frame was read
+            "capture_fps": round(frame.capture_fps, 2),
+            "inference_fps": round(self.inference.per_second, 2),
+            "inference_ms": round(1000.0 * seconds, 3),
+            "detections": detections_record(detections),
+        }
+
+    def _progress_line(self) -> str:
+        stats = self.grabber.stats
+        return (f"frame {self.frames}: inference {self.inference.per_second:.1f} fps "
+                f"({1000.0 * self.inference.mean_s:.1f} ms), {stats.frames_read} read, "
+                f"{stats.frames_dropped} skipped, {stats.reconnects} reconnections")
+
+
+def run_demo(settings: DemoSettings, status: Status = lambda line: None,
+             stop: threading.Event | None = None) -> DemoSummary:
+    """Open the source and the model of `settings`, run the demo, finalise its outputs.
+    status: receives progress lines; stop: an event that ends the demo (see DemoLoop)."""
+    source = parse_source(settings.source, settings.width, settings.height, settings.fps)
+    if not settings.headless:
+        check_display()  # before the camera and the model, which can take a while to open
+    with contextlib.ExitStack() as stack:
+        first, attempt = open_capture(source)
+        stack.callback(first.release)  # the grabber releases it once started; twice is harmless
+        status(f"source {source.text}: {attempt.describe()}")
+        status(f"the source delivers {describe_capture(first)}")
+        source_fps, announced = first.get(cv2.CAP_PROP_FPS), int(first.get(cv2.CAP_PROP_FRAME_COUNT))
+        detector = stack.enter_context(Detector(settings.model, backend=settings.backend,
+                                                score_threshold=settings.score_threshold,
+                                                iou_threshold=settings.iou_threshold))
+        status(f"model {settings.model}: {_describe_detector(detector)}")
+        grabber = FrameGrabber(_reader_factory(source, first), live=source.live, loop=settings.loop,
+                               retry=settings.retry, notify=status)
+        summary = record_demo(detector, grabber, settings, settings.fps or source_fps, status, stop,
+                              realtime=source.kind == "file")
+    summary.end_reason = _explain_end(summary, source, announced, settings.loop)
+    return summary
+
+
+def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrabber, settings: DemoSettings,
+                fps: float | None = None, status: Status = lambda line: None,
+                stop: threading.Event | None = None, realtime: bool = False) -> DemoSummary:
+    """Open the window and outputs `settings` asks for, start `grabber` and run the loop;
+    whatever ends it, the grabber is stopped and the video and log finalised. `fps` is
+    the frame rate written into the video (default 30) and, with `realtime` (a file
+    source), the rate the window shows frames at; headless runs never wait."""
+    video_path, log_path = settings.output_paths()
+    with contextlib.ExitStack() as stack:
+        window = None if settings.headless else stack.enter_context(Window())
+        recorder = stack.enter_context(VideoRecorder(video_path, fps)) if video_path else None
+        log = stack.enter_context(JsonLinesLog(log_path)) if log_path else None
+        if recorder is not None:
+            status(f"recording to {video_path} and the per-frame log {log_path} (renamed into place at the end)")
+        if window is not None:
+            status("window open: press q or Esc in it to quit")
+        stack.callback(grabber.stop)
+        grabber.start()
+        loop = DemoLoop(detector, grabber, recorder=recorder, log=log, window=window,
+                        max_frames=settings.max_frames, realtime_fps=fps if realtime and window is not None else None,
+                        status=status, stop=stop)
+        summary = loop.run()
+    summary.video = recorder.close() if recorder else None
+    summary.log = log.close() if log else None
+    return summary
+
+
+def _reader_factory(source: Source, first: cv2.VideoCapture) -> Callable[[], cv2.VideoCapture]:
+    """The grabber's opener: the capture already open first, a fresh one after that."""
+    pending = [first]
+
+    def open_reader() -> cv2.VideoCapture:
+        return pending.pop() if pending else open_capture(source)[0]
+
+    return open_reader
+
+
+def _describe_detector(detector: Detector) -> str:
+    spec = detector.spec
+    height, width = spec.input_size
+    return f"{spec.arch}, input {width}x{height}, {len(spec.class_names) - 1} classes, {detector.backend}"
+
+
+def _explain_end(summary: DemoSummary, source: Source, announced_frames: int, loop: bool) -> str:
+    read = summary.capture.frames_read
+    if source.kind == "file" and not loop and summary.end_reason == "end of file" and 0 < read < announced_frames:
+        return f"end of file after {read} of the {announced_frames} frames the file announces (it may be truncated)"
+    return summary.end_reason

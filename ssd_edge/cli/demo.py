@@ -1,0 +1,103 @@
+"""ssd-demo: live detection from a camera, a Jetson CSI camera, a stream or a video file,
+shown in a window (q or Esc quits) or, with --headless, recorded to a video and a
+per-frame JSON-lines log."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+EPILOG = """sources:
+  0, 1, ...         a camera by index (V4L2 on Linux)
+  /dev/video0       a V4L2 device
+  csi://0           a Jetson CSI camera (GStreamer nvarguscamerasrc; needs JetPack's OpenCV)
+  rtsp://host/path  a network stream (also http(s)://, rtmp://, udp://)
+  video.mp4         a video file (ends the demo at its end, or --loop)
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssd-demo", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="an .onnx, int8 .onnx or .engine model")
+    p.add_argument("--source", default="0", help="camera index, /dev/videoN, csi://N, rtsp://..., or a video file (default 0)")
+    p.add_argument("--output", metavar="VIDEO",
+                   help="record the annotated video here (.mp4, .avi, ...) and its log beside it (.jsonl)")
+    p.add_argument("--log", metavar="JSONL", help="the per-frame log (default: the output with .jsonl)")
+    p.add_argument("--headless", action="store_true",
+                   help="no window; record the video and the log (default ssd-demo-<time>.mp4)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    p.add_argument("--score-threshold", type=float, help="minimum class score (default: the model's)")
+    p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold (default: the model's)")
+    p.add_argument("--backend", default="auto", help="Detector backend (default auto)")
+    p.add_argument("--width", type=int, help="ask the camera for this width (with --height)")
+    p.add_argument("--height", type=int, help="ask the camera for this height (with --width)")
+    p.add_argument("--fps", type=float, help="ask the camera for this frame rate")
+    p.add_argument("--loop", action="store_true", help="start a video file again at its end")
+    p.add_argument("--retries", type=int, default=5, help="reconnection attempts when a live source drops out (default 5)")
+    p.add_argument("--retry-delay", type=float, default=0.5, metavar="S",
+                   help="first wait before reconnecting, doubled each attempt up to 8 s (default 0.5)")
+    return p
+
+
+class _StopOnSignal:
+    """While active, Ctrl-C (SIGINT) and SIGTERM end the demo between two frames, so the
+    video and the log finalise with the same frames; a second signal interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():  # Python handles signals there only
+            self._previous = {signum: signal.signal(signum, self) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        print("ssd-demo: stopping after this frame (again to stop at once)", file=sys.stderr, flush=True)
+
+
+def _status(line: str) -> None:
+    print(f"ssd-demo: {line}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    from ssd_edge.runtime.capture import RetryPolicy
+    from ssd_edge.runtime.demo import DemoSettings, run_demo
+
+    try:
+        settings = DemoSettings(
+            model=args.model, source=args.source, backend=args.backend, score_threshold=args.score_threshold,
+            iou_threshold=args.iou_threshold, width=args.width, height=args.height, fps=args.fps,
+            headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
+            retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
+        )
+        with _StopOnSignal() as stop:
+            summary = run_demo(settings, status=_status, stop=stop.event)
+    # CameraError, GStreamerUnavailable, DisplayError and GPU errors are RuntimeErrors; bad models
+    # ValueErrors (SpecError); missing files and unwritable outputs OSErrors; a missing onnxruntime ImportError
+    except (RuntimeError, ValueError, OSError, ImportError) as exc:
+        print(f"ssd-demo: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("ssd-demo: interrupted", file=sys.stderr)
+        sys.exit(130)
+    _status(summary.describe())
+    if summary.capture.source_lost:
+        sys.exit(1)  # outputs are finalised; a service manager may restart the demo
+
+
+if __name__ == "__main__":
+    main()

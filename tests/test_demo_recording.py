@@ -1,0 +1,56 @@
+"""The demo's outputs: written beside their targets and renamed into place when closed."""
+
+import json
+
+import numpy as np
+import pytest
+
+from demo_helpers import count_frames, moving_shapes
+from ssd_edge.runtime.recording import JsonLinesLog, RecordingError, VideoRecorder
+
+
+def hidden_partials(directory):
+    return sorted(p.name for p in directory.iterdir() if ".partial" in p.name)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_video_appears_only_when_closed(tmp_path, suffix):
+    target = tmp_path / f"out{suffix}"
+    recorder = VideoRecorder(target, fps=20)
+    for i in range(7):
+        recorder.write(moving_shapes(i))
+    recorder.write(np.zeros((60, 80, 3), np.uint8))  # another size: resized to the first
+    assert not target.exists() and len(hidden_partials(tmp_path)) == 1
+    assert recorder.close() == target
+    assert recorder.close() == target  # closing twice is harmless
+    assert count_frames(target) == 8
+    assert hidden_partials(tmp_path) == []
+    with pytest.raises(RecordingError, match="already closed"):
+        recorder.write(moving_shapes(0))
+
+
+def test_video_without_frames_leaves_nothing(tmp_path):
+    with VideoRecorder(tmp_path / "out.mp4") as recorder:
+        pass
+    assert recorder.close() is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_outputs_are_refused_with_the_reason(tmp_path):
+    with pytest.raises(RecordingError, match="out.gif: cannot tell the video format"):
+        VideoRecorder(tmp_path / "out.gif")
+    with pytest.raises(RecordingError, match="the directory .*missing does not exist"):
+        VideoRecorder(tmp_path / "missing" / "out.mp4")
+
+
+def test_json_lines_log(tmp_path):
+    target = tmp_path / "out.jsonl"
+    with JsonLinesLog(target) as log:
+        log.write({"frame": 0, "detections": []})
+        log.write({"frame": 1, "detections": [{"score": 0.5}]})
+        assert not target.exists()
+    lines = target.read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == [0, 1]
+    assert hidden_partials(tmp_path) == []
+    empty = JsonLinesLog(tmp_path / "empty.jsonl")
+    assert empty.close() is None and not (tmp_path / "empty.jsonl").exists()
