@@ -1,5 +1,5 @@
-"""Detections drawn on an image: boxes, class names and scores (and an FPS counter for the
-live demo). Colours are fixed per class so a class looks the same in every frame."""
+"""Detections drawn on an image: boxes, class names and scores, and a status line (the live
+demo's frame rates). Colours are fixed per class so a class looks the same in every frame."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ def draw_detections(
     image_bgr: np.ndarray,
     detections: Detections,
     class_names: Sequence[str] = (),
-    fps: float | None = None,
+    status: str | None = None,
 ) -> np.ndarray:
     """A copy of image_bgr (H, W, 3) uint8 with every detection's box (xyxy pixels) and
-    "name score" label drawn, and "FPS n.n" in the top-left corner when `fps` is given.
+    "name score" label drawn, and `status` (e.g. frame rates) in the top-left corner.
     class_names: all names, background first (default: the detections' own)."""
     canvas = np.ascontiguousarray(image_bgr).copy()
     names = tuple(class_names) or tuple(detections.class_names)
@@ -48,7 +48,15 @@ def draw_detections(
         cv2.rectangle(canvas, (x1, top), (x1 + text_w + 2, top + text_h + baseline + 2), colour, cv2.FILLED)
         cv2.putText(canvas, text, (x1 + 1, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), 1,
                     cv2.LINE_AA)
-    if fps is not None:
-        cv2.putText(canvas, f"FPS {fps:.1f}", (8, int(24 * scale) + 8), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale,
-                    (0, 255, 0), max(1, thickness), cv2.LINE_AA)
+    if status:
+        draw_status(canvas, status)
     return canvas
+
+
+def draw_status(image: np.ndarray, text: str) -> None:
+    """Write `text` in green on a dark band into the top-left corner of image (in place)."""
+    scale = max(0.4, min(image.shape[:2]) / 800.0)
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale
+    (width, height), baseline = cv2.getTextSize(text, font, size, 1)
+    cv2.rectangle(image, (0, 0), (width + 12, height + baseline + 10), (0, 0, 0), cv2.FILLED)
+    cv2.putText(image, text, (6, height + 5), font, size, (0, 255, 0), 1, cv2.LINE_AA)

@@ -6,32 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import cv2
 
+from .atomic import write_bytes_atomic
 from .detector import Detector
 from .draw import draw_detections
 from .image_io import ImageError, encode_image, read_image
 from .postprocess import Detections
 
 RESULTS_NAME = "detections.json"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def check_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -103,7 +89,7 @@ def predict_images(
             for path, name, picture, found in zip(chunk, names[start:start + batch], pictures, detector(pictures)):
                 target = out_dir / name
                 drawn = draw_detections(picture, found, class_names)
-                write_atomic(target, encode_image(drawn, path.suffix, str(target)))
+                write_bytes_atomic(target, encode_image(drawn, path.suffix, str(target)))
                 height, width = picture.shape[:2]
                 entries.append({"image": str(path), "annotated": str(target), "width": width, "height": height,
                                 "detections": detections_json(found, class_names)})
@@ -118,5 +104,5 @@ def predict_images(
             "images": entries,
         }
     results = out_dir / RESULTS_NAME
-    write_atomic(results, json.dumps(summary, indent=2).encode())
+    write_bytes_atomic(results, json.dumps(summary, indent=2).encode())
     return results

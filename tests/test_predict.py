@@ -78,8 +78,9 @@ def test_draw_detections_draws_on_a_copy():
         boxes=np.array([[10, 20, 80, 100]], np.float32), labels=np.array([2]), scores=np.array([0.9], np.float32),
         confs=np.zeros((1, 3), np.float32), class_names=("bg", "cat", "dog"),
     )
-    drawn = draw_detections(image, found, fps=30.0)
+    drawn = draw_detections(image, found, status="capture 30.0 fps | inference 29.5 fps")
     assert drawn.shape == image.shape and drawn.dtype == np.uint8
     assert (image == 50).all(), "the input image must not be drawn on"
     assert (drawn[60, 10] != 50).any() and (drawn[100, 50] != 50).any()  # left and bottom edges
     assert (drawn[60, 45] == 50).all()  # inside the box
+    assert (drawn[5, 5] != 50).any()  # the status band, top left
