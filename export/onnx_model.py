@@ -10,7 +10,8 @@ import os
 import warnings
 from pathlib import Path
 
-from ssd_edge.runtime.spec import METADATA_KEY, ModelSpec, SpecError
+from ssd_edge.runtime.model_file import spec_from_onnx_metadata
+from ssd_edge.runtime.spec import ModelSpec, SpecError
 
 QUANTIZATION_KEY = "ssd_edge.quantization"
 
@@ -49,16 +50,10 @@ def metadata(proto) -> dict[str, str]:
 
 def spec_of(proto, source: str | os.PathLike = "ONNX model") -> ModelSpec:
     """The ModelSpec stored in an ONNX model's metadata_props."""
-    text = metadata(proto).get(METADATA_KEY)
-    if text is None:
-        raise ExportError(
-            f"{source}: no ssd-edge metadata ('{METADATA_KEY}' is missing from metadata_props); "
-            "export the model with ssd-export"
-        )
     try:
-        return ModelSpec.from_json(text)
+        return spec_from_onnx_metadata(metadata(proto), source)
     except SpecError as exc:
-        raise ExportError(f"{source}: the stored ModelSpec is unusable: {exc}") from None
+        raise ExportError(str(exc)) from None
 
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:

@@ -34,13 +34,13 @@ def spec_from_onnx_metadata(metadata: dict[str, str], source: str | os.PathLike)
     text = metadata.get(METADATA_KEY)
     if text is None:
         raise SpecError(
-            f"{source}: no ssd-edge ModelSpec in the ONNX metadata ('{METADATA_KEY}' is missing); "
+            f"{source}: no ssd-edge metadata ('{METADATA_KEY}' is missing from metadata_props); "
             "export the model with ssd-export so the runtime knows its input size, classes and default boxes"
         )
     try:
         return ModelSpec.from_json(text)
     except SpecError as exc:
-        raise SpecError(f"{source}: the ModelSpec in the ONNX metadata is unusable: {exc}") from None
+        raise SpecError(f"{source}: the stored ModelSpec is unusable: {exc}") from None
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:

@@ -185,7 +185,7 @@ def test_onnx_without_model_spec(onnx_path, tmp_path):
     del proto.metadata_props[:]
     bare = tmp_path / "bare.onnx"
     onnx.save(proto, str(bare))
-    with pytest.raises(SpecError, match="bare.onnx: no ssd-edge ModelSpec"):
+    with pytest.raises(SpecError, match="bare.onnx: no ssd-edge metadata"):
         Detector(bare)
 
 
