@@ -47,6 +47,6 @@ def test_kernel_source_compiles_with_nvrtc():
     options = [b"--gpu-architecture=compute_87"]
     (status,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
     _, size = nvrtc.nvrtcGetProgramLogSize(program)
-    log = b" " * size
+    log = bytearray(size)  # a mutable buffer: NVRTC writes into it (b" " * 1 is CPython's shared b" "!)
     nvrtc.nvrtcGetProgramLog(program, log)
-    assert status == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
+    assert status == nvrtc.nvrtcResult.NVRTC_SUCCESS, bytes(log).decode(errors="replace")
