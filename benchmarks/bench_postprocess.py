@@ -35,24 +35,15 @@ from model_helpers import calibrate_batchnorm  # noqa: E402
 
 from ssd_edge.models import build_model  # noqa: E402
 from ssd_edge.runtime.postprocess import PostprocessConfig, postprocess  # noqa: E402
+from ssd_edge.runtime.machine import cpu_model_and_flags  # noqa: E402
 from ssd_edge.runtime.priors import default_boxes  # noqa: E402
 
 IMAGE_HW = (480, 640)  # original image size the boxes are scaled to
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine(device: str) -> str:
     lines = [
-        f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()}",
+        f"- CPU: {cpu_model_and_flags()[0]}, {os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()}",
         f"- Python {platform.python_version()}, NumPy {np.__version__}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}, {platform.system()} {platform.release()}",
     ]

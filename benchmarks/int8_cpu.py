@@ -25,23 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ssd_edge.runtime.machine import VNNI_FLAGS, cpu_model_and_flags
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def cpu_description() -> tuple[str, list[str]]:
-    """CPU model name and which int8 dot-product extensions (VNNI) /proc/cpuinfo lists."""
-    names, flags = [], set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                names.append(value.strip())
-            elif key.strip() in ("flags", "Features"):
-                flags.update(value.split())
-    except OSError:
-        pass
-    name = names[0] if names else platform.processor() or "unknown CPU"
-    return f"{name} ({len(names) or '?'} logical cores)", sorted(flags & {"avx512_vnni", "avx_vnni", "asimddp"})
+    """CPU model name and which int8 dot-product extensions (VNNI) it has."""
+    name, flags = cpu_model_and_flags()
+    return f"{name} ({os.cpu_count()} logical cores)", sorted(flags & VNNI_FLAGS)
 
 
 def latency_ms(sessions: dict, feed: dict, warmup: int, runs: int, rounds: int = 10) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from machine import cpu_model_and_flags, versions
+from ssd_edge.runtime.machine import cpu_model_and_flags, versions
 
 RESULTS = Path(__file__).parent / "results"
 CLASSES = ("__background__", "square", "circle")

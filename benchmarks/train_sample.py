@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from machine import describe, markdown
+from ssd_edge.runtime.machine import describe, markdown
 from ssd_edge.data.sources import load_splits
 from ssd_edge.data.synth import write_synthetic_dataset
 from ssd_edge.fileio import write_text_atomic

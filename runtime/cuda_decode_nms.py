@@ -15,6 +15,7 @@ import numpy as np
 from .cuda_resources import DeviceBuffer, PinnedBuffer, Stream, check, compile_module
 from .decode_nms_plan import KERNEL_SOURCE, KERNELS, DecodeNmsPlan
 from .postprocess import Detections, PostprocessConfig
+from .stage_timer import NO_TIMER, StageTimer
 
 
 class CudaDecodeNms:
@@ -47,30 +48,42 @@ class CudaDecodeNms:
         stream.copy_to_device(self.workspace.address + self.plan.offsets["priors"], priors)
         stream.synchronize()
 
-    def run(self, locs_address: int, confs_address: int, image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+    def run(
+        self,
+        locs_address: int,
+        confs_address: int,
+        image_sizes: Sequence[tuple[int, int]],
+        timer: StageTimer = NO_TIMER,
+    ) -> list[Detections]:
         """Detections of a batch whose raw outputs locs (B, P, 4) and confs (B, P, C), float32,
-        are at these device addresses (written by work already queued on the stream)."""
+        are at these device addresses (written by work already queued on the stream).
+
+        With a StageTimer: `decode_nms` times the kernels (up to a stream synchronisation)
+        and the unpacking into Detections, `device_to_host` the copies of the detections."""
         batch = len(image_sizes)
         plan, stream, workspace = self.plan, self.stream, self.workspace.address
-        for launch in plan.launches(workspace, locs_address, confs_address, batch):
-            check(
-                f"cuLaunchKernel({launch.kernel})",
-                self.kernels[launch.kernel],
-                *launch.args,
-                grid=launch.grid,
-                block=launch.block,
-                shared=launch.shared_bytes,
-                stream=stream.pycuda_stream,
-            )
-        counts = self.det_count.array[:batch]
-        stream.copy_to_host(counts, workspace + plan.offsets["det_count"])
-        stream.synchronize()
-        total = int(counts.sum())
-        records = self.records.array[:total]
-        if total:
-            stream.copy_to_host(records, workspace + plan.offsets["packed"])
+        with timer.stage("decode_nms", stream.synchronize):
+            for launch in plan.launches(workspace, locs_address, confs_address, batch):
+                check(
+                    f"cuLaunchKernel({launch.kernel})",
+                    self.kernels[launch.kernel],
+                    *launch.args,
+                    grid=launch.grid,
+                    block=launch.block,
+                    shared=launch.shared_bytes,
+                    stream=stream.pycuda_stream,
+                )
+        with timer.stage("device_to_host"):
+            counts = self.det_count.array[:batch]
+            stream.copy_to_host(counts, workspace + plan.offsets["det_count"])
             stream.synchronize()
-        return plan.detections(counts.copy(), records, image_sizes, self.class_names)
+            total = int(counts.sum())
+            records = self.records.array[:total]
+            if total:
+                stream.copy_to_host(records, workspace + plan.offsets["packed"])
+                stream.synchronize()
+        with timer.stage("decode_nms"):
+            return plan.detections(counts.copy(), records, image_sizes, self.class_names)
 
     def close(self) -> None:
         for resource in (self.records, self.det_count, self.workspace):

@@ -25,6 +25,7 @@ from .model_file import model_format, read_sidecar
 from .postprocess import Detections, PostprocessConfig
 from .preprocess import check_image, preprocess
 from .spec import ModelSpec
+from .stage_timer import NO_TIMER, StageTimer
 
 BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "tensorrt")
 
@@ -45,6 +46,11 @@ class Detector:
     "onnxruntime-tensorrt" (onnxruntime's TensorRT provider), or "tensorrt" (an engine
     through pycuda). On the GPU, decode + NMS runs in ssd-edge's CUDA kernel; on the CPU in
     NumPy. score_threshold, iou_threshold, max_detections, top_k: override the ModelSpec's.
+    threads: onnxruntime's intra-op threads (None: onnxruntime's default; a TensorRT engine
+    has no thread pool and ignores it).
+
+    Benchmarks time the stages of a call with `det(images, timer=StageTimer())` (see
+    `stage_timer`); without a timer nothing is measured.
 
     Thread safety: one Detector may be called from several threads; calls are serialised
     by an internal lock (the input buffer, the CUDA stream and the workspace are reused
@@ -61,12 +67,15 @@ class Detector:
         iou_threshold: float | None = None,
         max_detections: int | None = None,
         top_k: int | None = None,
+        threads: int | None = None,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
         kind = model_format(path)
         overrides = dict(
             score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections, top_k=top_k
@@ -86,7 +95,7 @@ class Detector:
             from .onnxruntime_backend import OnnxRuntimeBackend
 
             flavour = {"onnxruntime-cpu": "cpu", "onnxruntime-tensorrt": "tensorrt"}.get(backend, "auto")
-            self._backend = OnnxRuntimeBackend(path, overrides, flavour)
+            self._backend = OnnxRuntimeBackend(path, overrides, flavour, threads=threads)
         self.model_path = path
         self._lock = threading.Lock()
         self._closed = False
@@ -110,7 +119,9 @@ class Detector:
         """What runs the network, e.g. 'onnxruntime (CPUExecutionProvider)'."""
         return self._backend.name
 
-    def __call__(self, images: Image | Sequence[Image]) -> Detections | list[Detections]:
+    def __call__(
+        self, images: Image | Sequence[Image], timer: StageTimer | None = None
+    ) -> Detections | list[Detections]:
         single = isinstance(images, (np.ndarray, str, os.PathLike))
         batch = [images] if single else list(images)
         if not batch:
@@ -119,7 +130,7 @@ class Detector:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"Detector for {self.model_path} is closed")
-            found = self._detect(batch)
+            found = self._detect(batch, timer or NO_TIMER)
         return found[0] if single else found
 
     @staticmethod
@@ -129,14 +140,15 @@ class Detector:
         check_image(image, f"image {index}")
         return image
 
-    def _detect(self, images: list[np.ndarray]) -> list[Detections]:
+    def _detect(self, images: list[np.ndarray], timer: StageTimer) -> list[Detections]:
         backend = self._backend
         chunk = backend.max_batch or len(images)
         found: list[Detections] = []
         for start in range(0, len(images), chunk):
             part = images[start:start + chunk]
-            preprocess(part, self.spec.input_size, out=backend.input_buffer(len(part)))
-            found += backend.detect(len(part), [image.shape[:2] for image in part])
+            with timer.stage("preprocess"):
+                preprocess(part, self.spec.input_size, out=backend.input_buffer(len(part)))
+            found += backend.detect(len(part), [image.shape[:2] for image in part], timer)
         return found
 
     def close(self) -> None:

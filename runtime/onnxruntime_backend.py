@@ -15,6 +15,7 @@ from .model_file import spec_from_onnx_metadata
 from .postprocess import Detections, PostprocessConfig, postprocess
 from .priors import default_boxes
 from .spec import SpecError
+from .stage_timer import NO_TIMER, StageTimer
 
 DEFAULT_GPU_MAX_BATCH = 32
 
@@ -54,10 +55,15 @@ class OnnxRuntimeBackend:
 
     overrides: postprocessing values replacing the ModelSpec's (None keeps the spec's).
     batch_size: the model's fixed batch, or None when its batch is dynamic.
+    threads: intra-op threads (None: onnxruntime's default, one per physical core).
     """
 
     def __init__(
-        self, path: str | os.PathLike, overrides: Mapping[str, float | int | None], flavour: str = "auto"
+        self,
+        path: str | os.PathLike,
+        overrides: Mapping[str, float | int | None],
+        flavour: str = "auto",
+        threads: int | None = None,
     ) -> None:
         ort = import_onnxruntime()
         self.path = Path(path)
@@ -65,6 +71,8 @@ class OnnxRuntimeBackend:
             raise FileNotFoundError(f"{self.path}: no such model file")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(
                 str(self.path), options, providers=choose_providers(ort.get_available_providers(), flavour)
@@ -113,17 +121,24 @@ class OnnxRuntimeBackend:
             self._buffer = np.zeros((rows, 3, *self.spec.input_size), np.float32)
         return self._buffer[:batch]
 
-    def detect(self, batch: int, image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
-        """Run the network on input_buffer(batch) (padded to the fixed batch) and decode."""
+    def detect(
+        self, batch: int, image_sizes: Sequence[tuple[int, int]], timer: StageTimer = NO_TIMER
+    ) -> list[Detections]:
+        """Run the network on input_buffer(batch) (padded to the fixed batch) and decode.
+
+        timer (a StageTimer) times `network` (session.run; with the CUDA provider it
+        includes onnxruntime's own input and output copies) and `decode_nms`."""
         rows = self.batch_size or batch
         images = self._buffer[:rows]
         if self._gpu is not None:
-            return self._gpu.run(images, image_sizes)
-        locs, confs = self.session.run(list(self.spec.output_names), {self.spec.input_name: images})
-        return postprocess(
-            locs[: len(image_sizes)], confs[: len(image_sizes)], self.priors, image_sizes, self.config,
-            self.spec.class_names,
-        )
+            return self._gpu.run(images, image_sizes, timer)
+        with timer.stage("network"):
+            locs, confs = self.session.run(list(self.spec.output_names), {self.spec.input_name: images})
+        with timer.stage("decode_nms"):
+            return postprocess(
+                locs[: len(image_sizes)], confs[: len(image_sizes)], self.priors, image_sizes, self.config,
+                self.spec.class_names,
+            )
 
     def close(self) -> None:
         if self._gpu is not None:
@@ -161,7 +176,10 @@ class _OrtGpuDecode:
             return None
         return cls(backend)
 
-    def run(self, images: np.ndarray, image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+    def run(
+        self, images: np.ndarray, image_sizes: Sequence[tuple[int, int]], timer: StageTimer = NO_TIMER
+    ) -> list[Detections]:
+        """Network (timed with onnxruntime's input copy inside it) and decode + NMS on the GPU."""
         spec, rows = self.backend.spec, len(images)
         binding = self.binding
         binding.bind_cpu_input(spec.input_name, images)
@@ -169,10 +187,11 @@ class _OrtGpuDecode:
         binding.bind_output(
             spec.output_names[1], "cuda", 0, np.float32, (rows, spec.num_priors, spec.num_classes), self.confs.address
         )
-        self.backend.session.run_with_iobinding(binding)
-        binding.synchronize_outputs()  # onnxruntime's stream is not ours: wait for it
+        with timer.stage("network"):
+            self.backend.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()  # onnxruntime's stream is not ours: wait for it
         with self.context:
-            return self.decoder.run(self.locs.address, self.confs.address, image_sizes)
+            return self.decoder.run(self.locs.address, self.confs.address, image_sizes, timer)
 
     def close(self) -> None:
         with self.context:

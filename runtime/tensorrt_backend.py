@@ -29,6 +29,7 @@ from .cuda_resources import (
 from .model_file import EngineSidecar, read_sidecar
 from .postprocess import Detections, PostprocessConfig
 from .priors import default_boxes
+from .stage_timer import NO_TIMER, StageTimer
 
 
 class EngineError(GpuError):
@@ -125,9 +126,10 @@ class EngineRunner:
             spec.output_names[1]: p * c * 4,
         }
 
-    def infer(self, batch: int) -> tuple[int, int]:
+    def infer(self, batch: int, timer: StageTimer = NO_TIMER) -> tuple[int, int]:
         """Queue input copy and inference for host_input[:batch]; returns the device
-        addresses of locs and confs."""
+        addresses of locs and confs. With a StageTimer, `host_to_device` and `network`
+        each end with a stream synchronisation."""
         spec = self.spec
         if self.dynamic and batch != self._bound_batch:
             check(
@@ -135,8 +137,10 @@ class EngineRunner:
                 (batch, 3, *spec.input_size), must_succeed=True,
             )
             self._bound_batch = batch
-        self.stream.copy_to_device(self.buffers[spec.input_name].address, self.host_input.array[:batch])
-        check("executeAsyncV3", self.context.execute_async_v3, stream_handle=self.stream.handle, must_succeed=True)
+        with timer.stage("host_to_device", self.stream.synchronize):
+            self.stream.copy_to_device(self.buffers[spec.input_name].address, self.host_input.array[:batch])
+        with timer.stage("network", self.stream.synchronize):
+            check("executeAsyncV3", self.context.execute_async_v3, stream_handle=self.stream.handle, must_succeed=True)
         return self.buffers[spec.output_names[0]].address, self.buffers[spec.output_names[1]].address
 
     def close(self) -> None:
@@ -187,11 +191,13 @@ class TensorRTBackend:
     def input_buffer(self, batch: int) -> np.ndarray:
         return self.engine.host_input.array[:batch]
 
-    def detect(self, batch: int, image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+    def detect(
+        self, batch: int, image_sizes: Sequence[tuple[int, int]], timer: StageTimer = NO_TIMER
+    ) -> list[Detections]:
         with self.context:
             rows = self.batch_size or max(batch, self.engine.min_batch)
-            locs, confs = self.engine.infer(rows)
-            return self.decoder.run(locs, confs, image_sizes)
+            locs, confs = self.engine.infer(rows, timer)
+            return self.decoder.run(locs, confs, image_sizes, timer)
 
     def close(self) -> None:
         with self.context:

@@ -1,0 +1,229 @@
+"""What `ssd-bench` does: open the models (and peers), time them, add accuracy, report.
+
+    report = run_bench(BenchOptions(models=(Path("ssd.onnx"), Path("ssd.int8.onnx")), batches=(1, 8),
+                                    peers=("torchvision",)))
+
+Torch-free unless a PyTorch peer (`--peer torchvision`, `--compare-torch`) or accuracy
+(`--data`, through ssd-eval) is asked for: then torch is imported for that, lazily. What is
+timed is described in `ssd_edge.runtime.bench`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ssd_edge.runtime import bench, bench_report
+from ssd_edge.runtime.bench import BenchError, Subject
+from ssd_edge.runtime.machine import RUNTIME_LIBRARIES, describe
+from ssd_edge.runtime.spec import SpecError
+
+PEERS = ("torchvision",)
+SAMPLE_IMAGES = 16  # synthetic images in the built-in source
+MAX_DIR_IMAGES = 64  # images read from a --source folder
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """The arguments of ssd-bench. threads None: every logical core (os.cpu_count()).
+    source: 'images' (built-in synthetic sample images) or a folder of images."""
+
+    models: tuple[Path, ...]
+    backend: str = "auto"
+    batches: tuple[int, ...] = (1,)
+    runs: int = 300
+    warmup: int = 30
+    threads: int | None = None
+    source: str = "images"
+    peers: tuple[str, ...] = ()
+    peer_weights: Path | None = None
+    compare_torch: Path | None = None
+    data: Path | None = None
+    score_threshold: float | None = None
+    json_path: Path | None = None
+    markdown_path: Path | None = None
+    plot_path: Path | None = None
+    progress: bool = True
+    command: str = ""
+
+    @property
+    def thread_count(self) -> int:
+        return self.threads if self.threads is not None else (os.cpu_count() or 1)
+
+
+def validate(options: BenchOptions) -> None:
+    """Refuse impossible settings before anything is loaded; each message names the option."""
+    from ssd_edge.runtime.detector import BACKENDS
+
+    if not options.models:
+        raise BenchError("no model to benchmark: give --model PATH (.onnx or .engine), once per model")
+    if options.backend not in BACKENDS:
+        raise BenchError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
+    for model in options.models:
+        if not Path(model).is_file():
+            raise BenchError(f"{model}: no such model file (--model takes an exported .onnx or .engine)")
+    unknown = [p for p in options.peers if p not in PEERS]
+    if unknown:
+        raise BenchError(f"unknown peer {', '.join(unknown)}; --peer takes {', '.join(PEERS)}")
+    for flag, value, low in (("--runs", options.runs, 1), ("--warmup", options.warmup, 0),
+                             ("--threads", options.threads, 1), *(("--batch", b, 1) for b in options.batches)):
+        if value is not None and value < low:
+            raise BenchError(f"{flag} must be at least {low}, got {value}")
+    if not options.batches:
+        raise BenchError("--batch needs at least one batch size")
+    for flag, path in (("--compare-torch", options.compare_torch), ("--peer-weights", options.peer_weights)):
+        if path is not None and not Path(path).is_file():
+            raise BenchError(f"{path}: no such file ({flag})")
+    if options.peer_weights is not None and "torchvision" not in options.peers:
+        raise BenchError("--peer-weights is for the torchvision peer: add --peer torchvision")
+    if options.data is not None and not Path(options.data).is_dir():
+        raise BenchError(f"{options.data}: no such dataset folder (--data)")
+
+
+def load_images(source: str) -> tuple[list[np.ndarray], str]:
+    """The benchmark images (BGR uint8) and how to name their source."""
+    from ssd_edge.export.images import list_images, read_image, sample_images
+    from ssd_edge.export.onnx_model import ExportError
+
+    if source == "images":
+        return sample_images(SAMPLE_IMAGES, seed=0), "built-in synthetic sample images (240-480 px)"
+    try:
+        paths = list_images(source, MAX_DIR_IMAGES)
+        return [read_image(p) for p in paths], f"{source}"
+    except ExportError as exc:
+        raise BenchError(f"--source: {exc}") from None
+
+
+def open_subjects(options: BenchOptions, images: list[np.ndarray]) -> tuple[list[Subject], dict[str, str]]:
+    """The models then the peers, opened; and {peer subject name: ratio label}."""
+    overrides = {"score_threshold": options.score_threshold}
+    subjects, reference = [], None
+    try:
+        for model in options.models:
+            subject, detector = bench.detector_subject(model, options.backend, options.thread_count, **overrides)
+            subjects.append(subject)
+            if reference is None:
+                reference = detector  # the first model sets the peers' classes and thresholds
+        peers = open_peers(options, reference, overrides, images) if (options.peers or options.compare_torch) else []
+    except BaseException:
+        for subject in subjects:
+            subject.close()
+        raise
+    labels = {peer.name: ("torchvision" if peer.name.startswith("torchvision") else "torch") for peer in peers}
+    return subjects + peers, labels
+
+
+def open_peers(options: BenchOptions, reference, overrides: dict, images: list[np.ndarray]) -> list[Subject]:
+    """The PyTorch peers (torch imported here), at the same thread count as the models."""
+    from ssd_edge import bench_peers
+
+    bench_peers.set_threads(options.thread_count)
+    peers = []
+    if "torchvision" in options.peers:
+        weights = options.peer_weights or convertible(options.compare_torch)
+        peers.append(bench_peers.torchvision_peer(reference.spec, reference.config, weights, images))
+    if options.compare_torch is not None:
+        peers.append(bench_peers.torch_model_peer(options.compare_torch, overrides))
+    return peers
+
+
+def convertible(checkpoint: Path | None) -> Path | None:
+    """`checkpoint` when it can give torchvision's SSDLite320 its weights, else None."""
+    if checkpoint is None:
+        return None
+    from ssd_edge import bench_peers
+
+    try:
+        bench_peers.peer_weights(checkpoint)
+    except (BenchError, ValueError):
+        return None
+    return checkpoint
+
+
+def accuracy(options: BenchOptions, echo: Echo) -> list[dict]:
+    """mAP of every model (and of --compare-torch) through ssd-eval's own evaluation."""
+    from ssd_edge.evaluation_report import evaluate_models
+
+    paths = [str(m) for m in options.models] + ([str(options.compare_torch)] if options.compare_torch else [])
+    echo(f"accuracy: ssd-eval on {options.data}")
+    rows = evaluate_models(paths, str(options.data), backend=options.backend, progress=options.progress)
+    names = {}
+    if options.compare_torch is not None:
+        from ssd_edge.bench_peers import torch_model_name
+
+        names[str(options.compare_torch)] = torch_model_name(options.compare_torch)
+    return [{"name": names.get(r["model"], r["model"]), **{k: r[k] for k in ("AP", "AP50", "AP75", "size_mb")},
+             "images": r["images"]} for r in rows]
+
+
+def subject_entry(subject: Subject, label: str | None) -> dict:
+    return {"name": subject.name, "label": label or Path(subject.name).name, "kind": subject.kind,
+            "format": subject.format, "backend": subject.backend, "size_mb": subject.size_mb,
+            "path": subject.path, "note": subject.note}
+
+
+def run_bench(options: BenchOptions, echo: Echo = print) -> dict:
+    """Benchmark, print the table, write the files asked for; returns the report."""
+    validate(options)
+    images, source = load_images(options.source)
+    load_start = os.getloadavg()[0]
+    subjects, peer_labels = open_subjects(options, images)
+    try:
+        machine = describe(*RUNTIME_LIBRARIES, "torch", "torchvision")
+        echo(f"machine: {bench_report.machine_text(machine, options.thread_count)}")
+        results = []
+        for batch in options.batches:
+            measured = bench.measure(subjects, images, batch, options.runs, options.warmup, options.progress)
+            results += [bench.summarize(m) for m in measured]
+    finally:
+        for subject in subjects:
+            subject.close()
+    bench.add_ratios(results, peer_labels)
+    report = {
+        "tool": "ssd-bench",
+        "machine": machine,
+        "settings": {
+            "command": options.command, "backend": options.backend, "batches": list(options.batches),
+            "runs": options.runs, "warmup": options.warmup, "threads": options.thread_count, "source": source,
+            "images": len(images), "score_threshold": options.score_threshold,
+            "data": str(options.data) if options.data else None,
+            "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
+        },
+        "subjects": [subject_entry(s, peer_labels.get(s.name)) for s in subjects],
+        "results": results,
+        "accuracy": accuracy(options, echo) if options.data is not None else None,
+    }
+    echo(bench_report.terminal(report))
+    write_outputs(report, options, echo)
+    return report
+
+
+def write_outputs(report: dict, options: BenchOptions, echo: Echo) -> None:
+    from ssd_edge.runtime.atomic import write_text_atomic
+
+    if options.json_path is not None:
+        write_text_atomic(options.json_path, bench_report.to_json(report))
+        echo(f"wrote {options.json_path}")
+    if options.markdown_path is not None:
+        write_text_atomic(options.markdown_path, bench_report.markdown(report))
+        echo(f"wrote {options.markdown_path}")
+    if options.plot_path is not None:
+        from ssd_edge.bench_plot import plot_latencies
+
+        plot_latencies(report, options.plot_path)
+        echo(f"wrote {options.plot_path}")
+
+
+def command_line(argv: list[str] | None) -> str:
+    """The command as typed, for the report."""
+    return shlex.join(["ssd-bench", *(sys.argv[1:] if argv is None else argv)])
+
+
+__all__ = ["BenchError", "BenchOptions", "PEERS", "SpecError", "command_line", "run_bench", "validate"]
