@@ -24,6 +24,12 @@ from .sparse_nms import class_edges, greedy_keep, overlapping_pairs
 from .spec import ModelSpec
 
 
+# Candidates taken in the first prefix, per detection to keep: large enough that one pass
+# usually suffices (on SSDLite outputs at threshold 0.001, 8x was 27-30% faster than 2x,
+# which needed a second pass), small enough to skip most of a long candidate list.
+FIRST_PREFIX = 8
+
+
 class Detections(NamedTuple):
     """Detections of one image. boxes (N, 4) xyxy in the original image's pixels,
     labels (N,) int64 (1..C-1), scores (N,) float32, confs (N, C) the softmax vector
@@ -191,7 +197,7 @@ def postprocess_image(
     Only max_detections survive, and every candidate's fate is settled by better ones, so
     the candidates are taken best first in growing prefixes until enough are kept.
     """
-    count = 2 * config.max_detections
+    count = FIRST_PREFIX * config.max_detections
     while True:
         prior, labels, scores, boxes, complete = _greedy_prefix(locs, probs, priors_cxcywh, config, count)
         if complete or len(prior) >= config.max_detections:
