@@ -99,7 +99,7 @@ def main() -> None:
     within = [row for row in history if row["elapsed"] <= args.budget_min * 60]
     best = max((row["AP50"] for row in within), default=0.0)
 
-    rates = step_throughput(args.batch_size, args.imgsz, args.throughput_steps, warmup=2)
+    rates = step_throughput(args.batch_size, args.imgsz, args.throughput_steps, warmup=2) if args.throughput_steps else {}
     med = {name: statistics.median(values) for name, values in rates.items()}
 
     lines = [
@@ -121,18 +121,19 @@ def main() -> None:
     for row in history:
         lines.append(f"| {row['epoch']} | {row['elapsed'] / 60:.1f} | {row['loss']:.3f} | {row['train_acc']:.3f} | "
                      f"{row.get('AP50', 0):.3f} | {row.get('AP', 0):.3f} | {row['images_per_s']:.1f} |")
-    lines += [
-        "",
-        f"## Training step throughput vs torchvision (batch {args.batch_size}, {args.imgsz}x{args.imgsz}, "
-        f"{args.throughput_steps} steps after 2 warm-up, interleaved)",
-        "",
-        "| model | median img/s | min | max |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, values in rates.items():
-        lines.append(f"| {name} | {med[name]:.2f} | {min(values):.2f} | {max(values):.2f} |")
-    lines += ["", f"ssd-edge / torchvision: {med['ssd-edge'] / med['torchvision']:.2f}x (goal: >= 1.0). "
-              "Ours includes the Hungarian matching that normally runs in the data workers."]
+    if rates:
+        lines += [
+            "",
+            f"## Training step throughput vs torchvision (batch {args.batch_size}, {args.imgsz}x{args.imgsz}, "
+            f"{args.throughput_steps} steps after 2 warm-up, interleaved)",
+            "",
+            "| model | median img/s | min | max |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, values in rates.items():
+            lines.append(f"| {name} | {med[name]:.2f} | {min(values):.2f} | {max(values):.2f} |")
+        lines += ["", f"ssd-edge / torchvision: {med['ssd-edge'] / med['torchvision']:.2f}x (goal: >= 1.0). "
+                  "Ours includes the Hungarian matching that normally runs in the data workers."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
