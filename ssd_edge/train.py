@@ -78,9 +78,16 @@ class TrainConfig:
             raise ValueError(f"--device must be cpu, cuda or auto, got {self.device!r}")
 
 
+def device_type(name: str) -> str:
+    """'cuda' or 'cpu' for a --device value ('auto' picks CUDA when PyTorch sees a GPU)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if name.startswith("cuda") else "cpu"
+
+
 def pick_device(name: str, info: DistInfo) -> torch.device:
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = device_type(name)
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
@@ -325,8 +332,7 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
 def train(config: TrainConfig) -> list[dict]:
     """Train as `config` says; returns the per-epoch history (loss, train_acc, AP, AP50...)."""
     config.validate()
-    info = init_distributed("cuda" if config.device.startswith("cuda") or
-                            (config.device == "auto" and torch.cuda.is_available()) else "cpu")
+    info = init_distributed(device_type(config.device))
     try:
         device = pick_device(config.device, info)
         seed_everything(config.seed + info.rank)
