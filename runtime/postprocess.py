@@ -28,6 +28,7 @@ from .spec import ModelSpec
 # usually suffices (on SSDLite outputs at threshold 0.001, 8x was 27-30% faster than 2x,
 # which needed a second pass), small enough to skip most of a long candidate list.
 FIRST_PREFIX = 8
+PREFIX_WORTHWHILE = 4
 
 
 class Detections(NamedTuple):
@@ -136,14 +137,17 @@ def greedy_nms_mask(boxes_xyxy: np.ndarray, valid: np.ndarray, iou_threshold: fl
 def ranked_candidates(scores: np.ndarray, threshold: np.float32, count: int | None):
     """The best entries of scores (P, G) over threshold, in the final order: score
     descending, then default box, then class. With `count`, only a prefix of that order
-    holding at least `count` entries (more when scores tie at the cut) is returned.
+    holding at least `count` entries (more when scores tie at the cut, and every entry when
+    there are fewer than PREFIX_WORTHWHILE * count) is returned.
 
     Returns prior (N,), group (N,), score (N,) and whether that is every entry over the
     threshold.
     """
     flat = np.ascontiguousarray(scores).ravel()  # index = prior * G + group: ascending = prior, then class
     above = np.flatnonzero(flat > threshold)
-    complete = count is None or above.size <= count
+    # A prefix of a quarter of the entries or more is not worth it: when it keeps too few, the
+    # complete second pass costs more than the prefix saved. Then take every entry at once.
+    complete = count is None or above.size <= PREFIX_WORTHWHILE * count
     if not complete:
         values = flat[above]
         kth_best = np.partition(values, values.size - count)[values.size - count]

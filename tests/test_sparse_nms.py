@@ -95,8 +95,11 @@ def test_overlapping_pairs_equals_dense_iou():
 
 def test_ranked_candidates_prefix_follows_the_final_order():
     scores = np.array([[0.5, 0.2], [0.5, 0.9], [0.1, 0.5]], np.float32)
+    # ten more default boxes scoring 0.16 in both classes, so that a prefix of 2 is worth taking
+    scores = np.vstack([scores, np.full((10, 2), 0.16, np.float32)])
     prior, group, score, complete = ranked_candidates(scores, np.float32(0.15), None)
-    assert list(zip(prior, group)) == [(1, 1), (0, 0), (1, 0), (2, 1), (0, 1)] and complete
+    assert list(zip(prior, group))[:6] == [(1, 1), (0, 0), (1, 0), (2, 1), (0, 1), (3, 0)] and complete
+    assert len(prior) == 25
     prior, group, score, complete = ranked_candidates(scores, np.float32(0.15), 2)
     # the cut falls inside the tie at 0.5: the whole tie comes along
     assert list(zip(prior, group)) == [(1, 1), (0, 0), (1, 0), (2, 1)] and not complete
