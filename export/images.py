@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import cv2
 import numpy as np
 
 from ssd_edge.export.onnx_model import ExportError
+from ssd_edge.runtime import image_io
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -33,11 +33,11 @@ def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Pat
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """A BGR uint8 (H, W, 3) image, or an ExportError naming the file."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ExportError(f"{path}: not a readable image (corrupt, truncated or of an unsupported format)")
-    return image
+    """A BGR uint8 (H, W, 3) image (the runtime's reader), or an ExportError naming the file."""
+    try:
+        return image_io.read_image(path)
+    except image_io.ImageError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def read_images(paths: Sequence[str | os.PathLike]) -> Iterator[np.ndarray]:
