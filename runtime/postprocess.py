@@ -88,14 +88,24 @@ class PostprocessConfig:
         return cls(**values)
 
 
-def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax over `axis`. The max is subtracted in the input precision; exponentials and
-    the normalisation run in float64 and are rounded once (to float32 for float32 input)."""
+def softmax_classes_first(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax over `axis`, returned with that axis first and contiguous (for (B, P, C)
+    logits: (C, B, P)). The max is subtracted in the input precision; exponentials and the
+    normalisation run in float64 and are rounded once (to float32 for float32 input).
+
+    Classes first, because NumPy reduces and compares over a short last axis (SSD's few
+    classes) several times slower than over the first.
+    """
     logits = np.asarray(logits)
-    shifted = logits - logits.max(axis=axis, keepdims=True)
-    exp = np.exp(shifted, dtype=np.float64)
-    probs = exp / exp.sum(axis=axis, keepdims=True)
-    return probs.astype(np.promote_types(logits.dtype, np.float32), copy=False)
+    classes_first = np.ascontiguousarray(np.moveaxis(logits, axis, 0))
+    exp = np.exp(classes_first - classes_first.max(axis=0), dtype=np.float64)
+    exp /= exp.sum(axis=0)
+    return exp.astype(np.promote_types(logits.dtype, np.float32), copy=False)
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax over `axis`, same layout as `logits` (see `softmax_classes_first`)."""
+    return np.ascontiguousarray(np.moveaxis(softmax_classes_first(logits, axis), 0, axis))
 
 
 def exp_float32(x: np.ndarray) -> np.ndarray:
@@ -134,50 +144,57 @@ def greedy_nms_mask(boxes_xyxy: np.ndarray, valid: np.ndarray, iou_threshold: fl
         keep = new_keep
 
 
-def ranked_candidates(scores: np.ndarray, threshold: np.float32, count: int | None):
-    """The best entries of scores (P, G) over threshold, in the final order: score
-    descending, then default box, then class. With `count`, only a prefix of that order
-    holding at least `count` entries (more when scores tie at the cut, and every entry when
-    there are fewer than PREFIX_WORTHWHILE * count) is returned.
+def top_k_per_class(scores: np.ndarray, threshold: np.float32, top_k: int) -> np.ndarray:
+    """Candidates (G, P) bool of scores (G, P), one row per class: scores over threshold,
+    at most the `top_k` best of each row in the final order (score descending, then lower
+    default box)."""
+    candidates = scores > threshold
+    crowded = np.flatnonzero(np.count_nonzero(candidates, axis=1) > top_k)
+    if crowded.size:
+        # The top_k-th best of a crowded row lies over the threshold; NaN counts as nothing.
+        rows = np.nan_to_num(scores[crowded], nan=-np.inf)
+        cut = rows.shape[1] - top_k
+        kth_best = np.partition(rows, cut, axis=1)[:, cut : cut + 1]
+        chosen = rows > kth_best
+        # Entries tied with the top_k-th best fill the rest, lower default boxes first.
+        tied = rows == kth_best
+        room = top_k - np.count_nonzero(chosen, axis=1, keepdims=True)
+        chosen |= tied & (np.cumsum(tied, axis=1) <= room)
+        candidates[crowded] = chosen
+    return candidates
 
-    Returns prior (N,), group (N,), score (N,) and whether that is every entry over the
-    threshold.
+
+def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, count: int | None):
+    """The candidates (G, P) bool of scores (G, P) in the final order: score descending,
+    then default box, then group. With `count`, only a prefix of that order holding at
+    least `count` entries (more when scores tie at the cut, and every entry when there are
+    fewer than PREFIX_WORTHWHILE * count) is returned.
+
+    Returns prior (N,), group (N,), score (N,) and whether that is every candidate.
     """
-    flat = np.ascontiguousarray(scores).ravel()  # index = prior * G + group: ascending = prior, then class
-    above = np.flatnonzero(flat > threshold)
+    prior, group = np.nonzero(candidates.T)  # ascending default box, then group
+    values = scores[group, prior]
     # A prefix of a quarter of the entries or more is not worth it: when it keeps too few, the
     # complete second pass costs more than the prefix saved. Then take every entry at once.
-    complete = count is None or above.size <= PREFIX_WORTHWHILE * count
+    complete = count is None or values.size <= PREFIX_WORTHWHILE * count
     if not complete:
-        values = flat[above]
         kth_best = np.partition(values, values.size - count)[values.size - count]
-        above = above[values >= kth_best]
-    order = np.argsort(-flat[above], kind="stable")  # ties keep the ascending (prior, class) order
-    index = above[order]
-    groups = scores.shape[1]
-    return index // groups, index % groups, flat[index], complete
+        best = np.flatnonzero(values >= kth_best)
+        prior, group, values = prior[best], group[best], values[best]
+    order = np.argsort(-values, kind="stable")  # ties keep the ascending (prior, group) order
+    return prior[order], group[order], values[order], complete
 
 
-def rank_within_groups(group: np.ndarray) -> np.ndarray:
-    """For a sequence of group ids, how many earlier entries share each entry's group."""
-    order = np.argsort(group, kind="stable")
-    sorted_group = group[order]
-    rank = np.empty(group.size, np.intp)
-    rank[order] = np.arange(group.size) - np.searchsorted(sorted_group, sorted_group, side="left")
-    return rank
-
-
-def _greedy_prefix(locs, probs, priors_cxcywh, config: PostprocessConfig, count: int | None):
-    """Per-class top_k and greedy NMS on the best `count` candidates in the final order.
+def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessConfig, count: int | None):
+    """Greedy NMS on the best `count` candidates (G, P) bool of scores (G, P), in the
+    final order.
 
     A candidate's fate depends only on better candidates of its class, all of which lie in
     any prefix of the order that contains it, so decisions made on a prefix are final.
     Returns (prior, label, score, box) of the kept candidates in the final order, and
     whether the prefix was every candidate.
     """
-    prior, group, score, complete = ranked_candidates(probs[:, 1:], np.float32(config.score_threshold), count)
-    within = rank_within_groups(group) < config.top_k
-    prior, group, score = prior[within], group[within], score[within]
+    prior, group, score, complete = ranked_candidates(candidates, scores, count)
     # Decode each default box once, whatever the number of classes it is a candidate of.
     box_priors, box_of = np.unique(prior, return_inverse=True)
     boxes = np.clip(decode_boxes(locs[box_priors], priors_cxcywh[box_priors], config.variances), 0.0, 1.0)
@@ -195,15 +212,20 @@ def postprocess_image(
     config: PostprocessConfig,
     class_names: tuple[str, ...] = (),
 ) -> Detections:
-    """Postprocess one image: locs (P, 4) float32 raw regressions, probs (P, C) float32
-    softmax scores, priors (P, 4) normalised cxcywh, image_hw the original (H, W).
+    """Postprocess one image: locs (P, 4) float32 raw regressions, probs (C, P) float32
+    softmax scores, classes first; priors (P, 4) normalised cxcywh, image_hw the original
+    (H, W).
 
     Only max_detections survive, and every candidate's fate is settled by better ones, so
     the candidates are taken best first in growing prefixes until enough are kept.
     """
+    scores = probs[1:]
+    candidates = top_k_per_class(scores, np.float32(config.score_threshold), config.top_k)
     count = FIRST_PREFIX * config.max_detections
     while True:
-        prior, labels, scores, boxes, complete = _greedy_prefix(locs, probs, priors_cxcywh, config, count)
+        prior, labels, kept_scores, boxes, complete = _greedy_prefix(
+            locs, scores, candidates, priors_cxcywh, config, count
+        )
         if complete or len(prior) >= config.max_detections:
             break
         count *= 4
@@ -213,8 +235,8 @@ def postprocess_image(
     return Detections(
         boxes=(boxes[best] * scale).astype(np.float32),
         labels=labels[best].astype(np.int64),
-        scores=scores[best].astype(np.float32),
-        confs=probs[prior[best]].astype(np.float32),
+        scores=kept_scores[best].astype(np.float32),
+        confs=probs[:, prior[best]].T.astype(np.float32),
         class_names=tuple(class_names),
     )
 
@@ -238,10 +260,10 @@ def postprocess(
         )
     if len(image_sizes) != locs.shape[0]:
         raise ValueError(f"{len(image_sizes)} image sizes for a batch of {locs.shape[0]}")
-    probs = softmax(conf_logits.astype(np.float32, copy=False))
+    probs = softmax_classes_first(conf_logits.astype(np.float32, copy=False))  # (C, B, P)
     locs = locs.astype(np.float32, copy=False)
     priors_cxcywh = priors_cxcywh.astype(np.float32, copy=False)
     names = tuple(class_names)
     return [
-        postprocess_image(locs[b], probs[b], priors_cxcywh, image_sizes[b], config, names) for b in range(len(locs))
+        postprocess_image(locs[b], probs[:, b], priors_cxcywh, image_sizes[b], config, names) for b in range(len(locs))
     ]

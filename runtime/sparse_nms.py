@@ -9,6 +9,9 @@ becomes an edge in every class that has both boxes as candidates (a bitset AND),
 greedy NMS is the fixed point of "a box is kept unless a kept, better box of its class
 overlaps it", iterated over those few edges instead of dense (G, K, K) matrices.
 
+A handful of boxes (DENSE_UP_TO) is cheaper to test pair by pair in one go, so
+`overlapping_pairs` does that below the sweep's break-even.
+
 The IoU of every pair found is computed with exactly the float32 operations of
 `boxes.pairwise_iou`; the search only skips pairs that cannot pass, with a safety margin
 far above float32 rounding, so the result equals the dense computation.
@@ -18,11 +21,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from .boxes import pairwise_iou
+
 # Slack of the search bounds (coordinates are clipped to [0, 1]): orders of magnitude
 # above the float32 rounding of the exact test.
 _REL_SLACK = 1e-4
 _ABS_SLACK = 1e-6
 _BANDS = 16  # horizontal bands of the sweep; 8-32 all do well on SSD default boxes
+# For each byte value: how many bits are set, and where (ascending, little-endian).
+_BITS_SET = np.array([bin(value).count("1") for value in range(256)], np.intp)
+_BIT_POSITIONS = np.array(
+    [[bit for bit in range(8) if value >> bit & 1] + [0] * (8 - _BITS_SET[value]) for value in range(256)], np.intp
+)
+# Up to this many boxes, every pair is tested at once: fewer NumPy calls than the sweep.
+DENSE_UP_TO = 64
 
 
 def _ragged_arange(counts: np.ndarray) -> np.ndarray:
@@ -80,6 +92,9 @@ def overlapping_pairs(boxes_xyxy: np.ndarray, iou_threshold: float) -> tuple[np.
         return kept[a], kept[b]
     if len(boxes_xyxy) < 2:
         return empty, empty
+    if len(boxes_xyxy) <= DENSE_UP_TO:
+        a, b = np.nonzero(np.triu(pairwise_iou(boxes_xyxy, boxes_xyxy) > np.float32(iou_threshold), k=1))
+        return a, b
     order, a, b = _candidate_pairs(boxes_xyxy, float(iou_threshold))
     x1, y1, x2, y2 = (boxes_xyxy[order, k] for k in range(4))
     areas = (x2 - x1) * (y2 - y1)
@@ -108,8 +123,11 @@ def class_edges(group: np.ndarray, box_of: np.ndarray, num_boxes: int, pair_a: n
     classes_of = np.packbits(candidate_at >= 0, axis=1, bitorder="little")  # (U, ceil(G / 8)) bitsets
     shared = classes_of[pair_a] & classes_of[pair_b]
     pair, byte = np.nonzero(shared)  # most pairs share no class, few share more than one
-    bits = np.unpackbits(shared[pair, byte][:, None], axis=1, bitorder="little")
-    hit, bit = np.nonzero(bits)
+    # The set bits of each shared byte, through tables (np.unpackbits is far slower here).
+    values = shared[pair, byte]
+    counts = _BITS_SET[values]
+    hit = np.repeat(np.arange(values.size), counts)
+    bit = _BIT_POSITIONS[values[hit], _ragged_arange(counts)]
     pair, cls = pair[hit], byte[hit] * 8 + bit
     first, second = candidate_at[pair_a[pair], cls], candidate_at[pair_b[pair], cls]
     return np.minimum(first, second).astype(np.intp), np.maximum(first, second).astype(np.intp)

@@ -12,8 +12,9 @@ from ssd_edge.runtime.postprocess import (
     postprocess,
     ranked_candidates,
     softmax,
+    top_k_per_class,
 )
-from ssd_edge.runtime.sparse_nms import overlapping_pairs
+from ssd_edge.runtime.sparse_nms import DENSE_UP_TO, overlapping_pairs
 from ssd_edge.runtime.boxes import pairwise_iou
 
 
@@ -78,15 +79,17 @@ def test_fast_equals_dense_with_heavy_suppression_and_ties():
     assert_identical(det, dense_postprocess_image(locs[0], softmax(confs[0]), priors, (100, 100), cfg))
 
 
-def test_overlapping_pairs_equals_dense_iou():
+@pytest.mark.parametrize("count", [2, DENSE_UP_TO, DENSE_UP_TO + 1, 400])  # all pairs at once, and the sweep
+def test_overlapping_pairs_equals_dense_iou(count):
     rng = np.random.default_rng(3)
-    centres = rng.uniform(0, 1, (400, 2))
-    sizes = np.exp(rng.uniform(np.log(0.01), np.log(0.8), (400, 2)))
+    centres = rng.uniform(0, 1, (count, 2))
+    sizes = np.exp(rng.uniform(np.log(0.01), np.log(0.8), (count, 2)))
     boxes = np.clip(np.concatenate([centres - sizes / 2, centres + sizes / 2], 1), 0, 1).astype(np.float32)
     boxes[::17, 2] = boxes[::17, 0]  # zero-width boxes overlap nothing
     for threshold in (0.0, 0.1, 0.3, 0.5, 0.7, 0.95, 1.0):
         a, b = overlapping_pairs(boxes, threshold)
-        found = np.zeros((400, 400), bool)
+        assert np.all(a != b) and len(set(zip(np.minimum(a, b), np.maximum(a, b)))) == len(a)  # each pair once
+        found = np.zeros((count, count), bool)
         found[a, b] = found[b, a] = True
         dense = pairwise_iou(boxes, boxes) > np.float32(threshold)
         np.fill_diagonal(dense, False)
@@ -97,9 +100,24 @@ def test_ranked_candidates_prefix_follows_the_final_order():
     scores = np.array([[0.5, 0.2], [0.5, 0.9], [0.1, 0.5]], np.float32)
     # ten more default boxes scoring 0.16 in both classes, so that a prefix of 2 is worth taking
     scores = np.vstack([scores, np.full((10, 2), 0.16, np.float32)])
-    prior, group, score, complete = ranked_candidates(scores, np.float32(0.15), None)
+    scores = scores.T  # classes first, as the postprocessing holds them
+    candidates = scores > np.float32(0.15)
+    prior, group, score, complete = ranked_candidates(candidates, scores, None)
     assert list(zip(prior, group))[:6] == [(1, 1), (0, 0), (1, 0), (2, 1), (0, 1), (3, 0)] and complete
     assert len(prior) == 25
-    prior, group, score, complete = ranked_candidates(scores, np.float32(0.15), 2)
+    prior, group, score, complete = ranked_candidates(candidates, scores, 2)
     # the cut falls inside the tie at 0.5: the whole tie comes along
     assert list(zip(prior, group)) == [(1, 1), (0, 0), (1, 0), (2, 1)] and not complete
+
+
+def test_top_k_per_class_breaks_ties_by_lower_default_box_and_ignores_nan():
+    scores = np.array(  # classes first: (classes, default boxes)
+        [[0.2, 0.5, 0.5, 0.7, 0.5, 0.05], [0.9, np.nan, 0.1, np.nan, 0.8, 0.3]], np.float32
+    )
+    chosen = top_k_per_class(scores, np.float32(0.1), top_k=3)
+    # class 0: 0.7, then two of the three tied 0.5s (lowest default boxes 1 and 2)
+    assert np.flatnonzero(chosen[0]).tolist() == [1, 2, 3]
+    # class 1: NaN never counts; 0.9, 0.8, 0.3 (0.1 is not over the threshold)
+    assert np.flatnonzero(chosen[1]).tolist() == [0, 4, 5]
+    # uncrowded classes keep everything over the threshold
+    assert np.array_equal(top_k_per_class(scores, np.float32(0.1), top_k=10), scores > np.float32(0.1))
