@@ -88,24 +88,24 @@ class PostprocessConfig:
         return cls(**values)
 
 
-def softmax_classes_first(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax over `axis`, returned with that axis first and contiguous (for (B, P, C)
-    logits: (C, B, P)). The max is subtracted in the input precision; exponentials and the
-    normalisation run in float64 and are rounded once (to float32 for float32 input).
-
-    Classes first, because NumPy reduces and compares over a short last axis (SSD's few
-    classes) several times slower than over the first.
-    """
-    logits = np.asarray(logits)
-    classes_first = np.ascontiguousarray(np.moveaxis(logits, axis, 0))
-    exp = np.exp(classes_first - classes_first.max(axis=0), dtype=np.float64)
-    exp /= exp.sum(axis=0)
+def _softmax_along(logits: np.ndarray, axis: int) -> np.ndarray:
+    """Softmax along `axis`, in the layout given. The max is subtracted in the input
+    precision; exponentials and the normalisation run in float64 and are rounded once (to
+    float32 for float32 input)."""
+    exp = np.exp(logits - logits.max(axis=axis, keepdims=True), dtype=np.float64)
+    exp /= exp.sum(axis=axis, keepdims=True)
     return exp.astype(np.promote_types(logits.dtype, np.float32), copy=False)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax over `axis`, same layout as `logits` (see `softmax_classes_first`)."""
-    return np.ascontiguousarray(np.moveaxis(softmax_classes_first(logits, axis), 0, axis))
+    """Softmax over `axis` (see `_softmax_along`), same layout as `logits`.
+
+    The work runs with `axis` moved to the front: NumPy reduces over a short last axis
+    (SSD's few classes) several times slower than over the first.
+    """
+    logits = np.asarray(logits)
+    classes_first = np.ascontiguousarray(np.moveaxis(logits, axis, 0))
+    return np.ascontiguousarray(np.moveaxis(_softmax_along(classes_first, 0), 0, axis))
 
 
 def exp_float32(x: np.ndarray) -> np.ndarray:
@@ -144,45 +144,68 @@ def greedy_nms_mask(boxes_xyxy: np.ndarray, valid: np.ndarray, iou_threshold: fl
         keep = new_keep
 
 
-def top_k_per_class(scores: np.ndarray, threshold: np.float32, top_k: int) -> np.ndarray:
-    """Candidates (G, P) bool of scores (G, P), one row per class: scores over threshold,
-    at most the `top_k` best of each row in the final order (score descending, then lower
-    default box)."""
-    candidates = scores > threshold
+def top_k_per_class(candidates: np.ndarray, scores: np.ndarray, top_k: int) -> np.ndarray:
+    """Of candidates (G, P) bool over scores (G, P), one row per class, at most the `top_k`
+    best of each row in the final order (score descending, then lower default box)."""
     crowded = np.flatnonzero(np.count_nonzero(candidates, axis=1) > top_k)
-    if crowded.size:
-        # The top_k-th best of a crowded row lies over the threshold; NaN counts as nothing.
-        rows = np.nan_to_num(scores[crowded], nan=-np.inf)
-        cut = rows.shape[1] - top_k
-        kth_best = np.partition(rows, cut, axis=1)[:, cut : cut + 1]
-        chosen = rows > kth_best
-        # Entries tied with the top_k-th best fill the rest, lower default boxes first.
-        tied = rows == kth_best
-        room = top_k - np.count_nonzero(chosen, axis=1, keepdims=True)
-        chosen |= tied & (np.cumsum(tied, axis=1) <= room)
-        candidates[crowded] = chosen
+    if crowded.size == 0:
+        return candidates
+    # The top_k-th best of a crowded row is a candidate (over the threshold); NaN never is.
+    rows = np.where(candidates[crowded], scores[crowded], -np.inf)
+    cut = rows.shape[1] - top_k
+    kth_best = np.partition(rows, cut, axis=1)[:, cut : cut + 1]
+    chosen = rows > kth_best
+    # Entries tied with the top_k-th best fill the rest, lower default boxes first.
+    tied = rows == kth_best
+    room = top_k - np.count_nonzero(chosen, axis=1, keepdims=True)
+    chosen |= tied & (np.cumsum(tied, axis=1) <= room)
+    candidates = candidates.copy()
+    candidates[crowded] = chosen
     return candidates
 
 
-def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, count: int | None):
-    """The candidates (G, P) bool of scores (G, P) in the final order: score descending,
-    then default box, then group. With `count`, only a prefix of that order holding at
-    least `count` entries (more when scores tie at the cut, and every entry when there are
-    fewer than PREFIX_WORTHWHILE * count) is returned.
+def final_order(prior: np.ndarray, group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
+    """The permutation sorting entries by score descending, then default box, then group."""
+    by_box = np.argsort(prior * groups + group)
+    return by_box[np.argsort(-values[by_box], kind="stable")]
+
+
+def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, count: int | None):
+    """The candidates (G, P) bool of scores (G, P) in the final order (score descending,
+    then default box, then group), at most `top_k` of each group. With `count`, only a
+    prefix of that order holding at least `count` entries (more when scores tie at the cut,
+    and every entry when there are fewer than PREFIX_WORTHWHILE * count) is returned.
 
     Returns prior (N,), group (N,), score (N,) and whether that is every candidate.
     """
-    prior, group = np.nonzero(candidates.T)  # ascending default box, then group
-    values = scores[group, prior]
+    groups, priors = scores.shape
     # A prefix of a quarter of the entries or more is not worth it: when it keeps too few, the
     # complete second pass costs more than the prefix saved. Then take every entry at once.
-    complete = count is None or values.size <= PREFIX_WORTHWHILE * count
+    complete = count is None or np.count_nonzero(candidates) <= PREFIX_WORTHWHILE * count
+    if complete:  # top_k per class first: at most G * top_k entries to sort
+        candidates = top_k_per_class(candidates, scores, top_k)
+    index = np.flatnonzero(candidates)  # group-major
+    values = scores.ravel()[index]
     if not complete:
         kth_best = np.partition(values, values.size - count)[values.size - count]
         best = np.flatnonzero(values >= kth_best)
-        prior, group, values = prior[best], group[best], values[best]
-    order = np.argsort(-values, kind="stable")  # ties keep the ascending (prior, group) order
-    return prior[order], group[order], values[order], complete
+        index, values = index[best], values[best]
+    group, prior = np.divmod(index, priors)
+    order = final_order(prior, group, values, groups)
+    prior, group, values = prior[order], group[order], values[order]
+    if not complete:  # a prefix holds every better entry of its groups: ranks within it are final
+        within = rank_within_groups(group) < top_k
+        prior, group, values = prior[within], group[within], values[within]
+    return prior, group, values, complete
+
+
+def rank_within_groups(group: np.ndarray) -> np.ndarray:
+    """For a sequence of group ids, how many earlier entries share each entry's group."""
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    rank = np.empty(group.size, np.intp)
+    rank[order] = np.arange(group.size) - np.searchsorted(sorted_group, sorted_group, side="left")
+    return rank
 
 
 def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessConfig, count: int | None):
@@ -194,7 +217,7 @@ def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessC
     Returns (prior, label, score, box) of the kept candidates in the final order, and
     whether the prefix was every candidate.
     """
-    prior, group, score, complete = ranked_candidates(candidates, scores, count)
+    prior, group, score, complete = ranked_candidates(candidates, scores, config.top_k, count)
     # Decode each default box once, whatever the number of classes it is a candidate of.
     box_priors, box_of = np.unique(prior, return_inverse=True)
     boxes = np.clip(decode_boxes(locs[box_priors], priors_cxcywh[box_priors], config.variances), 0.0, 1.0)
@@ -213,14 +236,14 @@ def postprocess_image(
     class_names: tuple[str, ...] = (),
 ) -> Detections:
     """Postprocess one image: locs (P, 4) float32 raw regressions, probs (C, P) float32
-    softmax scores, classes first; priors (P, 4) normalised cxcywh, image_hw the original
+    softmax scores, classes first, contiguous; priors (P, 4) normalised cxcywh, image_hw the original
     (H, W).
 
     Only max_detections survive, and every candidate's fate is settled by better ones, so
     the candidates are taken best first in growing prefixes until enough are kept.
     """
     scores = probs[1:]
-    candidates = top_k_per_class(scores, np.float32(config.score_threshold), config.top_k)
+    candidates = scores > np.float32(config.score_threshold)
     count = FIRST_PREFIX * config.max_detections
     while True:
         prior, labels, kept_scores, boxes, complete = _greedy_prefix(
@@ -260,10 +283,12 @@ def postprocess(
         )
     if len(image_sizes) != locs.shape[0]:
         raise ValueError(f"{len(image_sizes)} image sizes for a batch of {locs.shape[0]}")
-    probs = softmax_classes_first(conf_logits.astype(np.float32, copy=False))  # (C, B, P)
+    # Classes before default boxes (B, C, P): per-class work then runs over contiguous rows.
+    logits = np.ascontiguousarray(conf_logits.astype(np.float32, copy=False).transpose(0, 2, 1))
+    probs = _softmax_along(logits, axis=1)
     locs = locs.astype(np.float32, copy=False)
     priors_cxcywh = priors_cxcywh.astype(np.float32, copy=False)
     names = tuple(class_names)
     return [
-        postprocess_image(locs[b], probs[:, b], priors_cxcywh, image_sizes[b], config, names) for b in range(len(locs))
+        postprocess_image(locs[b], probs[b], priors_cxcywh, image_sizes[b], config, names) for b in range(len(locs))
     ]

@@ -102,10 +102,10 @@ def test_ranked_candidates_prefix_follows_the_final_order():
     scores = np.vstack([scores, np.full((10, 2), 0.16, np.float32)])
     scores = scores.T  # classes first, as the postprocessing holds them
     candidates = scores > np.float32(0.15)
-    prior, group, score, complete = ranked_candidates(candidates, scores, None)
+    prior, group, score, complete = ranked_candidates(candidates, scores, 100, None)
     assert list(zip(prior, group))[:6] == [(1, 1), (0, 0), (1, 0), (2, 1), (0, 1), (3, 0)] and complete
     assert len(prior) == 25
-    prior, group, score, complete = ranked_candidates(candidates, scores, 2)
+    prior, group, score, complete = ranked_candidates(candidates, scores, 100, 2)
     # the cut falls inside the tie at 0.5: the whole tie comes along
     assert list(zip(prior, group)) == [(1, 1), (0, 0), (1, 0), (2, 1)] and not complete
 
@@ -114,10 +114,11 @@ def test_top_k_per_class_breaks_ties_by_lower_default_box_and_ignores_nan():
     scores = np.array(  # classes first: (classes, default boxes)
         [[0.2, 0.5, 0.5, 0.7, 0.5, 0.05], [0.9, np.nan, 0.1, np.nan, 0.8, 0.3]], np.float32
     )
-    chosen = top_k_per_class(scores, np.float32(0.1), top_k=3)
+    over = scores > np.float32(0.1)
+    chosen = top_k_per_class(over, scores, top_k=3)
     # class 0: 0.7, then two of the three tied 0.5s (lowest default boxes 1 and 2)
     assert np.flatnonzero(chosen[0]).tolist() == [1, 2, 3]
     # class 1: NaN never counts; 0.9, 0.8, 0.3 (0.1 is not over the threshold)
     assert np.flatnonzero(chosen[1]).tolist() == [0, 4, 5]
     # uncrowded classes keep everything over the threshold
-    assert np.array_equal(top_k_per_class(scores, np.float32(0.1), top_k=10), scores > np.float32(0.1))
+    assert np.array_equal(top_k_per_class(over, scores, top_k=10), over)
