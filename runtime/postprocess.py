@@ -29,6 +29,8 @@ from .spec import ModelSpec
 # which needed a second pass), small enough to skip most of a long candidate list.
 FIRST_PREFIX = 8
 PREFIX_WORTHWHILE = 4
+# Margin of `possible_boxes` in log space: far above float32 rounding (about 1e-7).
+_LOG_MARGIN = 1e-3
 
 
 class Detections(NamedTuple):
@@ -92,7 +94,8 @@ def _softmax_along(logits: np.ndarray, axis: int) -> np.ndarray:
     """Softmax along `axis`, in the layout given. The max is subtracted in the input
     precision; exponentials and the normalisation run in float64 and are rounded once (to
     float32 for float32 input)."""
-    exp = np.exp(logits - logits.max(axis=axis, keepdims=True), dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN scores, which never pass a threshold
+        exp = np.exp(logits - logits.max(axis=axis, keepdims=True), dtype=np.float64)
     exp /= exp.sum(axis=axis, keepdims=True)
     return exp.astype(np.promote_types(logits.dtype, np.float32), copy=False)
 
@@ -285,10 +288,34 @@ def postprocess(
         raise ValueError(f"{len(image_sizes)} image sizes for a batch of {locs.shape[0]}")
     # Classes before default boxes (B, C, P): per-class work then runs over contiguous rows.
     logits = np.ascontiguousarray(conf_logits.astype(np.float32, copy=False).transpose(0, 2, 1))
-    probs = _softmax_along(logits, axis=1)
     locs = locs.astype(np.float32, copy=False)
     priors_cxcywh = priors_cxcywh.astype(np.float32, copy=False)
     names = tuple(class_names)
-    return [
-        postprocess_image(locs[b], probs[b], priors_cxcywh, image_sizes[b], config, names) for b in range(len(locs))
-    ]
+    found = []
+    for b in range(len(locs)):
+        # Default boxes no class of which can pass the threshold change nothing: leave them out.
+        image_logits, image_locs, image_priors = logits[b], locs[b], priors_cxcywh
+        boxes = possible_boxes(image_logits, config.score_threshold)
+        if boxes.size < len(image_priors) // 2:  # leaving out fewer does not pay for the copies
+            image_logits = np.take(image_logits, boxes, axis=1)  # contiguous rows, unlike [:, boxes]
+            image_locs, image_priors = image_locs[boxes], image_priors[boxes]
+        probs = _softmax_along(image_logits, axis=0)
+        found.append(postprocess_image(image_locs, probs, image_priors, image_sizes[b], config, names))
+    return found
+
+
+def possible_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
+    """Default boxes (indices into P) of which some class c >= 1 may score over the
+    threshold, from logits (C, P): every box that can, and few that cannot.
+
+    A softmax score is exp(l_c - max) / sum with sum >= 1, so it exceeds t only if
+    l_c - max > log t. l_c - max is the very float32 difference the softmax exponentiates;
+    the margin covers the rounding of the exponential, the division and the cast, so no box
+    that could pass is dropped. NaN or infinite logits give NaN scores, which never pass.
+    """
+    threshold = float(np.float32(score_threshold))
+    if threshold <= 0.0:
+        return np.arange(logits.shape[1])
+    with np.errstate(invalid="ignore"):  # max_c fl(l_c - max), as rounding is monotonic
+        best_foreground = logits[1:].max(axis=0) - logits.max(axis=0)
+    return np.flatnonzero(best_foreground > np.float32(np.log(threshold) - _LOG_MARGIN))

@@ -10,7 +10,7 @@ from torchvision.models.detection import _utils as det_utils
 from model_helpers import calibrate_batchnorm
 from postprocess_cases import literal_postprocess, random_outputs, random_priors
 from ssd_edge.postprocessor import PostProcessor
-from ssd_edge.runtime.postprocess import PostprocessConfig, postprocess, softmax
+from ssd_edge.runtime.postprocess import PostprocessConfig, possible_boxes, postprocess, softmax
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.models import build_model
 
@@ -153,3 +153,23 @@ def test_numpy_equals_torchvision_on_model_outputs():
         boxes, labels, scores = torchvision_postprocess(locs[b], confs[b], torch.from_numpy(priors), sizes[b], cfg)
         assert len(scores) > 10
         assert_same(det, boxes, labels, scores, box_atol=2e-3)
+
+
+def test_possible_boxes_keeps_every_box_that_can_pass():
+    # Thresholds one float32 step below real scores: those boxes pass by the smallest margin.
+    rng = np.random.default_rng(11)
+    logits = (rng.normal(0, 4, (3000, 6)) + rng.normal(0, 20, (3000, 1))).astype(np.float32)
+    logits[::97] = np.float32(np.nan)
+    logits[5, 2] = np.float32(np.inf)
+    probs = softmax(logits)
+    for score in rng.choice(probs[:, 1:][np.isfinite(probs[:, 1:])], 40):
+        threshold = np.nextafter(np.float32(score), np.float32(-np.inf))
+        passing = np.flatnonzero((probs[:, 1:] > threshold).any(axis=1))
+        kept = possible_boxes(np.ascontiguousarray(logits.T), float(threshold))
+        assert set(passing) <= set(kept)
+        assert not np.isin(np.arange(0, 3000, 97), kept).any() and 5 not in kept  # NaN scores never pass
+        assert kept.size < 3000 or threshold <= 0
+    # a useful filter: where the background dominates, no box is left at a deployment threshold
+    background = np.concatenate([np.full((3000, 1), 8.0), rng.normal(0, 1, (3000, 5))], 1).astype(np.float32)
+    assert possible_boxes(np.ascontiguousarray(background.T), 0.25).size == 0
+    assert possible_boxes(np.ascontiguousarray(logits.T), 0.0).size == 3000

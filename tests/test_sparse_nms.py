@@ -9,6 +9,7 @@ from ssd_edge.runtime.postprocess import (
     PostprocessConfig,
     decode_boxes,
     greedy_nms_mask,
+    possible_boxes,
     postprocess,
     ranked_candidates,
     softmax,
@@ -65,6 +66,22 @@ def test_fast_equals_dense_on_random_outputs(num_priors, classes, scale, cfg):
         probs = softmax(confs)
         for b, det in enumerate(postprocess(locs, confs, priors, [(300, 400)] * 2, cfg)):
             assert_identical(det, dense_postprocess_image(locs[b], probs[b], priors, (300, 400), cfg))
+
+
+def test_fast_equals_dense_where_the_background_dominates():
+    # As in a trained model: at a deployment threshold most default boxes cannot pass and are
+    # left out before the softmax (`possible_boxes`); the detections must not change.
+    rng = np.random.default_rng(5)
+    priors = random_priors(rng, 800)
+    locs, confs = random_outputs(rng, 2, 800, 5, logit_scale=2.0)
+    confs[..., 0] += 4.0
+    for threshold in (0.05, 0.3, 0.6):
+        cfg = PostprocessConfig(score_threshold=threshold, iou_threshold=0.5, top_k=100, max_detections=50)
+        in_use = possible_boxes(np.ascontiguousarray(confs[0].T), threshold).size < 400
+        assert in_use == (threshold > 0.05)  # the filter is used at 0.3 and 0.6, not at 0.05
+        for b, det in enumerate(postprocess(locs, confs, priors, [(240, 320)] * 2, cfg)):
+            assert len(det.labels) > 0
+            assert_identical(det, dense_postprocess_image(locs[b], softmax(confs[b]), priors, (240, 320), cfg))
 
 
 def test_fast_equals_dense_with_heavy_suppression_and_ties():
