@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model_helpers import calibrate_batchnorm
+from ssd_edge.cli import SHOW_SCORE_THRESHOLD
 from ssd_edge.cli.predict import main
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.models import build_model
@@ -84,3 +85,12 @@ def test_draw_detections_draws_on_a_copy():
     assert (drawn[60, 10] != 50).any() and (drawn[100, 50] != 50).any()  # left and bottom edges
     assert (drawn[60, 45] == 50).all()  # inside the box
     assert (drawn[5, 5] != 50).any()  # the status band, top left
+
+
+def test_predict_shows_confident_detections_by_default(onnx_path, images, tmp_path):
+    # The model's own threshold (for mAP) would draw hundreds of boxes; the CLI shows the confident ones.
+    out = tmp_path / "out"
+    assert main(["--model", str(onnx_path), str(images[0]), "--output", str(out), "--quiet"]) == 0
+    results = json.loads((out / "detections.json").read_text())
+    assert results["postprocess"]["score_threshold"] == SHOW_SCORE_THRESHOLD
+    assert all(found["score"] > SHOW_SCORE_THRESHOLD for found in results["images"][0]["detections"])

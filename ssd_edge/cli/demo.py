@@ -9,6 +9,8 @@ import signal
 import sys
 import threading
 
+from ssd_edge.cli import SHOW_SCORE_THRESHOLD
+
 EPILOG = """sources:
   0, 1, ...         a camera by index (V4L2 on Linux)
   /dev/video0       a V4L2 device
@@ -29,7 +31,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true",
                    help="no window; record the video and the log (default ssd-demo-<time>.mp4)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
-    p.add_argument("--score-threshold", type=float, help="minimum class score (default: the model's)")
+    p.add_argument("--score-threshold", type=float, default=SHOW_SCORE_THRESHOLD,
+                   help=f"minimum class score (default {SHOW_SCORE_THRESHOLD}; the model's own is for mAP)")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold (default: the model's)")
     p.add_argument("--backend", default="auto", help="Detector backend (default auto)")
     p.add_argument("--width", type=int, help="ask the camera for this width (with --height)")

@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ssd_edge.cli import SHOW_SCORE_THRESHOLD
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-predict", description=__doc__)
     p.add_argument("--model", required=True, help=".onnx model or .engine (with its .engine.json)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for annotated images and detections.json")
-    p.add_argument("--score-threshold", type=float, help="default: the model's")
+    p.add_argument("--score-threshold", type=float, default=SHOW_SCORE_THRESHOLD,
+                   help=f"minimum class score (default {SHOW_SCORE_THRESHOLD}; the model's own is for mAP)")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold; default: the model's")
     p.add_argument("--max-detections", type=int, help="per image; default: the model's")
     p.add_argument("--backend", default="auto",
