@@ -4,12 +4,14 @@ BGR -> RGB, scaled to [0, 1], NCHW float32."""
 
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import cv2
 import numpy as np
 
 _SCALE = np.float32(1.0 / 255.0)
+_local = threading.local()  # per-thread scratch buffers (see _scratch)
 
 
 def check_image(image: np.ndarray, what: str = "image") -> None:
@@ -23,12 +25,24 @@ def check_image(image: np.ndarray, what: str = "image") -> None:
         raise ValueError(f"{what}: empty image of shape {image.shape}")
 
 
+def _scratch(height: int, width: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """This thread's reusable resize output (H, W, 3) and planes 3 x (H, W), uint8: fresh
+    arrays of this size cost page faults on every image."""
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None or buffers[0].shape[:2] != (height, width):
+        buffers = (np.empty((height, width, 3), np.uint8), [np.empty((height, width), np.uint8) for _ in range(3)])
+        _local.buffers = buffers
+    return buffers
+
+
 def preprocess_into(image_bgr: np.ndarray, out_chw: np.ndarray) -> None:
     """Write one BGR uint8 image into `out_chw` (3, H, W) float32: resized, RGB, [0, 1]."""
     height, width = out_chw.shape[1:]
-    resized = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_LINEAR)
+    resized, planes = _scratch(height, width)
+    cv2.resize(image_bgr, (width, height), dst=resized, interpolation=cv2.INTER_LINEAR)
     # Contiguous planes convert faster than the strided HWC -> CHW view of the whole image.
-    for channel, plane in enumerate(reversed(cv2.split(resized))):
+    cv2.split(resized, planes)
+    for channel, plane in enumerate(reversed(planes)):
         np.multiply(plane, _SCALE, out=out_chw[channel], casting="unsafe")
 
 
