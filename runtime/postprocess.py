@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from .boxes import BBOX_XFORM_CLIP, pairwise_iou
-from .sparse_nms import class_edges, greedy_keep, overlapping_pairs
+from .sparse_nms import DENSE_UP_TO, class_edges, greedy_keep, overlapping_pairs
 from .spec import ModelSpec
 
 
@@ -221,11 +221,18 @@ def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessC
     whether the prefix was every candidate.
     """
     prior, group, score, complete = ranked_candidates(candidates, scores, config.top_k, count)
-    # Decode each default box once, whatever the number of classes it is a candidate of.
-    box_priors, box_of = np.unique(prior, return_inverse=True)
-    boxes = np.clip(decode_boxes(locs[box_priors], priors_cxcywh[box_priors], config.variances), 0.0, 1.0)
-    pair_a, pair_b = overlapping_pairs(boxes, config.iou_threshold)
-    better, worse = class_edges(group, box_of, box_priors.size, pair_a, pair_b)
+    if prior.size <= DENSE_UP_TO:
+        # A handful (a deployment threshold): every pair at once, fewer NumPy calls.
+        boxes = np.clip(decode_boxes(locs[prior], priors_cxcywh[prior], config.variances), 0.0, 1.0)
+        overlaps = pairwise_iou(boxes, boxes) > np.float32(config.iou_threshold)
+        better, worse = np.nonzero(np.triu(overlaps & (group[:, None] == group[None, :]), k=1))
+        box_of = np.arange(prior.size)
+    else:
+        # Decode each default box once, whatever the number of classes it is a candidate of.
+        box_priors, box_of = np.unique(prior, return_inverse=True)
+        boxes = np.clip(decode_boxes(locs[box_priors], priors_cxcywh[box_priors], config.variances), 0.0, 1.0)
+        pair_a, pair_b = overlapping_pairs(boxes, config.iou_threshold)
+        better, worse = class_edges(group, box_of, box_priors.size, pair_a, pair_b)
     kept = np.flatnonzero(greedy_keep(group.size, better, worse))
     return prior[kept], group[kept] + 1, score[kept], boxes[box_of[kept]], complete
 

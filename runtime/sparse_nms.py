@@ -33,7 +33,8 @@ _BITS_SET = np.array([bin(value).count("1") for value in range(256)], np.intp)
 _BIT_POSITIONS = np.array(
     [[bit for bit in range(8) if value >> bit & 1] + [0] * (8 - _BITS_SET[value]) for value in range(256)], np.intp
 )
-# Up to this many boxes, every pair is tested at once: fewer NumPy calls than the sweep.
+# Up to this many boxes (or candidates, in `postprocess`), every pair is tested at once:
+# fewer NumPy calls than the sweep, and each call after the network runs on cold caches.
 DENSE_UP_TO = 64
 
 

@@ -1,6 +1,8 @@
 """The fast NumPy postprocessing (prefix of the final order, sparse overlap graph) against
 the dense statement of the same rules, exactly: same boxes, labels, scores, bit for bit."""
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -139,3 +141,21 @@ def test_top_k_per_class_breaks_ties_by_lower_default_box_and_ignores_nan():
     assert np.flatnonzero(chosen[1]).tolist() == [0, 4, 5]
     # uncrowded classes keep everything over the threshold
     assert np.array_equal(top_k_per_class(over, scores, top_k=10), over)
+
+
+@pytest.mark.parametrize("threshold", [0.001, 0.3, 0.6])
+def test_small_candidate_sets_take_the_pairwise_path_with_the_same_result(threshold, monkeypatch):
+    module = importlib.import_module("ssd_edge.runtime.postprocess")  # the package's `postprocess` is the function
+
+    rng = np.random.default_rng(17)
+    priors = random_priors(rng, 300)
+    locs, confs = random_outputs(rng, 2, 300, 4, logit_scale=2.0)
+    confs[..., 0] += 3.0
+    cfg = PostprocessConfig(score_threshold=threshold, iou_threshold=0.5, top_k=100, max_detections=50)
+    results = {}
+    for dense_up_to in (0, 1000):  # every set through the sweep; every set pairwise
+        monkeypatch.setattr(module, "DENSE_UP_TO", dense_up_to)
+        results[dense_up_to] = postprocess(locs, confs, priors, [(240, 320)] * 2, cfg)
+    for sweep, pairwise in zip(results[0], results[1000]):
+        assert len(sweep.labels) > 0
+        assert_identical(sweep, (pairwise.boxes, pairwise.labels, pairwise.scores))
