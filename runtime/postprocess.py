@@ -246,8 +246,8 @@ def postprocess_image(
     class_names: tuple[str, ...] = (),
 ) -> Detections:
     """Postprocess one image: locs (P, 4) float32 raw regressions, probs (C, P) float32
-    softmax scores, classes first, contiguous; priors (P, 4) normalised cxcywh, image_hw the original
-    (H, W).
+    softmax scores (classes first, contiguous), priors (P, 4) normalised cxcywh, image_hw
+    the original (H, W).
 
     Only max_detections survive, and every candidate's fate is settled by better ones, so
     the candidates are taken best first in growing prefixes until enough are kept.
