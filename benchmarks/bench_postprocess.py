@@ -84,10 +84,16 @@ def torchvision_peer(config: PostprocessConfig, priors_cxcywh: torch.Tensor, bat
 
 
 def assert_identical(ours, peer, what: str) -> None:
+    """Same detections in the same order. Equal scores are the exception: ours orders them by
+    default box, then class; torchvision's sort leaves them in no defined order (at batch
+    32, 9,600 float32 scores do collide), so within equal scores the order is not compared."""
     for i, (det, (boxes, labels, scores)) in enumerate(zip(ours, peer)):
-        assert det.labels.tolist() == labels.tolist(), f"{what} image {i}: labels or order differ"
+        assert len(det.labels) == len(labels), f"{what} image {i}: {len(det.labels)} vs {len(labels)} detections"
         np.testing.assert_allclose(det.scores, scores, rtol=1e-6, atol=1e-7, err_msg=f"{what} image {i}")
-        np.testing.assert_allclose(det.boxes, boxes, atol=2e-3, err_msg=f"{what} image {i}")
+        mine = np.lexsort((det.boxes[:, 0], det.labels, -det.scores))
+        theirs = np.lexsort((boxes[:, 0], labels, -det.scores))  # torchvision's scores equal ours (checked above)
+        assert det.labels[mine].tolist() == labels[theirs].tolist(), f"{what} image {i}: labels or order differ"
+        np.testing.assert_allclose(det.boxes[mine], boxes[theirs], atol=2e-3, err_msg=f"{what} image {i}")
 
 
 def timed(function, runs: list[float]):
@@ -192,7 +198,7 @@ def report(device: str, results: dict, runs: int, warmup: int, command: str) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--torch-threads", type=int, default=1,
