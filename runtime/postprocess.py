@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from .boxes import BBOX_XFORM_CLIP, pairwise_iou
-from .sparse_nms import DENSE_UP_TO, class_edges, greedy_keep, overlapping_pairs
+from .sparse_nms import class_edges, greedy_keep, overlapping_pairs
 from .spec import ModelSpec
 
 
@@ -29,7 +29,11 @@ from .spec import ModelSpec
 # which needed a second pass), small enough to skip most of a long candidate list.
 FIRST_PREFIX = 8
 PREFIX_WORTHWHILE = 4
-# Margin of `possible_boxes` in log space: far above float32 rounding (about 1e-7).
+# Up to this many candidates, NMS takes every pair at once (one IoU matrix, a same-class
+# mask): far fewer NumPy calls than the sweep, and each call after the network runs on cold
+# caches.
+PAIRWISE_UP_TO = 64
+# Margin of `possible_boxes` in log space: generous (the error it covers is about 1e-16).
 _LOG_MARGIN = 1e-3
 
 
@@ -90,25 +94,30 @@ class PostprocessConfig:
         return cls(**values)
 
 
-def _softmax_along(logits: np.ndarray, axis: int) -> np.ndarray:
-    """Softmax along `axis`, in the layout given. The max is subtracted in the input
-    precision; exponentials and the normalisation run in float64 and are rounded once (to
-    float32 for float32 input)."""
+def _softmax_classes_first(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 0 (classes first). The max is subtracted in the input precision;
+    exponentials and the normalisation run in float64 and are rounded once (to float32 for
+    float32 input). The denominator adds the classes one after another, in order, as the
+    CUDA kernel does: NumPy's own reductions add pairwise in some layouts (a single default
+    box, for one), which can move a score by one float32 step."""
     with np.errstate(invalid="ignore"):  # inf - inf: NaN scores, which never pass a threshold
-        exp = np.exp(logits - logits.max(axis=axis, keepdims=True), dtype=np.float64)
-    exp /= exp.sum(axis=axis, keepdims=True)
+        exp = np.exp(logits - logits.max(axis=0), dtype=np.float64)
+    total = exp[0].copy()
+    for row in exp[1:]:
+        total += row
+    exp /= total
     return exp.astype(np.promote_types(logits.dtype, np.float32), copy=False)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax over `axis` (see `_softmax_along`), same layout as `logits`.
+    """Softmax over `axis` (see `_softmax_classes_first`), same layout as `logits`.
 
-    The work runs with `axis` moved to the front: NumPy reduces over a short last axis
-    (SSD's few classes) several times slower than over the first.
+    The work runs with `axis` moved to the front: NumPy works over a short last axis (SSD's
+    few classes) several times slower than over the first.
     """
     logits = np.asarray(logits)
     classes_first = np.ascontiguousarray(np.moveaxis(logits, axis, 0))
-    return np.ascontiguousarray(np.moveaxis(_softmax_along(classes_first, 0), 0, axis))
+    return np.ascontiguousarray(np.moveaxis(_softmax_classes_first(classes_first), 0, axis))
 
 
 def exp_float32(x: np.ndarray) -> np.ndarray:
@@ -177,7 +186,7 @@ def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, co
     """The candidates (G, P) bool of scores (G, P) in the final order (score descending,
     then default box, then group), at most `top_k` of each group. With `count`, only a
     prefix of that order holding at least `count` entries (more when scores tie at the cut,
-    and every entry when there are fewer than PREFIX_WORTHWHILE * count) is returned.
+    and every entry when there are at most PREFIX_WORTHWHILE * count) is returned.
 
     Returns prior (N,), group (N,), score (N,) and whether that is every candidate.
     """
@@ -221,7 +230,7 @@ def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessC
     whether the prefix was every candidate.
     """
     prior, group, score, complete = ranked_candidates(candidates, scores, config.top_k, count)
-    if prior.size <= DENSE_UP_TO:
+    if prior.size <= PAIRWISE_UP_TO:
         # A handful (a deployment threshold): every pair at once, fewer NumPy calls.
         boxes = np.clip(decode_boxes(locs[prior], priors_cxcywh[prior], config.variances), 0.0, 1.0)
         overlaps = pairwise_iou(boxes, boxes) > np.float32(config.iou_threshold)
@@ -306,7 +315,7 @@ def postprocess(
         if boxes.size < len(image_priors) // 2:  # leaving out fewer does not pay for the copies
             image_logits = np.take(image_logits, boxes, axis=1)  # contiguous rows, unlike [:, boxes]
             image_locs, image_priors = image_locs[boxes], image_priors[boxes]
-        probs = _softmax_along(image_logits, axis=0)
+        probs = _softmax_classes_first(image_logits)
         found.append(postprocess_image(image_locs, probs, image_priors, image_sizes[b], config, names))
     return found
 
@@ -316,11 +325,14 @@ def possible_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
     threshold, from logits (C, P): every box that can, and few that cannot.
 
     A softmax score is exp(l_c - max) / sum with sum >= 1, so it exceeds t only if
-    l_c - max > log t. l_c - max is the very float32 difference the softmax exponentiates;
-    the margin covers the rounding of the exponential, the division and the cast, so no box
-    that could pass is dropped. NaN or infinite logits give NaN scores, which never pass.
+    l_c - max > log t. l_c - max is the very float32 difference the softmax exponentiates,
+    and rounding to float32 is monotonic, so only the float64 error of the exponential and
+    the division (about 1e-16) needs a margin: _LOG_MARGIN is a deliberately generous one.
+    NaN or infinite logits give NaN scores, which never pass.
     """
     threshold = float(np.float32(score_threshold))
+    if logits.shape[0] < 2:  # background only: nothing to detect
+        return np.zeros(0, np.intp)
     if threshold <= 0.0:
         return np.arange(logits.shape[1])
     with np.errstate(invalid="ignore"):  # max_c fl(l_c - max), as rounding is monotonic

@@ -39,9 +39,11 @@ def preprocess_into(image_bgr: np.ndarray, out_chw: np.ndarray) -> None:
     """Write one BGR uint8 image into `out_chw` (3, H, W) float32: resized, RGB, [0, 1]."""
     height, width = out_chw.shape[1:]
     resized, planes = _scratch(height, width)
-    cv2.resize(image_bgr, (width, height), dst=resized, interpolation=cv2.INTER_LINEAR)
+    # OpenCV writes into the scratch arrays when they fit (uint8 BGR) and returns new ones
+    # otherwise: always use what it returns.
+    resized = cv2.resize(image_bgr, (width, height), dst=resized, interpolation=cv2.INTER_LINEAR)
     # Contiguous planes convert faster than the strided HWC -> CHW view of the whole image.
-    cv2.split(resized, planes)
+    planes = cv2.split(resized, planes)
     for channel, plane in enumerate(reversed(planes)):
         np.multiply(plane, _SCALE, out=out_chw[channel], casting="unsafe")
 

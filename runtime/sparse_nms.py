@@ -33,8 +33,7 @@ _BITS_SET = np.array([bin(value).count("1") for value in range(256)], np.intp)
 _BIT_POSITIONS = np.array(
     [[bit for bit in range(8) if value >> bit & 1] + [0] * (8 - _BITS_SET[value]) for value in range(256)], np.intp
 )
-# Up to this many boxes (or candidates, in `postprocess`), every pair is tested at once:
-# fewer NumPy calls than the sweep, and each call after the network runs on cold caches.
+# Up to this many boxes, every pair is tested at once: fewer NumPy calls than the sweep.
 DENSE_UP_TO = 64
 
 
@@ -111,8 +110,8 @@ def overlapping_pairs(boxes_xyxy: np.ndarray, iou_threshold: float) -> tuple[np.
 def class_edges(group: np.ndarray, box_of: np.ndarray, num_boxes: int, pair_a: np.ndarray, pair_b: np.ndarray):
     """Suppression edges between candidates of the same class.
 
-    Candidates are indexed 0..N-1 sorted by group then rank; candidate e is box
-    box_of[e] (0..num_boxes-1) of class group[e]. pair_a/pair_b are the overlapping box
+    Candidates are indexed 0..N-1 in the final order (so within a group, best first);
+    candidate e is box box_of[e] (0..num_boxes-1) of class group[e]. pair_a/pair_b are the overlapping box
     pairs. Returns (better, worse) candidate indices, better < worse, same group.
     """
     empty = np.zeros(0, np.intp)

@@ -173,3 +173,50 @@ def test_possible_boxes_keeps_every_box_that_can_pass():
     background = np.concatenate([np.full((3000, 1), 8.0), rng.normal(0, 1, (3000, 5))], 1).astype(np.float32)
     assert possible_boxes(np.ascontiguousarray(background.T), 0.25).size == 0
     assert possible_boxes(np.ascontiguousarray(logits.T), 0.0).size == 3000
+
+
+# 21 logits (background first) for which summing the softmax denominator pairwise instead of
+# class by class changes class 1's float32 score by one step (found by a review of the code).
+SUM_ORDER_LOGITS = np.array(
+    [0.0, -1.0, -6.163806438446045, -2.7474472522735596, -6.03713846206665, -4.603662967681885,
+     -1.134839653968811, -1.2683995962142944, -2.9264705181121826, -4.211411952972412, -6.061761379241943,
+     -6.875435829162598, -1.2105220556259155, -4.387519836425781, -7.188940525054932, -3.6355717182159424,
+     -2.563218116760254, -3.708976984024048, -1.578916072845459, -11.499279022216797, -24.018796920776367],
+    np.float32,
+)
+
+
+def class_by_class_softmax(logits):
+    """One box, as the CUDA kernel computes it: float64 exponentials added in class order."""
+    shifted = logits - logits.max()
+    total = 0.0
+    for value in shifted:
+        total += np.exp(np.float64(value))
+    return np.array([np.exp(np.float64(v)) / total for v in shifted], np.float32)
+
+
+@pytest.mark.parametrize("other_boxes_pass", [False, True])
+def test_scores_add_the_denominator_class_by_class_whatever_survives_the_box_filter(other_boxes_pass):
+    expected = class_by_class_softmax(SUM_ORDER_LOGITS)
+    exp = np.exp(np.float64(SUM_ORDER_LOGITS))
+    assert not np.array_equal((exp / np.sum(exp)).astype(np.float32), expected)  # NumPy's pairwise sum differs
+    confs = np.zeros((1, 4, 21), np.float32)
+    confs[0, :, 0] = 50.0  # background only: the box filter leaves these out
+    confs[0, 0] = SUM_ORDER_LOGITS
+    if other_boxes_pass:
+        confs[0, 1] = SUM_ORDER_LOGITS
+    priors = np.array(
+        [[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.5, 0.2, 0.1, 0.1], [0.2, 0.8, 0.1, 0.1]], np.float32
+    )
+    cfg = PostprocessConfig(score_threshold=0.1, top_k=10, max_detections=10)
+    found = postprocess(np.zeros((1, 4, 4), np.float32), confs, priors, [(100, 100)], cfg)[0]
+    assert found.labels[0] == 1 and found.scores[0] == expected[1]
+    np.testing.assert_array_equal(found.confs[0], expected)
+    np.testing.assert_array_equal(softmax(SUM_ORDER_LOGITS[None])[0], expected)  # a lone box through softmax() too
+
+
+def test_a_background_only_model_detects_nothing():
+    cfg = PostprocessConfig(score_threshold=0.2)
+    found = postprocess(np.zeros((1, 5, 4), np.float32), np.zeros((1, 5, 1), np.float32),
+                        np.full((5, 4), 0.5, np.float32), [(10, 10)], cfg)[0]
+    assert found.boxes.shape == (0, 4) and found.confs.shape == (0, 1)

@@ -50,3 +50,13 @@ def test_threads_with_different_input_sizes_do_not_share_scratch():
     for thread in threads:
         thread.join()
     assert not failures
+
+
+def test_an_image_the_scratch_buffers_do_not_fit_is_still_converted_from_itself():
+    # preprocess() insists on uint8; preprocess_into() alone must not hand back the previous image.
+    from ssd_edge.runtime.preprocess import preprocess_into
+
+    out = np.empty((3, 64, 64), np.float32)
+    preprocess_into(np.random.default_rng(2).integers(0, 256, (50, 70, 3), dtype=np.uint8), out)
+    preprocess_into(np.full((50, 70, 3), 200.0, np.float32), out)
+    np.testing.assert_allclose(out, 200.0 / 255.0, rtol=1e-6)

@@ -146,6 +146,7 @@ def test_top_k_per_class_breaks_ties_by_lower_default_box_and_ignores_nan():
 @pytest.mark.parametrize("threshold", [0.001, 0.3, 0.6])
 def test_small_candidate_sets_take_the_pairwise_path_with_the_same_result(threshold, monkeypatch):
     module = importlib.import_module("ssd_edge.runtime.postprocess")  # the package's `postprocess` is the function
+    sweep_module = importlib.import_module("ssd_edge.runtime.sparse_nms")
 
     rng = np.random.default_rng(17)
     priors = random_priors(rng, 300)
@@ -154,7 +155,8 @@ def test_small_candidate_sets_take_the_pairwise_path_with_the_same_result(thresh
     cfg = PostprocessConfig(score_threshold=threshold, iou_threshold=0.5, top_k=100, max_detections=50)
     results = {}
     for dense_up_to in (0, 1000):  # every set through the sweep; every set pairwise
-        monkeypatch.setattr(module, "DENSE_UP_TO", dense_up_to)
+        monkeypatch.setattr(module, "PAIRWISE_UP_TO", dense_up_to)
+        monkeypatch.setattr(sweep_module, "DENSE_UP_TO", dense_up_to)
         results[dense_up_to] = postprocess(locs, confs, priors, [(240, 320)] * 2, cfg)
     for sweep, pairwise in zip(results[0], results[1000]):
         assert len(sweep.labels) > 0
