@@ -231,10 +231,13 @@ def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessC
     """
     prior, group, score, complete = ranked_candidates(candidates, scores, config.top_k, count)
     if prior.size <= PAIRWISE_UP_TO:
-        # A handful (a deployment threshold): every pair at once, fewer NumPy calls.
+        # A handful (a deployment threshold): one box per candidate, so an overlapping pair of
+        # the same class is an edge as it stands; fewer NumPy calls than the mapping below.
         boxes = np.clip(decode_boxes(locs[prior], priors_cxcywh[prior], config.variances), 0.0, 1.0)
-        overlaps = pairwise_iou(boxes, boxes) > np.float32(config.iou_threshold)
-        better, worse = np.nonzero(np.triu(overlaps & (group[:, None] == group[None, :]), k=1))
+        pair_a, pair_b = overlapping_pairs(boxes, config.iou_threshold)
+        same_class = group[pair_a] == group[pair_b]
+        pair_a, pair_b = pair_a[same_class], pair_b[same_class]
+        better, worse = np.minimum(pair_a, pair_b), np.maximum(pair_a, pair_b)  # the better comes first
         box_of = np.arange(prior.size)
     else:
         # Decode each default box once, whatever the number of classes it is a candidate of.

@@ -111,8 +111,9 @@ def class_edges(group: np.ndarray, box_of: np.ndarray, num_boxes: int, pair_a: n
     """Suppression edges between candidates of the same class.
 
     Candidates are indexed 0..N-1 in the final order (so within a group, best first);
-    candidate e is box box_of[e] (0..num_boxes-1) of class group[e]. pair_a/pair_b are the overlapping box
-    pairs. Returns (better, worse) candidate indices, better < worse, same group.
+    candidate e is box box_of[e] (0..num_boxes-1) of class group[e]. pair_a/pair_b are the
+    overlapping box pairs. Returns (better, worse) candidate indices, better < worse, same
+    group.
     """
     empty = np.zeros(0, np.intp)
     if pair_a.size == 0 or group.size == 0:
