@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from model_helpers import calibrate_batchnorm  # noqa: E402
 
 from ssd_edge.models import build_model  # noqa: E402
-from ssd_edge.runtime.postprocess import PostprocessConfig, postprocess  # noqa: E402
-from ssd_edge.runtime.machine import cpu_model_and_flags  # noqa: E402
+from ssd_edge.runtime.postprocess.fast import PostprocessConfig, postprocess  # noqa: E402
+from ssd_edge.runtime.bench.machine import cpu_model_and_flags  # noqa: E402
 from ssd_edge.runtime.priors import default_boxes  # noqa: E402
 
 IMAGE_HW = (480, 640)  # original image size the boxes are scaled to
@@ -116,18 +116,18 @@ def cpu_benchmark(batch: int, runs: int, warmup: int):
     peer_run = torchvision_peer(config, torch.from_numpy(priors), batch)
     peer = lambda: peer_run(locs, confs)  # noqa: E731
     assert_identical(ours(), peer(), f"batch {batch}")
-    times = {"NumPy reference (ssd_edge.runtime.postprocess)": [], "torchvision SSD.postprocess_detections": []}
+    times = {"NumPy reference (ssd_edge.runtime.postprocess.fast)": [], "torchvision SSD.postprocess_detections": []}
     for _ in range(warmup):
         ours(), peer()
     for _ in range(runs):
-        timed(ours, times["NumPy reference (ssd_edge.runtime.postprocess)"])
+        timed(ours, times["NumPy reference (ssd_edge.runtime.postprocess.fast)"])
         timed(peer, times["torchvision SSD.postprocess_detections"])
     return config, times
 
 
 def cuda_benchmark(batch: int, runs: int, warmup: int):
-    from ssd_edge.runtime.cuda_decode_nms import CudaDecodeNms
-    from ssd_edge.runtime.cuda_resources import DeviceBuffer, Stream, primary_context
+    from ssd_edge.runtime.cuda.decode_nms import CudaDecodeNms
+    from ssd_edge.runtime.cuda.resources import DeviceBuffer, Stream, primary_context
 
     spec, locs, confs = model_outputs(batch)
     config = PostprocessConfig.from_spec(spec)

@@ -32,14 +32,15 @@ import cv2
 import numpy as np
 
 from ssd_edge.runtime.atomic import write_text_atomic
-from ssd_edge.runtime.machine import describe, markdown
+from ssd_edge.runtime.bench.machine import describe, markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_S = 0.5
 CHILD = """
 import sys, time, json
 from ssd_edge.runtime import Detector
-from ssd_edge.runtime import detector, onnxruntime_backend
+from ssd_edge.runtime import detector
+from ssd_edge.runtime.backends import onnxruntime_backend
 imported = time.monotonic()
 det = Detector(sys.argv[1])
 loaded = time.monotonic()

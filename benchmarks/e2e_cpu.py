@@ -33,12 +33,12 @@ from pathlib import Path
 import cv2
 import torch
 
-from ssd_edge.benchmark import BenchOptions, run_bench
+from ssd_edge.benchmark.run import BenchOptions, run_bench
 from ssd_edge.export.images import sample_images
 from ssd_edge.export.pipeline import ExportOptions, run_export
-from ssd_edge.runtime import bench_report
+from ssd_edge.runtime.bench import report as bench_report
 from ssd_edge.runtime.atomic import write_text_atomic
-from ssd_edge.runtime.bench import overhead_ratio
+from ssd_edge.runtime.bench.latency import overhead_ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEER = "torchvision"
@@ -51,7 +51,7 @@ def torchvision_weights(path: Path) -> Path:
     statistics of sample images, saved as its own state dict file."""
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-    from ssd_edge.bench_peers import calibrate_batchnorm
+    from ssd_edge.benchmark.peers import calibrate_batchnorm
 
     torch.manual_seed(0)
     model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)

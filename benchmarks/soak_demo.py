@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ssd_edge.runtime.machine import cpu_model_and_flags, versions
+from ssd_edge.runtime.bench.machine import cpu_model_and_flags, versions
 
 RESULTS = Path(__file__).parent / "results"
 CLASSES = ("__background__", "square", "circle")
@@ -126,9 +126,9 @@ class SoakMeter:
 
 def soak(model: Path, frames: int, block: int, work: Path, width: int, height: int, score_threshold: float):
     from ssd_edge.runtime import Detector
-    from ssd_edge.runtime.capture import FrameGrabber
-    from ssd_edge.runtime.demo import DemoSettings, record_demo
-    from ssd_edge.runtime.sources import open_capture, parse_source
+    from ssd_edge.runtime.demo.capture import FrameGrabber
+    from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
+    from ssd_edge.runtime.demo.sources import open_capture, parse_source
 
     clip = write_clip(work / "clip.mp4", 300, width, height)
     memory = {"start": rss_mb()}

@@ -20,19 +20,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssd_edge.runtime.machine import describe, markdown
+from ssd_edge.runtime.bench.machine import describe, markdown
 from ssd_edge.data.sources import load_splits
 from ssd_edge.data.synth import write_synthetic_dataset
-from ssd_edge.fileio import write_text_atomic
-from ssd_edge.train import TrainConfig, train
+from ssd_edge.runtime.atomic import write_text_atomic
+from ssd_edge.training.train import TrainConfig, train
 
 
 def step_throughput(batch_size: int, imgsz: int, steps: int, warmup: int) -> dict[str, list[float]]:
     """Images/s of one training step, ours vs torchvision's, same images, same threads."""
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-    from ssd_edge.loss import MultiBoxLoss
-    from ssd_edge.matching import match
+    from ssd_edge.training.loss import MultiBoxLoss
+    from ssd_edge.training.matching import match
     from ssd_edge.models import build_model
 
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ssd_edge.export.cuda_device import GpuInfo, NoGpu, gpu_info
+from ssd_edge.runtime.cuda.device import GpuInfo, NoGpu, gpu_info
 from ssd_edge.export.onnx_model import (
     QUANTIZATION_KEY,
     ExportError,
@@ -38,7 +38,7 @@ from ssd_edge.export.onnx_model import (
     save,
     spec_of,
 )
-from ssd_edge.fileio import atomic_path
+from ssd_edge.runtime.atomic import atomic_path
 from ssd_edge.runtime.spec import ModelSpec
 
 SIDECAR_FORMAT = "ssd_edge.engine"

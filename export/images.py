@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ssd_edge.export.onnx_model import ExportError
-from ssd_edge.runtime import image_io
+from ssd_edge.runtime import image_io  # noqa: F401
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 from ssd_edge.export.onnx_model import QUANTIZATION_KEY, ExportError, batch_size, load_onnx, metadata, spec_of
 from ssd_edge.export.parity import ParityReport
-from ssd_edge.fileio import atomic_path
+from ssd_edge.runtime.atomic import atomic_path
 from ssd_edge.runtime.spec import ModelSpec
 
 FORMATS = ("onnx", "int8", "engine")

@@ -1,5 +1,5 @@
 """Box maths in NumPy: coding against default boxes, IoU. The reference for the torch twins
-in `ssd_edge.box_ops` and for the CUDA kernel.
+in `ssd_edge.models.box_ops` and for the CUDA kernel.
 
 Formats are in the names: `_xyxy` is (x1, y1, x2, y2), `_cxcywh` is (cx, cy, w, h).
 """

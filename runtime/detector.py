@@ -20,12 +20,12 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from .image_io import read_image
-from .model_file import model_format, read_sidecar
-from .postprocess import Detections, PostprocessConfig
-from .preprocess import check_image, preprocess
-from .spec import ModelSpec
-from .stage_timer import NO_TIMER, StageTimer
+from ssd_edge.runtime.image_io import read_image
+from ssd_edge.runtime.model_file import model_format, read_sidecar
+from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig
+from ssd_edge.runtime.preprocess import check_image, preprocess
+from ssd_edge.runtime.spec import ModelSpec
+from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
 
 BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "tensorrt")
 
@@ -83,7 +83,7 @@ class Detector:
         if kind == "engine":
             if backend not in ("auto", "tensorrt"):
                 raise ValueError(f"{path}: a TensorRT engine runs on backend 'tensorrt', not {backend!r}")
-            from .tensorrt_backend import TensorRTBackend
+            from ssd_edge.runtime.backends.tensorrt_backend import TensorRTBackend
 
             self._backend = TensorRTBackend(path, overrides, read_sidecar(path))
         else:
@@ -92,7 +92,7 @@ class Detector:
                     f"{path}: backend 'tensorrt' runs engines; build one with `ssd-export --format engine`, "
                     "or use 'onnxruntime-tensorrt' for onnxruntime's TensorRT provider"
                 )
-            from .onnxruntime_backend import OnnxRuntimeBackend
+            from ssd_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
             flavour = {"onnxruntime-cpu": "cpu", "onnxruntime-tensorrt": "tensorrt"}.get(backend, "auto")
             self._backend = OnnxRuntimeBackend(path, overrides, flavour, threads=threads)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec import METADATA_KEY, ModelSpec, SpecError
+from ssd_edge.runtime.spec import METADATA_KEY, ModelSpec, SpecError
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".trt", ".plan")

@@ -11,11 +11,11 @@ from typing import Callable, Sequence
 
 import cv2
 
-from .atomic import write_bytes_atomic
-from .detector import Detector
-from .draw import draw_detections
-from .image_io import ImageError, encode_image, read_image
-from .postprocess import Detections
+from ssd_edge.runtime.atomic import write_bytes_atomic
+from ssd_edge.runtime.detector import Detector
+from ssd_edge.runtime.draw import draw_detections
+from ssd_edge.runtime.image_io import ImageError, encode_image, read_image
+from ssd_edge.runtime.postprocess.fast import Detections
 
 RESULTS_NAME = "detections.json"
 

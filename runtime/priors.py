@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .spec import DefaultBoxConfig, ModelSpec
+from ssd_edge.runtime.spec import DefaultBoxConfig, ModelSpec
 
 
 def scales_linear(num_maps: int, min_ratio: float, max_ratio: float) -> tuple[float, ...]:

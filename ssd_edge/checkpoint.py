@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ssd_edge.fileio import atomic_path
+from ssd_edge.runtime.atomic import atomic_path
 from ssd_edge.models.registry import build_model, model_from_spec
 from ssd_edge.models.ssd import SSD
 from ssd_edge.models.torchvision_import import coco_category_names, is_torchvision_detector, load_torchvision_detector

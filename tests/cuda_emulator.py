@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssd_edge.runtime.decode_nms_plan import KERNEL_SOURCE, DecodeNmsPlan
+from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 
 HERE = Path(__file__).parent / "cuda_emulation"
 DYNAMIC_SHARED = "extern __shared__ __align__(16) unsigned char smem[];"

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ssd_edge.runtime.sources import CameraError
+from ssd_edge.runtime.demo.sources import CameraError
 
 FRAME_SIZE = (160, 120)  # (width, height)
 

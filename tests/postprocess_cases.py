@@ -4,7 +4,7 @@ DESIGN.md's postprocessing used as an independent oracle."""
 import numpy as np
 
 from ssd_edge.runtime.boxes import decode, pairwise_iou
-from ssd_edge.runtime.postprocess import softmax
+from ssd_edge.runtime.postprocess.fast import softmax
 
 
 def random_priors(rng, count):

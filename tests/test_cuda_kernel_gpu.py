@@ -12,8 +12,8 @@ import torch
 from decode_nms_cases import assert_same_detections, edge_cases, model_case, random_batches
 from model_helpers import calibrate_batchnorm
 from ssd_edge.models import build_model
-from ssd_edge.runtime.decode_nms_plan import KERNEL_SOURCE, DecodeNmsPlan
-from ssd_edge.runtime.postprocess import PostprocessConfig, postprocess
+from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
+from ssd_edge.runtime.postprocess.fast import PostprocessConfig, postprocess
 from ssd_edge.runtime.priors import default_boxes
 
 
@@ -39,15 +39,15 @@ class PycudaKernels:
     """Raw outputs uploaded to the GPU, then decoded by the runtime's CudaDecodeNms."""
 
     def __init__(self):
-        from ssd_edge.runtime.cuda_resources import Stream, primary_context
+        from ssd_edge.runtime.cuda.resources import Stream, primary_context
 
         self.context = primary_context()
         with self.context:
             self.stream = Stream()
 
     def __call__(self, case):
-        from ssd_edge.runtime.cuda_decode_nms import CudaDecodeNms
-        from ssd_edge.runtime.cuda_resources import DeviceBuffer
+        from ssd_edge.runtime.cuda.decode_nms import CudaDecodeNms
+        from ssd_edge.runtime.cuda.resources import DeviceBuffer
 
         with self.context:
             decoder = CudaDecodeNms(self.stream, case.priors, case.confs.shape[2], len(case.locs), case.config)
@@ -144,7 +144,7 @@ def host_copy(buffer, shape):
     """A device buffer's first prod(shape) float32 values, copied to the host (test only)."""
     import pycuda.driver as cuda
 
-    from ssd_edge.runtime.cuda_resources import primary_context
+    from ssd_edge.runtime.cuda.resources import primary_context
 
     array = np.empty(shape, np.float32)
     with primary_context():
@@ -223,7 +223,7 @@ def test_broken_engine_reports_tensorrt_and_the_sidecar(exported, tmp_path):
     import json
 
     from ssd_edge.runtime import Detector
-    from ssd_edge.runtime.tensorrt_backend import EngineError
+    from ssd_edge.runtime.backends.tensorrt_backend import EngineError
 
     engine = tmp_path / "other.engine"
     engine.write_bytes(b"\x00" * 4096)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ssd_edge.runtime.decode_nms_plan import KERNEL_SOURCE, KERNELS
+from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, KERNELS
 
 # Jetson Nano, Xavier, Orin; Hopper.
 ARCHITECTURES = {"sm_53": "Jetson Nano", "sm_72": "Jetson Xavier", "sm_87": "Jetson Orin", "sm_90": "Hopper"}

@@ -20,8 +20,8 @@ from ssd_edge.cli.demo import main
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.models import build_model
 from ssd_edge.runtime import Detector
-from ssd_edge.runtime.capture import FrameGrabber, RetryPolicy
-from ssd_edge.runtime.demo import DemoSettings, record_demo
+from ssd_edge.runtime.demo.capture import FrameGrabber, RetryPolicy
+from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
 from ssd_edge.runtime.preprocess import preprocess
 
 CLASSES = ("__background__", "square", "circle")

@@ -6,8 +6,8 @@ import time
 import pytest
 
 from demo_helpers import CameraSite, SimulatedCamera, write_video
-from ssd_edge.runtime.capture import FrameGrabber, RetryPolicy
-from ssd_edge.runtime.sources import open_capture, parse_source
+from ssd_edge.runtime.demo.capture import FrameGrabber, RetryPolicy
+from ssd_edge.runtime.demo.sources import open_capture, parse_source
 
 FAST_RETRY = RetryPolicy(attempts=3, first_delay_s=0.02, factor=2.0, max_delay_s=1.0)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from demo_helpers import count_frames, moving_shapes
-from ssd_edge.runtime.recording import JsonLinesLog, RecordingError, VideoRecorder
+from ssd_edge.runtime.demo.recording import JsonLinesLog, RecordingError, VideoRecorder
 
 
 def hidden_partials(directory):

@@ -6,8 +6,8 @@ import cv2
 import pytest
 
 from demo_helpers import write_video
-from ssd_edge.runtime.gstreamer import GStreamerUnavailable, csi_pipeline, gstreamer_available, require_gstreamer
-from ssd_edge.runtime.sources import CameraError, open_capture, parse_source
+from ssd_edge.runtime.demo.gstreamer import GStreamerUnavailable, csi_pipeline, gstreamer_available, require_gstreamer
+from ssd_edge.runtime.demo.sources import CameraError, open_capture, parse_source
 
 BUILD_INFO_WITHOUT = "  Video I/O:\n    FFMPEG:                      YES\n    GStreamer:                   NO\n"
 BUILD_INFO_WITH = "  Video I/O:\n    FFMPEG:                      NO\n    GStreamer:                   YES (1.20.3)\n"

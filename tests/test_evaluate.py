@@ -9,9 +9,9 @@ import torch
 from ssd_edge.checkpoint import save_checkpoint
 from ssd_edge.cli.eval import main as eval_main
 from ssd_edge.data.sources import load_splits
-from ssd_edge.evaluate import coco_metrics, coco_results
+from ssd_edge.evaluation.coco import coco_metrics, coco_results
 from ssd_edge.models import build_model
-from ssd_edge.runtime.postprocess import Detections
+from ssd_edge.runtime.postprocess.fast import Detections
 
 
 def perfect(record):

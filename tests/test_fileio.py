@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from ssd_edge.fileio import atomic_path
+from ssd_edge.runtime.atomic import atomic_path
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -23,7 +23,7 @@ def test_killed_mid_write_leaves_the_old_file(tmp_path):
     target.write_text("old")
     code = textwrap.dedent(f"""
         import os
-        from ssd_edge.fileio import atomic_path
+        from ssd_edge.runtime.atomic import atomic_path
         with atomic_path({str(target)!r}) as tmp:
             tmp.write_text("half-written")
             os._exit(9)  # killed: no cleanup, no rename

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from ssd_edge.loss import MultiBoxLoss
-from ssd_edge.matching import match
+from ssd_edge.training.loss import MultiBoxLoss
+from ssd_edge.training.matching import match
 from ssd_edge.models import build_model
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ssd_edge.matching import MatchingError, assign, match
+from ssd_edge.training.matching import MatchingError, assign, match
 from ssd_edge.runtime.boxes import decode
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from postprocess_cases import random_outputs, random_priors
-from ssd_edge.runtime.postprocess import (
+from ssd_edge.runtime.postprocess.fast import (
     PostprocessConfig,
     decode_boxes,
     greedy_nms_mask,
@@ -17,7 +17,7 @@ from ssd_edge.runtime.postprocess import (
     softmax,
     top_k_per_class,
 )
-from ssd_edge.runtime.sparse_nms import DENSE_UP_TO, overlapping_pairs
+from ssd_edge.runtime.postprocess.sparse_nms import DENSE_UP_TO, overlapping_pairs
 from ssd_edge.runtime.boxes import pairwise_iou
 
 
@@ -145,8 +145,8 @@ def test_top_k_per_class_breaks_ties_by_lower_default_box_and_ignores_nan():
 
 @pytest.mark.parametrize("threshold", [0.001, 0.3, 0.6])
 def test_small_candidate_sets_take_the_pairwise_path_with_the_same_result(threshold, monkeypatch):
-    module = importlib.import_module("ssd_edge.runtime.postprocess")  # the package's `postprocess` is the function
-    sweep_module = importlib.import_module("ssd_edge.runtime.sparse_nms")
+    module = importlib.import_module("ssd_edge.runtime.postprocess.fast")  # the package's `postprocess` is the function
+    sweep_module = importlib.import_module("ssd_edge.runtime.postprocess.sparse_nms")
 
     rng = np.random.default_rng(17)
     priors = random_priors(rng, 300)

@@ -11,7 +11,7 @@ import torch
 
 from ssd_edge.checkpoint import load_checkpoint
 from ssd_edge.data.sources import DatasetError
-from ssd_edge.train import TrainConfig, TrainingError, train
+from ssd_edge.training.train import TrainConfig, TrainingError, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_resume_continues_exactly(tiny_coco, tmp_path, monkeypatch):
     straight = train(small_config(tiny_coco, tmp_path / "straight.pt", epochs=2))
 
     # The same run, interrupted (Ctrl-C) right after its first epoch was saved.
-    import ssd_edge.train as training
+    import ssd_edge.training.train as training
 
     summary_line = training.summary_line
 

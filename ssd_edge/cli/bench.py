@@ -3,7 +3,7 @@
     ssd-bench --model ssd.onnx --model ssd.int8.onnx --batch 1,8 --peer torchvision
     ssd-bench --model ssd.onnx --compare-torch ssd.pt --data dataset_coco --json bench.json --plot bench.png
 
-Parses arguments and calls `ssd_edge.benchmark.run_bench`.
+Parses arguments and calls `ssd_edge.benchmark.run.run_bench`.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from ssd_edge.benchmark import BenchOptions, command_line, run_bench
-    from ssd_edge.runtime.cuda_resources import GpuError
+    from ssd_edge.benchmark.run import BenchOptions, command_line, run_bench
+    from ssd_edge.runtime.cuda.resources import GpuError
 
     options = BenchOptions(
         models=tuple(args.models), backend=args.backend, batches=args.batch, runs=args.runs, warmup=args.warmup,

@@ -77,8 +77,8 @@ def _status(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from ssd_edge.runtime.capture import RetryPolicy
-    from ssd_edge.runtime.demo import DemoSettings, run_demo
+    from ssd_edge.runtime.demo.capture import RetryPolicy
+    from ssd_edge.runtime.demo.loop import DemoSettings, run_demo
 
     try:
         settings = DemoSettings(

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     from ssd_edge.checkpoint import CheckpointError
     from ssd_edge.data.sources import DatasetError
-    from ssd_edge.evaluation_report import evaluate_models
+    from ssd_edge.evaluation.report import evaluate_models
 
     try:
         evaluate_models(args.weights, args.datapath, split=args.split, arch=args.arch, batch=args.batch,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ssd_edge.matching import MATCHERS
+from ssd_edge.training.matching import MATCHERS
 from ssd_edge.models.registry import ARCHS
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     from ssd_edge.checkpoint import CheckpointError
     from ssd_edge.data.sources import DatasetError
-    from ssd_edge.train import TrainConfig, TrainingError, train
+    from ssd_edge.training.train import TrainConfig, TrainingError, train
 
     try:
         train(TrainConfig(**vars(args)))

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ssd_edge.data.sources import ImageRecord
-from ssd_edge.matching import match
+from ssd_edge.training.matching import match
 
 
 def read_image(record: ImageRecord) -> np.ndarray | None:

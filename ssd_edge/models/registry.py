@@ -12,8 +12,8 @@ from torch import nn
 
 from ssd_edge.models import mobilenet, vgg
 from ssd_edge.models.ssd import SSD
-from ssd_edge.postprocessor import PostProcessor
-from ssd_edge.runtime.postprocess import PostprocessConfig
+from ssd_edge.models.postprocessor import PostProcessor
+from ssd_edge.runtime.postprocess.fast import PostprocessConfig
 from ssd_edge.runtime.priors import scales_linear
 from ssd_edge.runtime.spec import DefaultBoxConfig, ModelSpec
 

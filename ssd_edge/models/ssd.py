@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ssd_edge.postprocessor import PostProcessor
+from ssd_edge.models.postprocessor import PostProcessor
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.spec import ModelSpec
 

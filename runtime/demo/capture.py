@@ -23,8 +23,8 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from .rates import RateMeter
-from .sources import CameraError
+from ssd_edge.runtime.demo.rates import RateMeter
+from ssd_edge.runtime.demo.sources import CameraError
 
 JOIN_TIMEOUT_S = 5.0  # a read blocked inside a driver is left to its daemon thread after this
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 
 class MultiBoxLoss(nn.Module):
-    """SSD's loss on targets already matched (see `ssd_edge.matching.match`).
+    """SSD's loss on targets already matched (see `ssd_edge.training.matching.match`).
 
     forward(result_boxes (B, P, 4), result_confs (B, P, C), target_locs (B, P, 4),
     target_labels (B, P)) -> (total_loss, train_acc)

@@ -1,6 +1,6 @@
 """`PostProcessor`: the seed's decode + NMS in torch, for evaluation on any device.
 
-Same semantics and ordering as the NumPy reference `ssd_edge.runtime.postprocess`
+Same semantics and ordering as the NumPy reference `ssd_edge.runtime.postprocess.fast`
 (softmax, score threshold, top_k per class, decode, per-class greedy NMS, best
 max_detections; score descending, ties by lower default-box index then lower class).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ssd_edge.box_ops import decode, pairwise_iou
-from ssd_edge.runtime.postprocess import PostprocessConfig
+from ssd_edge.models.box_ops import decode, pairwise_iou
+from ssd_edge.runtime.postprocess.fast import PostprocessConfig
 
 
 def _stable_order(*keys: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ssd_edge.runtime.atomic import atomic_path
-from ssd_edge.runtime.bench_report import display_name
+from ssd_edge.runtime.bench.report import display_name
 
 QUANTILES = (0.5, 0.9, 0.99)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ssd_edge.data.sources import DatasetError, describe, load_splits
-from ssd_edge.evaluate import EvalResult, evaluate
-from ssd_edge.fileio import write_text_atomic
+from ssd_edge.evaluation.coco import EvalResult, evaluate
+from ssd_edge.runtime.atomic import write_text_atomic
 
 
 def model_format(path: Path) -> str:
@@ -28,7 +28,7 @@ def open_predictor(path: Path, arch: str | None, device: str, backend: str):
 
         return Detector(str(path), backend=backend)
     from ssd_edge.checkpoint import load_model
-    from ssd_edge.predictor import TorchPredictor
+    from ssd_edge.evaluation.predictor import TorchPredictor
 
     return TorchPredictor(load_model(path, arch).to(device), device)
 

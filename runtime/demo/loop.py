@@ -21,14 +21,14 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .capture import CaptureStats, Frame, FrameGrabber, RetryPolicy
-from .detector import Detector
-from .display import Window, check_display
-from .draw import draw_detections
-from .postprocess import Detections
-from .rates import DurationMeter
-from .recording import JsonLinesLog, VideoRecorder
-from .sources import Source, describe_capture, open_capture, parse_source
+from ssd_edge.runtime.demo.capture import CaptureStats, Frame, FrameGrabber, RetryPolicy
+from ssd_edge.runtime.detector import Detector
+from ssd_edge.runtime.demo.display import Window, check_display
+from ssd_edge.runtime.draw import draw_detections
+from ssd_edge.runtime.postprocess.fast import Detections
+from ssd_edge.runtime.demo.rates import DurationMeter
+from ssd_edge.runtime.demo.recording import JsonLinesLog, VideoRecorder
+from ssd_edge.runtime.demo.sources import Source, describe_capture, open_capture, parse_source
 
 Status = Callable[[str], None]
 STATUS_EVERY_S = 5.0

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .stage_timer import STAGES, StageTimer
+from ssd_edge.runtime.bench.stage_timer import STAGES, StageTimer
 
 PERCENTILES = (50, 90, 99)
 ROUNDS = 10  # timed calls alternate between subjects in this many rounds
@@ -87,7 +87,7 @@ def detector_subject(
     path: str | os.PathLike, backend: str = "auto", threads: int | None = None, **overrides: float | int | None
 ) -> tuple[Subject, object]:
     """A Detector on `path` as a Subject, and the Detector (its `config` sets the peers' thresholds)."""
-    from .detector import Detector
+    from ssd_edge.runtime.detector import Detector
 
     path = Path(path)
     detector = Detector(path, backend=backend, threads=threads, **overrides)

@@ -19,9 +19,9 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .boxes import BBOX_XFORM_CLIP, pairwise_iou
-from .sparse_nms import class_edges, greedy_keep, overlapping_pairs
-from .spec import ModelSpec
+from ssd_edge.runtime.boxes import BBOX_XFORM_CLIP, pairwise_iou
+from ssd_edge.runtime.postprocess.sparse_nms import class_edges, greedy_keep, overlapping_pairs
+from ssd_edge.runtime.spec import ModelSpec
 
 
 # Candidates taken in the first prefix, per detection to keep: large enough that one pass

@@ -11,11 +11,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .model_file import spec_from_onnx_metadata
-from .postprocess import Detections, PostprocessConfig, postprocess
-from .priors import default_boxes
-from .spec import SpecError
-from .stage_timer import NO_TIMER, StageTimer
+from ssd_edge.runtime.model_file import spec_from_onnx_metadata
+from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig, postprocess
+from ssd_edge.runtime.priors import default_boxes
+from ssd_edge.runtime.spec import SpecError
+from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
 
 DEFAULT_GPU_MAX_BATCH = 32
 
@@ -151,8 +151,8 @@ class _OrtGpuDecode:
     """onnxruntime's CUDA outputs bound to our device buffers and decoded there."""
 
     def __init__(self, backend: OnnxRuntimeBackend) -> None:
-        from .cuda_decode_nms import CudaDecodeNms
-        from .cuda_resources import DeviceBuffer, Stream, primary_context
+        from ssd_edge.runtime.cuda.decode_nms import CudaDecodeNms
+        from ssd_edge.runtime.cuda.resources import DeviceBuffer, Stream, primary_context
 
         spec = backend.spec
         self.backend = backend

@@ -22,10 +22,10 @@ from ssd_edge.checkpoint import load_checkpoint, model_from_checkpoint, read_wei
 from ssd_edge.data.dataset import DetectionDataset, collate
 from ssd_edge.data.sources import Split, describe, load_splits
 from ssd_edge.data.transforms import TrainAugment
-from ssd_edge.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
-from ssd_edge.evaluate import evaluate
-from ssd_edge.loss import MultiBoxLoss
-from ssd_edge.matching import MATCHERS
+from ssd_edge.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from ssd_edge.evaluation.coco import evaluate
+from ssd_edge.training.loss import MultiBoxLoss
+from ssd_edge.training.matching import MATCHERS
 from ssd_edge.models.registry import build_model
 from ssd_edge.models.ssd import SSD
 from ssd_edge.models.torchvision_import import (
@@ -34,8 +34,8 @@ from ssd_edge.models.torchvision_import import (
     load_torchvision_backbone,
     load_torchvision_detector,
 )
-from ssd_edge.plots import plot_curves, write_metrics_csv
-from ssd_edge.predictor import TorchPredictor
+from ssd_edge.training.plots import plot_curves, write_metrics_csv
+from ssd_edge.evaluation.predictor import TorchPredictor
 
 
 class TrainingError(RuntimeError):

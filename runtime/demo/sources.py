@@ -16,7 +16,7 @@ from typing import Iterator
 
 import cv2
 
-from .gstreamer import csi_pipeline, require_gstreamer
+from ssd_edge.runtime.demo.gstreamer import csi_pipeline, require_gstreamer
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 STREAM_TIMEOUT_MS = 5000  # open and read timeouts of network streams, so a dead one fails instead of hanging

@@ -15,8 +15,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .cuda_decode_nms import CudaDecodeNms
-from .cuda_resources import (
+from ssd_edge.runtime.cuda.decode_nms import CudaDecodeNms
+from ssd_edge.runtime.cuda.resources import (
     CudaContext,
     DeviceBuffer,
     GpuError,
@@ -26,10 +26,10 @@ from .cuda_resources import (
     import_pycuda,
     primary_context,
 )
-from .model_file import EngineSidecar, read_sidecar
-from .postprocess import Detections, PostprocessConfig
-from .priors import default_boxes
-from .stage_timer import NO_TIMER, StageTimer
+from ssd_edge.runtime.model_file import EngineSidecar, read_sidecar
+from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig
+from ssd_edge.runtime.priors import default_boxes
+from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
 
 
 class EngineError(GpuError):

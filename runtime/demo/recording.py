@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .atomic import PartialFile
+from ssd_edge.runtime.atomic import PartialFile
 
 # container suffix -> FourCC; MJPG in .avi is built into OpenCV and needs no FFmpeg/GStreamer encoder
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}

@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .boxes import BBOX_XFORM_CLIP
-from .postprocess import Detections, PostprocessConfig
+from ssd_edge.runtime.boxes import BBOX_XFORM_CLIP
+from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig
 
 KERNEL_SOURCE = Path(__file__).with_name("decode_nms.cu")
 KERNELS = ("ssd_softmax", "ssd_class_nms", "ssd_merge", "ssd_pack")

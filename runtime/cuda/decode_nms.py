@@ -12,10 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .cuda_resources import DeviceBuffer, PinnedBuffer, Stream, check, compile_module
-from .decode_nms_plan import KERNEL_SOURCE, KERNELS, DecodeNmsPlan
-from .postprocess import Detections, PostprocessConfig
-from .stage_timer import NO_TIMER, StageTimer
+from ssd_edge.runtime.cuda.resources import DeviceBuffer, PinnedBuffer, Stream, check, compile_module
+from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, KERNELS, DecodeNmsPlan
+from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig
+from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
 
 
 class CudaDecodeNms:

@@ -5,7 +5,7 @@
 
 Torch-free unless a PyTorch peer (`--peer torchvision`, `--compare-torch`) or accuracy
 (`--data`, through ssd-eval) is asked for: then torch is imported for that, lazily. What is
-timed is described in `ssd_edge.runtime.bench`.
+timed is described in `ssd_edge.runtime.bench.latency`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from ssd_edge.runtime import bench, bench_report
-from ssd_edge.runtime.bench import BenchError, Subject
-from ssd_edge.runtime.machine import RUNTIME_LIBRARIES, describe
+from ssd_edge.runtime.bench import latency as bench, report as bench_report
+from ssd_edge.runtime.bench.latency import BenchError, Subject
+from ssd_edge.runtime.bench.machine import RUNTIME_LIBRARIES, describe
 from ssd_edge.runtime.spec import SpecError
 
 PEERS = ("torchvision",)
@@ -122,7 +122,7 @@ def open_subjects(options: BenchOptions, images: list[np.ndarray]) -> tuple[list
 
 def open_peers(options: BenchOptions, reference, overrides: dict, images: list[np.ndarray]) -> list[Subject]:
     """The PyTorch peers (torch imported here), at the same thread count as the models."""
-    from ssd_edge import bench_peers
+    from ssd_edge.benchmark import peers as bench_peers
 
     bench_peers.set_threads(options.thread_count)
     peers = []
@@ -138,7 +138,7 @@ def convertible(checkpoint: Path | None) -> Path | None:
     """`checkpoint` when it can give torchvision's SSDLite320 its weights, else None."""
     if checkpoint is None:
         return None
-    from ssd_edge import bench_peers
+    from ssd_edge.benchmark import peers as bench_peers
 
     try:
         bench_peers.peer_weights(checkpoint)
@@ -149,14 +149,14 @@ def convertible(checkpoint: Path | None) -> Path | None:
 
 def accuracy(options: BenchOptions, echo: Echo) -> list[dict]:
     """mAP of every model (and of --compare-torch) through ssd-eval's own evaluation."""
-    from ssd_edge.evaluation_report import evaluate_models
+    from ssd_edge.evaluation.report import evaluate_models
 
     paths = [str(m) for m in options.models] + ([str(options.compare_torch)] if options.compare_torch else [])
     echo(f"accuracy: ssd-eval on {options.data}")
     rows = evaluate_models(paths, str(options.data), backend=options.backend, progress=options.progress)
     names = {}
     if options.compare_torch is not None:
-        from ssd_edge.bench_peers import torch_model_name
+        from ssd_edge.benchmark.peers import torch_model_name
 
         names[str(options.compare_torch)] = torch_model_name(options.compare_torch)
     return [{"name": names.get(r["model"], r["model"]), **{k: r[k] for k in ("AP", "AP50", "AP75", "size_mb")},
@@ -215,7 +215,7 @@ def write_outputs(report: dict, options: BenchOptions, echo: Echo) -> None:
         write_text_atomic(options.markdown_path, bench_report.markdown(report))
         echo(f"wrote {options.markdown_path}")
     if options.plot_path is not None:
-        from ssd_edge.bench_plot import plot_latencies
+        from ssd_edge.benchmark.plot import plot_latencies
 
         plot_latencies(report, options.plot_path)
         echo(f"wrote {options.plot_path}")

@@ -22,11 +22,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ssd_edge.runtime.bench import BenchError, Subject
-from ssd_edge.runtime.postprocess import PostprocessConfig
+from ssd_edge.runtime.bench.latency import BenchError, Subject
+from ssd_edge.runtime.postprocess.fast import PostprocessConfig
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.spec import ModelSpec
-from ssd_edge.runtime.stage_timer import StageTimer
+from ssd_edge.runtime.bench.stage_timer import StageTimer
 
 TORCHVISION_NAME = "torchvision ssdlite320_mobilenet_v3_large (eager)"
 TORCH_INPUT_SIZE = (320, 320)  # torchvision's SSDLite320 always resizes to this

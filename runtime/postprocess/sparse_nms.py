@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .boxes import pairwise_iou
+from ssd_edge.runtime.boxes import pairwise_iou
 
 # Slack of the search bounds (coordinates are clipped to [0, 1]): orders of magnitude
 # above the float32 rounding of the exact test.

@@ -1,0 +1,1 @@
+"""The network runners behind `Detector`: onnxruntime (CPU, CUDA) and TensorRT engines."""

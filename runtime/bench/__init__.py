@@ -1,0 +1,1 @@
+"""Latency measurement of the runtime: what `ssd-bench` times, per stage, and how it reports."""

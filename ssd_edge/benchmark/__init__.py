@@ -1,0 +1,1 @@
+"""What `ssd-bench` runs: latency of exported models against torch peers in one run."""

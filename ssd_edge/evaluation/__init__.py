@@ -1,0 +1,1 @@
+"""COCO evaluation (pycocotools) of PyTorch checkpoints and exported models."""

@@ -1,0 +1,1 @@
+"""Training: target matching, MultiBoxLoss, the training loop, distributed set-up, curves."""
