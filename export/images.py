@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from ssd_edge.export.onnx_model import ExportError
-from ssd_edge.runtime import image_io  # noqa: F401
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -32,17 +30,6 @@ def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Pat
     return paths
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """A BGR uint8 (H, W, 3) image (the runtime's reader), or an ExportError naming the file."""
-    try:
-        return image_io.read_image(path)
-    except image_io.ImageError as exc:
-        raise ExportError(str(exc)) from None
-
-
-def read_images(paths: Sequence[str | os.PathLike]) -> Iterator[np.ndarray]:
-    for path in paths:
-        yield read_image(path)
 
 
 def sample_images(count: int, seed: int = 0) -> list[np.ndarray]:

@@ -11,12 +11,13 @@ import warnings
 from pathlib import Path
 
 from ssd_edge.runtime.model_file import spec_from_onnx_metadata
-from ssd_edge.runtime.spec import ModelSpec, SpecError
+from ssd_edge.runtime.spec import ModelSpec
+from ssd_edge.runtime.errors import SSDEdgeError
 
 QUANTIZATION_KEY = "ssd_edge.quantization"
 
 
-class ExportError(ValueError):
+class ExportError(SSDEdgeError, ValueError):
     """An export that cannot go on; the message names the file and the problem."""
 
 
@@ -50,10 +51,7 @@ def metadata(proto) -> dict[str, str]:
 
 def spec_of(proto, source: str | os.PathLike = "ONNX model") -> ModelSpec:
     """The ModelSpec stored in an ONNX model's metadata_props."""
-    try:
-        return spec_from_onnx_metadata(metadata(proto), source)
-    except SpecError as exc:
-        raise ExportError(str(exc)) from None
+    return spec_from_onnx_metadata(metadata(proto), source)
 
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:

@@ -28,6 +28,8 @@ Outputs = tuple[np.ndarray, np.ndarray]  # locs (N, P, 4), confs (N, P, C)
 class ParityError(ExportError):
     """The exported model disagrees with its reference past the tolerance."""
 
+    exit_code = 1
+
 
 @dataclass(frozen=True)
 class OutputError:

@@ -19,6 +19,7 @@ from typing import Callable
 from ssd_edge.export.onnx_model import QUANTIZATION_KEY, ExportError, batch_size, load_onnx, metadata, spec_of
 from ssd_edge.export.parity import ParityReport
 from ssd_edge.runtime.atomic import atomic_path
+from ssd_edge.runtime.errors import MissingDependency
 from ssd_edge.runtime.spec import ModelSpec
 
 FORMATS = ("onnx", "int8", "engine")
@@ -213,16 +214,16 @@ def _at_input_size(model, imgsz: tuple[int, int] | None):
 
 def _load_model(options: ExportOptions):
     try:
-        from ssd_edge.checkpoint import CheckpointError, load_model
+        from ssd_edge.checkpoint import load_model
         from ssd_edge.models.registry import ARCHS
     except ImportError as exc:
-        raise ExportError(f"{options.weights}: reading .pt weights needs torch ({exc}); give an exported .onnx instead") from None
+        raise MissingDependency(
+            f"{options.weights}: reading .pt weights needs torch ({exc}); install ssd-edge[train,export] "
+            "or give an exported .onnx instead"
+        ) from None
     if options.arch is not None and options.arch not in ARCHS:
         raise ExportError(f"unknown --arch {options.arch!r}; choose from {', '.join(sorted(ARCHS))}")
-    try:
-        model = load_model(options.weights, options.arch)
-    except CheckpointError as exc:
-        raise ExportError(str(exc)) from None
+    model = load_model(options.weights, options.arch)
     if options.arch is not None and model.spec.arch != options.arch:
         raise ExportError(f"{options.weights}: holds a {model.spec.arch} model, not the --arch {options.arch} asked for")
     return _at_input_size(model, options.imgsz)
@@ -250,7 +251,8 @@ def _export_fp32(options: ExportOptions, path: Path, result: ExportResult, echo:
 
 
 def _parity_images(options: ExportOptions, count: int) -> list:
-    from ssd_edge.export.images import list_images, read_image, sample_images
+    from ssd_edge.export.images import list_images, sample_images
+    from ssd_edge.runtime.image_io import read_image
 
     if options.calib_data is None:
         return sample_images(count)

@@ -28,7 +28,7 @@ from typing import Iterator, Sequence, Union
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from ssd_edge.export.images import read_image
+from ssd_edge.runtime.image_io import read_image
 from ssd_edge.export.onnx_model import (
     QUANTIZATION_KEY,
     ExportError,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from ssd_edge.runtime.errors import SSDEdgeError
 
 
-class ImageError(ValueError):
+class ImageError(SSDEdgeError, ValueError):
     """An image file that cannot be read or written; the message names the file."""
 
 

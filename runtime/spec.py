@@ -12,12 +12,13 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
+from ssd_edge.runtime.errors import SSDEdgeError
 
 FORMAT_VERSION = 1
 METADATA_KEY = "ssd_edge.model_spec"
 
 
-class SpecError(ValueError):
+class SpecError(SSDEdgeError, ValueError):
     """A ModelSpec (or the file that should carry one) is missing or malformed."""
 
 

@@ -20,12 +20,13 @@ from ssd_edge.models.registry import build_model, model_from_spec
 from ssd_edge.models.ssd import SSD
 from ssd_edge.models.torchvision_import import coco_category_names, is_torchvision_detector, load_torchvision_detector
 from ssd_edge.runtime.spec import ModelSpec, SpecError
+from ssd_edge.runtime.errors import SSDEdgeError
 
 FORMAT = "ssd_edge.checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SSDEdgeError, ValueError):
     """A weights file that cannot be used, with the file named in the message."""
 
 

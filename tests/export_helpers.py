@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from model_helpers import calibrate_batchnorm
-from ssd_edge.export.images import list_images, read_image
+from ssd_edge.export.images import list_images
+from ssd_edge.runtime.image_io import read_image
 from ssd_edge.models import build_model
 from ssd_edge.runtime.preprocess import preprocess
 

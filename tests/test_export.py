@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from export_helpers import calibrated_model, dataset_images
+from ssd_edge.runtime.spec import SpecError
 from ssd_edge.export.onnx_model import ExportError, batch_size, fp16_graph, load_onnx, read_spec, simplify
 from ssd_edge.export.parity import FP32_RTOL, ParityError, check_parity, onnx_outputs, onnx_session
 from ssd_edge.export.to_onnx import export_onnx
@@ -159,7 +160,7 @@ def test_onnx_without_our_metadata_is_refused(mobilenet_dynamic, tmp_path):
     del proto.metadata_props[:]
     bare = tmp_path / "bare.onnx"
     onnx.save(proto, str(bare))
-    with pytest.raises(ExportError, match=r"bare\.onnx: no ssd-edge metadata"):
+    with pytest.raises(SpecError, match=r"bare\.onnx: no ssd-edge metadata"):
         read_spec(bare)
 
 
@@ -181,7 +182,7 @@ def test_malformed_spec_in_metadata(mobilenet_dynamic, tmp_path):
             prop.value = json.dumps(data)
     path = tmp_path / "future.onnx"
     onnx.save(proto, str(path))
-    with pytest.raises(ExportError, match=r"future\.onnx: the stored ModelSpec is unusable: .*format_version"):
+    with pytest.raises(SpecError, match=r"future\.onnx: the stored ModelSpec is unusable: .*format_version"):
         read_spec(path)
 
 

@@ -112,7 +112,7 @@ def test_engine_refused_where_tensorrt_or_gpu_is_missing(checkpoint, tmp_path, c
     weights, _ = checkpoint
     code, stdout, stderr = run(["--weights", weights, "--format", "onnx,engine", "--output", tmp_path], capsys)
     assert code == 2
-    assert stderr.strip() == f"ssd-export: {missing}" and "\n" not in stderr.strip()
+    assert stderr.strip() == f"ssd-export: error: {missing}" and "\n" not in stderr.strip()
     assert list(tmp_path.iterdir()) == []  # refused before any work
 
 
@@ -155,5 +155,5 @@ def test_bad_input_gets_one_clear_line(case, checkpoint, torchvision_weights, tm
     code, _, stderr = run(args, capsys)
     assert code == 2
     lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ssd-export: "), stderr
+    assert len(lines) == 1 and lines[0].startswith("ssd-export: error: "), stderr
     assert re.search(expected, lines[0]), lines[0]

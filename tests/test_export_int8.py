@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from export_helpers import calibrated_model, correlation, dataset_images
 from ssd_edge.export.images import list_images
 from ssd_edge.export.onnx_model import QUANTIZATION_KEY, ExportError, metadata, read_spec
+from ssd_edge.runtime.image_io import ImageError
 from ssd_edge.export.parity import compare_onnx, onnx_outputs
 from ssd_edge.export.quantize import CalibrationImages, quantize_int8, stem_conv
 from ssd_edge.export.to_onnx import export_onnx
@@ -127,7 +128,7 @@ def test_corrupt_calibration_image_is_named(fp32, tiny_coco, tmp_path):
     bad = tmp_path / "calib" / "broken.jpg"
     bad.parent.mkdir()
     bad.write_bytes(b"\xff\xd8 truncated jpeg")
-    with pytest.raises(ExportError, match=r"broken\.jpg: not a readable image"):
+    with pytest.raises(ImageError, match=r"broken\.jpg: not a readable image"):
         quantize_int8(path, tmp_path / "out.onnx", [bad], "cpu", progress=False)
     assert not (tmp_path / "out.onnx").exists()
 

@@ -16,6 +16,14 @@ from ssd_edge.models import build_model
 from ssd_edge.runtime import Detections, draw_detections
 
 
+def exit_code(argv: list[str]) -> int:
+    """ssd-predict's exit status for `argv`, run in this process."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory):
     torch.manual_seed(1)
@@ -38,7 +46,7 @@ def images(tiny_coco, tmp_path):
 
 def test_predict_writes_annotated_images_and_one_json(onnx_path, images, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["--model", str(onnx_path), *map(str, images), "--output", str(out), "--score-threshold", "0.3",
+    code = exit_code(["--model", str(onnx_path), *map(str, images), "--output", str(out), "--score-threshold", "0.3",
                  "--batch", "2"])
     assert code == 0
     assert "wrote" in capsys.readouterr().out
@@ -59,17 +67,17 @@ def test_predict_stops_at_a_bad_image_before_writing(onnx_path, images, tmp_path
     out = tmp_path / "out"
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
-    assert main(["--model", str(onnx_path), str(images[0]), str(bad), "--output", str(out)]) == 2
+    assert exit_code(["--model", str(onnx_path), str(images[0]), str(bad), "--output", str(out)]) == 2
     assert "notes.jpg: not an image format OpenCV reads" in capsys.readouterr().err
     assert not out.exists()
-    assert main(["--model", str(onnx_path), str(tmp_path / "gone.jpg"), "--output", str(out)]) == 2
+    assert exit_code(["--model", str(onnx_path), str(tmp_path / "gone.jpg"), "--output", str(out)]) == 2
     assert "gone.jpg: no such image file" in capsys.readouterr().err
 
 
 def test_predict_reports_a_model_without_metadata(images, tmp_path, capsys):
     fake = tmp_path / "fake.onnx"
     fake.write_bytes(b"nope")
-    assert main(["--model", str(fake), str(images[0]), "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    assert exit_code(["--model", str(fake), str(images[0]), "--output", str(tmp_path / "out"), "--quiet"]) == 2
     assert "fake.onnx" in capsys.readouterr().err
 
 
@@ -90,7 +98,7 @@ def test_draw_detections_draws_on_a_copy():
 def test_predict_shows_confident_detections_by_default(onnx_path, images, tmp_path):
     # The model's own threshold (for mAP) would draw hundreds of boxes; the CLI shows the confident ones.
     out = tmp_path / "out"
-    assert main(["--model", str(onnx_path), str(images[0]), "--output", str(out), "--quiet"]) == 0
+    assert exit_code(["--model", str(onnx_path), str(images[0]), "--output", str(out), "--quiet"]) == 0
     results = json.loads((out / "detections.json").read_text())
     assert results["postprocess"]["score_threshold"] == SHOW_SCORE_THRESHOLD
     assert all(found["score"] > SHOW_SCORE_THRESHOLD for found in results["images"][0]["detections"])

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ssd_edge.runtime.errors import require
 from ssd_edge.runtime.model_file import spec_from_onnx_metadata
 from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig, postprocess
 from ssd_edge.runtime.priors import default_boxes
@@ -21,13 +22,7 @@ DEFAULT_GPU_MAX_BATCH = 32
 
 
 def import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ImportError(
-            f"running an ONNX model needs onnxruntime ({exc}); install it with `pip install ssd-edge[runtime]`"
-        ) from None
-    return onnxruntime
+    return require("onnxruntime", "runtime", "running an ONNX model")
 
 
 def choose_providers(available: Sequence[str], flavour: str) -> list[str]:

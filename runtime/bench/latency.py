@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ssd_edge.runtime.bench.stage_timer import STAGES, StageTimer
+from ssd_edge.runtime.errors import SSDEdgeError
 
 PERCENTILES = (50, 90, 99)
 ROUNDS = 10  # timed calls alternate between subjects in this many rounds
@@ -32,7 +33,7 @@ NOT_SEPARATE = {
 Call = Callable[[Sequence[np.ndarray], StageTimer], object]
 
 
-class BenchError(ValueError):
+class BenchError(SSDEdgeError, ValueError):
     """A benchmark that cannot run as asked; the message says what to change."""
 
 

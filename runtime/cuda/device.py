@@ -6,12 +6,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from dataclasses import dataclass
+from ssd_edge.runtime.errors import SSDEdgeError
 
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
 
 
-class NoGpu(RuntimeError):
+class NoGpu(SSDEdgeError, RuntimeError):
     """No usable NVIDIA GPU; the message says why."""
 
 

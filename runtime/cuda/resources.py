@@ -14,9 +14,10 @@ import threading
 from typing import Any, Callable
 
 import numpy as np
+from ssd_edge.runtime.errors import SSDEdgeError
 
 
-class GpuError(RuntimeError):
+class GpuError(SSDEdgeError, RuntimeError):
     """A CUDA or TensorRT call failed, or the machine cannot run the GPU path."""
 
 

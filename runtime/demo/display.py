@@ -8,11 +8,12 @@ import sys
 
 import cv2
 import numpy as np
+from ssd_edge.runtime.errors import SSDEdgeError
 
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
 
 
-class DisplayError(RuntimeError):
+class DisplayError(SSDEdgeError, RuntimeError):
     """No window can be opened here (no display, or an OpenCV built without a GUI)."""
 
 

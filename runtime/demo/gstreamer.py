@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import cv2
+from ssd_edge.runtime.errors import SSDEdgeError
 
 JETSON_OPENCV_HELP = (
     "On a Jetson use JetPack's system OpenCV, which is built with GStreamer: "
@@ -16,7 +17,7 @@ JETSON_OPENCV_HELP = (
 )
 
 
-class GStreamerUnavailable(RuntimeError):
+class GStreamerUnavailable(SSDEdgeError, RuntimeError):
     """The OpenCV in use was built without GStreamer, so it cannot open a pipeline."""
 
 

@@ -13,13 +13,14 @@ import cv2
 import numpy as np
 
 from ssd_edge.runtime.atomic import PartialFile
+from ssd_edge.runtime.errors import SSDEdgeError
 
 # container suffix -> FourCC; MJPG in .avi is built into OpenCV and needs no FFmpeg/GStreamer encoder
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 DEFAULT_FPS = 30.0
 
 
-class RecordingError(OSError):
+class RecordingError(SSDEdgeError, OSError):
     """An output file cannot be written (the message names it and says what to change)."""
 
 

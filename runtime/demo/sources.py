@@ -17,6 +17,7 @@ from typing import Iterator
 import cv2
 
 from ssd_edge.runtime.demo.gstreamer import csi_pipeline, require_gstreamer
+from ssd_edge.runtime.errors import SSDEdgeError
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 STREAM_TIMEOUT_MS = 5000  # open and read timeouts of network streams, so a dead one fails instead of hanging
@@ -36,7 +37,7 @@ HINTS = {
 }
 
 
-class CameraError(RuntimeError):
+class CameraError(SSDEdgeError, RuntimeError):
     """A video source that cannot be opened (the message lists what was tried)."""
 
 

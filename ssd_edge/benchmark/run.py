@@ -89,7 +89,8 @@ def validate(options: BenchOptions) -> None:
 
 def load_images(source: str) -> tuple[list[np.ndarray], str]:
     """The benchmark images (BGR uint8) and how to name their source."""
-    from ssd_edge.export.images import list_images, read_image, sample_images
+    from ssd_edge.export.images import list_images, sample_images
+    from ssd_edge.runtime.image_io import read_image
     from ssd_edge.export.onnx_model import ExportError
 
     if source == "images":

@@ -9,9 +9,10 @@ Parses arguments and calls `ssd_edge.benchmark.run.run_bench`.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
+
+from ssd_edge.cli import run_command
 
 
 def batch_sizes(text: str) -> tuple[int, ...]:
@@ -55,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from ssd_edge.benchmark.run import BenchOptions, command_line, run_bench
-    from ssd_edge.runtime.cuda.resources import GpuError
 
     options = BenchOptions(
         models=tuple(args.models), backend=args.backend, batches=args.batch, runs=args.runs, warmup=args.warmup,
@@ -64,11 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         json_path=args.json_path, markdown_path=args.markdown_path, plot_path=args.plot_path,
         progress=args.progress, command=command_line(None if argv is None else list(argv)),
     )
-    try:
-        run_bench(options)
-    except (ValueError, OSError, ImportError, GpuError) as exc:  # BenchError, SpecError, dataset errors: ValueError
-        print(f"ssd-bench: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_command("ssd-bench", lambda: run_bench(options))
 
 
 if __name__ == "__main__":

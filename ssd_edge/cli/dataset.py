@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ssd_edge.cli import run_command
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-dataset", description=__doc__)
@@ -21,24 +23,24 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from ssd_edge.data.sources import DatasetError, describe, load_splits
+    run_command("ssd-dataset", lambda: _run(args))
 
-    try:
-        if args.command == "synth":
-            from ssd_edge.data.synth import write_synthetic_dataset
 
-            write_synthetic_dataset(args.out, args.train, args.val, args.seed, progress=True)
-            print(describe(args.out, load_splits(args.out)))
-        else:
-            from ssd_edge.data.check import check_dataset
+def _run(args: argparse.Namespace) -> None:
+    from ssd_edge.data.sources import describe, load_splits
 
-            report = check_dataset(args.path)
-            print(report.render())
-            if not report.ok:
-                sys.exit(1)
-    except (DatasetError, OSError) as exc:
-        print(f"ssd-dataset: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    if args.command == "synth":
+        from ssd_edge.data.synth import write_synthetic_dataset
+
+        write_synthetic_dataset(args.out, args.train, args.val, args.seed, progress=True)
+        print(describe(args.out, load_splits(args.out)))
+    else:
+        from ssd_edge.data.check import check_dataset
+
+        report = check_dataset(args.path)
+        print(report.render())
+        if not report.ok:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from ssd_edge.cli import SHOW_SCORE_THRESHOLD
+from ssd_edge.cli import SHOW_SCORE_THRESHOLD, run_command
 
 EPILOG = """sources:
   0, 1, ...         a camera by index (V4L2 on Linux)
@@ -80,23 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     from ssd_edge.runtime.demo.capture import RetryPolicy
     from ssd_edge.runtime.demo.loop import DemoSettings, run_demo
 
-    try:
-        settings = DemoSettings(
-            model=args.model, source=args.source, backend=args.backend, score_threshold=args.score_threshold,
-            iou_threshold=args.iou_threshold, width=args.width, height=args.height, fps=args.fps,
-            headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
-            retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
-        )
+    settings = DemoSettings(
+        model=args.model, source=args.source, backend=args.backend, score_threshold=args.score_threshold,
+        iou_threshold=args.iou_threshold, width=args.width, height=args.height, fps=args.fps,
+        headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
+        retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
+    )
+
+    def work():
         with _StopOnSignal() as stop:
-            summary = run_demo(settings, status=_status, stop=stop.event)
-    # CameraError, GStreamerUnavailable, DisplayError and GPU errors are RuntimeErrors; bad models
-    # ValueErrors (SpecError); missing files and unwritable outputs OSErrors; a missing onnxruntime ImportError
-    except (RuntimeError, ValueError, OSError, ImportError) as exc:
-        print(f"ssd-demo: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("ssd-demo: interrupted", file=sys.stderr)
-        sys.exit(130)
+            return run_demo(settings, status=_status, stop=stop.event)
+
+    summary = run_command("ssd-demo", work)
     _status(summary.describe())
     if summary.capture.source_lost:
         sys.exit(1)  # outputs are finalised; a service manager may restart the demo

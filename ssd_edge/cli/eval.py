@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from ssd_edge.cli import run_command
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,16 +23,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from ssd_edge.checkpoint import CheckpointError
-    from ssd_edge.data.sources import DatasetError
     from ssd_edge.evaluation.report import evaluate_models
 
-    try:
-        evaluate_models(args.weights, args.datapath, split=args.split, arch=args.arch, batch=args.batch,
-                        device=args.device, backend=args.backend, json_path=args.json, progress=args.progress)
-    except (DatasetError, CheckpointError, ValueError, OSError) as exc:
-        print(f"ssd-eval: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_command("ssd-eval", lambda: evaluate_models(
+        args.weights, args.datapath, split=args.split, arch=args.arch, batch=args.batch, device=args.device,
+        backend=args.backend, json_path=args.json, progress=args.progress,
+    ))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ssd_edge.export.onnx_model import ExportError
-from ssd_edge.export.parity import ParityError
 from ssd_edge.export.pipeline import FORMATS, ExportOptions, run_export
+from ssd_edge.cli import run_command
 
 
 def parse_formats(text: str) -> list[str]:
@@ -72,14 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
-        try:
-            run_export(options_from(args), echo=print)
-        except ParityError as exc:
-            print(f"ssd-export: {exc}", file=sys.stderr)
-            sys.exit(1)
-        except (ExportError, OSError) as exc:
-            print(f"ssd-export: {exc}", file=sys.stderr)
-            sys.exit(2)
+        run_command("ssd-export", lambda: run_export(options_from(args), echo=print))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ssd_edge.cli import SHOW_SCORE_THRESHOLD
+from ssd_edge.cli import SHOW_SCORE_THRESHOLD, run_command
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,15 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"\r{done}/{total} images", end="" if done < total else "\n", flush=True)
 
-    try:
-        results = predict_images(
-            args.model, args.images, args.output, backend=args.backend, score_threshold=args.score_threshold,
-            iou_threshold=args.iou_threshold, max_detections=args.max_detections, batch=args.batch,
-            progress=progress,
-        )
-    except (ValueError, OSError, RuntimeError, ImportError) as exc:
-        print(f"ssd-predict: error: {exc}", file=sys.stderr)
-        return 2
+    results = run_command("ssd-predict", lambda: predict_images(
+        args.model, args.images, args.output, backend=args.backend, score_threshold=args.score_threshold,
+        iou_threshold=args.iou_threshold, max_detections=args.max_detections, batch=args.batch,
+        progress=progress,
+    ))
     if not args.quiet:
         print(f"wrote {results}")
     return 0

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ssd_edge.training.matching import MATCHERS
 from ssd_edge.models.registry import ARCHS
+from ssd_edge.cli import run_command
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,18 +36,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from ssd_edge.checkpoint import CheckpointError
-    from ssd_edge.data.sources import DatasetError
-    from ssd_edge.training.train import TrainConfig, TrainingError, train
+    from ssd_edge.training.train import TrainConfig, train
 
-    try:
-        train(TrainConfig(**vars(args)))
-    except (DatasetError, CheckpointError, TrainingError, ValueError, OSError) as exc:
-        print(f"ssd-train: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("ssd-train: interrupted; the last checkpoint written is intact", file=sys.stderr)
-        sys.exit(130)
+    run_command("ssd-train", lambda: train(TrainConfig(**vars(args))),
+                interrupted="interrupted; the last checkpoint written is intact")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ssd_edge.runtime.errors import SSDEdgeError
 
 
-class DatasetError(ValueError):
+class DatasetError(SSDEdgeError, ValueError):
     """A dataset that cannot be read; the message names the file and the problem."""
 
 

@@ -12,11 +12,12 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ssd_edge.runtime.boxes import cxcywh_to_xyxy, encode, pairwise_iou
+from ssd_edge.runtime.errors import SSDEdgeError
 
 MATCHERS = ("hungarian_iou", "hungarian", "greedy_iou")
 
 
-class MatchingError(ValueError):
+class MatchingError(SSDEdgeError, ValueError):
     """Ground truth that cannot be matched (a degenerate box, mismatched arrays)."""
 
 

@@ -36,9 +36,10 @@ from ssd_edge.models.torchvision_import import (
 )
 from ssd_edge.training.plots import plot_curves, write_metrics_csv
 from ssd_edge.evaluation.predictor import TorchPredictor
+from ssd_edge.runtime.errors import SSDEdgeError
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SSDEdgeError, RuntimeError):
     """Training cannot go on (a NaN loss, an unusable --resume file...)."""
 
 
