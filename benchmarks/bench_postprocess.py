@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from model_helpers import calibrate_batchnorm  # noqa: E402
 
 from ssd_edge.models import build_model  # noqa: E402
-from ssd_edge.runtime.postprocess.fast import PostprocessConfig, postprocess  # noqa: E402
+from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import postprocess  # noqa: E402
 from ssd_edge.runtime.bench.machine import cpu_model_and_flags  # noqa: E402
 from ssd_edge.runtime.priors import default_boxes  # noqa: E402
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from ssd_edge.export.onnx_model import ExportError
 from ssd_edge.runtime.boxes import pairwise_iou
-from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig, postprocess
+from ssd_edge.runtime.detections import Detections, PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.spec import ModelSpec

@@ -6,7 +6,8 @@ the CUDA decode + NMS kernel). It must never import torch: a Jetson deploys with
 `Detector`, `draw_detections` and `read_image` load on first use (they need OpenCV).
 """
 
-from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig, postprocess
+from ssd_edge.runtime.detections import Detections, PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.spec import DefaultBoxConfig, ModelSpec, SpecError
 

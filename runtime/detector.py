@@ -22,7 +22,7 @@ import numpy as np
 
 from ssd_edge.runtime.image_io import read_image
 from ssd_edge.runtime.model_file import model_format, read_sidecar
-from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig
+from ssd_edge.runtime.detections import Detections, PostprocessConfig, PostprocessOverrides
 from ssd_edge.runtime.preprocess import check_image, preprocess
 from ssd_edge.runtime.spec import ModelSpec
 from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
@@ -77,7 +77,7 @@ class Detector:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         kind = model_format(path)
-        overrides = dict(
+        overrides = PostprocessOverrides(
             score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections, top_k=top_k
         )
         if kind == "engine":

@@ -8,7 +8,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ssd_edge.runtime.postprocess.fast import Detections
+from ssd_edge.runtime.detections import Detections
 
 
 def class_colour(label: int) -> tuple[int, int, int]:

@@ -15,7 +15,6 @@ from ssd_edge.runtime.atomic import write_bytes_atomic
 from ssd_edge.runtime.detector import Detector
 from ssd_edge.runtime.draw import draw_detections
 from ssd_edge.runtime.image_io import ImageError, encode_image, read_image
-from ssd_edge.runtime.postprocess.fast import Detections
 
 RESULTS_NAME = "detections.json"
 
@@ -47,14 +46,6 @@ def output_names(paths: Sequence[Path]) -> list[str]:
             seen[name] = 0
         names.append(name)
     return names
-
-
-def detections_json(detections: Detections, class_names: Sequence[str]) -> list[dict]:
-    return [
-        {"box": [round(float(v), 3) for v in box], "label": int(label), "class": class_names[int(label)],
-         "score": round(float(score), 6)}
-        for box, label, score in zip(detections.boxes, detections.labels, detections.scores)
-    ]
 
 
 def predict_images(
@@ -92,7 +83,7 @@ def predict_images(
                 write_bytes_atomic(target, encode_image(drawn, path.suffix, str(target)))
                 height, width = picture.shape[:2]
                 entries.append({"image": str(path), "annotated": str(target), "width": width, "height": height,
-                                "detections": detections_json(found, class_names)})
+                                "detections": found.to_records()})
             if progress:
                 progress(min(start + batch, len(paths)), len(paths))
         summary = {

@@ -12,6 +12,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
+from ssd_edge.runtime.detections import DEFAULT_POSTPROCESS, ConfigError, PostprocessConfig
 from ssd_edge.runtime.errors import SSDEdgeError
 
 FORMAT_VERSION = 1
@@ -80,10 +81,10 @@ class ModelSpec:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     channel_order: str = "RGB"
     variances: tuple[float, float] = (0.1, 0.2)
-    score_threshold: float = 0.01
-    iou_threshold: float = 0.45
-    top_k: int = 200
-    max_detections: int = 200
+    score_threshold: float = DEFAULT_POSTPROCESS.score_threshold
+    iou_threshold: float = DEFAULT_POSTPROCESS.iou_threshold
+    top_k: int = DEFAULT_POSTPROCESS.top_k
+    max_detections: int = DEFAULT_POSTPROCESS.max_detections
     arch_options: Mapping[str, Any] = field(default_factory=dict)
     input_name: str = "images"
     output_names: tuple[str, str] = ("locs", "confs")
@@ -96,10 +97,15 @@ class ModelSpec:
             raise SpecError(f"input_size must be (H, W), got {self.input_size}")
         if self.channel_order != "RGB":
             raise SpecError(f"channel_order must be 'RGB', got {self.channel_order!r}")
-        if not 0.0 <= self.iou_threshold <= 1.0:
-            raise SpecError(f"iou_threshold must lie in [0, 1], got {self.iou_threshold}")
-        if self.top_k < 1 or self.max_detections < 1:
-            raise SpecError("top_k and max_detections must be at least 1")
+        try:
+            self.postprocess
+        except ConfigError as exc:
+            raise SpecError(str(exc)) from None
+
+    @property
+    def postprocess(self) -> PostprocessConfig:
+        """The model's postprocessing defaults."""
+        return PostprocessConfig.from_spec(self)
 
     @property
     def num_classes(self) -> int:

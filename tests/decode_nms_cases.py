@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from postprocess_cases import random_outputs, random_priors
-from ssd_edge.runtime.postprocess.fast import PostprocessConfig
+from ssd_edge.runtime.detections import PostprocessConfig
 
 
 @dataclass

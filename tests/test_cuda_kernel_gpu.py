@@ -13,7 +13,8 @@ from decode_nms_cases import assert_same_detections, edge_cases, model_case, ran
 from model_helpers import calibrate_batchnorm
 from ssd_edge.models import build_model
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
-from ssd_edge.runtime.postprocess.fast import PostprocessConfig, postprocess
+from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
 
 

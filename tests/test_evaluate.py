@@ -11,7 +11,7 @@ from ssd_edge.cli.eval import main as eval_main
 from ssd_edge.data.sources import load_splits
 from ssd_edge.evaluation.coco import coco_metrics, coco_results
 from ssd_edge.models import build_model
-from ssd_edge.runtime.postprocess.fast import Detections
+from ssd_edge.runtime.detections import Detections
 
 
 def perfect(record):

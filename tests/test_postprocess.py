@@ -10,7 +10,8 @@ from torchvision.models.detection import _utils as det_utils
 from model_helpers import calibrate_batchnorm
 from postprocess_cases import literal_postprocess, random_outputs, random_priors
 from ssd_edge.models.postprocessor import PostProcessor
-from ssd_edge.runtime.postprocess.fast import PostprocessConfig, possible_boxes, postprocess, softmax
+from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import possible_boxes, postprocess, softmax
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.models import build_model
 

@@ -58,7 +58,7 @@ def test_predict_writes_annotated_images_and_one_json(onnx_path, images, tmp_pat
         annotated = cv2.imread(entry["annotated"])
         assert annotated.shape == (entry["height"], entry["width"], 3)
         for found in entry["detections"]:
-            assert found["class"] in ("cat", "dog") and found["score"] > 0.3 and len(found["box"]) == 4
+            assert found["name"] in ("cat", "dog") and found["score"] > 0.3 and len(found["box"]) == 4
     assert sum(len(e["detections"]) for e in results["images"]) > 0
     assert not list(out.glob(".*.tmp"))
 

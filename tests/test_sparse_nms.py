@@ -7,16 +7,8 @@ import numpy as np
 import pytest
 
 from postprocess_cases import random_outputs, random_priors
-from ssd_edge.runtime.postprocess.fast import (
-    PostprocessConfig,
-    decode_boxes,
-    greedy_nms_mask,
-    possible_boxes,
-    postprocess,
-    ranked_candidates,
-    softmax,
-    top_k_per_class,
-)
+from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import decode_boxes, greedy_nms_mask, possible_boxes, postprocess, ranked_candidates, softmax, top_k_per_class
 from ssd_edge.runtime.postprocess.sparse_nms import DENSE_UP_TO, overlapping_pairs
 from ssd_edge.runtime.boxes import pairwise_iou
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ssd_edge.runtime.errors import require
 from ssd_edge.runtime.model_file import spec_from_onnx_metadata
-from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig, postprocess
+from ssd_edge.runtime.detections import Detections, PostprocessOverrides
+from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.spec import SpecError
 from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
@@ -48,7 +49,7 @@ def choose_providers(available: Sequence[str], flavour: str) -> list[str]:
 class OnnxRuntimeBackend:
     """Network on onnxruntime, decode + NMS in NumPy (CPU) or in the CUDA kernel (GPU).
 
-    overrides: postprocessing values replacing the ModelSpec's (None keeps the spec's).
+    overrides: the caller's changes to the ModelSpec's postprocessing defaults.
     batch_size: the model's fixed batch, or None when its batch is dynamic.
     threads: intra-op threads (None: onnxruntime's default, one per physical core).
     """
@@ -56,7 +57,7 @@ class OnnxRuntimeBackend:
     def __init__(
         self,
         path: str | os.PathLike,
-        overrides: Mapping[str, float | int | None],
+        overrides: PostprocessOverrides = PostprocessOverrides(),
         flavour: str = "auto",
         threads: int | None = None,
     ) -> None:
@@ -75,7 +76,7 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             raise SpecError(f"{self.path}: onnxruntime cannot load this model ({type(exc).__name__}: {exc})") from None
         self.spec = spec_from_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
-        self.config = PostprocessConfig.from_spec(self.spec, **overrides)
+        self.config = overrides.apply(self.spec.postprocess)
         self.providers = self.session.get_providers()
         self.name = f"onnxruntime ({', '.join(self.providers)})"
         self._check_io()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from ssd_edge.runtime.cuda.resources import (
     primary_context,
 )
 from ssd_edge.runtime.model_file import EngineSidecar, read_sidecar
-from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig
+from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
 
@@ -158,14 +158,14 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(
-        self, path: str | os.PathLike, overrides: Mapping[str, float | int | None], sidecar: EngineSidecar | None = None
+        self, path: str | os.PathLike, overrides: PostprocessOverrides = PostprocessOverrides(), sidecar: EngineSidecar | None = None
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such engine file")
         self.sidecar = sidecar or read_sidecar(self.path)
         self.spec = self.sidecar.spec
-        self.config = config = PostprocessConfig.from_spec(self.spec, **overrides)
+        self.config = config = overrides.apply(self.spec.postprocess)
         trt = import_tensorrt(self.path, self.sidecar)
         import_pycuda()
         self.context = primary_context()

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ssd_edge.runtime.boxes import BBOX_XFORM_CLIP
-from ssd_edge.runtime.postprocess.fast import Detections, PostprocessConfig
+from ssd_edge.runtime.detections import Detections, PostprocessConfig
 
 KERNEL_SOURCE = Path(__file__).with_name("decode_nms.cu")
 KERNELS = ("ssd_softmax", "ssd_class_nms", "ssd_merge", "ssd_pack")

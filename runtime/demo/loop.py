@@ -25,7 +25,7 @@ from ssd_edge.runtime.demo.capture import CaptureStats, Frame, FrameGrabber, Ret
 from ssd_edge.runtime.detector import Detector
 from ssd_edge.runtime.demo.display import Window, check_display
 from ssd_edge.runtime.draw import draw_detections
-from ssd_edge.runtime.postprocess.fast import Detections
+from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.demo.rates import DurationMeter
 from ssd_edge.runtime.demo.recording import JsonLinesLog, VideoRecorder
 from ssd_edge.runtime.demo.sources import Source, describe_capture, open_capture, parse_source
@@ -92,14 +92,6 @@ class DemoSummary:
         parts.append(f"video {self.video}," if self.video else "no video written,")
         parts.append(f"log {self.log}" if self.log else "no log")
         return " ".join(parts)
-
-
-def detections_record(detections: Detections, decimals: int = 1) -> list[dict[str, Any]]:
-    """Detections as JSON-ready dicts: box [x1, y1, x2, y2] in pixels, label, name, score."""
-    return [
-        {"box": [round(float(v), decimals) for v in box], "label": int(label), "name": name, "score": round(float(score), 4)}
-        for box, label, name, score in zip(detections.boxes, detections.labels, detections.names, detections.scores)
-    ]
 
 
 class DemoLoop:
@@ -192,7 +184,7 @@ class DemoLoop:
             "capture_fps": round(frame.capture_fps, 2),
             "inference_fps": round(self.inference.per_second, 2),
             "inference_ms": round(1000.0 * seconds, 3),
-            "detections": detections_record(detections),
+            "detections": detections.to_records(),
         }
 
     def _progress_line(self) -> str:

@@ -14,14 +14,13 @@ float32 `exp` and the CUDA kernel (`decode_nms.cu`), doing the same, agrees to t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.boxes import BBOX_XFORM_CLIP, pairwise_iou
 from ssd_edge.runtime.postprocess.sparse_nms import class_edges, greedy_keep, overlapping_pairs
-from ssd_edge.runtime.spec import ModelSpec
 
 
 # Candidates taken in the first prefix, per detection to keep: large enough that one pass
@@ -35,63 +34,6 @@ PREFIX_WORTHWHILE = 4
 PAIRWISE_UP_TO = 64
 # Margin of `possible_boxes` in log space: generous (the error it covers is about 1e-16).
 _LOG_MARGIN = 1e-3
-
-
-class Detections(NamedTuple):
-    """Detections of one image. boxes (N, 4) xyxy in the original image's pixels,
-    labels (N,) int64 (1..C-1), scores (N,) float32, confs (N, C) the softmax vector
-    of each kept box; class_names (all C names, background first) when the producer
-    knows them, so that `names` gives each detection's class name."""
-
-    boxes: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-    confs: np.ndarray
-    class_names: tuple[str, ...] = ()
-
-    @classmethod
-    def empty(cls, num_classes: int, class_names: tuple[str, ...] = ()) -> "Detections":
-        return cls(
-            np.zeros((0, 4), np.float32),
-            np.zeros((0,), np.int64),
-            np.zeros((0,), np.float32),
-            np.zeros((0, num_classes), np.float32),
-            tuple(class_names),
-        )
-
-    @property
-    def names(self) -> list[str]:
-        """The class name of every detection (the label as text when names are unknown)."""
-        if not self.class_names:
-            return [str(int(label)) for label in self.labels]
-        return [self.class_names[int(label)] for label in self.labels]
-
-
-@dataclass(frozen=True)
-class PostprocessConfig:
-    score_threshold: float = 0.01
-    iou_threshold: float = 0.45
-    top_k: int = 200
-    max_detections: int = 200
-    variances: tuple[float, float] = (0.1, 0.2)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must lie in [0, 1], got {self.iou_threshold}")
-        if self.top_k < 1 or self.max_detections < 1:
-            raise ValueError(f"top_k ({self.top_k}) and max_detections ({self.max_detections}) must be >= 1")
-
-    @classmethod
-    def from_spec(cls, spec: ModelSpec, **overrides: float | int | None) -> "PostprocessConfig":
-        values = dict(
-            score_threshold=spec.score_threshold,
-            iou_threshold=spec.iou_threshold,
-            top_k=spec.top_k,
-            max_detections=spec.max_detections,
-            variances=tuple(spec.variances),
-        )
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
 
 
 def _softmax_classes_first(logits: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ssd_edge.runtime.bench.latency import BenchError, Subject
-from ssd_edge.runtime.postprocess.fast import PostprocessConfig
+from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.spec import ModelSpec
 from ssd_edge.runtime.bench.stage_timer import StageTimer
@@ -177,7 +177,7 @@ def torch_model_peer(path: str | os.PathLike, overrides: dict[str, float | int |
     from ssd_edge.checkpoint import load_model
 
     model = load_model(path).eval()
-    model.post_processor.config = PostprocessConfig.from_spec(model.spec, **overrides)
+    model.post_processor.config = model.spec.postprocess.replace(**overrides)
     spec = model.spec
 
     def call(images: Sequence[np.ndarray], timer: StageTimer) -> object:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ssd_edge.data.dataset import read_image
 from ssd_edge.data.sources import Split
-from ssd_edge.runtime.postprocess.fast import Detections
+from ssd_edge.runtime.detections import Detections
 
 Predictor = Callable[[Sequence[np.ndarray]], Sequence[Detections]]
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")

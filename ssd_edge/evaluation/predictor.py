@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ssd_edge.models.ssd import SSD
-from ssd_edge.runtime.postprocess.fast import Detections
+from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.preprocess import preprocess
 
 

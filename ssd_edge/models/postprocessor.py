@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ssd_edge.models.box_ops import decode, pairwise_iou
-from ssd_edge.runtime.postprocess.fast import PostprocessConfig
+from ssd_edge.runtime.detections import PostprocessConfig
 
 
 def _stable_order(*keys: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 from ssd_edge.models import mobilenet, vgg
 from ssd_edge.models.ssd import SSD
 from ssd_edge.models.postprocessor import PostProcessor
-from ssd_edge.runtime.postprocess.fast import PostprocessConfig
+from ssd_edge.runtime.detections import DEFAULT_POSTPROCESS
 from ssd_edge.runtime.priors import scales_linear
 from ssd_edge.runtime.spec import DefaultBoxConfig, ModelSpec
 
@@ -144,9 +144,7 @@ def build_model(
 
     backbone, extras = chosen.body(**arch_options)
     maps, channels = _probe(backbone, extras, arch, size)
-    post = {"score_threshold": 0.01, "iou_threshold": 0.45, "top_k": 200, "max_detections": 200}
-    post.update(chosen.postprocess)
-    post.update(postprocess or {})
+    post = DEFAULT_POSTPROCESS.replace(**chosen.postprocess).replace(**(postprocess or {}))
     spec = ModelSpec(
         arch=arch,
         input_size=size,
@@ -160,10 +158,14 @@ def build_model(
         mean=tuple(mean or chosen.mean),
         std=tuple(std or chosen.std),
         arch_options=arch_options,
-        **post,
+        score_threshold=post.score_threshold,
+        iou_threshold=post.iou_threshold,
+        top_k=post.top_k,
+        max_detections=post.max_detections,
+        variances=post.variances,
     )
     classification, regression = chosen.heads(channels, spec.default_boxes.boxes_per_location, spec.num_classes)
-    return SSD(spec, backbone, extras, classification, regression, PostProcessor(PostprocessConfig.from_spec(spec)))
+    return SSD(spec, backbone, extras, classification, regression, PostProcessor(spec.postprocess))
 
 
 def model_from_spec(spec: ModelSpec) -> SSD:

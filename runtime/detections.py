@@ -1,0 +1,147 @@
+"""What decode + NMS produces and how it is configured: `Detections` (one image's result)
+and `PostprocessConfig` (thresholds and counts, validated once, here).
+
+Every implementation of the postprocessing rule (the NumPy reference and fast path, the
+torch `PostProcessor`, the CUDA kernel) takes a `PostprocessConfig` and returns
+`Detections`; a `ModelSpec` stores the model's defaults, which a caller overrides with
+`config.replace(score_threshold=0.3)` or `PostprocessConfig.from_spec(spec, ...)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from ssd_edge.runtime.errors import SSDEdgeError
+
+if TYPE_CHECKING:
+    from ssd_edge.runtime.spec import ModelSpec
+
+
+class ConfigError(SSDEdgeError, ValueError):
+    """A postprocessing threshold or count that cannot be used; the message names it."""
+
+
+class Detections(NamedTuple):
+    """Detections of one image. boxes (N, 4) xyxy in the original image's pixels,
+    labels (N,) int64 (1..C-1), scores (N,) float32, confs (N, C) the softmax vector
+    of each kept box; class_names (all C names, background first) when the producer
+    knows them, so that `names` gives each detection's class name."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    confs: np.ndarray
+    class_names: tuple[str, ...] = ()
+
+    @classmethod
+    def empty(cls, num_classes: int, class_names: tuple[str, ...] = ()) -> "Detections":
+        return cls(
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.int64),
+            np.zeros((0,), np.float32),
+            np.zeros((0, num_classes), np.float32),
+            tuple(class_names),
+        )
+
+    @property
+    def names(self) -> list[str]:
+        """The class name of every detection (the label as text when names are unknown)."""
+        if not self.class_names:
+            return [str(int(label)) for label in self.labels]
+        return [self.class_names[int(label)] for label in self.labels]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per detection: box [x1, y1, x2, y2] in pixels (to 0.01 px),
+        label, name, score (to 1e-5). The one schema every JSON output of the toolkit
+        (ssd-predict's detections.json, the demo's log) writes."""
+        return [
+            {
+                "box": [round(float(v), 2) for v in box],
+                "label": int(label),
+                "name": name,
+                "score": round(float(score), 5),
+            }
+            for box, label, name, score in zip(self.boxes, self.labels, self.names, self.scores)
+        ]
+
+
+def _probability(name: str, value: Any, upper_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= value <= 1.0 or (upper_open and value == 1.0):
+        bound = "[0, 1)" if upper_open else "[0, 1]"
+        raise ConfigError(f"{name} must lie in {bound}, got {value}")
+    return float(value)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """score_threshold: keep class scores above it; iou_threshold: per-class NMS overlap;
+    top_k: candidates per class before NMS; max_detections: per image; variances: the
+    box coder's (centre, size) scales. The defaults here are the toolkit's only ones."""
+
+    score_threshold: float = 0.01
+    iou_threshold: float = 0.45
+    top_k: int = 200
+    max_detections: int = 200
+    variances: tuple[float, float] = (0.1, 0.2)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "score_threshold", _probability("score_threshold", self.score_threshold, upper_open=True))
+        set_(self, "iou_threshold", _probability("iou_threshold", self.iou_threshold))
+        set_(self, "top_k", _count("top_k", self.top_k))
+        set_(self, "max_detections", _count("max_detections", self.max_detections))
+        variances = tuple(self.variances) if isinstance(self.variances, (tuple, list)) else ()
+        if len(variances) != 2 or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in variances
+        ):
+            raise ConfigError(f"variances must be two positive numbers, got {self.variances!r}")
+        set_(self, "variances", tuple(float(v) for v in variances))
+
+    def replace(self, **overrides: Any) -> "PostprocessConfig":
+        """A copy with the given fields changed; None leaves a field as it is."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_spec(cls, spec: "ModelSpec", **overrides: Any) -> "PostprocessConfig":
+        """The model's own defaults, with `overrides` (None: keep the model's)."""
+        return cls(
+            score_threshold=spec.score_threshold,
+            iou_threshold=spec.iou_threshold,
+            top_k=spec.top_k,
+            max_detections=spec.max_detections,
+            variances=tuple(spec.variances),
+        ).replace(**overrides)
+
+
+DEFAULT_POSTPROCESS = PostprocessConfig()
+
+
+@dataclass(frozen=True)
+class PostprocessOverrides:
+    """A caller's changes to a model's postprocessing defaults (None: keep the model's),
+    checked when made, before any model is opened; `apply` gives the config in effect."""
+
+    score_threshold: float | None = None
+    iou_threshold: float | None = None
+    top_k: int | None = None
+    max_detections: int | None = None
+
+    def __post_init__(self) -> None:
+        DEFAULT_POSTPROCESS.replace(**dataclasses.asdict(self))
+
+    def apply(self, config: PostprocessConfig) -> PostprocessConfig:
+        return config.replace(**dataclasses.asdict(self))
