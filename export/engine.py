@@ -39,10 +39,9 @@ from ssd_edge.export.onnx_model import (
     spec_of,
 )
 from ssd_edge.runtime.atomic import atomic_path
+from ssd_edge.runtime.model_file import EngineSidecar, sidecar_path
 from ssd_edge.runtime.spec import ModelSpec
 
-SIDECAR_FORMAT = "ssd_edge.engine"
-SIDECAR_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -143,20 +142,13 @@ def default_timing_cache(trt: ModuleType, gpu: GpuInfo) -> Path:
     return root / "ssd_edge" / "tensorrt" / f"{safe_name}-sm{major}{minor}-trt{trt.__version__}.timing"
 
 
-def sidecar(spec: ModelSpec, trt: ModuleType, gpu: GpuInfo, options: EngineOptions, shapes: dict, source: Path) -> dict:
+def sidecar(spec: ModelSpec, trt: ModuleType, gpu: GpuInfo, options: EngineOptions, shapes: dict, source: Path) -> EngineSidecar:
     """The `<engine>.json` beside every engine: what the runtime needs besides the engine
     (the ModelSpec) and what the engine is tied to (TensorRT version, GPU)."""
-    return {
-        "format": SIDECAR_FORMAT,
-        "version": SIDECAR_VERSION,
-        "model_spec": spec.to_dict(),
-        "tensorrt_version": trt.__version__,
-        "gpu": gpu.to_dict(),
-        "precision": options.precision,
-        "dla_core": options.dla_core,
-        "profile": shapes,
-        "source_onnx": source.name,
-    }
+    return EngineSidecar(
+        spec=spec, tensorrt_version=trt.__version__, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
+        precision=options.precision, dla_core=options.dla_core, profile=shapes, source_onnx=source.name,
+    )
 
 
 def _check_source(proto, path: Path, options: EngineOptions) -> None:
@@ -278,7 +270,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, o
     shapes = profile_shapes(spec, fixed_batch, options.batch)
     serialized = _serialize(trt, capabilities, gpu, proto, onnx_path, options, shapes)
     info = sidecar(spec, trt, gpu, options, shapes, onnx_path)
-    with atomic_path(engine_path) as engine_tmp, atomic_path(f"{engine_path}.json") as json_tmp:
+    with atomic_path(engine_path) as engine_tmp, atomic_path(sidecar_path(engine_path)) as json_tmp:
         engine_tmp.write_bytes(memoryview(serialized))
-        json_tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
+        json_tmp.write_text(info.to_json())
     return engine_path

@@ -15,18 +15,32 @@ from ssd_edge.runtime.spec import METADATA_KEY, ModelSpec, SpecError
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".trt", ".plan")
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+SIDECAR_FORMAT = "ssd_edge.engine"
+SIDECAR_VERSION = 1
 
 
-def model_format(path: str | os.PathLike) -> str:
-    """'onnx' or 'engine' from the file name; SpecError for anything else."""
+def model_format(path: str | os.PathLike, allow_checkpoint: bool = False) -> str:
+    """What a model file is, from its name: 'onnx', 'engine' (TensorRT: .engine, .trt,
+    .plan) or, with `allow_checkpoint`, 'pytorch' (.pt, .pth); SpecError for anything else."""
     suffix = Path(path).suffix.lower()
     if suffix in ONNX_SUFFIXES:
         return "onnx"
     if suffix in ENGINE_SUFFIXES:
         return "engine"
-    raise SpecError(
-        f"{path}: not a model the runtime runs (expected .onnx or .engine); export a checkpoint with ssd-export"
-    )
+    if allow_checkpoint and suffix in CHECKPOINT_SUFFIXES:
+        return "pytorch"
+    expected = ".onnx or .engine" + (" or a .pt checkpoint" if allow_checkpoint else "")
+    hint = "" if allow_checkpoint else "; export a checkpoint with ssd-export"
+    raise SpecError(f"{path}: not a model file the toolkit knows (expected {expected}){hint}")
+
+
+def format_label(path: str | os.PathLike) -> str:
+    """How reports name a model's format: 'ONNX', 'ONNX int8', 'TensorRT' or 'PyTorch'."""
+    kind = model_format(path, allow_checkpoint=True)
+    if kind == "onnx":
+        return "ONNX int8" if ".int8" in Path(path).name else "ONNX"
+    return {"engine": "TensorRT", "pytorch": "PyTorch"}[kind]
 
 
 def spec_from_onnx_metadata(metadata: dict[str, str], source: str | os.PathLike) -> ModelSpec:
@@ -52,14 +66,17 @@ def sidecar_path(engine_path: str | os.PathLike) -> Path:
 @dataclass(frozen=True)
 class EngineSidecar:
     """The `<engine>.json` ssd-export writes beside an engine: the ModelSpec, and what the
-    engine is tied to (TensorRT version, GPU name and compute capability)."""
+    engine is tied to (TensorRT version, GPU name and compute capability), its precision,
+    DLA core, optimisation profile (input name -> min/opt/max shapes) and source ONNX."""
 
     spec: ModelSpec
     tensorrt_version: str | None = None
     gpu_name: str | None = None
     compute_capability: tuple[int, int] | None = None
     precision: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    dla_core: int | None = None
+    profile: dict[str, Any] = field(default_factory=dict)
+    source_onnx: str | None = None
 
     def built_for(self) -> str:
         """'TensorRT 10.3.0 on Orin (sm_87)', as far as the sidecar says."""
@@ -69,8 +86,65 @@ class EngineSidecar:
             gpu += f" (sm_{self.compute_capability[0]}{self.compute_capability[1]})"
         return f"{trt} on {gpu}"
 
+    def to_dict(self) -> dict[str, Any]:
+        gpu = {"name": self.gpu_name}
+        if self.compute_capability is not None:
+            gpu["compute_capability"] = list(self.compute_capability)
+        return {
+            "format": SIDECAR_FORMAT,
+            "version": SIDECAR_VERSION,
+            "model_spec": self.spec.to_dict(),
+            "tensorrt_version": self.tensorrt_version,
+            "gpu": gpu,
+            "precision": self.precision,
+            "dla_core": self.dla_core,
+            "profile": self.profile,
+            "source_onnx": self.source_onnx,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | os.PathLike) -> "EngineSidecar":
+        """Parse and check a sidecar's content; SpecError naming `source` when unusable."""
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: not an engine sidecar (a JSON object was expected)")
+        if data.get("format") != SIDECAR_FORMAT:
+            raise SpecError(
+                f"{source}: not an ssd-edge engine sidecar (format {data.get('format')!r}, expected "
+                f"{SIDECAR_FORMAT!r}); rebuild the engine with ssd-export"
+            )
+        if data.get("version") != SIDECAR_VERSION:
+            raise SpecError(
+                f"{source}: engine sidecar version {data.get('version')!r} is not supported (this toolkit reads "
+                f"{SIDECAR_VERSION}); rebuild the engine with this toolkit's ssd-export"
+            )
+        if "model_spec" not in data:
+            raise SpecError(f"{source}: no 'model_spec' in the engine sidecar; rebuild the engine with ssd-export")
+        try:
+            spec = ModelSpec.from_dict(data["model_spec"])
+        except SpecError as exc:
+            raise SpecError(f"{source}: the ModelSpec is unusable: {exc}") from None
+        gpu = data.get("gpu") if isinstance(data.get("gpu"), dict) else {}
+        capability = gpu.get("compute_capability")
+        if not (isinstance(capability, (list, tuple)) and len(capability) == 2):
+            capability = None
+        profile = data.get("profile")
+        return cls(
+            spec=spec,
+            tensorrt_version=data.get("tensorrt_version"),
+            gpu_name=gpu.get("name"),
+            compute_capability=tuple(int(v) for v in capability) if capability else None,
+            precision=data.get("precision"),
+            dla_core=data.get("dla_core"),
+            profile=profile if isinstance(profile, dict) else {},
+            source_onnx=data.get("source_onnx"),
+        )
+
 
 def read_sidecar(engine_path: str | os.PathLike) -> EngineSidecar:
+    """The sidecar beside `engine_path`; SpecError when it is missing or unusable."""
     path = sidecar_path(engine_path)
     if not path.is_file():
         raise SpecError(
@@ -81,26 +155,4 @@ def read_sidecar(engine_path: str | os.PathLike) -> EngineSidecar:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SpecError(f"{path}: not a readable engine sidecar ({exc})") from None
-    if not isinstance(data, dict) or "model_spec" not in data:
-        raise SpecError(f"{path}: no 'model_spec' in the engine sidecar; rebuild the engine with ssd-export")
-    try:
-        spec = ModelSpec.from_dict(data["model_spec"])
-    except SpecError as exc:
-        raise SpecError(f"{path}: the ModelSpec is unusable: {exc}") from None
-    gpu = data.get("gpu")
-    gpu_name, capability = None, None
-    if isinstance(gpu, dict):
-        gpu_name = gpu.get("name")
-        if isinstance(gpu.get("compute_capability"), (list, tuple)) and len(gpu["compute_capability"]) == 2:
-            capability = tuple(int(v) for v in gpu["compute_capability"])
-    elif isinstance(gpu, str):
-        gpu_name = gpu
-    known = {"model_spec", "tensorrt_version", "gpu", "precision"}
-    return EngineSidecar(
-        spec=spec,
-        tensorrt_version=data.get("tensorrt_version"),
-        gpu_name=gpu_name,
-        compute_capability=capability,
-        precision=data.get("precision"),
-        extra={k: v for k, v in data.items() if k not in known},
-    )
+    return EngineSidecar.from_dict(data, path)

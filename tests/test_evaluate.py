@@ -88,3 +88,38 @@ def test_ssd_eval_bad_inputs(tiny_coco, tmp_path, capsys):
     with pytest.raises(SystemExit):
         eval_main(["--weights", str(tmp_path / "other.pt"), "--datapath", str(tiny_coco), "--no-progress"])
     assert "neither an ssd-edge checkpoint nor a torchvision" in capsys.readouterr().err
+
+
+def test_ssd_eval_on_onnx_runs_without_torch(tiny_coco, tmp_path):
+    """An exported model is evaluated with torch unimportable, as on a torch-free Jetson;
+    an engine by any of its names (.engine, .trt, .plan) is taken for an engine, not a checkpoint."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from ssd_edge.export.to_onnx import export_onnx
+
+    model = build_model("mobilenetv3_small_ssd", load_splits(tiny_coco)["val"].class_names, imgsz=160).eval()
+    onnx_path = export_onnx(model, tmp_path / "m.onnx")
+    (tmp_path / "m.plan").write_bytes(b"not an engine")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None
+        sys.modules["torchvision"] = None
+        from ssd_edge.cli.eval import main
+        try:
+            main(["--weights", {str(tmp_path / "m.plan")!r}, "--datapath", {str(tiny_coco)!r}, "--no-progress"])
+        except SystemExit as exc:
+            print("plan exit", exc.code)
+        main(["--weights", {str(onnx_path)!r}, "--datapath", {str(tiny_coco)!r}, "--no-progress",
+              "--json", {str(tmp_path / "r.json")!r}])
+        assert not any(n == "torch" or n.startswith("torch.") for n, m in sys.modules.items() if m)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "plan exit 2" in result.stdout
+    assert "m.plan.json" in result.stderr and "sidecar" in result.stderr  # read as an engine
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert rows[0]["format"] == "ONNX" and 0.0 <= rows[0]["AP50"] <= 1.0

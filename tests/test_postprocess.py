@@ -8,7 +8,8 @@ from torchvision.ops import batched_nms, clip_boxes_to_image
 from torchvision.models.detection import _utils as det_utils
 
 from model_helpers import calibrate_batchnorm
-from postprocess_cases import literal_postprocess, random_outputs, random_priors
+from postprocess_cases import random_outputs, random_priors
+from ssd_edge.runtime.postprocess.reference import reference_postprocess_image
 from ssd_edge.models.postprocessor import PostProcessor
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import possible_boxes, postprocess, softmax
@@ -35,13 +36,15 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
-def test_numpy_equals_literal_reading(cfg):
+def test_fast_path_equals_the_plain_reference(cfg):
     rng = np.random.default_rng(0)
     priors = random_priors(rng, 60)
     locs, confs = random_outputs(rng, 3, 60, 4)
     sizes = [(480, 640), (100, 100), (300, 200)]
     for b, det in enumerate(postprocess(locs, confs, priors, sizes, cfg)):
-        assert_same(det, *literal_postprocess(locs[b], confs[b], priors, sizes[b], cfg))
+        ref = reference_postprocess_image(locs[b], confs[b], priors, sizes[b], cfg)
+        assert_same(det, ref.boxes, ref.labels, ref.scores)
+        np.testing.assert_array_equal(det.confs, ref.confs)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ssd_edge.runtime.bench.stage_timer import STAGES, StageTimer
+from ssd_edge.runtime.model_file import format_label
 from ssd_edge.runtime.errors import SSDEdgeError
 
 PERCENTILES = (50, 90, 99)
@@ -77,13 +78,6 @@ class Measurement:
         self.entered |= timer.entered
 
 
-def model_format(path: Path) -> str:
-    """'ONNX', 'ONNX int8' or 'TensorRT', named as ssd-eval names them."""
-    if path.suffix.lower() in (".engine", ".trt", ".plan"):
-        return "TensorRT"
-    return "ONNX int8" if ".int8" in path.name else "ONNX"
-
-
 def detector_subject(
     path: str | os.PathLike, backend: str = "auto", threads: int | None = None, **overrides: float | int | None
 ) -> tuple[Subject, object]:
@@ -97,7 +91,7 @@ def detector_subject(
         return detector(list(images), timer=timer)
 
     subject = Subject(
-        name=str(path), call=call, kind="model", format=model_format(path), backend=detector.backend,
+        name=str(path), call=call, kind="model", format=format_label(path), backend=detector.backend,
         size_mb=path.stat().st_size / 1e6, path=str(path), close=detector.close,
     )
     return subject, detector

@@ -1,15 +1,16 @@
-"""Decode + NMS in NumPy: the reference implementation of SSD postprocessing.
+"""Decode + NMS in NumPy, fast: the CPU path of every Detector.
 
-Semantics (every other implementation, torch and CUDA, is tested against this one):
-softmax over classes; for each class c >= 1 keep the default boxes whose score is
-> score_threshold; keep the `top_k` best of each class; decode them against the
-default boxes (variances, log-size clamp) and clip to the image; greedy NMS per class
-at `iou_threshold`; merge the classes and keep the best `max_detections`. Ordering
-everywhere: score descending, ties by lower default-box index, then lower class.
+It computes the rule that `reference.py` states plainly (softmax; per class c >= 1 the
+boxes over score_threshold, the top_k best; decode and clip; greedy NMS per class at
+iou_threshold; merge, keep max_detections; order by score descending, ties by lower
+default-box index, then lower class), and is tested against it. It gets its speed from
+leaving out default boxes no class of which can pass the threshold before the softmax,
+per-class top_k before any global sort, and sparse NMS (`sparse_nms.py`).
 
 Thresholds are compared in float32. Exponentials (softmax and box sizes) are computed in
 float64 and rounded once to float32, so the result does not depend on the platform's
-float32 `exp` and the CUDA kernel (`decode_nms.cu`), doing the same, agrees to the bit.
+float32 `exp` and the CUDA kernel (`cuda/decode_nms.cu`), doing the same, agrees with this
+path to the bit.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ssd_edge.data.dataset import read_image
 from ssd_edge.data.sources import Split
 from ssd_edge.runtime.detections import Detections
+from ssd_edge.runtime.image_io import ImageError, read_image
 
 Predictor = Callable[[Sequence[np.ndarray]], Sequence[Detections]]
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -81,10 +81,12 @@ def evaluate(predictor: Predictor, split: Split, batch_size: int = 8, progress: 
     for start in range(0, len(records), batch_size):
         batch, ids = [], []
         for record in records[start : start + batch_size]:
-            with warnings.catch_warnings():
-                warnings.simplefilter("always")
-                image = read_image(record)
-            if image is None:
+            try:
+                image = read_image(record.path)
+            except ImageError as exc:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("always")
+                    warnings.warn(f"{exc}; skipped", stacklevel=2)
                 skipped += 1
                 continue
             batch.append(image)

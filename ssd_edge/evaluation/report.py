@@ -9,26 +9,26 @@ from typing import Sequence
 from ssd_edge.data.sources import DatasetError, describe, load_splits
 from ssd_edge.evaluation.coco import EvalResult, evaluate
 from ssd_edge.runtime.atomic import write_text_atomic
-
-
-def model_format(path: Path) -> str:
-    if path.suffix == ".engine":
-        return "TensorRT"
-    if path.suffix == ".onnx":
-        return "ONNX int8" if ".int8" in path.name else "ONNX"
-    return "PyTorch"
+from ssd_edge.runtime.errors import MissingDependency
+from ssd_edge.runtime.model_file import format_label, model_format
 
 
 def open_predictor(path: Path, arch: str | None, device: str, backend: str):
     """A callable list-of-BGR-images -> list of Detections for any model file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
-    if path.suffix in (".onnx", ".engine"):
+    if model_format(path, allow_checkpoint=True) != "pytorch":
         from ssd_edge.runtime import Detector
 
         return Detector(str(path), backend=backend)
-    from ssd_edge.checkpoint import load_model
-    from ssd_edge.evaluation.predictor import TorchPredictor
+    try:
+        from ssd_edge.checkpoint import load_model
+        from ssd_edge.evaluation.predictor import TorchPredictor
+    except ImportError as exc:
+        raise MissingDependency(
+            f"{path}: evaluating a PyTorch checkpoint needs torch ({exc}); install ssd-edge[train], "
+            "or evaluate the exported .onnx / .engine"
+        ) from None
 
     return TorchPredictor(load_model(path, arch).to(device), device)
 
@@ -59,7 +59,7 @@ def evaluate_models(
             result: EvalResult = evaluate(predictor, splits[split], batch_size=batch, progress=progress)
         finally:
             getattr(predictor, "close", lambda: None)()
-        rows.append({"model": str(path), "format": model_format(path), "size_mb": path.stat().st_size / 1e6,
+        rows.append({"model": str(path), "format": format_label(path), "size_mb": path.stat().st_size / 1e6,
                      **result.metrics, "ms_per_image": result.seconds_per_image * 1000, "images": result.images,
                      "skipped_images": result.skipped})
         if result.skipped:
