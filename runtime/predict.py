@@ -9,12 +9,10 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
-
 from ssd_edge.runtime.atomic import write_bytes_atomic
 from ssd_edge.runtime.detector import Detector
 from ssd_edge.runtime.draw import draw_detections
-from ssd_edge.runtime.image_io import ImageError, encode_image, read_image
+from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, read_image
 
 RESULTS_NAME = "detections.json"
 
@@ -24,14 +22,7 @@ def check_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
     reads, so that a bad one stops the run before anything is written."""
     if not paths:
         raise ImageError("no images given")
-    checked = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise ImageError(f"{path}: no such image file")
-        if not cv2.haveImageReader(str(path)):
-            raise ImageError(f"{path}: not an image format OpenCV reads")
-        checked.append(path)
-    return checked
+    return [check_image_file(path) for path in paths]
 
 
 def output_names(paths: Sequence[Path]) -> list[str]:

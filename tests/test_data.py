@@ -203,3 +203,20 @@ def test_flip_and_crop_by_hand():
     crop, cboxes, clabels = iou_crop((image, boxes, np.array([1])), np.random.default_rng(3))
     if crop.shape != image.shape:
         assert np.all(cboxes[:, 2:] <= [crop.shape[1], crop.shape[0]])
+
+
+def test_dataset_reader_skips_missing_and_corrupt_images_with_a_warning(tmp_path):
+    from ssd_edge.data.dataset import read_image
+    from ssd_edge.data.sources import ImageRecord
+
+    def record(name):
+        return ImageRecord(1, tmp_path / name, 5, 6, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+
+    picture = np.arange(6 * 5 * 3, dtype=np.uint8).reshape(6, 5, 3)
+    cv2.imwrite(str(tmp_path / "good.png"), picture)
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    np.testing.assert_array_equal(read_image(record("good.png")), picture)
+    with pytest.warns(UserWarning, match=r"gone\.jpg: missing image, skipped"):
+        assert read_image(record("gone.jpg")) is None
+    with pytest.warns(UserWarning, match=r"bad\.jpg: unreadable or corrupt image, skipped"):
+        assert read_image(record("bad.jpg")) is None

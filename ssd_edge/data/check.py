@@ -6,9 +6,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-
 from ssd_edge.data.sources import Split, load_splits
+from ssd_edge.runtime.image_io import ImageError, read_image, shown_path
 
 
 @dataclass
@@ -64,22 +63,29 @@ def _check_annotations(report: Report, split: Split) -> set[int]:
     return annotated
 
 
+def _check_pixels(report: Report, path: Path, image: dict) -> None:
+    """Decode the image at `path`; report it if unreadable or not of its annotated size."""
+    try:
+        pixels = read_image(path)
+    except ImageError:
+        report.add("unreadable images", shown_path(path))
+        return
+    if pixels.shape[:2] != (int(image["height"]), int(image["width"])):
+        report.add("images of another size than annotated",
+                   f"{shown_path(path)} ({pixels.shape[1]}x{pixels.shape[0]}, annotated {image['width']}x{image['height']})")
+
+
 def _check_images(report: Report, split: Split, annotated: set[int], progress: bool) -> None:
     from tqdm import tqdm
 
     for image in tqdm(split.document["images"], desc=f"check {split.name}", unit="img", disable=not progress, leave=False):
         path = split.image_dir / image["file_name"]
         if not path.is_file():
-            report.add("missing images", str(path))
+            report.add("missing images", shown_path(path))
             continue
-        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if pixels is None:
-            report.add("unreadable images", str(path))
-        elif pixels.shape[:2] != (int(image["height"]), int(image["width"])):
-            report.add("images of another size than annotated",
-                       f"{path} ({pixels.shape[1]}x{pixels.shape[0]}, annotated {image['width']}x{image['height']})")
+        _check_pixels(report, path, image)
         if image["id"] not in annotated:
-            report.add("images without annotations", str(path))
+            report.add("images without annotations", shown_path(path))
 
 
 def check_dataset(root: str | Path, progress: bool = True) -> Report:

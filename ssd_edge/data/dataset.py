@@ -6,22 +6,24 @@ from __future__ import annotations
 import warnings
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ssd_edge.data.sources import ImageRecord
+from ssd_edge.runtime import image_io
 from ssd_edge.training.matching import match
 
 
 def read_image(record: ImageRecord) -> np.ndarray | None:
-    """BGR uint8, or None (with a warning) when the file is missing or cannot be decoded."""
-    image = cv2.imread(str(record.path), cv2.IMREAD_COLOR)
-    if image is None:
+    """BGR uint8 (H, W, 3) through the runtime's one reader, or None (with a warning that
+    names the file) when the file is missing or cannot be decoded."""
+    try:
+        return image_io.read_image(record.path)
+    except image_io.ImageError:
         problem = "missing" if not record.path.exists() else "unreadable or corrupt"
-        warnings.warn(f"{record.path}: {problem} image, skipped", stacklevel=2)
-    return image
+        warnings.warn(f"{image_io.shown_path(record.path)}: {problem} image, skipped", stacklevel=2)
+        return None
 
 
 class DetectionDataset(Dataset):
