@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ssd_edge.export.onnx_model import ExportError
+from ssd_edge.runtime.backends.onnxruntime_backend import open_session
 from ssd_edge.runtime.boxes import pairwise_iou
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import postprocess
@@ -71,18 +72,6 @@ class ParityReport:
         )
 
 
-def onnx_session(path: str | os.PathLike):
-    """An onnxruntime CPU session for `path`."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types from C++
-        raise ExportError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
-
-
 def in_batches(run: Callable[[np.ndarray], Outputs], images: np.ndarray, batch: int) -> Outputs:
     """Run `run` over images (N, 3, H, W) in chunks of exactly `batch` (the last chunk padded
     by repeating its last image, the padding dropped from the result)."""
@@ -100,7 +89,7 @@ def in_batches(run: Callable[[np.ndarray], Outputs], images: np.ndarray, batch: 
 
 def onnx_outputs(path: str | os.PathLike, images: np.ndarray, batch: int) -> Outputs:
     """locs (N, P, 4) and confs (N, P, C) of the ONNX model at `path` on onnxruntime CPU."""
-    session = onnx_session(path)
+    session = open_session(path)
     input_name = session.get_inputs()[0].name
     fixed = session.get_inputs()[0].shape[0]
     if isinstance(fixed, int) and fixed != batch:

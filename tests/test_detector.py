@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_helpers import calibrate_batchnorm
+from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.models import build_model
 from ssd_edge.runtime import Detections, Detector, SpecError
@@ -200,6 +200,20 @@ def test_not_a_model_file(tmp_path):
     broken.write_bytes(b"not protobuf")
     with pytest.raises(SpecError, match="broken.onnx: onnxruntime cannot load"):
         Detector(broken)
+
+
+def test_one_session_set_up_for_runtime_and_export(onnx_path, tmp_path):
+    from ssd_edge.export.parity import onnx_outputs
+    from ssd_edge.runtime.backends.onnxruntime_backend import open_session
+
+    session = open_session(onnx_path, threads=2)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert session.get_session_options().intra_op_num_threads == 2
+    assert session.get_session_options().log_severity_level == 3
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not protobuf")
+    with pytest.raises(SpecError, match="broken.onnx: onnxruntime cannot load this model"):
+        onnx_outputs(broken, np.zeros((1, 3, 8, 8), np.float32), batch=1)
 
 
 def _gpu_and_tensorrt_present() -> bool:

@@ -13,7 +13,8 @@ import torch
 from export_helpers import calibrated_model, dataset_images
 from ssd_edge.runtime.spec import SpecError
 from ssd_edge.export.onnx_model import ExportError, batch_size, fp16_graph, load_onnx, read_spec, simplify
-from ssd_edge.export.parity import FP32_RTOL, ParityError, check_parity, onnx_outputs, onnx_session
+from ssd_edge.export.parity import FP32_RTOL, ParityError, check_parity, onnx_outputs
+from ssd_edge.runtime.backends.onnxruntime_backend import open_session
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.spec import METADATA_KEY, ModelSpec
@@ -48,7 +49,7 @@ def test_contract_names_shapes_and_metadata(mobilenet, mobilenet_dynamic):
     assert [i.name for i in proto.graph.input] == ["images"]
     assert [o.name for o in proto.graph.output] == ["locs", "confs"]
     assert batch_size(proto) is None
-    session = onnx_session(mobilenet_dynamic)
+    session = open_session(mobilenet_dynamic)
     assert session.get_inputs()[0].shape[1:] == [3, *spec.input_size]
     assert session.get_outputs()[0].shape[1:] == [spec.num_priors, 4]
     assert session.get_outputs()[1].shape[1:] == [spec.num_priors, spec.num_classes]

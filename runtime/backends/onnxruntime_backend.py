@@ -26,6 +26,22 @@ def import_onnxruntime():
     return require("onnxruntime", "runtime", "running an ONNX model")
 
 
+def open_session(path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int | None = None):
+    """An onnxruntime InferenceSession for the ONNX file at `path` on `providers` (in order of
+    preference), logging errors only; `threads` intra-op threads (None: onnxruntime's
+    default, one per physical core). SpecError naming the file when onnxruntime cannot load it."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+        raise SpecError(f"{path}: onnxruntime cannot load this model ({type(exc).__name__}: {exc})") from None
+
+
 def choose_providers(available: Sequence[str], flavour: str) -> list[str]:
     """Execution providers for a flavour: 'cpu'; 'auto' (CUDA when installed, then CPU);
     'tensorrt' (TensorRT, CUDA, CPU, as installed)."""
@@ -65,16 +81,7 @@ class OnnxRuntimeBackend:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such model file")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=choose_providers(ort.get_available_providers(), flavour)
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-            raise SpecError(f"{self.path}: onnxruntime cannot load this model ({type(exc).__name__}: {exc})") from None
+        self.session = open_session(self.path, choose_providers(ort.get_available_providers(), flavour), threads)
         self.spec = spec_from_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.config = overrides.apply(self.spec.postprocess)
         self.providers = self.session.get_providers()
