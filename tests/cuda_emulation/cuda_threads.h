@@ -1,0 +1,244 @@
+// A CPU emulation of the slice of CUDA that runtime/cuda/decode_nms.cu uses, in which every
+// CUDA thread of a block is an OS thread, so that ThreadSanitizer can watch the kernels'
+// shared-memory traffic for data races (build with g++ -fsanitize=thread -g).
+//
+//   * __syncthreads() is a real block-wide barrier (mutex + condition variable, which
+//     ThreadSanitizer models exactly: everything before the barrier in any thread
+//     happens-before everything after it in every thread). Unlike pthread_barrier it
+//     also counts threads that have returned, so a kernel that returns early in some
+//     threads cannot deadlock the emulation; a barrier reached after some threads of the
+//     block returned is reported as an error (CUDA leaves it undefined).
+//   * atomicAdd & co. are __atomic builtins with relaxed ordering, as CUDA's are: they
+//     order nothing, so code that leans on them for ordering is reported too.
+//   * Blocks run one after another on the same OS threads (a full barrier between two
+//     blocks), so `__shared__` variables can be plain statics and the dynamic shared
+//     memory one buffer, refilled with garbage for every block. Races between blocks of
+//     one launch (on global memory) are therefore out of this emulation's sight.
+// Device memory is host memory: pointers are host addresses.
+#pragma once
+
+#include <cmath>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __align__(n) alignas(n)
+
+struct dim3 {
+    unsigned int x = 1, y = 1, z = 1;
+};
+
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+
+namespace emu {
+
+// The barrier of one block's threads; see the file comment.
+class BlockBarrier {
+public:
+    void start(unsigned int threads)
+    {
+        threads_ = threads;
+        arrived_ = exited_ = 0;
+        diverged_ = false;
+    }
+
+    void sync()  // __syncthreads()
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (exited_ > 0) diverged_ = true;
+        const unsigned long generation = generation_;
+        if (++arrived_ == threads_ - exited_) {
+            release();
+            return;
+        }
+        wake_.wait(lock, [&] { return generation_ != generation; });
+    }
+
+    // The calling thread has returned from the kernel for this block: wait until every
+    // thread has, then run `between_blocks` once (in the last thread) before all go on.
+    template <class F>
+    void finish_block(F between_blocks)
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ++exited_;
+        if (arrived_ > 0) {
+            diverged_ = true;  // others wait at a barrier this thread never reaches
+            if (arrived_ == threads_ - exited_) release();
+        }
+        if (exited_ == threads_) {
+            between_blocks(diverged_);
+            arrived_ = exited_ = 0;
+            diverged_ = false;
+            ++block_generation_;
+            wake_.notify_all();
+            return;
+        }
+        const unsigned long block = block_generation_;
+        wake_.wait(lock, [&] { return block_generation_ != block; });
+    }
+
+private:
+    void release()
+    {
+        arrived_ = 0;
+        ++generation_;
+        wake_.notify_all();
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    unsigned int threads_ = 0, arrived_ = 0, exited_ = 0;
+    unsigned long generation_ = 0, block_generation_ = 0;
+    bool diverged_ = false;
+};
+
+struct Launch {
+    dim3 grid, block;
+    std::vector<unsigned char> dynamic_shared;
+    BlockBarrier barrier;
+    std::string error;  // written under the barrier's lock, read after the join
+};
+
+inline Launch*& current_launch()
+{
+    static Launch* launch = nullptr;  // set before the threads start, cleared after they join
+    return launch;
+}
+
+inline thread_local dim3 thread_index, block_index;
+
+inline unsigned char* dynamic_shared() { return current_launch()->dynamic_shared.data(); }
+
+inline void fill_garbage(std::vector<unsigned char>& memory) { std::memset(memory.data(), 0xCD, memory.size()); }
+
+// Run `body(args)` as a kernel over the grid, one OS thread per CUDA thread of a block.
+// Throws std::runtime_error when a barrier was reached by part of a block only.
+inline void launch(void (*body)(void**), void** args, dim3 grid, dim3 block, size_t shared_bytes)
+{
+    Launch state;
+    state.grid = grid;
+    state.block = block;
+    state.dynamic_shared.resize(shared_bytes + 16);
+    fill_garbage(state.dynamic_shared);
+    const unsigned int threads = block.x * block.y * block.z;
+    const unsigned long blocks = (unsigned long)grid.x * grid.y * grid.z;
+    state.barrier.start(threads);
+    current_launch() = &state;
+
+    std::vector<std::thread> workers;
+    workers.reserve(threads);
+    for (unsigned int t = 0; t < threads; ++t) {
+        workers.emplace_back([&state, body, args, t, blocks] {
+            const dim3 g = state.grid, b = state.block;
+            thread_index = dim3{t % b.x, (t / b.x) % b.y, t / (b.x * b.y)};
+            for (unsigned long n = 0; n < blocks; ++n) {
+                block_index = dim3{(unsigned int)(n % g.x), (unsigned int)((n / g.x) % g.y),
+                                   (unsigned int)(n / ((unsigned long)g.x * g.y))};
+                body(args);
+                state.barrier.finish_block([&state, n](bool diverged) {
+                    if (diverged && state.error.empty())
+                        state.error = "block " + std::to_string(n) +
+                                      ": __syncthreads() reached by some threads after others returned";
+                    fill_garbage(state.dynamic_shared);  // shared memory does not outlive a block
+                });
+            }
+        });
+    }
+    for (std::thread& worker : workers) worker.join();
+    current_launch() = nullptr;
+    if (!state.error.empty()) throw std::runtime_error(state.error);
+}
+
+}  // namespace emu
+
+#define threadIdx (emu::thread_index)
+#define blockIdx (emu::block_index)
+#define blockDim (emu::current_launch()->block)
+#define gridDim (emu::current_launch()->grid)
+
+inline void __syncthreads() { emu::current_launch()->barrier.sync(); }
+
+// CUDA's atomics are relaxed: they make the update indivisible and order nothing else.
+template <class T>
+inline T atomicAdd(T* address, T value)
+{
+    return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
+}
+
+template <class T>
+inline T atomicSub(T* address, T value)
+{
+    return __atomic_fetch_sub(address, value, __ATOMIC_RELAXED);
+}
+
+template <class T>
+inline T atomicExch(T* address, T value)
+{
+    return __atomic_exchange_n(address, value, __ATOMIC_RELAXED);
+}
+
+template <class T>
+inline T atomicCAS(T* address, T compare, T value)
+{
+    __atomic_compare_exchange_n(address, &compare, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return compare;  // the old value, whether or not it was swapped
+}
+
+template <class T>
+inline T atomicMax(T* address, T value)
+{
+    T old = __atomic_load_n(address, __ATOMIC_RELAXED);
+    while (old < value &&
+           !__atomic_compare_exchange_n(address, &old, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+
+template <class T>
+inline T atomicMin(T* address, T value)
+{
+    T old = __atomic_load_n(address, __ATOMIC_RELAXED);
+    while (old > value &&
+           !__atomic_compare_exchange_n(address, &old, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __double2float_rn(double x) { return static_cast<float>(x); }
+
+inline unsigned int __float_as_uint(float x)
+{
+    unsigned int u;
+    std::memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+inline float __uint_as_float(unsigned int u)
+{
+    float x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+using std::exp;
+using std::fmaxf;
+using std::fminf;

@@ -1,0 +1,159 @@
+// A program that runs a decode + NMS launch sequence on the threaded CUDA emulation
+// (cuda_threads.h), built with -fsanitize=thread by cuda_tsan.py. A sanitizer runtime has
+// to start with its process, so this is an executable driven through files rather than a
+// library loaded into Python.
+//
+// Usage: run_launches PLAN. PLAN is a text file of lines
+//   region NAME BYTES FILE          memory read from FILE, written back to it at the end
+//   launch KERNEL GX GY GZ BX BY BZ SHARED_BYTES
+//   arg p REGION OFFSET | arg i INT | arg f FLOAT_BITS   the last launch's arguments, in order
+// Exit status: 0; 2 for a bad plan or file; 3 when the emulation found an error (stderr).
+#include "cuda_threads.h"
+
+#include "decode_nms_threads.cu"
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+namespace {
+
+template <class T>
+T arg(void** args, int i)
+{
+    return *static_cast<T*>(args[i]);
+}
+
+void run_softmax(void** a)
+{
+    ssd_softmax(arg<const float*>(a, 0), arg<float*>(a, 1), arg<int>(a, 2), arg<int>(a, 3));
+}
+
+void run_class_nms(void** a)
+{
+    ssd_class_nms(arg<const float*>(a, 0), arg<const float*>(a, 1), arg<const float*>(a, 2), arg<int>(a, 3),
+                  arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<float>(a, 7), arg<float>(a, 8),
+                  arg<float>(a, 9), arg<float>(a, 10), arg<float>(a, 11), arg<u64*>(a, 12), arg<float4*>(a, 13),
+                  arg<int*>(a, 14));
+}
+
+void run_merge(void** a)
+{
+    ssd_merge(arg<const float*>(a, 0), arg<const u64*>(a, 1), arg<const float4*>(a, 2), arg<const int*>(a, 3),
+              arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<int>(a, 7), arg<int>(a, 8), arg<float*>(a, 9),
+              arg<int*>(a, 10));
+}
+
+void run_pack(void** a)
+{
+    ssd_pack(arg<const float*>(a, 0), arg<const int*>(a, 1), arg<int>(a, 2), arg<int>(a, 3), arg<float*>(a, 4));
+}
+
+struct Region {
+    std::string file;
+    std::vector<unsigned char> bytes;  // over-allocated so that the data starts 256-aligned
+    unsigned char* data = nullptr;
+    size_t size = 0;
+};
+
+union Value {  // one kernel argument, as cuLaunchKernel takes it: a pointer to its bytes
+    void* pointer;
+    int integer;
+    float real;
+};
+
+struct PendingLaunch {
+    std::string kernel;
+    dim3 grid, block;
+    size_t shared = 0;
+    std::vector<std::unique_ptr<Value>> values;
+};
+
+[[noreturn]] void fail(const std::string& message)
+{
+    std::cerr << "run_launches: " << message << "\n";
+    std::exit(2);
+}
+
+void execute(const PendingLaunch& launch)
+{
+    static const std::map<std::string, void (*)(void**)> kernels = {
+        {"ssd_softmax", run_softmax}, {"ssd_class_nms", run_class_nms}, {"ssd_merge", run_merge}, {"ssd_pack", run_pack}};
+    auto found = kernels.find(launch.kernel);
+    if (found == kernels.end()) fail("unknown kernel " + launch.kernel);
+    std::vector<void*> args;
+    for (const auto& value : launch.values) args.push_back(value.get());
+    try {
+        emu::launch(found->second, args.data(), launch.grid, launch.block, launch.shared);
+    } catch (const std::exception& exc) {
+        std::cerr << "run_launches: " << launch.kernel << ": " << exc.what() << "\n";
+        std::exit(3);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    if (argc != 2) fail("usage: run_launches PLAN");
+    std::ifstream plan(argv[1]);
+    if (!plan) fail(std::string("cannot read ") + argv[1]);
+    std::map<std::string, Region> regions;
+    std::unique_ptr<PendingLaunch> pending;
+    std::string line;
+    while (std::getline(plan, line)) {
+        std::istringstream words(line);
+        std::string what;
+        words >> what;
+        if (what == "region") {
+            std::string name;
+            Region region;
+            words >> name >> region.size >> region.file;
+            region.bytes.resize(region.size + 256);
+            region.data = region.bytes.data() + (-(uintptr_t)region.bytes.data() & 255u);
+            std::ifstream in(region.file, std::ios::binary);
+            if (!in.read(reinterpret_cast<char*>(region.data), (std::streamsize)region.size))
+                fail("cannot read " + std::to_string(region.size) + " bytes from " + region.file);
+            regions[name] = std::move(region);
+        } else if (what == "launch") {
+            if (pending) execute(*pending);
+            pending = std::make_unique<PendingLaunch>();
+            words >> pending->kernel >> pending->grid.x >> pending->grid.y >> pending->grid.z >> pending->block.x >>
+                pending->block.y >> pending->block.z >> pending->shared;
+        } else if (what == "arg") {
+            if (!pending) fail("arg before any launch");
+            std::string kind;
+            words >> kind;
+            auto value = std::make_unique<Value>();
+            if (kind == "p") {
+                std::string name;
+                size_t offset;
+                words >> name >> offset;
+                auto region = regions.find(name);
+                if (region == regions.end() || offset > region->second.size) fail("bad pointer argument: " + line);
+                value->pointer = region->second.data + offset;
+            } else if (kind == "i") {
+                words >> value->integer;
+            } else if (kind == "f") {
+                uint32_t bits;
+                words >> bits;
+                std::memcpy(&value->real, &bits, sizeof bits);
+            } else {
+                fail("bad argument: " + line);
+            }
+            pending->values.push_back(std::move(value));
+        } else if (!what.empty()) {
+            fail("bad line: " + line);
+        }
+    }
+    if (pending) execute(*pending);
+    for (auto& [name, region] : regions) {
+        std::ofstream out(region.file, std::ios::binary | std::ios::trunc);
+        out.write(reinterpret_cast<const char*>(region.data), (std::streamsize)region.size);
+        if (!out) fail("cannot write " + region.file);
+    }
+    return 0;
+}

@@ -1,0 +1,123 @@
+"""runtime/cuda/decode_nms.cu under ThreadSanitizer: every CUDA thread an OS thread, a real
+barrier for __syncthreads, real (relaxed) atomics. The real kernels must run race-free and
+equal the NumPy reference; kernels with a barrier dropped or an atomic turned into a plain
+read-modify-write must draw a report naming the kernel source's line. Small cases (a few
+hundred default boxes, blocks of 64 threads but one case at the plan's 256) keep the
+sanitizer runs to seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cuda_tsan
+from decode_nms_cases import Case, assert_same_detections, edge_cases, random_batches
+from postprocess_cases import random_outputs, random_priors
+from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
+from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import postprocess
+
+pytestmark = pytest.mark.skipif(cuda_tsan.compiler() is None, reason="no C++ compiler for the threaded emulation")
+
+SOURCE = KERNEL_SOURCE.read_text()
+SMALL_BLOCK = 64
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cuda_tsan")
+
+
+@pytest.fixture(scope="module")
+def sanitized(build_dir):
+    try:
+        return cuda_tsan.build(build_dir)
+    except cuda_tsan.SanitizerUnavailable as exc:
+        pytest.skip(f"cannot build with -fsanitize=thread: {exc}")
+
+
+def selecting_case() -> Case:
+    """More candidates than top_k in every class, so the radix select and the gather run
+    several passes; two images, four classes, 300 default boxes."""
+    rng = np.random.default_rng(7)
+    priors = random_priors(rng, 300)
+    locs, confs = random_outputs(rng, 2, 300, 4, logit_scale=0.5)
+    return Case("selecting", priors, locs, confs, [(480, 640), (300, 300)],
+                PostprocessConfig(score_threshold=0.01, iou_threshold=0.5, top_k=60, max_detections=50))
+
+
+def run(executable, case: Case, work_dir, block=SMALL_BLOCK, halt_on_error=False) -> cuda_tsan.ThreadedRun:
+    plan = DecodeNmsPlan(len(case.priors), case.confs.shape[2], len(case.locs), case.config)
+    kernels = cuda_tsan.ThreadedDecodeNms(executable, plan, case.priors, work_dir, block=block)
+    return kernels(case.locs, case.confs, case.image_sizes, halt_on_error=halt_on_error)
+
+
+def assert_clean_and_equal(result: cuda_tsan.ThreadedRun, case: Case) -> None:
+    assert not result.reports, result.reports[0].text
+    reference = postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config)
+    assert_same_detections(result.detections, reference, case.name)
+
+
+CLEAN_CASES = [selecting_case(), random_batches(batches=(3,))[0], *edge_cases()[1:4], edge_cases()[5]]
+
+
+@pytest.mark.parametrize("case", CLEAN_CASES, ids=lambda c: c.name)
+def test_real_kernels_are_race_free_and_equal_numpy(sanitized, tmp_path, case):
+    assert_clean_and_equal(run(sanitized, case, tmp_path), case)
+
+
+def test_real_kernels_at_the_plans_block_size(sanitized, tmp_path):
+    case = selecting_case()
+    assert_clean_and_equal(run(sanitized, case, tmp_path, block=None), case)
+
+
+# (name, text to find, its replacement, which occurrence, lines a report must name)
+MUTATIONS = [
+    ("barrier-after-histogram", "__syncthreads();\n        if (threadIdx.x == 0) {\n            int above",
+     None, 1, {155, 161}),
+    ("barrier-before-state-read", "__syncthreads();\n        prefix |= (u64)state->digit", None, 1,
+     {164, 165, 166, 169, 171, 172}),
+    ("barrier-after-decode", "    __syncthreads();\n\n    // mask[i][w]", None, 1, {302, 313, 316}),
+    ("atomic-histogram", "atomicAdd(&hist[(key >> shift) & 0xFFu], 1u)", "(hist[(key >> shift) & 0xFFu] += 1u)",
+     1, {155}),
+    ("atomic-gather-slot", "int slot = atomicAdd(&state->count, 1);", "int slot = state->count++;", 1, {189}),
+    ("atomic-kept-slot", "int slot = atomicAdd(&state.count, 1);", "int slot = state.count++;", 1, {341}),
+]
+
+
+def mutated_source(find: str, replace: str | None, occurrence: int) -> tuple[str, int]:
+    if replace is None:  # drop the leading __syncthreads() of a multi-line anchor, in place
+        anchor_at = SOURCE.index(find)
+        line = SOURCE.count("\n", 0, anchor_at + len(find) - len(find.lstrip())) + 1
+        head = find.lstrip()
+        assert head.startswith("__syncthreads();")
+        mutated = SOURCE[:anchor_at] + find.replace("__syncthreads();", ";", 1) + SOURCE[anchor_at + len(find):]
+        return mutated, line
+    return cuda_tsan.mutate(SOURCE, find, replace, occurrence)
+
+
+@pytest.mark.parametrize("name,find,replace,occurrence,lines", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_sanitizer_reports_a_planted_race_at_its_line(build_dir, tmp_path, name, find, replace, occurrence, lines):
+    source, line = mutated_source(find, replace, occurrence)
+    assert source.count("\n") == SOURCE.count("\n")  # line numbers are the real file's
+    original = SOURCE.splitlines()[line - 1]
+    assert ("__syncthreads();" if replace is None else find) in original, original  # the line we meant
+    try:
+        executable = cuda_tsan.build(build_dir, source=source, source_name="decode_nms.cu")
+    except cuda_tsan.SanitizerUnavailable as exc:
+        pytest.skip(f"cannot build with -fsanitize=thread: {exc}")
+    result = run(executable, selecting_case(), tmp_path, halt_on_error=True)
+    races = [r for r in result.reports if r.kind == "data race"]
+    assert races, f"{name}: no data race reported\n{result.stderr[-3000:]}"
+    named = {n for r in races for n in r.lines_in("decode_nms.cu")}
+    assert named & lines, f"{name}: races name decode_nms.cu lines {sorted(named)}, expected one of {sorted(lines)}"
+
+
+def test_barrier_in_divergent_code_is_an_error(build_dir, tmp_path):
+    """A __syncthreads() that only some threads reach (here: threads other than 0 return
+    before the merge's sort) is reported instead of hanging."""
+    source, _ = cuda_tsan.mutate(SOURCE, "    sort_descending(keys, index, m_pad);",
+                                 "    if (threadIdx.x) return; sort_descending(keys, index, m_pad);")
+    executable = cuda_tsan.build(build_dir, source=source, source_name="decode_nms.cu")
+    with pytest.raises(RuntimeError, match="reached by some threads after others returned"):
+        run(executable, selecting_case(), tmp_path)
