@@ -39,6 +39,7 @@ from ssd_edge.export.onnx_model import (
     spec_of,
 )
 from ssd_edge.runtime.atomic import atomic_path
+from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
 from ssd_edge.runtime.model_file import EngineSidecar, sidecar_path
 from ssd_edge.runtime.spec import ModelSpec
 
@@ -191,9 +192,9 @@ def _configure(trt, builder, config, capabilities: Capabilities, options: Engine
         _use_dla(trt, builder, config, capabilities, options)
     monitor = None
     if options.progress and capabilities.progress_monitor:
-        from ssd_edge.export.tensorrt_callbacks import BuildProgress
+        from ssd_edge.export.tensorrt_callbacks import build_progress
 
-        monitor = BuildProgress()
+        monitor = build_progress(trt)
         config.progress_monitor = monitor
     return monitor
 
@@ -227,14 +228,12 @@ def _save_timing_cache(config, path: Path) -> None:
 
 def _serialize(trt, capabilities: Capabilities, gpu: GpuInfo, proto, onnx_path: Path, options: EngineOptions, shapes: dict):
     """Parse, configure and build: the serialized engine (an IHostMemory)."""
-    from ssd_edge.export.tensorrt_callbacks import KeepErrorsLogger
-
     fp16_graph_needed = options.precision == "fp16" and capabilities.fp16_from_graph()
     strongly_typed = (options.precision == "int8" or fp16_graph_needed) and capabilities.strongly_typed_flag
-    logger = KeepErrorsLogger()
-    builder = trt.Builder(logger)
+    logger = process_logger(trt)
+    builder = create(trt, "Builder", error=TensorRTUnavailable)
     config = builder.create_builder_config()
-    with tempfile.TemporaryDirectory(prefix="ssd_edge_trt_") as work:
+    with tempfile.TemporaryDirectory(prefix="ssd_edge_trt_") as work, logger.collecting() as errors:
         source = onnx_path
         if fp16_graph_needed:
             source = Path(work) / f"{onnx_path.stem}.fp16.onnx"
@@ -245,7 +244,7 @@ def _serialize(trt, capabilities: Capabilities, gpu: GpuInfo, proto, onnx_path: 
         _load_timing_cache(config, cache_path)
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        detail = logger.errors[-1] if logger.errors else "no error message from TensorRT"
+        detail = errors[-1] if errors else "no error message from TensorRT"
         raise ExportError(f"{onnx_path}: TensorRT could not build a {options.precision} engine: {detail}")
     _save_timing_cache(config, cache_path)
     return serialized

@@ -22,6 +22,7 @@ from ssd_edge.export.images import list_images
 from ssd_edge.export.parity import onnx_outputs
 from ssd_edge.export.quantize import quantize_int8
 from ssd_edge.export.to_onnx import export_onnx
+from ssd_edge.runtime.backends.tensorrt_logging import create
 from ssd_edge.runtime.preprocess import preprocess
 
 
@@ -70,6 +71,39 @@ def test_refused_in_one_line_without_tensorrt(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_builder_that_cannot_start_is_refused_with_tensorrts_reason(tmp_path):
+    from ssd_edge.export.engine import _serialize
+    from ssd_edge.runtime.cuda.device import GpuInfo
+    from tensorrt_fakes import fake_tensorrt
+
+    trt = fake_tensorrt("10.3.0", start_failure="Builder", reason="CUDA initialization failure with error: 35")
+    with pytest.raises(TensorRTUnavailable, match=r"^TensorRT 10\.3\.0 could not create its Builder: CUDA "
+                                                  r"initialization failure with error: 35$"):
+        _serialize(trt, Capabilities.of(TENSORRT_10), GpuInfo("Orin", (8, 7)), None, tmp_path / "model.onnx",
+                   EngineOptions(), {})
+
+
+def test_build_callbacks_import_on_any_tensorrt(monkeypatch):
+    import importlib
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # no TensorRT at all
+    callbacks = importlib.reload(importlib.import_module("ssd_edge.export.tensorrt_callbacks"))
+    assert callbacks.build_progress(SimpleNamespace()) is None  # a TensorRT without IProgressMonitor
+
+    class IProgressMonitor:
+        def __init__(self) -> None:
+            self.initialised = True
+
+    monitor = callbacks.build_progress(SimpleNamespace(IProgressMonitor=IProgressMonitor))
+    assert isinstance(monitor, IProgressMonitor) and monitor.initialised
+    monitor.phase_start("build", None, 3)
+    monitor.phase_start("tactics", "build", 2)
+    assert monitor.step_complete("tactics", 1) is True
+    monitor.phase_finish("tactics")
+    monitor.phase_finish("build")
+    assert monitor._bars == {} and monitor._depth == {}
+
+
 # --- real builds: TensorRT and a GPU ------------------------------------------------------
 
 
@@ -94,7 +128,7 @@ def exported(trt, tiny_coco, tmp_path_factory):
 
 
 def _engine(trt, path):
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    runtime = create(trt, "Runtime")  # with the process's logger, which TensorRT keeps for good
     return runtime.deserialize_cuda_engine(path.read_bytes())
 
 
@@ -162,7 +196,7 @@ def test_int8_refuses_the_cpu_flavour(trt, exported, tiny_coco):
 
 @pytest.mark.tensorrt
 def test_dla_core_with_gpu_fallback(trt, exported):
-    builder = trt.Builder(trt.Logger(trt.Logger.WARNING))
+    builder = create(trt, "Builder")
     if getattr(builder, "num_DLA_cores", 0) == 0:
         pytest.skip("this GPU has no DLA cores (Jetson AGX/NX Orin and Xavier have them)")
     engine_path = exported.folder / "dla.engine"

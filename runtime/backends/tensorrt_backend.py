@@ -26,6 +26,7 @@ from ssd_edge.runtime.cuda.resources import (
     import_pycuda,
     primary_context,
 )
+from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
 from ssd_edge.runtime.model_file import EngineSidecar, read_sidecar
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.priors import default_boxes
@@ -47,21 +48,6 @@ def import_tensorrt(path: Path, sidecar: EngineSidecar):
     return tensorrt
 
 
-def _logger(trt):
-    class CollectingLogger(trt.ILogger):
-        """Keeps TensorRT's errors so that a failure can say what TensorRT said."""
-
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg) -> None:
-            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                self.errors.append(str(msg))
-
-    return CollectingLogger()
-
-
 class EngineRunner:
     """One deserialized engine, its execution context and its I/O buffers.
 
@@ -72,20 +58,20 @@ class EngineRunner:
     def __init__(self, path: Path, sidecar: EngineSidecar, trt, cuda_context: CudaContext, stream: Stream) -> None:
         self.spec = sidecar.spec
         self.stream = stream
-        self._logger = _logger(trt)
-        self._runtime = check("trt.Runtime", trt.Runtime, self._logger, must_succeed=True)
-        try:
-            engine = check(
-                "deserializeCudaEngine", self._runtime.deserialize_cuda_engine, path.read_bytes(), must_succeed=True
-            )
-        except GpuError as exc:
-            said = "; ".join(self._logger.errors) or str(exc)
-            raise EngineError(
-                f"{path}: TensorRT {trt.__version__} on {cuda_context.name} "
-                f"(sm_{cuda_context.compute_capability[0]}{cuda_context.compute_capability[1]}) cannot load this "
-                f"engine, built with {sidecar.built_for()}. TensorRT said: {said}. Engines are tied to the "
-                "TensorRT version and GPU that built them: rebuild it here with `ssd-export --format engine`"
-            ) from None
+        self._runtime = create(trt, "Runtime")
+        with process_logger(trt).collecting() as errors:
+            try:
+                engine = check(
+                    "deserializeCudaEngine", self._runtime.deserialize_cuda_engine, path.read_bytes(), must_succeed=True
+                )
+            except GpuError as exc:
+                said = "; ".join(errors) or str(exc)
+                raise EngineError(
+                    f"{path}: TensorRT {trt.__version__} on {cuda_context.name} "
+                    f"(sm_{cuda_context.compute_capability[0]}{cuda_context.compute_capability[1]}) cannot load this "
+                    f"engine, built with {sidecar.built_for()}. TensorRT said: {said}. Engines are tied to the "
+                    "TensorRT version and GPU that built them: rebuild it here with `ssd-export --format engine`"
+                ) from None
         self.engine = engine
         self.context = check("createExecutionContext", engine.create_execution_context, must_succeed=True)
         self._trt = trt
