@@ -37,6 +37,7 @@ from ssd_edge.models import build_model  # noqa: E402
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import postprocess  # noqa: E402
 from ssd_edge.runtime.bench.machine import cpu_model_and_flags  # noqa: E402
+from ssd_edge.runtime.cuda.device import describe_gpu, gpu_text  # noqa: E402
 from ssd_edge.runtime.priors import default_boxes  # noqa: E402
 
 IMAGE_HW = (480, 640)  # original image size the boxes are scaled to
@@ -49,7 +50,7 @@ def machine(device: str) -> str:
         f"torchvision {torchvision.__version__}, {platform.system()} {platform.release()}",
     ]
     if device == "cuda":
-        lines.append(f"- GPU: {torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}")
+        lines.append(f"- GPU: {gpu_text(describe_gpu())}; torch built for CUDA {torch.version.cuda}")
     return "\n".join(lines)
 
 

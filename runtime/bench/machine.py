@@ -2,8 +2,9 @@
 
 Torch-free, and it imports nothing to learn a version: a library already imported gives
 its `__version__`, any other its installed distribution's version. The GPU comes from
-`nvidia-smi` (desktop, server) or the device tree (Jetson). Every benchmark in this
-repository heads its results with `markdown(describe(...))`.
+`ssd_edge.runtime.cuda.device.describe_gpu` (the CUDA driver, else nvidia-smi or a
+Jetson's device tree). Every benchmark in this repository heads its results with
+`markdown(describe(...))`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import functools
 import importlib.metadata
 import os
 import platform
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from ssd_edge.runtime.cuda import device
 
 RUNTIME_LIBRARIES = ("numpy", "cv2", "onnxruntime", "tensorrt", "pycuda")
 
@@ -69,37 +69,6 @@ def versions(*modules: str) -> dict[str, str]:
     return {name: version for name, version in found.items() if version}
 
 
-def gpu_description() -> dict[str, str] | None:
-    """{'name', 'driver', 'cuda'} of the first NVIDIA GPU, or None when there is none."""
-    if shutil.which("nvidia-smi"):
-        try:
-            query = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=10, check=True,
-            ).stdout.strip().splitlines()
-            banner = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        if query:
-            name, _, driver = query[0].partition(",")
-            cuda = re.search(r"CUDA Version:\s*([\d.]+)", banner)
-            return {"name": name.strip(), "driver": driver.strip(), "cuda": cuda.group(1) if cuda else "?"}
-    jetson = Path("/proc/device-tree/model")
-    if jetson.exists():
-        model = jetson.read_bytes().rstrip(b"\0").decode(errors="replace")
-        if "jetson" in model.lower() or "nvidia" in model.lower():
-            return {"name": model, "driver": "JetPack", "cuda": _jetson_cuda_version() or "?"}
-    return None
-
-
-def _jetson_cuda_version() -> str | None:
-    version_file = Path("/usr/local/cuda/version.json")
-    if version_file.exists():
-        found = re.search(r'"cuda"\s*:\s*\{[^}]*"version"\s*:\s*"([\d.]+)"', version_file.read_text())
-        return found.group(1) if found else None
-    return None
-
-
 def describe(*modules: str) -> dict[str, object]:
     """The machine as plain data: CPU, cores, load average, GPU, Python and the versions of
     numpy and `modules`. torch's thread count is included when the caller imported torch."""
@@ -113,7 +82,7 @@ def describe(*modules: str) -> dict[str, object]:
         "python": platform.python_version(),
         "versions": versions("numpy", *modules),
     }
-    gpu = gpu_description()
+    gpu = device.describe_gpu()
     if gpu is not None:
         info["gpu"] = gpu
     torch = sys.modules.get("torch")
@@ -123,10 +92,8 @@ def describe(*modules: str) -> dict[str, object]:
 
 
 def gpu_text(info: dict[str, object]) -> str:
-    gpu = info.get("gpu")
-    if not gpu:
-        return "none"
-    return f"{gpu['name']} (driver {gpu['driver']}, CUDA {gpu['cuda']})"
+    """The GPU of a `describe()` result as one line, or 'none'."""
+    return device.gpu_text(info.get("gpu"))
 
 
 def markdown(info: dict[str, object]) -> str:

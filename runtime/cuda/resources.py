@@ -32,16 +32,18 @@ def _cuda_error_types() -> tuple[type, ...]:
 def check(call: str, function: Callable[..., Any], *args: Any, must_succeed: bool = False, **kwargs: Any) -> Any:
     """Call `function(*args, **kwargs)`, a CUDA (pycuda) or TensorRT call named `call`.
 
-    A CUDA error, or an exception TensorRT raises, becomes a GpuError that names the call;
-    with `must_succeed`, so does a False or None result (TensorRT reports most failures
-    that way, with the reason in its log).
+    A CUDA error, or an exception TensorRT raises, becomes a GpuError that names the call
+    once (pycuda's own messages already read "cuInit failed: <reason>"); with
+    `must_succeed`, so does a False or None result (TensorRT reports most failures that
+    way, with the reason in its log).
     """
     try:
         result = function(*args, **kwargs)
     except _cuda_error_types() + (RuntimeError,) as exc:
         if isinstance(exc, GpuError):
             raise
-        raise GpuError(f"{call} failed: {exc}") from exc
+        message = str(exc)
+        raise GpuError(message if message.startswith(f"{call} failed") else f"{call} failed: {message}") from exc
     if must_succeed and (result is None or result is False):
         raise GpuError(f"{call} failed")
     return result
