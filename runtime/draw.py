@@ -1,14 +1,19 @@
 """Detections drawn on an image: boxes, class names and scores, and a status line (the live
-demo's frame rates). Colours are fixed per class so a class looks the same in every frame."""
+demo's frame rates). Colours are fixed per class so a class looks the same in every frame.
+Tracks (`draw_tracks`) are coloured per track ID instead, with their ID, a short trail and,
+when the demo counts, the counting line and its counts."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from ssd_edge.runtime.detections import Detections
+
+if TYPE_CHECKING:  # the tracker needs SciPy, which drawing detections does not
+    from ssd_edge.runtime.tracking import Tracks
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -35,22 +40,80 @@ def draw_detections(
     class_names: all names, background first (default: the detections' own)."""
     canvas = np.ascontiguousarray(image_bgr).copy()
     names = tuple(class_names) or tuple(detections.class_names)
-    height, width = canvas.shape[:2]
-    scale = max(0.5, min(height, width) / 600.0)
-    thickness = max(1, int(round(2 * scale)))
+    scale = _scale(canvas)
     for box, label, score in zip(detections.boxes, detections.labels.tolist(), detections.scores.tolist()):
-        x1, y1, x2, y2 = (int(round(v)) for v in np.nan_to_num(box))
-        colour = class_colour(label)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
-        text = _label_text(label, score, names)
-        (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, 1)
-        top = y1 - text_h - baseline - 2 if y1 - text_h - baseline - 2 >= 0 else y1
-        cv2.rectangle(canvas, (x1, top), (x1 + text_w + 2, top + text_h + baseline + 2), colour, cv2.FILLED)
-        cv2.putText(canvas, text, (x1 + 1, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        _draw_box(canvas, box, class_colour(label), _label_text(label, score, names), scale)
     if status:
         draw_status(canvas, status)
     return canvas
+
+
+def _scale(image: np.ndarray) -> float:
+    """Text and line size for an image of this size (1.0 at 600 pixels on the short side)."""
+    return max(0.5, min(image.shape[:2]) / 600.0)
+
+
+def _draw_box(canvas: np.ndarray, box_xyxy: np.ndarray, colour: tuple[int, int, int], text: str,
+              scale: float) -> None:
+    """One box (xyxy pixels) with `text` on a filled band above it (inside it at the top edge)."""
+    x1, y1, x2, y2 = (int(round(v)) for v in np.nan_to_num(box_xyxy))
+    cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, max(1, int(round(2 * scale))))
+    (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, 1)
+    top = y1 - text_h - baseline - 2 if y1 - text_h - baseline - 2 >= 0 else y1
+    cv2.rectangle(canvas, (x1, top), (x1 + text_w + 2, top + text_h + baseline + 2), colour, cv2.FILLED)
+    cv2.putText(canvas, text, (x1 + 1, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), 1,
+                cv2.LINE_AA)
+
+
+def draw_tracks(
+    image_bgr: np.ndarray,
+    tracks: "Tracks",
+    trails: Mapping[int, np.ndarray] | None = None,
+    class_names: Sequence[str] = (),
+    status: str | None = None,
+    line: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    counts: Mapping[str, Mapping[str, int]] | None = None,
+) -> np.ndarray:
+    """A copy of image_bgr (H, W, 3) uint8 with every track's box (xyxy pixels) and
+    "#id name score" label in the track's own colour, its trail ({track id: (P, 2) centres,
+    oldest first}) as a line, the counting line ((x1, y1), (x2, y2)) and `counts`
+    ({class name: {"left_to_right": n, "right_to_left": m}}) in the bottom-left corner, and
+    `status` in the top-left corner. class_names: all names, background first (default: the tracks')."""
+    canvas = np.ascontiguousarray(image_bgr).copy()
+    names = tuple(class_names) or tuple(tracks.class_names)
+    scale = _scale(canvas)
+    thickness = max(1, int(round(2 * scale)))
+    trails = trails or {}
+    for track_id, box, label, score in zip(tracks.ids.tolist(), tracks.boxes, tracks.labels.tolist(),
+                                           tracks.scores.tolist()):
+        colour = class_colour(track_id)  # per ID: two objects of one class look apart
+        points = trails.get(track_id)
+        if points is not None and len(points) >= 2:
+            cv2.polylines(canvas, [np.round(points).astype(np.int32).reshape(-1, 1, 2)], False, colour, thickness,
+                          cv2.LINE_AA)
+        _draw_box(canvas, box, colour, f"#{track_id} {_label_text(label, score, names)}", scale)
+    if line is not None:
+        _draw_count_line(canvas, line, counts or {}, scale)
+    if status:
+        draw_status(canvas, status)
+    return canvas
+
+
+def _draw_count_line(canvas: np.ndarray, line: tuple[tuple[float, float], tuple[float, float]],
+                     counts: Mapping[str, Mapping[str, int]], scale: float) -> None:
+    """The counting line in white with an arrow head at its end, and one "name: L>R n  R>L m"
+    line per class on a dark band in the bottom-left corner."""
+    start, end = (tuple(int(round(v)) for v in point) for point in line)
+    cv2.arrowedLine(canvas, start, end, (255, 255, 255), max(1, int(round(2 * scale))), cv2.LINE_AA, tipLength=0.03)
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale
+    bottom = canvas.shape[0]
+    for name, directions in reversed(list(counts.items())):
+        text = f"{name}: L>R {directions.get('left_to_right', 0)}  R>L {directions.get('right_to_left', 0)}"
+        (width, height), baseline = cv2.getTextSize(text, font, size, 1)
+        top = bottom - height - baseline - 6
+        cv2.rectangle(canvas, (0, top), (width + 8, bottom), (0, 0, 0), cv2.FILLED)
+        cv2.putText(canvas, text, (4, bottom - baseline - 3), font, size, (255, 255, 255), 1, cv2.LINE_AA)
+        bottom = top
 
 
 def draw_status(image: np.ndarray, text: str) -> None:

@@ -23,6 +23,7 @@ from ssd_edge.runtime import Detector
 from ssd_edge.runtime.demo.capture import FrameGrabber, RetryPolicy
 from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
 from ssd_edge.runtime.preprocess import preprocess
+from tracking_video import ShapeDetector
 
 CLASSES = ("__background__", "square", "circle")
 SCORE_THRESHOLD = "0.3"
@@ -173,3 +174,68 @@ def test_ctrl_c_and_sigterm_finalise_the_outputs(model_path, clip, tmp_path, sig
     frames = count_frames(out)
     assert frames > 0 and frames == len(read_log(out.with_suffix(".jsonl")))
     assert leftovers(tmp_path) == []
+
+
+TRACKED_FRAMES = 36  # the clip's square jumps back to the left edge at frame 37
+
+
+def test_track_keeps_ids_and_counts_crossings_on_a_clip_of_moving_shapes(tmp_path):
+    # The square moves right at 3 px a frame, the circle left at 1.5: both cross x = 100,
+    # the square at about frame 25, the circle at about frame 20. The line is drawn upwards,
+    # so its left side is the image's left.
+    import cv2
+
+    clip = write_video(tmp_path / "shapes.avi", TRACKED_FRAMES)
+    out = tmp_path / "tracked.mp4"
+    settings = DemoSettings(model="unused", source=str(clip), headless=True, output=str(out), track=True,
+                            count_line=((100.0, 120.0), (100.0, 0.0)))
+    grabber = FrameGrabber(lambda: cv2.VideoCapture(str(clip)), live=False)
+    summary = record_demo(ShapeDetector(), grabber, settings, fps=20)
+    log = read_log(summary.log)
+    assert count_frames(out) == len(log) == TRACKED_FRAMES
+    assert log[0]["tracks"] == []  # a track is reported from its second hit (min_hits=2)
+    ids = {"square": set(), "circle": set()}
+    for record in log[1:]:
+        assert sorted(t["name"] for t in record["tracks"]) == ["circle", "square"]
+        for track in record["tracks"]:
+            ids[track["name"]].add(track["id"])
+            detection = record["detections"][track["detection"]]
+            assert detection["name"] == track["name"] and track["age"] == record["source_frame"]
+            assert max(abs(a - b) for a, b in zip(track["box"], detection["box"])) < 3.0
+        assert record["tracking_ms"] >= 0
+    assert ids == {"square": {1}, "circle": {2}} or ids == {"square": {2}, "circle": {1}}
+    crossings = [(r["source_frame"], c["name"], c["direction"]) for r in log for c in r["crossings"]]
+    assert [(name, direction) for _, name, direction in crossings] == [("circle", "right_to_left"),
+                                                                     ("square", "left_to_right")]
+    assert 18 <= crossings[0][0] <= 23 and 23 <= crossings[1][0] <= 28
+    assert log[-1]["counts"] == {"square": {"left_to_right": 1, "right_to_left": 0},
+                                 "circle": {"left_to_right": 0, "right_to_left": 1}}
+
+
+def test_track_and_count_line_from_the_command_line_with_a_model(model_path, clip, tmp_path, capsys):
+    out = tmp_path / "tracked.mp4"
+    main(["--model", model_path, "--source", str(clip), "--headless", "--output", str(out),
+          "--score-threshold", SCORE_THRESHOLD, "--count-line", "0,60,160,60", "--max-frames", "20"])
+    assert "stopped: 20 frames processed (--max-frames)" in capsys.readouterr().out
+    log = read_log(out.with_suffix(".jsonl"))
+    assert count_frames(out) == len(log) == 20
+    assert all({"tracks", "tracking_ms", "crossings", "counts"} <= set(r) for r in log)  # --count-line implies --track
+    for record in log:
+        track_ids = [t["id"] for t in record["tracks"]]
+        assert len(set(track_ids)) == len(track_ids)
+        assert all(record["detections"][t["detection"]]["label"] == t["label"] for t in record["tracks"])
+    assert any(r["tracks"] for r in log), "an untrained model's boxes at this threshold still form some tracks"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("0,60,160", "argument --count-line: a counting line is 'x1,y1,x2,y2' in pixels, got '0,60,160'"),
+    ("5,5,5,5", "error: counting line has zero length"),
+])
+def test_bad_count_line_is_one_line_and_writes_nothing(model_path, clip, tmp_path, capsys, line, message):
+    with pytest.raises(SystemExit) as excinfo:
+        main(["--model", model_path, "--source", str(clip), "--headless", "--output", str(tmp_path / "out.mp4"),
+              "--count-line", line])
+    assert excinfo.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert message in error[-1]
+    assert list(tmp_path.iterdir()) == []

@@ -30,3 +30,28 @@ def test_runtime_imports_and_postprocesses_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_tracking_imports_and_tracks_without_torch_and_opencv():
+    code = textwrap.dedent(
+        """
+        import sys
+        for name in ("torch", "torchvision", "cv2"):
+            sys.modules[name] = None  # any import of them now raises ImportError
+        import numpy as np
+        from ssd_edge.runtime.detections import Detections
+        from ssd_edge.runtime.tracking import LineCounter, Tracker, Trails
+        tracker, counter = Tracker(min_hits=1), LineCounter((0, 50), (200, 50), anchor="center")
+        for step in range(10):
+            box = np.array([[20, 10 * step, 40, 10 * step + 20]], np.float32)
+            dets = Detections(box, np.array([1]), np.array([0.9], np.float32), np.zeros((1, 2), np.float32))
+            tracks = tracker.update(dets, frame=step)
+            counter.update(tracks)
+        assert tracks.ids.tolist() == [1] and sum(counter.counts.values()) == 1
+        assert not any(name.split(".")[0] in ("torch", "cv2") for name, m in sys.modules.items() if m)
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -1,5 +1,8 @@
 """The live demo: capture -> Detector -> boxes, names, scores and frame rates drawn ->
 a window (q/Esc quits) or, headless, an annotated video and a per-frame JSON-lines log.
+With `track` the detections go through a tracker (ssd_edge.runtime.tracking) and the
+tracks are drawn with their IDs and short trails and logged; with `count_line` crossings
+of that line are counted per class and direction, drawn and logged.
 
     summary = run_demo(DemoSettings(model="ssd.onnx", source="csi://0", headless=True, output="out.mp4"),
                        status=print)
@@ -16,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import cv2
 import numpy as np
@@ -24,11 +27,14 @@ import numpy as np
 from ssd_edge.runtime.demo.capture import CaptureStats, Frame, FrameGrabber, RetryPolicy
 from ssd_edge.runtime.detector import Detector
 from ssd_edge.runtime.demo.display import Window, check_display
-from ssd_edge.runtime.draw import draw_detections
+from ssd_edge.runtime.draw import draw_detections, draw_tracks
 from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.demo.rates import DurationMeter
 from ssd_edge.runtime.demo.recording import JsonLinesLog, VideoRecorder
 from ssd_edge.runtime.demo.sources import Source, describe_capture, open_capture, parse_source
+
+if TYPE_CHECKING:  # imported when tracking is asked for: it needs SciPy
+    from ssd_edge.runtime.tracking import StreamTracking
 
 Status = Callable[[str], None]
 STATUS_EVERY_S = 5.0
@@ -40,7 +46,9 @@ INTERRUPTED = "interrupted (Ctrl-C)"
 class DemoSettings:
     """Everything `ssd-demo` takes. output: the annotated video (its log beside it as
     .jsonl unless `log` is given); headless without an output records to a timestamped
-    file in the working directory."""
+    file in the working directory. track: follow objects across frames (IDs, trails,
+    "tracks" in the log); count_line: ((x1, y1), (x2, y2)) in pixels, count crossings of
+    it (implies track)."""
 
     model: str
     source: str
@@ -56,12 +64,18 @@ class DemoSettings:
     max_frames: int | None = None
     loop: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    track: bool = False
+    count_line: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"max_frames must be at least 1, got {self.max_frames}")
         if self.log and not self.output and not self.headless:
             raise ValueError("a log path needs --output (or --headless): the log describes the recorded video")
+
+    @property
+    def tracking(self) -> bool:
+        return self.track or self.count_line is not None
 
     def output_paths(self) -> tuple[Path | None, Path | None]:
         """(video, log) to write, or (None, None) for a window-only run."""
@@ -100,6 +114,7 @@ class DemoLoop:
     detector: image_bgr -> Detections (a runtime Detector). recorder/log/window: optional
     outputs, closed by the caller. realtime_fps: show at most this many frames a second
     (a video file in a window plays at its own rate, not as fast as the model runs).
+    tracking: follows the detections across frames (drawn as tracks, logged) when given.
     status: receives the progress lines. stop: set it (from
     a signal handler, another thread) to end the loop between two frames; a
     KeyboardInterrupt raised inside the loop ends it too, possibly mid-frame.
@@ -108,9 +123,9 @@ class DemoLoop:
     def __init__(self, detector: Callable[[np.ndarray], Detections], grabber: FrameGrabber, *,
                  recorder: VideoRecorder | None = None, log: JsonLinesLog | None = None,
                  window: Window | None = None, max_frames: int | None = None, realtime_fps: float | None = None,
-                 status: Status = lambda line: None, status_every_s: float = STATUS_EVERY_S,
-                 stop: threading.Event | None = None) -> None:
-        self.detector, self.grabber = detector, grabber
+                 tracking: StreamTracking | None = None, status: Status = lambda line: None,
+                 status_every_s: float = STATUS_EVERY_S, stop: threading.Event | None = None) -> None:
+        self.detector, self.grabber, self.tracking = detector, grabber, tracking
         self.stop = stop or threading.Event()
         self.recorder, self.log, self.window = recorder, log, window
         self.max_frames = max_frames
@@ -168,12 +183,26 @@ class DemoLoop:
         self.inference.add(seconds)
         self._all_inference_s += seconds
         rates = f"capture {frame.capture_fps:.1f} fps | inference {self.inference.per_second:.1f} fps"
-        annotated = draw_detections(frame.image, detections, self.class_names, status=rates)
+        if self.tracking is None:
+            annotated = draw_detections(frame.image, detections, self.class_names, status=rates)
+            tracking_fields: dict[str, Any] = {}
+        else:
+            annotated, tracking_fields = self._track(frame, detections, rates)
         if self.recorder is not None:
             self.recorder.write(annotated)
         if self.log is not None:
-            self.log.write(self._record(frame, detections, seconds))
+            self.log.write({**self._record(frame, detections, seconds), **tracking_fields})
         return annotated
+
+    def _track(self, frame: Frame, detections: Detections, rates: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """The frame with its tracks drawn, and the log's tracking fields (tracking_ms: the
+        tracker's time for this frame; tracks; with a counting line, crossings and counts)."""
+        begin = time.perf_counter()
+        tracked = self.tracking.update(detections, frame=frame.index)
+        seconds = time.perf_counter() - begin
+        annotated = draw_tracks(frame.image, tracked.tracks, tracked.trails, self.class_names, status=rates,
+                                line=self.tracking.line, counts=self.tracking.counts())
+        return annotated, {"tracking_ms": round(1000.0 * seconds, 3), **self.tracking.record(tracked)}
 
     def _record(self, frame: Frame, detections: Detections, seconds: float) -> dict[str, Any]:
         return {
@@ -227,6 +256,7 @@ def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrab
     the frame rate written into the video (default 30) and, with `realtime` (a file
     source), the rate the window shows frames at; headless runs never wait."""
     video_path, log_path = settings.output_paths()
+    tracking = _stream_tracking(settings)  # before any output: a bad counting line ends the demo here
     with contextlib.ExitStack() as stack:
         window = None if settings.headless else stack.enter_context(Window())
         recorder = stack.enter_context(VideoRecorder(video_path, fps)) if video_path else None
@@ -239,11 +269,20 @@ def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrab
         grabber.start()
         loop = DemoLoop(detector, grabber, recorder=recorder, log=log, window=window,
                         max_frames=settings.max_frames, realtime_fps=fps if realtime and window is not None else None,
-                        status=status, stop=stop)
+                        tracking=tracking, status=status, stop=stop)
         summary = loop.run()
     summary.video = recorder.close() if recorder else None
     summary.log = log.close() if log else None
     return summary
+
+
+def _stream_tracking(settings: DemoSettings) -> StreamTracking | None:
+    """The tracker the settings ask for, or None."""
+    if not settings.tracking:
+        return None
+    from ssd_edge.runtime.tracking import StreamTracking
+
+    return StreamTracking(line=settings.count_line)
 
 
 def _reader_factory(source: Source, first: cv2.VideoCapture) -> Callable[[], cv2.VideoCapture]:

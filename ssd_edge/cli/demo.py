@@ -1,6 +1,7 @@
 """ssd-demo: live detection from a camera, a Jetson CSI camera, a stream or a video file,
 shown in a window (q or Esc quits) or, with --headless, recorded to a video and a
-per-frame JSON-lines log."""
+per-frame JSON-lines log. --track follows objects across frames (IDs and trails drawn,
+IDs logged); --count-line counts the tracks crossing a line, per class and direction."""
 
 from __future__ import annotations
 
@@ -42,7 +43,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=5, help="reconnection attempts when a live source drops out (default 5)")
     p.add_argument("--retry-delay", type=float, default=0.5, metavar="S",
                    help="first wait before reconnecting, doubled each attempt up to 8 s (default 0.5)")
+    p.add_argument("--track", action="store_true",
+                   help="track objects across frames: draw their IDs and trails, log them as \"tracks\"")
+    p.add_argument("--count-line", type=_count_line, metavar="X1,Y1,X2,Y2",
+                   help="count tracks crossing this line (pixels), per class and direction; implies --track")
     return p
+
+
+def _count_line(text: str):
+    """--count-line's value as ((x1, y1), (x2, y2)); argparse reports a malformed one."""
+    from ssd_edge.runtime.tracking.counting import parse_line
+
+    try:
+        return parse_line(text)
+    except (ValueError, ImportError) as error:  # a TrackingError, or MissingDependency without SciPy
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 class _StopOnSignal:
@@ -85,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         iou_threshold=args.iou_threshold, width=args.width, height=args.height, fps=args.fps,
         headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
         retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
+        track=args.track, count_line=args.count_line,
     )
 
     def work():
