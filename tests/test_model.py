@@ -1,7 +1,10 @@
+import dataclasses
+
 import pytest
 import torch
 
 from ssd_edge.models import ARCHS, RawOutputs, build_model, model_from_spec
+from ssd_edge.models.registry import default_box_config
 from ssd_edge.runtime.spec import ModelSpec
 
 
@@ -66,3 +69,38 @@ def test_unknown_arch_option_and_too_small_input():
         build_model("vgg16_ssd", 2, imgsz=64)
     with pytest.raises(ValueError, match="at least one class"):
         build_model("mobilenetv3_ssd", 1)
+
+
+def custom_spec(arch="mobilenetv3_small_ssd", imgsz=160):
+    """A spec whose every field is off its default: variances, names, thresholds, mean/std."""
+    spec = build_model(arch, ["bg", "cat", "dog"], imgsz, mean=(0.4, 0.45, 0.5), std=(0.2, 0.25, 0.3),
+                       postprocess={"score_threshold": 0.3, "top_k": 50}).spec
+    return spec.replace(variances=(0.15, 0.25), input_name="pixels", output_names=("deltas", "logits"))
+
+
+def test_model_from_spec_keeps_every_field_of_the_spec():
+    spec = ModelSpec.from_json(custom_spec().to_json())
+    model = model_from_spec(spec)
+    assert model.spec == spec
+    assert model.spec.variances == (0.15, 0.25)
+    assert (model.spec.input_name, model.spec.output_names) == ("pixels", ("deltas", "logits"))
+    assert model.post_processor.config.variances == (0.15, 0.25)
+    assert model.post_processor.config.top_k == 50
+    assert model.mean.flatten().tolist() == pytest.approx([0.4, 0.45, 0.5])
+
+
+def test_model_from_spec_completes_the_arch_options_and_refuses_foreign_default_boxes():
+    spec = custom_spec()
+    assert model_from_spec(spec.replace(arch_options={})).spec.arch_options == spec.arch_options
+    wrong = spec.replace(default_boxes=dataclasses.replace(spec.default_boxes, scales=(0.1,) * 7))
+    with pytest.raises(ValueError, match="default boxes do not match"):
+        model_from_spec(wrong)
+    with pytest.raises(ValueError, match="no option"):
+        model_from_spec(spec.replace(arch_options={"depth": 3}))
+
+
+def test_default_box_config_is_what_build_model_lays():
+    for arch, imgsz in (("mobilenetv3_ssd", (256, 384)), ("vgg16_ssd", 300)):
+        assert default_box_config(arch, imgsz) == build_model(arch, 2, imgsz).spec.default_boxes
+    with pytest.raises(ValueError, match="too small for vgg16_ssd"):
+        default_box_config("vgg16_ssd", 64)

@@ -1,5 +1,6 @@
 """Architectures by name. Only this module knows the presets; `build_model` assembles an SSD
-from its parts and `model_from_spec` rebuilds one from a stored ModelSpec."""
+from its parts, `model_from_spec` rebuilds one from a stored ModelSpec and
+`default_box_config` gives the default boxes of an architecture at an input size."""
 
 from __future__ import annotations
 
@@ -115,6 +116,28 @@ def _imgsz(value: int | Sequence[int] | None, default: tuple[int, int]) -> tuple
     return (height, width)
 
 
+def _body(chosen: Preset, arch: str, options: Mapping[str, Any]) -> tuple[Body, dict[str, Any]]:
+    """The preset's backbone and extras with `options` over its defaults, and the options in effect."""
+    unknown = set(options) - set(chosen.options)
+    if unknown:
+        raise ValueError(f"{arch} has no option(s) {sorted(unknown)}; it takes {sorted(chosen.options) or 'none'}")
+    arch_options = {**chosen.options, **options}
+    return chosen.body(**arch_options), arch_options
+
+
+def _box_config(chosen: Preset, maps: tuple[tuple[int, int], ...], size: tuple[int, int]) -> DefaultBoxConfig:
+    return DefaultBoxConfig(feature_maps=maps, scales=chosen.scales, aspect_ratios=chosen.aspect_ratios,
+                            steps=chosen.steps.get(size))
+
+
+def _assemble(chosen: Preset, spec: ModelSpec, body: Body, channels: list[int]) -> SSD:
+    """The SSD of `spec` around `body`, with the preset's heads and a PostProcessor at the
+    spec's postprocessing defaults (variances included)."""
+    backbone, extras = body
+    classification, regression = chosen.heads(channels, spec.default_boxes.boxes_per_location, spec.num_classes)
+    return SSD(spec, backbone, extras, classification, regression, PostProcessor(spec.postprocess))
+
+
 def build_model(
     arch: str = "mobilenetv3_ssd",
     class_names: Sequence[str] | int = 91,
@@ -132,29 +155,19 @@ def build_model(
     options: architecture options (MobileNets: reduced_tail, width_mult).
     """
     chosen = preset(arch)
-    unknown = set(options) - set(chosen.options)
-    if unknown:
-        raise ValueError(f"{arch} has no option(s) {sorted(unknown)}; it takes {sorted(chosen.options) or 'none'}")
     if isinstance(class_names, int):
         if class_names < 2:
             raise ValueError(f"num_classes must count the background and at least one class, got {class_names}")
         class_names = ["__background__"] + [f"class{i}" for i in range(1, class_names)]
+    body, arch_options = _body(chosen, arch, options)
     size = _imgsz(imgsz, chosen.imgsz)
-    arch_options = {**chosen.options, **options}
-
-    backbone, extras = chosen.body(**arch_options)
-    maps, channels = _probe(backbone, extras, arch, size)
+    maps, channels = _probe(*body, arch, size)
     post = DEFAULT_POSTPROCESS.replace(**chosen.postprocess).replace(**(postprocess or {}))
     spec = ModelSpec(
         arch=arch,
         input_size=size,
         class_names=tuple(class_names),
-        default_boxes=DefaultBoxConfig(
-            feature_maps=maps,
-            scales=chosen.scales,
-            aspect_ratios=chosen.aspect_ratios,
-            steps=chosen.steps.get(size),
-        ),
+        default_boxes=_box_config(chosen, maps, size),
         mean=tuple(mean or chosen.mean),
         std=tuple(std or chosen.std),
         arch_options=arch_options,
@@ -164,29 +177,32 @@ def build_model(
         max_detections=post.max_detections,
         variances=post.variances,
     )
-    classification, regression = chosen.heads(channels, spec.default_boxes.boxes_per_location, spec.num_classes)
-    return SSD(spec, backbone, extras, classification, regression, PostProcessor(spec.postprocess))
+    return _assemble(chosen, spec, body, channels)
+
+
+def default_box_config(arch: str, imgsz: int | Sequence[int], arch_options: Mapping[str, Any] | None = None) -> DefaultBoxConfig:
+    """The default boxes `arch` (with `arch_options`) lays over its maps at input size `imgsz`
+    (an int for square, or (H, W)); ValueError when the input is too small for it."""
+    chosen = preset(arch)
+    body, _ = _body(chosen, arch, dict(arch_options or {}))
+    size = _imgsz(imgsz, chosen.imgsz)
+    maps, _ = _probe(*body, arch, size)
+    return _box_config(chosen, maps, size)
 
 
 def model_from_spec(spec: ModelSpec) -> SSD:
-    """An SSD shaped as `spec` says (weights still to be loaded)."""
-    model = build_model(
-        spec.arch,
-        spec.class_names,
-        spec.input_size,
-        mean=spec.mean,
-        std=spec.std,
-        postprocess=dict(
-            score_threshold=spec.score_threshold,
-            iou_threshold=spec.iou_threshold,
-            top_k=spec.top_k,
-            max_detections=spec.max_detections,
-        ),
-        **spec.arch_options,
-    )
-    if model.spec.default_boxes != spec.default_boxes:
+    """An SSD shaped as `spec` says (weights still to be loaded), carrying `spec` itself:
+    class names, mean/std, postprocessing defaults and variances, input and output names.
+    Its arch_options are completed with the preset's defaults. ValueError when the spec's
+    default boxes are not those the architecture lays at its input size."""
+    chosen = preset(spec.arch)
+    body, arch_options = _body(chosen, spec.arch, spec.arch_options)
+    size = tuple(spec.input_size)
+    maps, channels = _probe(*body, spec.arch, size)
+    built = _box_config(chosen, maps, size)
+    if built != spec.default_boxes:
         raise ValueError(
             f"the stored ModelSpec's default boxes do not match what {spec.arch} builds at "
-            f"{spec.input_size}: stored {spec.default_boxes}, built {model.spec.default_boxes}"
+            f"{spec.input_size}: stored {spec.default_boxes}, built {built}"
         )
-    return model
+    return _assemble(chosen, spec.replace(arch_options=arch_options), body, channels)
