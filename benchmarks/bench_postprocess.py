@@ -30,15 +30,13 @@ import torchvision
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.ssd import SSD
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from model_helpers import calibrate_batchnorm  # noqa: E402
-
-from ssd_edge.models import build_model  # noqa: E402
+from ssd_edge.models import build_model
+from ssd_edge.models.calibration import calibrate_batchnorm
+from ssd_edge.runtime.bench.machine import cpu_model_and_flags
+from ssd_edge.runtime.cuda.device import describe_gpu, gpu_text
 from ssd_edge.runtime.detections import PostprocessConfig
-from ssd_edge.runtime.postprocess.fast import postprocess  # noqa: E402
-from ssd_edge.runtime.bench.machine import cpu_model_and_flags  # noqa: E402
-from ssd_edge.runtime.cuda.device import describe_gpu, gpu_text  # noqa: E402
-from ssd_edge.runtime.priors import default_boxes  # noqa: E402
+from ssd_edge.runtime.postprocess.fast import postprocess
+from ssd_edge.runtime.priors import default_boxes
 
 IMAGE_HW = (480, 640)  # original image size the boxes are scaled to
 

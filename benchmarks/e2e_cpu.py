@@ -51,11 +51,11 @@ def torchvision_weights(path: Path) -> Path:
     statistics of sample images, saved as its own state dict file."""
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-    from ssd_edge.benchmark.peers import calibrate_batchnorm
+    from ssd_edge.benchmark.peers import calibrate_torchvision
 
     torch.manual_seed(0)
     model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
-    calibrate_batchnorm(model, sample_images(16, seed=2))
+    calibrate_torchvision(model, sample_images(16, seed=2))
     torch.save(model.state_dict(), path)
     return path
 
@@ -83,21 +83,21 @@ def export_models(weights: Path, calib: Path, work: Path) -> list[Path]:
     return [fp32, cpu, trt]
 
 
-def is_our_checkpoint(path: Path) -> bool:
-    from ssd_edge.checkpoint import is_checkpoint, read_weights_file
+def our_checkpoint(path: Path) -> dict | None:
+    """The checkpoint in `path` when it is ours, None when it is torchvision's state dict."""
+    from ssd_edge.checkpoint import CHECKPOINT, open_weights
 
-    return is_checkpoint(read_weights_file(path))
+    weights = open_weights(path)
+    return weights.data if weights.kind == CHECKPOINT else None
 
 
 def describe_weights(path: Path | None) -> str:
     if path is None:
         return ("torchvision's ssdlite320_mobilenet_v3_large state dict, random, seed 0, BatchNorm statistics of "
                 "sample images (made by the script)")
-    if not is_our_checkpoint(path):
+    data = our_checkpoint(path)
+    if data is None:
         return f"torchvision's ssdlite320_mobilenet_v3_large state dict {path}"
-    from ssd_edge.checkpoint import load_checkpoint
-
-    data = load_checkpoint(path)
     metrics = data.get("metrics") or {}
     trained = f", epoch {data['epoch']}" if "epoch" in data else ""
     if "AP50" in metrics:
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         options = BenchOptions(
             models=tuple(models), backend="onnxruntime-cpu", batches=tuple(int(b) for b in args.batch.split(",")),
             runs=args.runs, warmup=args.warmup, threads=args.threads, peers=(PEER,), peer_weights=weights,
-            compare_torch=weights if is_our_checkpoint(weights) else None, data=args.data,
+            compare_torch=weights if our_checkpoint(weights) is not None else None, data=args.data,
             score_threshold=args.score_threshold, json_path=args.out.with_suffix(".json"),
             plot_path=args.out.with_suffix(".png"), command=command,
         )

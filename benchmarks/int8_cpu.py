@@ -67,18 +67,12 @@ def random_model(arch: str, images: list[np.ndarray]):
     import torch
 
     from ssd_edge.models import build_model
+    from ssd_edge.models.calibration import calibrate_batchnorm
     from ssd_edge.runtime.preprocess import preprocess
 
     torch.manual_seed(0)  # the same random model every run
-    model = build_model(arch, 91)
-    for module in model.modules():  # BatchNorm statistics of real images, as a trained model has
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        model.raw(torch.from_numpy(preprocess(images, model.spec.input_size)))
-    return model.eval()
+    model = build_model(arch, 91)  # BatchNorm statistics of real images, as a trained model has
+    return calibrate_batchnorm(model, torch.from_numpy(preprocess(images, model.spec.input_size)))
 
 
 def export_all(args, work: Path) -> tuple[dict[str, Path], object, list]:

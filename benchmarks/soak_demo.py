@@ -32,10 +32,9 @@ RESULTS = Path(__file__).parent / "results"
 CLASSES = ("__background__", "square", "circle")
 MAKE_MODEL = """
 import sys, torch
-sys.path.insert(0, "tests")
-from model_helpers import calibrate_batchnorm
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.models import build_model
+from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.runtime.preprocess import preprocess
 import numpy as np
 arch, imgsz, out, frames = sys.argv[1], int(sys.argv[2]), sys.argv[3], np.load(sys.argv[4])

@@ -1,4 +1,5 @@
-"""Box maths in NumPy: coding against default boxes, IoU. The reference for the torch twins
+"""Box maths in NumPy: coding against default boxes, IoU. The one NumPy decode (training
+targets are checked with it, postprocessing uses it) and the reference for the torch twins
 in `ssd_edge.models.box_ops` and for the CUDA kernel.
 
 Formats are in the names: `_xyxy` is (x1, y1, x2, y2), `_cxcywh` is (cx, cy, w, h).
@@ -32,15 +33,25 @@ def encode(boxes_xyxy: np.ndarray, priors_cxcywh: np.ndarray, variances=(0.1, 0.
     return np.concatenate([centre, size], axis=-1).astype(np.float32)
 
 
+def exp_float32(x: np.ndarray) -> np.ndarray:
+    """exp computed in float64 and rounded once to the input's precision (float32 for
+    float32 input), so the result does not depend on the platform's float32 `exp`."""
+    return np.exp(x, dtype=np.float64).astype(np.promote_types(x.dtype, np.float32), copy=False)
+
+
 def decode(locs: np.ndarray, priors_cxcywh: np.ndarray, variances=(0.1, 0.2)) -> np.ndarray:
     """Boxes from regressions: locs (..., 4) against priors (..., 4) cxcywh -> boxes (..., 4) xyxy.
 
-    The log-sizes are clamped at log(1000/16) as torchvision does, so a wild regression
-    gives a large box rather than inf.
+    Operation for operation what the CUDA kernel (`decode_nms.cu`) does, so that on float32
+    input the two agree to the bit: float32 arithmetic with the variances as float32, the
+    log-sizes clamped at log(1000/16) as torchvision does (a wild regression gives a large
+    box rather than inf), the exponential by `exp_float32`.
     """
-    centre = priors_cxcywh[..., :2] + locs[..., :2] * variances[0] * priors_cxcywh[..., 2:]
-    size = priors_cxcywh[..., 2:] * np.exp(np.minimum(locs[..., 2:] * variances[1], BBOX_XFORM_CLIP))
-    return np.concatenate([centre - size / 2, centre + size / 2], axis=-1)
+    v_centre, v_size = np.float32(variances[0]), np.float32(variances[1])
+    centre = priors_cxcywh[..., :2] + locs[..., :2] * v_centre * priors_cxcywh[..., 2:]
+    size = priors_cxcywh[..., 2:] * exp_float32(np.minimum(locs[..., 2:] * v_size, np.float32(BBOX_XFORM_CLIP)))
+    half = size / np.float32(2)
+    return np.concatenate([centre - half, centre + half], axis=-1)
 
 
 def box_area(boxes_xyxy: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,54 @@ def is_checkpoint(data: dict[str, Any]) -> bool:
     return data.get("format") == FORMAT
 
 
+CHECKPOINT = "checkpoint"
+TORCHVISION = "torchvision"
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights file read and recognised: `kind` is CHECKPOINT (ours; `data` is the whole
+    checkpoint, see the module docstring) or TORCHVISION (`data` is torchvision's SSDLite320 /
+    SSD300 COCO detector state dict, under torchvision's key names)."""
+
+    path: Path
+    kind: str
+    data: dict[str, Any]
+
+    def model(self, arch: str | None = None) -> SSD:
+        """The SSD these weights describe. A torchvision state dict needs `arch`
+        (mobilenetv3_ssd or vgg16_ssd); a checkpoint knows its own."""
+        if self.kind == CHECKPOINT:
+            return model_from_checkpoint(self.data, self.path)
+        if arch is None:
+            raise CheckpointError(f"{self.path}: a torchvision detector state dict; say which architecture with --arch")
+        try:
+            return load_torchvision_detector(build_model(arch, coco_category_names()), self.data)
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path}: {exc}") from None
+
+
+def open_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> WeightsFile:
+    """The one place that decides what a weights file is: our checkpoint (of a version this
+    toolkit reads) or a torchvision SSD/SSDLite detector state dict; anything else is a
+    CheckpointError naming the file."""
+    path = Path(path)
+    data = read_weights_file(path, map_location)
+    if is_checkpoint(data):
+        if data.get("version") != VERSION:
+            raise CheckpointError(f"{path}: checkpoint version {data.get('version')!r}, this toolkit reads {VERSION}")
+        return WeightsFile(path, CHECKPOINT, data)
+    if is_torchvision_detector(data):
+        return WeightsFile(path, TORCHVISION, data)
+    raise CheckpointError(f"{path}: neither an ssd-edge checkpoint nor a torchvision SSD/SSDLite state dict")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Our checkpoint as a dict (see the module docstring); anything else is an error."""
-    data = read_weights_file(path, map_location)
-    if not is_checkpoint(data):
+    weights = open_weights(path, map_location)
+    if weights.kind != CHECKPOINT:
         raise CheckpointError(f"{path}: not an ssd-edge checkpoint (no 'format': '{FORMAT}' entry)")
-    if data.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {data.get('version')!r}, this toolkit reads {VERSION}")
-    return data
+    return weights.data
 
 
 def model_from_checkpoint(data: dict[str, Any], source: str | os.PathLike = "checkpoint") -> SSD:
@@ -87,15 +128,4 @@ def model_from_checkpoint(data: dict[str, Any], source: str | os.PathLike = "che
 def load_model(path: str | os.PathLike, arch: str | None = None, map_location: str | torch.device = "cpu") -> SSD:
     """A model from our checkpoint, or from torchvision's SSDLite320 / SSD300 COCO state dict
     (then `arch` names the architecture: mobilenetv3_ssd or vgg16_ssd)."""
-    data = read_weights_file(path, map_location)
-    if is_checkpoint(data):
-        return model_from_checkpoint(load_checkpoint(path, map_location), path)
-    if is_torchvision_detector(data):
-        if arch is None:
-            raise CheckpointError(f"{path}: a torchvision detector state dict; say which architecture with --arch")
-        try:
-            model = build_model(arch, coco_category_names())
-            return load_torchvision_detector(model, data)
-        except ValueError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
-    raise CheckpointError(f"{path}: neither an ssd-edge checkpoint nor a torchvision SSD/SSDLite state dict")
+    return open_weights(path, map_location).model(arch)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_helpers import calibrate_batchnorm
+from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.export.images import list_images
 from ssd_edge.runtime.image_io import read_image
 from ssd_edge.models import build_model

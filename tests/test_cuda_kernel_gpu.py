@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from decode_nms_cases import assert_same_detections, edge_cases, model_case, random_batches
-from model_helpers import calibrate_batchnorm
+from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.models import build_model
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig

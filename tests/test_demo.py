@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from demo_helpers import CameraSite, count_frames, moving_shapes, write_video
-from model_helpers import calibrate_batchnorm
+from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.cli.demo import main
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.models import build_model

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_helpers import calibrate_batchnorm
+from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.cli import SHOW_SCORE_THRESHOLD
 from ssd_edge.cli.predict import main
 from ssd_edge.export.to_onnx import export_onnx

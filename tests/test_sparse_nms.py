@@ -8,9 +8,9 @@ import pytest
 
 from postprocess_cases import random_outputs, random_priors
 from ssd_edge.runtime.detections import PostprocessConfig
-from ssd_edge.runtime.postprocess.fast import decode_boxes, greedy_nms_mask, possible_boxes, postprocess, ranked_candidates, softmax, top_k_per_class
+from ssd_edge.runtime.postprocess.fast import greedy_nms_mask, possible_boxes, postprocess, ranked_candidates, softmax, top_k_per_class
 from ssd_edge.runtime.postprocess.sparse_nms import DENSE_UP_TO, overlapping_pairs
-from ssd_edge.runtime.boxes import pairwise_iou
+from ssd_edge.runtime.boxes import decode, pairwise_iou
 
 
 def dense_postprocess_image(locs, probs, priors, image_hw, cfg):
@@ -22,7 +22,7 @@ def dense_postprocess_image(locs, probs, priors, image_hw, cfg):
         idx = idx[np.argsort(-probs[idx, c], kind="stable")][: cfg.top_k]
         if idx.size == 0:
             continue
-        boxes = np.clip(decode_boxes(locs[idx], priors[idx], cfg.variances), 0.0, 1.0)
+        boxes = np.clip(decode(locs[idx], priors[idx], cfg.variances), 0.0, 1.0)
         keep = greedy_nms_mask(boxes[None], np.ones((1, idx.size), bool), cfg.iou_threshold)[0]
         rows += [(probs[p, c], p, c, box) for p, box in zip(idx[keep], boxes[keep])]
     rows.sort(key=lambda r: (-r[0], r[1], r[2]))

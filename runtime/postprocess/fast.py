@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
-from ssd_edge.runtime.boxes import BBOX_XFORM_CLIP, pairwise_iou
+from ssd_edge.runtime.boxes import decode, pairwise_iou
 from ssd_edge.runtime.postprocess.sparse_nms import class_edges, greedy_keep, overlapping_pairs
 
 
@@ -61,21 +61,6 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     logits = np.asarray(logits)
     classes_first = np.ascontiguousarray(np.moveaxis(logits, axis, 0))
     return np.ascontiguousarray(np.moveaxis(_softmax_classes_first(classes_first), 0, axis))
-
-
-def exp_float32(x: np.ndarray) -> np.ndarray:
-    """exp of a float32 array, computed in float64 and rounded once to float32."""
-    return np.exp(x, dtype=np.float64).astype(np.float32)
-
-
-def decode_boxes(locs: np.ndarray, priors_cxcywh: np.ndarray, variances=(0.1, 0.2)) -> np.ndarray:
-    """`boxes.decode` in float32 with `exp_float32` for the sizes: locs (N, 4), priors
-    (N, 4) cxcywh -> boxes (N, 4) xyxy, operation for operation what the CUDA kernel does."""
-    v_centre, v_size = np.float32(variances[0]), np.float32(variances[1])
-    centre = priors_cxcywh[:, :2] + locs[:, :2] * v_centre * priors_cxcywh[:, 2:]
-    size = priors_cxcywh[:, 2:] * exp_float32(np.minimum(locs[:, 2:] * v_size, np.float32(BBOX_XFORM_CLIP)))
-    half = size / np.float32(2)
-    return np.concatenate([centre - half, centre + half], axis=1)
 
 
 def greedy_nms_mask(boxes_xyxy: np.ndarray, valid: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -176,7 +161,7 @@ def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessC
     if prior.size <= PAIRWISE_UP_TO:
         # A handful (a deployment threshold): one box per candidate, so an overlapping pair of
         # the same class is an edge as it stands; fewer NumPy calls than the mapping below.
-        boxes = np.clip(decode_boxes(locs[prior], priors_cxcywh[prior], config.variances), 0.0, 1.0)
+        boxes = np.clip(decode(locs[prior], priors_cxcywh[prior], config.variances), 0.0, 1.0)
         pair_a, pair_b = overlapping_pairs(boxes, config.iou_threshold)
         same_class = group[pair_a] == group[pair_b]
         pair_a, pair_b = pair_a[same_class], pair_b[same_class]
@@ -185,7 +170,7 @@ def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessC
     else:
         # Decode each default box once, whatever the number of classes it is a candidate of.
         box_priors, box_of = np.unique(prior, return_inverse=True)
-        boxes = np.clip(decode_boxes(locs[box_priors], priors_cxcywh[box_priors], config.variances), 0.0, 1.0)
+        boxes = np.clip(decode(locs[box_priors], priors_cxcywh[box_priors], config.variances), 0.0, 1.0)
         pair_a, pair_b = overlapping_pairs(boxes, config.iou_threshold)
         better, worse = class_edges(group, box_of, box_priors.size, pair_a, pair_b)
     kept = np.flatnonzero(greedy_keep(group.size, better, worse))

@@ -55,15 +55,12 @@ def torchvision_layout(model) -> dict[str, torch.Tensor]:
 def peer_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
     """torchvision-layout SSDLite320 weights from `path` (torchvision's own state dict, or our
     mobilenetv3_ssd checkpoint at 320x320) and how they were obtained."""
-    from ssd_edge.checkpoint import is_checkpoint, load_model, read_weights_file
-    from ssd_edge.models.torchvision_import import is_torchvision_detector
+    from ssd_edge.checkpoint import TORCHVISION, open_weights
 
-    data = read_weights_file(path)
-    if is_torchvision_detector(data):
-        return data, f"torchvision state dict {path}"
-    if not is_checkpoint(data):
-        raise BenchError(f"{path}: neither torchvision SSDLite320 weights nor an ssd-edge checkpoint")
-    model = load_model(path)
+    weights = open_weights(path)
+    if weights.kind == TORCHVISION:
+        return weights.data, f"torchvision state dict {path}"
+    model = weights.model()
     spec = model.spec
     if not same_architecture(spec):
         raise BenchError(f"{path}: a {spec.arch} at {spec.input_size} ({spec.arch_options}) has no torchvision "
@@ -96,20 +93,14 @@ def as_tensors(images_bgr: Sequence[np.ndarray]) -> list[torch.Tensor]:
             for im in images_bgr]
 
 
-def calibrate_batchnorm(model, images_bgr: Sequence[np.ndarray]) -> None:
+def calibrate_torchvision(model, images_bgr: Sequence[np.ndarray]) -> None:
     """Set the BatchNorm statistics of a randomly initialised torchvision SSD to those of
-    `images_bgr` (through its own transform). With its initial statistics the activations
-    shrink into float32's subnormal range, where a CPU computes many times slower than on
-    the normal numbers a trained model produces."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average: one batch sets the statistics
+    `images_bgr` (through its own transform), as `calibrate_batchnorm` explains."""
+    from ssd_edge.models.calibration import calibrate_batchnorm
+
     with torch.no_grad():
         batch = model.transform(as_tensors(images_bgr))[0].tensors
-        model.backbone.train(), model.head.train()
-        model.head(list(model.backbone(batch).values()))
-    model.eval()
+    calibrate_batchnorm(model, batch, lambda x: model.head(list(model.backbone(x).values())))
 
 
 def same_architecture(spec: ModelSpec) -> bool:
@@ -134,7 +125,7 @@ def torchvision_peer(
         nms_thresh=config.iou_threshold, topk_candidates=config.top_k, detections_per_img=config.max_detections,
     )
     if weights is None:
-        calibrate_batchnorm(model, images)
+        calibrate_torchvision(model, images)
         origin = ("random weights (seed 0, BatchNorm statistics of the benchmark images; none given with "
                   "--peer-weights): latency of the architecture; its decode+NMS load is that of an untrained head")
     else:

@@ -131,12 +131,3 @@ class TrainAugment:
             sample = hflip(sample)
         return to_network(drop_degenerate(sample), self.input_size)
 
-
-@dataclass(frozen=True)
-class EvalTransform:
-    """No augmentation: only the runtime's resize."""
-
-    input_size: tuple[int, int]
-
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator | None = None):
-        return to_network(drop_degenerate((image, boxes, labels)), self.input_size)

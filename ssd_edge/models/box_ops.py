@@ -11,24 +11,6 @@ from torch import Tensor
 from ssd_edge.runtime.boxes import BBOX_XFORM_CLIP
 
 
-def xyxy_to_cxcywh(boxes_xyxy: Tensor) -> Tensor:
-    x1, y1, x2, y2 = boxes_xyxy.unbind(-1)
-    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
-
-
-def cxcywh_to_xyxy(boxes_cxcywh: Tensor) -> Tensor:
-    cx, cy, w, h = boxes_cxcywh.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
-
-
-def encode(boxes_xyxy: Tensor, priors_cxcywh: Tensor, variances=(0.1, 0.2)) -> Tensor:
-    """Regression targets: boxes (..., 4) xyxy against priors (..., 4) cxcywh -> locs (..., 4)."""
-    boxes = xyxy_to_cxcywh(boxes_xyxy)
-    centre = (boxes[..., :2] - priors_cxcywh[..., :2]) / (variances[0] * priors_cxcywh[..., 2:])
-    size = torch.log(boxes[..., 2:] / priors_cxcywh[..., 2:]) / variances[1]
-    return torch.cat([centre, size], dim=-1)
-
-
 def decode(locs: Tensor, priors_cxcywh: Tensor, variances=(0.1, 0.2)) -> Tensor:
     """Boxes from regressions: locs (..., 4) against priors (..., 4) cxcywh -> boxes (..., 4) xyxy."""
     centre = priors_cxcywh[..., :2] + locs[..., :2] * variances[0] * priors_cxcywh[..., 2:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Sequence
@@ -17,11 +16,6 @@ def write_metrics_csv(path: str | os.PathLike, history: Sequence[dict]) -> None:
     for row in history:
         lines.append(",".join("" if row.get(k) is None else f"{row[k]:.6g}" if isinstance(row[k], float) else str(row[k]) for k in FIELDS))
     write_text_atomic(path, "\n".join(lines) + "\n")
-
-
-def read_metrics_csv(path: str | os.PathLike) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def plot_curves(path: str | os.PathLike, history: Sequence[dict]) -> None:

@@ -18,7 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ssd_edge.checkpoint import load_checkpoint, model_from_checkpoint, read_weights_file, save_checkpoint, is_checkpoint
+from ssd_edge.checkpoint import load_checkpoint, load_model, model_from_checkpoint, read_weights_file, save_checkpoint
 from ssd_edge.data.dataset import DetectionDataset, collate
 from ssd_edge.data.sources import Split, describe, load_splits
 from ssd_edge.data.transforms import TrainAugment
@@ -28,12 +28,7 @@ from ssd_edge.training.loss import MultiBoxLoss
 from ssd_edge.training.matching import MATCHERS
 from ssd_edge.models.registry import build_model
 from ssd_edge.models.ssd import SSD
-from ssd_edge.models.torchvision_import import (
-    coco_category_names,
-    is_torchvision_detector,
-    load_torchvision_backbone,
-    load_torchvision_detector,
-)
+from ssd_edge.models.torchvision_import import load_torchvision_backbone
 from ssd_edge.training.plots import plot_curves, write_metrics_csv
 from ssd_edge.evaluation.predictor import TorchPredictor
 from ssd_edge.runtime.errors import SSDEdgeError
@@ -128,13 +123,7 @@ def build_for_training(config: TrainConfig, class_names: tuple[str, ...], info: 
         load_torchvision_backbone(model, read_weights_file(config.pretrained_backbone))
         log(info, f"backbone: ImageNet weights from {config.pretrained_backbone}")
     if config.weights:
-        data = read_weights_file(config.weights)
-        if is_checkpoint(data):
-            source = model_from_checkpoint(load_checkpoint(config.weights), config.weights)
-        elif is_torchvision_detector(data):
-            source = load_torchvision_detector(build_model(config.arch, coco_category_names()), data)
-        else:
-            raise ValueError(f"{config.weights}: neither an ssd-edge checkpoint nor a torchvision SSD state dict")
+        source = load_model(config.weights, config.arch)
         copied, total = transfer_weights(model, source.state_dict())
         note = "" if copied == total else " (the rest, e.g. heads for another class list, keep their initialisation)"
         log(info, f"weights: {copied}/{total} tensors from {config.weights}{note}")
