@@ -2,7 +2,6 @@
 sample data, batching and chunking, torch-free operation, and one clear error per kind of
 bad input."""
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -231,10 +230,10 @@ def _gpu_and_tensorrt_present() -> bool:
 def test_engine_on_a_machine_without_gpu(detector, tmp_path):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"\x00" * 64)
-    (tmp_path / "model.engine.json").write_text(json.dumps({
-        "model_spec": detector.spec.to_dict(), "tensorrt_version": "10.3.0",
-        "gpu": {"name": "Orin", "compute_capability": [8, 7]},
-    }))
+    from ssd_edge.runtime.model_file import EngineSidecar
+
+    sidecar = EngineSidecar(spec=detector.spec, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability=(8, 7))
+    (tmp_path / "model.engine.json").write_text(sidecar.to_json())
     with pytest.raises(RuntimeError, match=r"model.engine: a TensorRT engine runs only where TensorRT and an NVIDIA"):
         Detector(engine)
 
