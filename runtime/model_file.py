@@ -30,9 +30,11 @@ def model_format(path: str | os.PathLike, allow_checkpoint: bool = False) -> str
         return "engine"
     if allow_checkpoint and suffix in CHECKPOINT_SUFFIXES:
         return "pytorch"
-    expected = ".onnx or .engine" + (" or a .pt checkpoint" if allow_checkpoint else "")
-    hint = "" if allow_checkpoint else "; export a checkpoint with ssd-export"
-    raise SpecError(f"{path}: not a model file the toolkit knows (expected {expected}){hint}")
+    if allow_checkpoint:
+        raise SpecError(f"{path}: not a model file the toolkit knows (expected .onnx, .engine or a .pt checkpoint)")
+    raise SpecError(
+        f"{path}: not a model the runtime runs (expected .onnx or .engine); export a checkpoint with ssd-export"
+    )
 
 
 def format_label(path: str | os.PathLike) -> str:
