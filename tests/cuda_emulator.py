@@ -30,6 +30,7 @@ def build(directory: Path) -> ctypes.CDLL:
         raise RuntimeError(f"{KERNEL_SOURCE}: expected the dynamic shared declaration twice")
     emulated = source.replace(DYNAMIC_SHARED, "unsigned char* smem = emu::dynamic_shared();")
     harness = (HERE / "launch.cpp").read_text() + (HERE / "cuda_emulation.h").read_text()
+    harness += "".join((HERE / name).read_text() for name in ("cuda_keywords.h", "kernel_adapters.h"))
     digest = hashlib.sha256((emulated + harness).encode()).hexdigest()[:16]
     library = directory / f"decode_nms_emulated_{digest}.so"
     if not library.exists():

@@ -56,6 +56,7 @@ def build(directory: Path, source: str | None = None, source_name: str | None = 
     if sanitize:
         flags.append("-fsanitize=thread")
     harness = (HERE / "run_launches.cpp").read_text() + (HERE / "cuda_threads.h").read_text()
+    harness += "".join((HERE / name).read_text() for name in ("cuda_keywords.h", "kernel_adapters.h"))
     digest = hashlib.sha256("\0".join([emulated, harness, cxx, *flags]).encode()).hexdigest()[:16]
     directory.mkdir(parents=True, exist_ok=True)
     executable = directory / f"run_launches_{digest}"

@@ -19,20 +19,7 @@
 #include <ucontext.h>
 #include <vector>
 
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __shared__ static
-#define __align__(n) alignas(n)
-
-struct dim3 {
-    unsigned int x = 1, y = 1, z = 1;
-};
-
-struct alignas(16) float4 {
-    float x, y, z, w;
-};
+#include "cuda_keywords.h"
 
 namespace emu {
 
