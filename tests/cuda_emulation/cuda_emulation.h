@@ -128,28 +128,3 @@ inline int atomicAdd(int* address, int value)
     return old;
 }
 
-inline int min(int a, int b) { return a < b ? a : b; }
-inline int max(int a, int b) { return a > b ? a : b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fdiv_rn(float a, float b) { return a / b; }
-inline float __double2float_rn(double x) { return static_cast<float>(x); }
-
-inline unsigned int __float_as_uint(float x)
-{
-    unsigned int u;
-    std::memcpy(&u, &x, sizeof u);
-    return u;
-}
-
-inline float __uint_as_float(unsigned int u)
-{
-    float x;
-    std::memcpy(&x, &u, sizeof x);
-    return x;
-}
-
-using std::exp;
-using std::fmaxf;
-using std::fminf;
