@@ -26,6 +26,7 @@ from ssd_edge.runtime.detections import Detections, PostprocessConfig, Postproce
 from ssd_edge.runtime.preprocess import check_image, preprocess
 from ssd_edge.runtime.spec import ModelSpec
 from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
+from ssd_edge.runtime.errors import UsageError
 
 BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "tensorrt")
 
@@ -73,22 +74,22 @@ class Detector:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file")
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+            raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
+            raise UsageError(f"threads must be at least 1, got {threads}")
         kind = model_format(path)
         overrides = PostprocessOverrides(
             score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections, top_k=top_k
         )
         if kind == "engine":
             if backend not in ("auto", "tensorrt"):
-                raise ValueError(f"{path}: a TensorRT engine runs on backend 'tensorrt', not {backend!r}")
+                raise UsageError(f"{path}: a TensorRT engine runs on backend 'tensorrt', not {backend!r}")
             from ssd_edge.runtime.backends.tensorrt_backend import TensorRTBackend
 
             self._backend = TensorRTBackend(path, overrides, read_sidecar(path))
         else:
             if backend == "tensorrt":
-                raise ValueError(
+                raise UsageError(
                     f"{path}: backend 'tensorrt' runs engines; build one with `ssd-export --format engine`, "
                     "or use 'onnxruntime-tensorrt' for onnxruntime's TensorRT provider"
                 )
@@ -125,7 +126,7 @@ class Detector:
         single = isinstance(images, (np.ndarray, str, os.PathLike))
         batch = [images] if single else list(images)
         if not batch:
-            raise ValueError("no images to detect in (empty list)")
+            raise UsageError("no images to detect in (empty list)")
         batch = [self._as_image(image, i) for i, image in enumerate(batch)]
         with self._lock:
             if self._closed:

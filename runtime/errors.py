@@ -18,6 +18,11 @@ class SSDEdgeError(Exception):
     exit_code = 2
 
 
+class UsageError(SSDEdgeError, ValueError):
+    """An argument or setting that cannot be used (an unknown backend, a negative count, a
+    source in no known form); the message names it and what would do."""
+
+
 class MissingDependency(SSDEdgeError, ImportError):
     """An optional package this path needs is not installed; the message names the extra."""
 

@@ -13,6 +13,7 @@ from ssd_edge.runtime.atomic import write_bytes_atomic
 from ssd_edge.runtime.detector import Detector
 from ssd_edge.runtime.draw import draw_detections
 from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, read_image
+from ssd_edge.runtime.errors import UsageError
 
 RESULTS_NAME = "detections.json"
 
@@ -54,7 +55,7 @@ def predict_images(
     `output` (created if needed). Returns the JSON's path. `progress(done, total)` is called
     after each batch."""
     if batch < 1:
-        raise ValueError(f"batch must be at least 1, got {batch}")
+        raise UsageError(f"batch must be at least 1, got {batch}")
     paths = check_images(images)
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ssd_edge.runtime.cuda.resources import GpuError
 from ssd_edge.runtime.errors import require
 from ssd_edge.runtime.model_file import spec_from_onnx_metadata
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
@@ -55,7 +56,7 @@ def choose_providers(available: Sequence[str], flavour: str) -> list[str]:
         raise ValueError(f"unknown onnxruntime flavour {flavour!r}")
     chosen = [p for p in wanted if p in available]
     if flavour == "tensorrt" and "TensorrtExecutionProvider" not in chosen:
-        raise RuntimeError(
+        raise GpuError(
             f"onnxruntime has no TensorRT execution provider here (available: {', '.join(available)}); "
             "install onnxruntime-gpu with TensorRT, or use backend='onnxruntime'"
         )

@@ -25,6 +25,7 @@ import numpy as np
 
 from ssd_edge.runtime.demo.rates import RateMeter
 from ssd_edge.runtime.demo.sources import CameraError
+from ssd_edge.runtime.errors import UsageError
 
 JOIN_TIMEOUT_S = 5.0  # a read blocked inside a driver is left to its daemon thread after this
 
@@ -50,7 +51,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 0 or self.first_delay_s < 0 or self.factor < 1 or self.max_delay_s < 0:
-            raise ValueError(f"invalid retry policy {self}: attempts and delays must be >= 0 and factor >= 1")
+            raise UsageError(f"invalid retry policy {self}: attempts and delays must be >= 0 and factor >= 1")
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt number `attempt` (0-based)."""

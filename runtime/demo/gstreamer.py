@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import cv2
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.runtime.errors import SSDEdgeError, UsageError
 
 JETSON_OPENCV_HELP = (
     "On a Jetson use JetPack's system OpenCV, which is built with GStreamer: "
@@ -25,10 +25,10 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: 
     """The GStreamer pipeline that reads Jetson CSI camera `sensor_id` through nvarguscamerasrc
     and hands BGR frames to OpenCV's appsink (keeping only the newest frame)."""
     if sensor_id < 0:
-        raise ValueError(f"csi camera sensor id must be 0 or more, got {sensor_id}")
+        raise UsageError(f"csi camera sensor id must be 0 or more, got {sensor_id}")
     for name, value in (("width", width), ("height", height), ("fps", fps)):
         if value < 1:
-            raise ValueError(f"csi camera {name} must be a positive integer, got {value}")
+            raise UsageError(f"csi camera {name} must be a positive integer, got {value}")
     return (
         f"nvarguscamerasrc sensor-id={sensor_id} ! "
         f"video/x-raw(memory:NVMM),width={width},height={height},framerate={fps}/1 ! "

@@ -32,6 +32,7 @@ from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.demo.rates import DurationMeter
 from ssd_edge.runtime.demo.recording import JsonLinesLog, VideoRecorder
 from ssd_edge.runtime.demo.sources import Source, describe_capture, open_capture, parse_source
+from ssd_edge.runtime.errors import UsageError
 
 if TYPE_CHECKING:  # imported when tracking is asked for: it needs SciPy
     from ssd_edge.runtime.tracking import StreamTracking
@@ -69,9 +70,9 @@ class DemoSettings:
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be at least 1, got {self.max_frames}")
+            raise UsageError(f"max_frames must be at least 1, got {self.max_frames}")
         if self.log and not self.output and not self.headless:
-            raise ValueError("a log path needs --output (or --headless): the log describes the recorded video")
+            raise UsageError("a log path needs --output (or --headless): the log describes the recorded video")
 
     @property
     def tracking(self) -> bool:

@@ -17,7 +17,7 @@ from typing import Iterator
 import cv2
 
 from ssd_edge.runtime.demo.gstreamer import csi_pipeline, require_gstreamer
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.runtime.errors import SSDEdgeError, UsageError
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 STREAM_TIMEOUT_MS = 5000  # open and read timeouts of network streams, so a dead one fails instead of hanging
@@ -79,7 +79,7 @@ def parse_source(text: str | int, width: int | None = None, height: int | None =
     """What to try for a source given as on the command line; see SOURCE_FORMS."""
     text = str(text).strip()
     if (width is None) != (height is None):
-        raise ValueError(f"give both width and height, or neither (got width={width}, height={height})")
+        raise UsageError(f"give both width and height, or neither (got width={width}, height={height})")
     size = (width, height) if width is not None else None
     if text.isdigit():
         return Source(text, "camera", _camera_attempts(int(text)), size, fps)
@@ -91,7 +91,7 @@ def parse_source(text: str | int, width: int | None = None, height: int | None =
     if sep and scheme.lower() in STREAM_SCHEMES:
         return Source(text, "stream", _stream_attempts(text), size, fps)
     if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
-        raise ValueError(f"source {text!r}: unknown scheme '{scheme}://'; give {SOURCE_FORMS}")
+        raise UsageError(f"source {text!r}: unknown scheme '{scheme}://'; give {SOURCE_FORMS}")
     if text.startswith("gst:") or " ! " in text:
         pipeline = text[4:].strip() if text.startswith("gst:") else text
         return Source(text, "pipeline", (Attempt(pipeline, cv2.CAP_GSTREAMER, "CAP_GSTREAMER"),), size, fps)
@@ -120,7 +120,7 @@ def _stream_attempts(url: str) -> tuple[Attempt, ...]:
 
 def _csi_source(text: str, rest: str, size: tuple[int, int] | None, fps: float | None) -> Source:
     if not rest.isdigit():
-        raise ValueError(f"source {text!r}: a CSI camera is csi://N with N the sensor id (csi://0)")
+        raise UsageError(f"source {text!r}: a CSI camera is csi://N with N the sensor id (csi://0)")
     width, height = size or CSI_DEFAULT_SIZE
     rate = int(round(fps)) if fps else CSI_DEFAULT_FPS
     pipeline = csi_pipeline(int(rest), width, height, rate)

@@ -95,15 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     from ssd_edge.runtime.demo.capture import RetryPolicy
     from ssd_edge.runtime.demo.loop import DemoSettings, run_demo
 
-    settings = DemoSettings(
-        model=args.model, source=args.source, backend=args.backend, score_threshold=args.score_threshold,
-        iou_threshold=args.iou_threshold, width=args.width, height=args.height, fps=args.fps,
-        headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
-        retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
-        track=args.track, count_line=args.count_line,
-    )
-
     def work():
+        settings = DemoSettings(
+            model=args.model, source=args.source, backend=args.backend, score_threshold=args.score_threshold,
+            iou_threshold=args.iou_threshold, width=args.width, height=args.height, fps=args.fps,
+            headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
+            retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
+            track=args.track, count_line=args.count_line,
+        )
         with _StopOnSignal() as stop:
             return run_demo(settings, status=_status, stop=stop.event)
 

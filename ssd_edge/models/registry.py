@@ -17,6 +17,7 @@ from ssd_edge.models.postprocessor import PostProcessor
 from ssd_edge.runtime.detections import DEFAULT_POSTPROCESS
 from ssd_edge.runtime.priors import scales_linear
 from ssd_edge.runtime.spec import DefaultBoxConfig, ModelSpec
+from ssd_edge.runtime.errors import UsageError
 
 Body = tuple[nn.Module, nn.ModuleList]
 
@@ -84,7 +85,7 @@ ARCHS: dict[str, Preset] = {
 
 def preset(arch: str) -> Preset:
     if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(sorted(ARCHS))}")
+        raise UsageError(f"unknown architecture {arch!r}; choose from {', '.join(sorted(ARCHS))}")
     return ARCHS[arch]
 
 
@@ -100,10 +101,10 @@ def _probe(backbone: nn.Module, extras: nn.ModuleList, arch: str, imgsz: tuple[i
                 y = extra(y)
                 features.append(y)
     except RuntimeError as exc:
-        raise ValueError(f"input size {imgsz[0]}x{imgsz[1]} (H x W) is too small for {arch}: {exc}") from None
+        raise UsageError(f"input size {imgsz[0]}x{imgsz[1]} (H x W) is too small for {arch}: {exc}") from None
     sizes = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features)
     if min(min(s) for s in sizes) < 1:
-        raise ValueError(f"input size {imgsz[0]}x{imgsz[1]} (H x W) is too small for {arch}: maps {sizes}")
+        raise UsageError(f"input size {imgsz[0]}x{imgsz[1]} (H x W) is too small for {arch}: maps {sizes}")
     return sizes, [int(f.shape[1]) for f in features]
 
 
@@ -120,7 +121,7 @@ def _body(chosen: Preset, arch: str, options: Mapping[str, Any]) -> tuple[Body, 
     """The preset's backbone and extras with `options` over its defaults, and the options in effect."""
     unknown = set(options) - set(chosen.options)
     if unknown:
-        raise ValueError(f"{arch} has no option(s) {sorted(unknown)}; it takes {sorted(chosen.options) or 'none'}")
+        raise UsageError(f"{arch} has no option(s) {sorted(unknown)}; it takes {sorted(chosen.options) or 'none'}")
     arch_options = {**chosen.options, **options}
     return chosen.body(**arch_options), arch_options
 
@@ -157,7 +158,7 @@ def build_model(
     chosen = preset(arch)
     if isinstance(class_names, int):
         if class_names < 2:
-            raise ValueError(f"num_classes must count the background and at least one class, got {class_names}")
+            raise UsageError(f"num_classes must count the background and at least one class, got {class_names}")
         class_names = ["__background__"] + [f"class{i}" for i in range(1, class_names)]
     body, arch_options = _body(chosen, arch, options)
     size = _imgsz(imgsz, chosen.imgsz)
@@ -201,7 +202,7 @@ def model_from_spec(spec: ModelSpec) -> SSD:
     maps, channels = _probe(*body, spec.arch, size)
     built = _box_config(chosen, maps, size)
     if built != spec.default_boxes:
-        raise ValueError(
+        raise UsageError(
             f"the stored ModelSpec's default boxes do not match what {spec.arch} builds at "
             f"{spec.input_size}: stored {spec.default_boxes}, built {built}"
         )

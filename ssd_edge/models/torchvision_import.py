@@ -13,6 +13,7 @@ from torchvision.models import vgg16
 
 from ssd_edge.models import mobilenet, vgg
 from ssd_edge.models.ssd import SSD
+from ssd_edge.runtime.errors import UsageError
 
 # torchvision detector key prefix -> ours, per architecture family, first match wins.
 _DETECTOR_RENAMES = {
@@ -52,7 +53,7 @@ def detector_state_dict(model: SSD, state_dict: Mapping[str, Tensor]) -> dict[st
                 ours[new_key] = value
                 break
         else:
-            raise ValueError(f"unexpected key {key!r} in a torchvision {model.spec.arch} state dict")
+            raise UsageError(f"unexpected key {key!r} in a torchvision {model.spec.arch} state dict")
     return ours
 
 
@@ -70,7 +71,7 @@ def _load(model_part: torch.nn.Module, state_dict: Mapping[str, Tensor], what: s
         if wrong:
             k = wrong[0]
             details.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})")
-        raise ValueError(f"{what} does not fit this model: " + "; ".join(details))
+        raise UsageError(f"{what} does not fit this model: " + "; ".join(details))
     model_part.load_state_dict(state_dict)
 
 
@@ -102,7 +103,7 @@ def load_torchvision_backbone(model: SSD, state_dict: Mapping[str, Tensor]) -> S
         cut = lambda net: mobilenet.MobileNetV3Features(net.features)  # noqa: E731
     features = {k: v for k, v in state_dict.items() if k.startswith("features.")}
     if not features:
-        raise ValueError(f"no 'features.*' weights: this is not a torchvision ImageNet classifier state dict for {arch}")
+        raise UsageError(f"no 'features.*' weights: this is not a torchvision ImageNet classifier state dict for {arch}")
     hint = "" if arch == "vgg16_ssd" else f" (ImageNet MobileNetV3 weights need reduced_tail=False; this model has {options})"
     _load(classifier.features, {k[len("features."):]: v for k, v in features.items()}, f"ImageNet weights{hint}")
     backbone = cut(classifier)

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ssd_edge.runtime.boxes import cxcywh_to_xyxy, encode, pairwise_iou
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.runtime.errors import SSDEdgeError, UsageError
 
 MATCHERS = ("hungarian_iou", "hungarian", "greedy_iou")
 
@@ -53,7 +53,7 @@ def assign(
         box (a later one overwrites an earlier one on a collision), then the IoU rule.
     """
     if matcher not in MATCHERS:
-        raise ValueError(f"unknown matcher {matcher!r}; choose from {', '.join(MATCHERS)}")
+        raise UsageError(f"unknown matcher {matcher!r}; choose from {', '.join(MATCHERS)}")
     assigned = np.full(len(priors_cxcywh), -1, np.int64)
     if len(gt_boxes_xyxy) == 0:
         return assigned

@@ -31,7 +31,7 @@ from ssd_edge.models.ssd import SSD
 from ssd_edge.models.torchvision_import import load_torchvision_backbone
 from ssd_edge.training.plots import plot_curves, write_metrics_csv
 from ssd_edge.evaluation.predictor import TorchPredictor
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.runtime.errors import SSDEdgeError, UsageError
 
 
 class TrainingError(SSDEdgeError, RuntimeError):
@@ -63,15 +63,15 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"--epochs ({self.epochs}) and --batch-size ({self.batch_size}) must be at least 1")
+            raise UsageError(f"--epochs ({self.epochs}) and --batch-size ({self.batch_size}) must be at least 1")
         if self.lr <= 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+            raise UsageError(f"--lr must be positive, got {self.lr}")
         if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
+            raise UsageError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.matcher not in MATCHERS:
-            raise ValueError(f"--matcher must be one of {', '.join(MATCHERS)}, got {self.matcher!r}")
+            raise UsageError(f"--matcher must be one of {', '.join(MATCHERS)}, got {self.matcher!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"--device must be cpu, cuda or auto, got {self.device!r}")
+            raise UsageError(f"--device must be cpu, cuda or auto, got {self.device!r}")
 
 
 def device_type(name: str) -> str:
@@ -86,7 +86,7 @@ def pick_device(name: str, info: DistInfo) -> torch.device:
         name = device_type(name)
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
+            raise UsageError("--device cuda was asked for, but PyTorch sees no CUDA device")
         return torch.device("cuda", info.local_rank) if name == "cuda" else torch.device(name)
     return torch.device("cpu")
 
@@ -306,7 +306,7 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
     warmup = min(total // 2, max(1, round(config.warmup_epochs * len(loader))))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total))
     if config.amp and device.type != "cuda":
-        raise ValueError("--amp needs a CUDA device (mixed precision on CPU is not supported here)")
+        raise UsageError("--amp needs a CUDA device (mixed precision on CPU is not supported here)")
     scaler = torch.amp.GradScaler("cuda") if config.amp else None
     run = Run(config, info, device, model, net, loader, optimizer, scheduler, scaler, val, history=[])
     if resume is not None:
