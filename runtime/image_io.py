@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from ssd_edge.runtime.errors import SSDEdgeError
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
+
 from ssd_edge.runtime.detections import DEFAULT_POSTPROCESS, ConfigError, PostprocessConfig
 from ssd_edge.runtime.errors import SSDEdgeError
 
@@ -80,7 +81,7 @@ class ModelSpec:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     channel_order: str = "RGB"
-    variances: tuple[float, float] = (0.1, 0.2)
+    variances: tuple[float, float] = DEFAULT_POSTPROCESS.variances
     score_threshold: float = DEFAULT_POSTPROCESS.score_threshold
     iou_threshold: float = DEFAULT_POSTPROCESS.iou_threshold
     top_k: int = DEFAULT_POSTPROCESS.top_k

@@ -31,9 +31,6 @@ class GpuInfo:
     name: str
     compute_capability: tuple[int, int]
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "compute_capability": list(self.compute_capability)}
-
 
 def _driver() -> ctypes.CDLL:
     for name in ("libcuda.so.1", "libcuda.so", ctypes.util.find_library("cuda")):

@@ -14,6 +14,7 @@ import threading
 from typing import Any, Callable
 
 import numpy as np
+
 from ssd_edge.runtime.errors import SSDEdgeError
 
 

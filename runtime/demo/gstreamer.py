@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import cv2
+
 from ssd_edge.runtime.errors import SSDEdgeError, UsageError
 
 JETSON_OPENCV_HELP = (

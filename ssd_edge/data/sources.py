@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ssd_edge.runtime.errors import SSDEdgeError
 
 
