@@ -206,7 +206,6 @@ def test_flip_and_crop_by_hand():
 
 
 def test_dataset_reader_skips_missing_and_corrupt_images_with_a_warning(tmp_path):
-    from ssd_edge.data.dataset import read_image
     from ssd_edge.data.sources import ImageRecord
 
     def record(name):
@@ -215,8 +214,8 @@ def test_dataset_reader_skips_missing_and_corrupt_images_with_a_warning(tmp_path
     picture = np.arange(6 * 5 * 3, dtype=np.uint8).reshape(6, 5, 3)
     cv2.imwrite(str(tmp_path / "good.png"), picture)
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    np.testing.assert_array_equal(read_image(record("good.png")), picture)
+    np.testing.assert_array_equal(record("good.png").read_image(), picture)
     with pytest.warns(UserWarning, match=r"gone\.jpg: missing image, skipped"):
-        assert read_image(record("gone.jpg")) is None
+        assert record("gone.jpg").read_image() is None
     with pytest.warns(UserWarning, match=r"bad\.jpg: unreadable or corrupt image, skipped"):
-        assert read_image(record("bad.jpg")) is None
+        assert record("bad.jpg").read_image() is None

@@ -3,7 +3,6 @@ workers, so the loss only reduces), and a collate that skips unreadable images."
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -11,19 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ssd_edge.data.sources import ImageRecord
-from ssd_edge.runtime import image_io
 from ssd_edge.training.matching import match
-
-
-def read_image(record: ImageRecord) -> np.ndarray | None:
-    """BGR uint8 (H, W, 3) through the runtime's one reader, or None (with a warning that
-    names the file) when the file is missing or cannot be decoded."""
-    try:
-        return image_io.read_image(record.path)
-    except image_io.ImageError:
-        problem = "missing" if not record.path.exists() else "unreadable or corrupt"
-        warnings.warn(f"{image_io.shown_path(record.path)}: {problem} image, skipped", stacklevel=2)
-        return None
 
 
 class DetectionDataset(Dataset):
@@ -56,7 +43,7 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int):
         record = self.records[index]
-        image = read_image(record)
+        image = record.read_image()
         if image is None:
             return None
         boxes, labels = record.boxes, record.labels

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,19 @@ class ImageRecord:
     height: int
     boxes: np.ndarray
     labels: np.ndarray
+
+    def read_image(self) -> np.ndarray | None:
+        """BGR uint8 (H, W, 3) through the runtime's one reader, or None (with a warning that
+        names the file) when the file is missing or cannot be decoded: training and
+        evaluation skip such an image and count it."""
+        from ssd_edge.runtime import image_io
+
+        try:
+            return image_io.read_image(self.path)
+        except image_io.ImageError:
+            problem = "missing" if not self.path.exists() else "unreadable or corrupt"
+            warnings.warn(f"{image_io.shown_path(self.path)}: {problem} image, skipped", stacklevel=2)
+            return None
 
 
 @dataclass

@@ -18,7 +18,6 @@ import numpy as np
 
 from ssd_edge.data.sources import Split
 from ssd_edge.runtime.detections import Detections
-from ssd_edge.runtime.image_io import ImageError, read_image
 
 Predictor = Callable[[Sequence[np.ndarray]], Sequence[Detections]]
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -81,12 +80,10 @@ def evaluate(predictor: Predictor, split: Split, batch_size: int = 8, progress: 
     for start in range(0, len(records), batch_size):
         batch, ids = [], []
         for record in records[start : start + batch_size]:
-            try:
-                image = read_image(record.path)
-            except ImageError as exc:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("always")
-                    warnings.warn(f"{exc}; skipped", stacklevel=2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                image = record.read_image()
+            if image is None:
                 skipped += 1
                 continue
             batch.append(image)
