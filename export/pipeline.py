@@ -196,15 +196,14 @@ def _calibration_images(options: ExportOptions) -> list[Path]:
 def _at_input_size(model, imgsz: tuple[int, int] | None):
     """The same weights built for another input size (SSD convolutions do not depend on it;
     the default boxes do, and are recomputed). Everything else in the spec stays."""
-    from ssd_edge.models.registry import default_box_config, model_from_spec
+    from ssd_edge.models.registry import model_from_spec
 
     spec = model.spec
     if imgsz is None or tuple(imgsz) == tuple(spec.input_size):
         return model
     size = (int(imgsz[0]), int(imgsz[1]))
     try:
-        boxes = default_box_config(spec.arch, size, spec.arch_options)
-        resized = model_from_spec(spec.replace(input_size=size, default_boxes=boxes))
+        resized = model_from_spec(spec, input_size=size)
     except ValueError as exc:
         raise ExportError(f"--imgsz {imgsz[0]} {imgsz[1]}: {exc}") from None
     resized.load_state_dict(model.state_dict())

@@ -9,8 +9,7 @@ from ssd_edge.checkpoint import save_checkpoint
 from ssd_edge.export.images import sample_images
 from ssd_edge.export.onnx_model import spec_of
 from ssd_edge.export.pipeline import ExportOptions, run_export
-from ssd_edge.models import model_from_spec
-from ssd_edge.models.registry import default_box_config
+from ssd_edge.models import build_model, model_from_spec
 
 VARIANCES = (0.15, 0.25)
 NAMES = ("pixels", ("deltas", "logits"))
@@ -33,7 +32,7 @@ def test_imgsz_change_keeps_the_spec_and_the_onnx_uses_its_names(custom_checkpoi
     proto = onnx.load(str(result.files[0]))
     exported = spec_of(proto, result.files[0])
     assert exported.input_size == (192, 224)
-    assert exported.default_boxes == default_box_config(spec.arch, (192, 224), spec.arch_options)
+    assert exported.default_boxes == build_model(spec.arch, 2, (192, 224), **spec.arch_options).spec.default_boxes
     assert exported.default_boxes != spec.default_boxes
     assert exported == spec.replace(input_size=(192, 224), default_boxes=exported.default_boxes)
     assert exported.variances == VARIANCES and exported.top_k == 77

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from ssd_edge.models import ARCHS, RawOutputs, build_model, model_from_spec
-from ssd_edge.models.registry import default_box_config
 from ssd_edge.runtime.spec import ModelSpec
 
 
@@ -99,8 +98,11 @@ def test_model_from_spec_completes_the_arch_options_and_refuses_foreign_default_
         model_from_spec(spec.replace(arch_options={"depth": 3}))
 
 
-def test_default_box_config_is_what_build_model_lays():
-    for arch, imgsz in (("mobilenetv3_ssd", (256, 384)), ("vgg16_ssd", 300)):
-        assert default_box_config(arch, imgsz) == build_model(arch, 2, imgsz).spec.default_boxes
+def test_model_from_spec_at_another_size_lays_what_build_model_lays():
+    for arch, imgsz in (("mobilenetv3_ssd", (256, 384)), ("vgg16_ssd", (300, 360))):
+        spec = build_model(arch, 2).spec
+        resized = model_from_spec(spec, input_size=imgsz).spec
+        assert resized.default_boxes == build_model(arch, 2, imgsz).spec.default_boxes
+        assert resized == spec.replace(input_size=resized.input_size, default_boxes=resized.default_boxes)
     with pytest.raises(ValueError, match="too small for vgg16_ssd"):
-        default_box_config("vgg16_ssd", 64)
+        model_from_spec(build_model("vgg16_ssd", 2).spec, input_size=64)

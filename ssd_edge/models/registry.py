@@ -1,6 +1,6 @@
 """Architectures by name. Only this module knows the presets; `build_model` assembles an SSD
-from its parts, `model_from_spec` rebuilds one from a stored ModelSpec and
-`default_box_config` gives the default boxes of an architecture at an input size."""
+from its parts, `model_from_spec` rebuilds one from a stored ModelSpec (at its own input
+size or another)."""
 
 from __future__ import annotations
 
@@ -181,29 +181,23 @@ def build_model(
     return _assemble(chosen, spec, body, channels)
 
 
-def default_box_config(arch: str, imgsz: int | Sequence[int], arch_options: Mapping[str, Any] | None = None) -> DefaultBoxConfig:
-    """The default boxes `arch` (with `arch_options`) lays over its maps at input size `imgsz`
-    (an int for square, or (H, W)); ValueError when the input is too small for it."""
-    chosen = preset(arch)
-    body, _ = _body(chosen, arch, dict(arch_options or {}))
-    size = _imgsz(imgsz, chosen.imgsz)
-    maps, _ = _probe(*body, arch, size)
-    return _box_config(chosen, maps, size)
-
-
-def model_from_spec(spec: ModelSpec) -> SSD:
+def model_from_spec(spec: ModelSpec, input_size: int | Sequence[int] | None = None) -> SSD:
     """An SSD shaped as `spec` says (weights still to be loaded), carrying `spec` itself:
     class names, mean/std, postprocessing defaults and variances, input and output names.
     Its arch_options are completed with the preset's defaults. ValueError when the spec's
-    default boxes are not those the architecture lays at its input size."""
+    default boxes are not those the architecture lays at its input size.
+
+    input_size: build for this size instead (an int for square, or (H, W)); the default
+    boxes are laid anew for it, everything else in `spec` stays (SSD's convolutions do not
+    depend on the input size, so the same weights load)."""
     chosen = preset(spec.arch)
     body, arch_options = _body(chosen, spec.arch, spec.arch_options)
-    size = tuple(spec.input_size)
+    size = tuple(spec.input_size) if input_size is None else _imgsz(input_size, chosen.imgsz)
     maps, channels = _probe(*body, spec.arch, size)
     built = _box_config(chosen, maps, size)
-    if built != spec.default_boxes:
-        raise UsageError(
+    if input_size is None and built != spec.default_boxes:
+        raise ValueError(
             f"the stored ModelSpec's default boxes do not match what {spec.arch} builds at "
             f"{spec.input_size}: stored {spec.default_boxes}, built {built}"
         )
-    return _assemble(chosen, spec.replace(arch_options=arch_options), body, channels)
+    return _assemble(chosen, spec.replace(input_size=size, default_boxes=built, arch_options=arch_options), body, channels)
