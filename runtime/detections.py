@@ -13,7 +13,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -57,18 +57,23 @@ class Detections(NamedTuple):
         return [self.class_names[int(label)] for label in self.labels]
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One JSON-ready dict per detection: box [x1, y1, x2, y2] in pixels (to 0.01 px),
-        label, name, score (to 1e-5). The one schema every JSON output of the toolkit
-        (ssd-predict's detections.json, the demo's log) writes."""
+        """One `detection_record` per detection."""
         return [
-            {
-                "box": [round(float(v), 2) for v in box],
-                "label": int(label),
-                "name": name,
-                "score": round(float(score), 5),
-            }
+            detection_record(box, label, name, score)
             for box, label, name, score in zip(self.boxes, self.labels, self.names, self.scores)
         ]
+
+
+def detection_record(box_xyxy: Sequence[float], label: int, name: str, score: float) -> dict[str, Any]:
+    """One detection as JSON-ready data: box [x1, y1, x2, y2] in pixels (to 0.01 px), label,
+    name, score (to 1e-5). The one schema every JSON output of the toolkit writes
+    (ssd-predict's detections.json, the demo's log, tracks there)."""
+    return {
+        "box": [round(float(v), 2) for v in box_xyxy],
+        "label": int(label),
+        "name": name,
+        "score": round(float(score), 5),
+    }
 
 
 def _probability(name: str, value: Any, upper_open: bool = False) -> float:

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from ssd_edge.runtime.detections import Detections
+from ssd_edge.runtime.detections import Detections, detection_record
 from ssd_edge.runtime.tracking.association import associate
 from ssd_edge.runtime.tracking.errors import TrackingError
 from ssd_edge.runtime.tracking.kalman import BoxKalman, MotionNoise, state_boxes
@@ -110,13 +110,11 @@ class Tracks(NamedTuple):
         return [class_name(label, self.class_names) for label in self.labels.tolist()]
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One JSON-ready dict per track, Detections.to_records' schema plus the track's
-        fields: id, box [x1, y1, x2, y2] in pixels (to 0.01 px), label, name, score (to 1e-5),
-        age (frames since the track's first detection) and detection (the row of this
-        frame's detections it took)."""
+        """One JSON-ready dict per track: its id, `detection_record`'s box, label, name and
+        score, age (frames since the track's first detection) and detection (the row of
+        this frame's detections it took)."""
         return [
-            {"id": int(track_id), "box": [round(float(v), 2) for v in box], "label": int(label), "name": name,
-             "score": round(float(score), 5), "age": int(age), "detection": int(row)}
+            {"id": int(track_id), **detection_record(box, label, name, score), "age": int(age), "detection": int(row)}
             for track_id, box, label, name, score, age, row in zip(
                 self.ids, self.boxes, self.labels, self.names, self.scores, self.ages, self.detection_index)
         ]
