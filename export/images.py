@@ -30,8 +30,6 @@ def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Pat
     return paths
 
 
-
-
 def sample_images(count: int, seed: int = 0) -> list[np.ndarray]:
     """`count` BGR images from the synthetic sample data generator (shapes on textures),
     made in memory: real image statistics with nothing to download."""

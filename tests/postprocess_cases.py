@@ -3,7 +3,6 @@
 import numpy as np
 
 
-
 def random_priors(rng, count):
     centres = rng.uniform(0.05, 0.95, (count, 2))
     sizes = rng.uniform(0.05, 0.5, (count, 2))
