@@ -17,7 +17,7 @@ import numpy as np
 from ssd_edge.export.onnx_model import ExportError
 from ssd_edge.runtime.backends.onnxruntime_backend import open_session
 from ssd_edge.runtime.boxes import pairwise_iou
-from ssd_edge.runtime.detections import Detections, PostprocessConfig
+from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.priors import default_boxes
@@ -113,7 +113,7 @@ def torch_outputs(model, images: np.ndarray, batch: int) -> Outputs:
 
 def detections(spec: ModelSpec, outputs: Outputs, image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
     locs, confs = outputs
-    return postprocess(locs, confs, default_boxes(spec), image_sizes, PostprocessConfig.from_spec(spec))
+    return postprocess(locs, confs, default_boxes(spec), image_sizes, spec.postprocess)
 
 
 def matched_detections(ours: Detections, reference: Detections, iou_threshold: float = 0.5) -> int:
