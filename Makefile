@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The exact torch build this kind of machine keeps on disk; setup.cfg asks only for torch>=2.1.
 TORCH  := torch==2.14.1 torchvision==0.29.1
-EXTRAS := train,export,runtime,dev
+EXTRAS := train,export,runtime,openvino,dev
 
 .PHONY: setup test sample clean
 
