@@ -1,5 +1,5 @@
 """Cold start of the runtime alone: a fresh Python process that imports the runtime, loads
-the model and detects in one image file. Goal (issue 6): at most 0.5 s on the CPU.
+the model and detects in one image file. Goal: at most 0.5 s on the CPU.
 
     python benchmarks/cold_start.py                        # writes benchmarks/results/cold_start_cpu.md
     python benchmarks/cold_start.py --model ssd.onnx --repeats 20

@@ -1,6 +1,7 @@
 """End-to-end CPU latency: our ONNX FP32 and both INT8 flavours on onnxruntime against
 torchvision's eager ssdlite320_mobilenet_v3_large, same weights, same images, same threads,
-in one ssd-bench run; reported against the goals of issue 6.
+in one ssd-bench run; reported against the end-to-end goals in
+benchmarks/README.md.
 
     python benchmarks/e2e_cpu.py                       # writes benchmarks/results/e2e_cpu.md (+ .json)
     python benchmarks/e2e_cpu.py --weights ssdlite320_mobilenet_v3_large_coco-a79551df.pth
