@@ -4,7 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The exact torch build this kind of machine keeps on disk; setup.cfg asks only for torch>=2.1.
 TORCH  := torch==2.14.1 torchvision==0.29.1
-EXTRAS := train,export,runtime,openvino,dev
+EXTRAS := train,export,runtime,openvino,dev,serve-client
+# ssd-serve runs in its own venv: nvidia-pytriton 0.7 needs numpy<2 (setup.cfg, extra serve)
+SERVE_VENV ?= .venv-serve
 
 .PHONY: setup test sample clean
 
@@ -13,13 +15,18 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH) -e ".[$(EXTRAS)]"
 	touch $@
 
-setup: $(BIN)/.installed
+$(SERVE_VENV)/bin/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --quiet -e ".[runtime,serve]"
+	touch $@
+
+setup: $(BIN)/.installed $(SERVE_VENV)/bin/.installed
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs/sample
+	rm -rf $(VENV) $(SERVE_VENV) runs/sample
 
 sample: setup
 	test -d dataset_coco || $(BIN)/ssd-dataset synth dataset_coco --train 400 --val 100 --seed 0
