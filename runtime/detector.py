@@ -28,7 +28,7 @@ from ssd_edge.runtime.spec import ModelSpec
 from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
 from ssd_edge.runtime.errors import UsageError
 
-BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "openvino", "tensorrt")
 
 Image = Union[np.ndarray, str, os.PathLike]
 
@@ -44,11 +44,19 @@ class Detector:
 
     backend: "auto" (.engine: TensorRT; .onnx: onnxruntime), "onnxruntime" (its CUDA
     provider when onnxruntime-gpu is installed, else the CPU), "onnxruntime-cpu",
-    "onnxruntime-tensorrt" (onnxruntime's TensorRT provider), or "tensorrt" (an engine
-    through pycuda). On the GPU, decode + NMS runs in ssd-edge's CUDA kernel; on the CPU in
-    NumPy. score_threshold, iou_threshold, max_detections, top_k: override the ModelSpec's.
-    threads: onnxruntime's intra-op threads (None: onnxruntime's default; a TensorRT engine
-    has no thread pool and ignores it).
+    "onnxruntime-tensorrt" (onnxruntime's TensorRT provider), "openvino" (the ONNX model on
+    OpenVINO, `pip install 'ssd-edge[openvino]'`) or "tensorrt" (an engine through pycuda).
+    On the GPU, decode + NMS runs in ssd-edge's CUDA kernel; elsewhere in NumPy.
+    score_threshold, iou_threshold, max_detections, top_k: override the ModelSpec's.
+    threads: onnxruntime's intra-op threads or OpenVINO's INFERENCE_NUM_THREADS (None: their
+    default; a TensorRT engine has no thread pool and ignores it).
+    device, precision: OpenVINO only: device "CPU" (default), "GPU", "NPU" or "AUTO";
+    precision "f32" (default, equal to onnxruntime to float rounding), "bf16" (f32 with a
+    RuntimeWarning where the device has no bf16) or "auto" (the device's fast native
+    precision); `backend` names the precision that runs, e.g. 'openvino 2026.4.1 (CPU, f32
+    instead of bf16)'.
+    spinning: onnxruntime only: whether its idle intra-op threads spin waiting for work
+    (None: the backend's default, see onnxruntime_backend.DEFAULT_SPINNING).
 
     Benchmarks time the stages of a call with `det(images, timer=StageTimer())` (see
     `stage_timer`); without a timer nothing is measured.
@@ -69,6 +77,9 @@ class Detector:
         max_detections: int | None = None,
         top_k: int | None = None,
         threads: int | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        spinning: bool | None = None,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -77,6 +88,10 @@ class Detector:
             raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         if threads is not None and threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}")
+        if backend != "openvino" and (device is not None or precision is not None):
+            raise UsageError(f"device and precision choose OpenVINO's device and precision; backend is {backend!r}")
+        if spinning is not None and backend not in ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt"):
+            raise UsageError(f"spinning is an onnxruntime option; backend is {backend!r}")
         kind = model_format(path)
         overrides = PostprocessOverrides(
             score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections, top_k=top_k
@@ -93,13 +108,23 @@ class Detector:
                     f"{path}: backend 'tensorrt' runs engines; build one with `ssd-export --format engine`, "
                     "or use 'onnxruntime-tensorrt' for onnxruntime's TensorRT provider"
                 )
-            from ssd_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-            flavour = {"onnxruntime-cpu": "cpu", "onnxruntime-tensorrt": "tensorrt"}.get(backend, "auto")
-            self._backend = OnnxRuntimeBackend(path, overrides, flavour, threads=threads)
+            self._backend = self._onnx_backend(path, backend, overrides, threads, device, precision, spinning)
         self.model_path = path
         self._lock = threading.Lock()
         self._closed = False
+
+    @staticmethod
+    def _onnx_backend(path: Path, backend: str, overrides: PostprocessOverrides, threads: int | None,
+                      device: str | None, precision: str | None, spinning: bool | None):
+        """The backend running an ONNX file: OpenVINO, or onnxruntime in the asked flavour."""
+        if backend == "openvino":
+            from ssd_edge.runtime.backends.openvino_backend import OpenVinoBackend
+
+            return OpenVinoBackend(path, overrides, device or "CPU", precision or "f32", threads)
+        from ssd_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        flavour = {"onnxruntime-cpu": "cpu", "onnxruntime-tensorrt": "tensorrt"}.get(backend, "auto")
+        return OnnxRuntimeBackend(path, overrides, flavour, threads=threads, spinning=spinning)
 
     @property
     def spec(self) -> ModelSpec:
@@ -117,7 +142,8 @@ class Detector:
 
     @property
     def backend(self) -> str:
-        """What runs the network, e.g. 'onnxruntime (CPUExecutionProvider)'."""
+        """What runs the network, e.g. 'onnxruntime (CPUExecutionProvider)' or
+        'openvino 2026.4.1 (CPU, f32 instead of bf16)'."""
         return self._backend.name
 
     def __call__(

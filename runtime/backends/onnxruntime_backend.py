@@ -1,11 +1,13 @@
 """The ONNX model on onnxruntime: the CPU provider by default; with onnxruntime-gpu the CUDA
 provider (and, when asked for, the TensorRT provider), whose outputs then stay on the GPU
-and go straight into the CUDA decode + NMS when pycuda is installed.
+and go straight into the CUDA decode + NMS when pycuda is installed and the kernel compiles
+(else decode + NMS runs in NumPy, after one RuntimeWarning saying why).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +23,11 @@ from ssd_edge.runtime.spec import SpecError
 from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
 
 DEFAULT_GPU_MAX_BATCH = 32
+SPINNING_KEY = "session.intra_op.allow_spinning"
+DEFAULT_SPINNING = False
+"""Whether onnxruntime's idle intra-op threads spin waiting for work, unless the caller says.
+onnxruntime's own default is on; off measured faster under load, where capture, display or
+other processes share the cores (benchmarks/results/openvino_cpu.md, "spinning")."""
 
 
 def import_onnxruntime():
@@ -28,15 +35,19 @@ def import_onnxruntime():
 
 
 def open_session(path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 threads: int | None = None):
+                 threads: int | None = None, spinning: bool | None = None):
     """An onnxruntime InferenceSession for the ONNX file at `path` on `providers` (in order of
     preference), logging errors only; `threads` intra-op threads (None: onnxruntime's
-    default, one per physical core). SpecError naming the file when onnxruntime cannot load it."""
+    default, one per physical core); `spinning`: whether idle intra-op threads spin
+    (SPINNING_KEY; None: onnxruntime's default, on). SpecError naming the file when
+    onnxruntime cannot load it."""
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     if threads is not None:
         options.intra_op_num_threads = threads
+    if spinning is not None:
+        options.add_session_config_entry(SPINNING_KEY, "1" if spinning else "0")
     try:
         return ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
@@ -69,6 +80,8 @@ class OnnxRuntimeBackend:
     overrides: the caller's changes to the ModelSpec's postprocessing defaults.
     batch_size: the model's fixed batch, or None when its batch is dynamic.
     threads: intra-op threads (None: onnxruntime's default, one per physical core).
+    spinning: whether idle intra-op threads spin waiting for work (None: DEFAULT_SPINNING).
+    Spinning burns CPU between and after runs, which on a shared CPU slows the next run.
     """
 
     def __init__(
@@ -77,12 +90,15 @@ class OnnxRuntimeBackend:
         overrides: PostprocessOverrides = PostprocessOverrides(),
         flavour: str = "auto",
         threads: int | None = None,
+        spinning: bool | None = None,
     ) -> None:
         ort = import_onnxruntime()
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such model file")
-        self.session = open_session(self.path, choose_providers(ort.get_available_providers(), flavour), threads)
+        self.spinning = DEFAULT_SPINNING if spinning is None else spinning
+        providers = choose_providers(ort.get_available_providers(), flavour)
+        self.session = open_session(self.path, providers, threads, self.spinning)
         self.spec = spec_from_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.config = overrides.apply(self.spec.postprocess)
         self.providers = self.session.get_providers()
@@ -164,21 +180,35 @@ class _OrtGpuDecode:
         self.context = primary_context()
         with self.context:
             self.stream = Stream()
-            self.decoder = CudaDecodeNms(
-                self.stream, backend.priors, spec.num_classes, self.max_batch, backend.config, spec.class_names
-            )
-            self.locs = DeviceBuffer(self.max_batch * spec.num_priors * 4 * 4, "locs")
-            self.confs = DeviceBuffer(self.max_batch * spec.num_priors * spec.num_classes * 4, "confs")
+            self.decoder = self.locs = self.confs = None
+            try:
+                self.decoder = CudaDecodeNms(
+                    self.stream, backend.priors, spec.num_classes, self.max_batch, backend.config, spec.class_names
+                )
+                self.locs = DeviceBuffer(self.max_batch * spec.num_priors * 4 * 4, "locs")
+                self.confs = DeviceBuffer(self.max_batch * spec.num_priors * spec.num_classes * 4, "confs")
+            except BaseException:
+                self._free()
+                raise
         self.binding = backend.session.io_binding()
 
     @classmethod
     def try_create(cls, backend: OnnxRuntimeBackend) -> "_OrtGpuDecode | None":
-        """The GPU decoder, or None (NumPy decoding) when pycuda is not installed."""
+        """The GPU decoder, or None (NumPy decoding) when pycuda is not installed or the
+        kernel cannot be built here (no nvcc on PATH, a GPU nvcc cannot compile for): then one
+        RuntimeWarning gives the reason."""
         try:
             import pycuda.driver  # noqa: F401
         except ImportError:
             return None
-        return cls(backend)
+        try:
+            return cls(backend)
+        except GpuError as exc:
+            warnings.warn(
+                f"{backend.path}: decode + NMS runs in NumPy on the CPU, not in the CUDA kernel: {exc}",
+                RuntimeWarning, stacklevel=5,  # the caller of Detector()
+            )
+            return None
 
     def run(
         self, images: np.ndarray, image_sizes: Sequence[tuple[int, int]], timer: StageTimer = NO_TIMER
@@ -199,7 +229,11 @@ class _OrtGpuDecode:
 
     def close(self) -> None:
         with self.context:
-            self.decoder.close()
-            self.locs.free()
-            self.confs.free()
-            self.stream.close()
+            self._free()
+
+    def _free(self) -> None:
+        """Free what exists (construction may have stopped part way). Inside the context."""
+        for part, release in ((self.decoder, "close"), (self.locs, "free"), (self.confs, "free")):
+            if part is not None:
+                getattr(part, release)()
+        self.stream.close()

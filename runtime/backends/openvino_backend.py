@@ -1,0 +1,246 @@
+"""The ONNX model on OpenVINO (CPU, Intel GPU, NPU or OpenVINO's AUTO device selection),
+decode + NMS in NumPy: the same ONNX file, ModelSpec, preprocessing buffer,
+postprocessing and Detections as the onnxruntime CPU path.
+
+The model is read straight from the .onnx file. OpenVINO's ONNX frontend keeps the file's
+metadata_props under rt_info["framework"], so the ModelSpec (key `METADATA_KEY`) is read
+without the `onnx` package. The model is compiled once with the LATENCY performance hint,
+the thread count and an explicit inference precision; one infer request is made once and
+reused, and the reused (B, 3, H, W) float32 input buffer is handed to it without a copy.
+
+Precision is always set explicitly, because OpenVINO's CPU plugin by itself computes in
+bf16 on CPUs with AMX / AVX512_BF16, which changes the outputs (see PRECISIONS). What the
+compiled model really uses is read back from it and shown in `name` (e.g.
+'openvino 2026.4.1 (CPU, f32 instead of bf16)'), with the reason in `precision_note`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
+from ssd_edge.runtime.detections import Detections, PostprocessOverrides
+from ssd_edge.runtime.errors import SSDEdgeError, UsageError, require
+from ssd_edge.runtime.model_file import spec_from_onnx_metadata
+from ssd_edge.runtime.postprocess.fast import postprocess
+from ssd_edge.runtime.priors import default_boxes
+from ssd_edge.runtime.spec import METADATA_KEY, SpecError
+
+DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+PRECISIONS = ("f32", "bf16", "auto")
+"""f32: float32 everywhere, equal to onnxruntime's CPU outputs to float rounding.
+bf16: bfloat16 where the device supports it (CPUs with AMX or AVX512_BF16); elsewhere f32,
+with a RuntimeWarning and `precision_note` saying why. auto: the device's fast native
+precision (bf16 on such CPUs, f16 on GPUs and NPUs, else f32), the choice OpenVINO would
+make by itself, made explicit."""
+
+# The key ssd-export --format int8 writes beside the ModelSpec (export.onnx_model.QUANTIZATION_KEY;
+# repeated here because the runtime does not import the export package, which needs `onnx`).
+QUANTIZATION_KEY = "ssd_edge.quantization"
+
+
+class OpenVinoError(SSDEdgeError, RuntimeError):
+    """OpenVINO cannot run the model as asked (no such device here); the message says what would."""
+
+
+def import_openvino():
+    """The `openvino` module, or MissingDependency naming the `openvino` extra."""
+    return require("openvino", "openvino", "backend 'openvino'")
+
+
+def choose_precision(requested: str, device: str, capabilities: Sequence[str] | None) -> tuple[str | None, str | None]:
+    """The precision to compile with and, where it is not what was asked for, why.
+
+    requested: one of PRECISIONS. capabilities: the device's OPTIMIZATION_CAPABILITIES
+    (e.g. ['FP32', 'INT8', 'BIN', 'EXPORT_IMPORT'] on an AVX2 CPU, with 'BF16' on AMX /
+    AVX512_BF16 CPUs), or None for the AUTO device, which has none of its own. Returns
+    (precision, or None to leave it to the device; reason, or None).
+    """
+    if requested not in PRECISIONS:
+        raise UsageError(f"unknown precision {requested!r}; choose from {', '.join(PRECISIONS)}")
+    if requested == "f32":
+        return "f32", None
+    if capabilities is None:  # AUTO: the device is chosen at compile time, each with its own capabilities
+        return ("bf16", None) if requested == "bf16" else (None, None)
+    caps = set(capabilities)
+    if "BF16" in caps:
+        return "bf16", None
+    if requested == "bf16":
+        return "f32", f"no bf16 on this {device} (its OPTIMIZATION_CAPABILITIES: {', '.join(capabilities)})"
+    if device != "CPU" and "FP16" in caps:
+        return "f16", None
+    return "f32", None
+
+
+def _type_name(element_type: Any) -> str:
+    """ov.Type -> 'f32', 'bf16', 'f16' (OpenVINO's Type.get_type_name())."""
+    return element_type.get_type_name() if hasattr(element_type, "get_type_name") else str(element_type)
+
+
+class OpenVinoBackend:
+    """Network on OpenVINO, decode + NMS in NumPy.
+
+    overrides: the caller's changes to the ModelSpec's postprocessing defaults.
+    device: one of DEVICES. precision: one of PRECISIONS. threads: INFERENCE_NUM_THREADS
+    (None: OpenVINO's default, one per physical core).
+    After construction: `precision` (what the compiled model computes in: 'f32', 'bf16',
+    'f16'), `precision_note` (why it is not what was asked for, or None), `quantized`
+    (the file is the project's INT8 QDQ model), `batch_size` (the model's fixed batch, or
+    None when dynamic), `name`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        overrides: PostprocessOverrides = PostprocessOverrides(),
+        device: str = "CPU",
+        precision: str = "f32",
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such model file")
+        if device not in DEVICES:
+            raise UsageError(f"unknown OpenVINO device {device!r}; choose from {', '.join(DEVICES)}")
+        if threads is not None and threads < 1:
+            raise UsageError(f"threads must be at least 1, got {threads}")
+        ov = import_openvino()
+        core = ov.Core()
+        self.device = device
+        wanted, self.precision_note = choose_precision(precision, device, self._capabilities(core, device))
+        self.requested = precision if precision != "auto" else wanted
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:  # OpenVINO raises its own exception types for unreadable models
+            raise SpecError(f"{self.path}: OpenVINO cannot read this model ({type(exc).__name__}: {exc})") from None
+        metadata = _framework_metadata(model)
+        self.spec = spec_from_onnx_metadata(metadata, self.path)
+        self.config = overrides.apply(self.spec.postprocess)
+        self.quantized = QUANTIZATION_KEY in metadata
+        self._check_io(model)
+        self.compiled = core.compile_model(model, device, self._properties(ov, wanted, threads))
+        self.precision = self._compiled_precision(wanted)
+        if wanted is not None and self.precision != wanted and self.precision_note is None:
+            self.precision_note = f"OpenVINO compiled in {self.precision} although {wanted} was asked for"
+        if self.precision_note is not None:
+            warnings.warn(f"{self.path}: OpenVINO runs in {self.precision}: {self.precision_note}",
+                          RuntimeWarning, stacklevel=4)  # the caller of Detector()
+        self.name = self._describe(ov)
+        self.request = self.compiled.create_infer_request()
+        self._outputs = [self.compiled.output(name) for name in self.spec.output_names]
+        self.priors = default_boxes(self.spec)
+        self._buffer = np.zeros((self.batch_size or 1, 3, *self.spec.input_size), np.float32)
+
+    @staticmethod
+    def _capabilities(core, device: str) -> list[str] | None:
+        if device == "AUTO":
+            return None
+        available = list(core.available_devices)  # e.g. ['CPU', 'GPU.0', 'GPU.1']
+        if not any(d.split(".")[0] == device for d in available):
+            raise OpenVinoError(
+                f"OpenVINO has no {device} device here (available: {', '.join(available) or 'none'}); "
+                "use device='CPU' or 'AUTO'"
+            )
+        return list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+
+    @staticmethod
+    def _properties(ov, precision: str | None, threads: int | None) -> dict:
+        hint = ov.properties.hint
+        properties = {hint.performance_mode: hint.PerformanceMode.LATENCY}
+        if precision is not None:
+            properties[hint.inference_precision] = getattr(ov.Type, precision)
+        if threads is not None:
+            properties[ov.properties.inference_num_threads] = threads
+        return properties
+
+    def _compiled_precision(self, wanted: str | None) -> str:
+        try:
+            return _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except RuntimeError:  # a device (or AUTO) that does not report it
+            return wanted or "device default"
+
+    def _describe(self, ov) -> str:
+        version = ov.get_version().split("-")[0]
+        precision = self.precision
+        if self.requested is not None and self.precision != self.requested:
+            precision += f" instead of {self.requested}"  # precision_note says why
+        details = [self.device, precision] + (["int8 QDQ"] if self.quantized else [])
+        return f"openvino {version} ({', '.join(details)})"
+
+    def _check_io(self, model) -> None:
+        spec = self.spec
+        inputs = {name: port for port in model.inputs for name in port.get_names()}
+        if spec.input_name not in inputs:
+            raise SpecError(f"{self.path}: no input '{spec.input_name}' (it has {', '.join(sorted(inputs))})")
+        shape = inputs[spec.input_name].get_partial_shape()
+        dims = [] if shape.rank.is_dynamic else [d.get_length() if d.is_static else -1 for d in shape]
+        if len(dims) != 4 or dims[1:] != [3, *spec.input_size]:
+            raise SpecError(
+                f"{self.path}: input shape {shape} does not match the ModelSpec's (B, 3, {spec.input_size[0]}, "
+                f"{spec.input_size[1]})"
+            )
+        self.batch_size = dims[0] if dims[0] > 0 else None
+        outputs = {name for port in model.outputs for name in port.get_names()}
+        missing = [n for n in spec.output_names if n not in outputs]
+        if missing:
+            raise SpecError(f"{self.path}: outputs {missing} missing (it has {', '.join(sorted(outputs))})")
+
+    @property
+    def max_batch(self) -> int | None:
+        """The most images one run takes: the fixed batch, or no limit."""
+        return self.batch_size
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        """The reused (batch, 3, H, W) float32 array preprocessing writes into."""
+        rows = self.batch_size or batch
+        if self._buffer.shape[0] < rows:
+            self._buffer = np.zeros((rows, 3, *self.spec.input_size), np.float32)
+        return self._buffer[:batch]
+
+    def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """locs (B, P, 4) and confs (B, P, C) float32 for images (B, 3, H, W) float32. The
+        arrays are OpenVINO's own output memory: valid until the next inference."""
+        results = self.request.infer({self.spec.input_name: images}, share_inputs=True, share_outputs=True)
+        return results[self._outputs[0]], results[self._outputs[1]]
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The raw network outputs (copies) for images (B, 3, H, W) float32 RGB in [0, 1]:
+        locs (B, P, 4) box offsets and confs (B, P, C) logits, as onnxruntime's session.run
+        gives them."""
+        locs, confs = self._infer(np.ascontiguousarray(images, np.float32))
+        return locs.copy(), confs.copy()
+
+    def detect(
+        self, batch: int, image_sizes: Sequence[tuple[int, int]], timer: StageTimer = NO_TIMER
+    ) -> list[Detections]:
+        """Run the network on input_buffer(batch) (padded to the fixed batch) and decode.
+
+        timer (a StageTimer) times `network` (the infer request; on a GPU or NPU it includes
+        OpenVINO's own input and output copies) and `decode_nms`."""
+        images = self._buffer[: self.batch_size or batch]
+        with timer.stage("network"):
+            locs, confs = self._infer(images)
+        with timer.stage("decode_nms"):  # postprocess copies what it keeps: no view of locs/confs survives
+            return postprocess(
+                locs[: len(image_sizes)], confs[: len(image_sizes)], self.priors, image_sizes, self.config,
+                self.spec.class_names,
+            )
+
+    def close(self) -> None:
+        self.request = None  # OpenVINO frees the request and the compiled model with their last reference
+        self.compiled = None
+
+
+def _framework_metadata(model) -> dict[str, str]:
+    """The ONNX file's metadata_props that ssd-edge reads, which OpenVINO's ONNX frontend
+    keeps under rt_info["framework"]: {key: value} as strings."""
+    if not model.has_rt_info(["framework"]):
+        return {}
+    framework = model.get_rt_info()["framework"]
+    keys = [METADATA_KEY, QUANTIZATION_KEY]
+    return {key: model.get_rt_info(["framework", key]).astype(str) for key in keys if key in framework}
