@@ -20,13 +20,23 @@ $(SERVE_VENV)/bin/.installed: setup.cfg pyproject.toml
 	$(SERVE_VENV)/bin/python -m pip install --quiet -e ".[runtime,serve]"
 	touch $@
 
-setup: $(BIN)/.installed $(SERVE_VENV)/bin/.installed
+# The real TensorRT Python bindings (about 1 MB each, no TensorRT libraries, no GPU), one folder per
+# version, for tests/test_tensorrt_bindings.py: 10.3 (JetPack 6), 11.4, and 8.6.1, which must be refused.
+TRT := .trt
+$(TRT)/.installed: $(BIN)/.installed
+	rm -rf $(TRT)
+	$(BIN)/python -m pip install --quiet --no-deps --no-compile --target $(TRT)/8.6 tensorrt-bindings==8.6.1
+	$(BIN)/python -m pip install --quiet --no-deps --no-compile --target $(TRT)/10.3 tensorrt-cu12-bindings==10.3.0
+	$(BIN)/python -m pip install --quiet --no-deps --no-compile --target $(TRT)/11.4 tensorrt-cu12-bindings==11.4.0.106
+	touch $@
+
+setup: $(BIN)/.installed $(SERVE_VENV)/bin/.installed $(TRT)/.installed
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) runs/sample
+	rm -rf $(VENV) $(SERVE_VENV) runs/sample $(TRT)
 
 sample: setup
 	test -d dataset_coco || $(BIN)/ssd-dataset synth dataset_coco --train 400 --val 100 --seed 0
