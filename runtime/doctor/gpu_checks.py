@@ -1,0 +1,218 @@
+"""ssd-doctor's checks of the CUDA decode + NMS (`decode_nms.cu`).
+
+* NVRTC (where the nvidia-cuda-nvrtc-cu12 wheel or a system libnvrtc is installed; no GPU
+  needed): the kernel compiles for every Jetson SM, Hopper and this GPU, and every launch
+  of an SSDLite-COCO-sized plan (and of the user's model) fits each SM's limits.
+* On a GPU (pycuda and nvcc present): the kernel compiled for this GPU by the runtime's own
+  launcher (`CudaDecodeNms`) equals the NumPy reference (`postprocess.fast`, and the
+  one-box-at-a-time `postprocess.reference` on the small cases) on random and edge-case
+  outputs at batch 1 and 8; then decode + NMS is timed against NumPy on the same outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.doctor.checks import NO_GPU_MEANING, NVCC_FIX, PYCUDA_FIX, Machine
+from ssd_edge.runtime.doctor.kernel_cases import (
+    COCO_CLASSES, SSDLITE_PRIORS, KernelCase, first_difference, kernel_cases, ssdlite_case,
+)
+from ssd_edge.runtime.doctor.verdict import Verdict, failed, missing, ok
+
+NVRTC_FIX = "pip install nvidia-cuda-nvrtc-cu12==12.9.86 (a check only: the runtime compiles with nvcc)"
+KERNEL_FIX = "attach this report to a bug report: the CUDA decode + NMS disagrees with NumPy on this GPU; " \
+             "meanwhile run .onnx models with backend='onnxruntime-cpu'"
+REFERENCE_MAX_PRIORS = 300  # the one-box-at-a-time reference is slow: small cases only
+WARMUP, RUNS = 5, 50
+
+
+def _plans(spec=None) -> list[tuple[str, int, int, PostprocessConfig]]:
+    """(what, default boxes, classes, config) of the plans to hold against the SM limits."""
+    plans = [(f"SSDLite-COCO ({SSDLITE_PRIORS} boxes x {COCO_CLASSES} classes)", SSDLITE_PRIORS, COCO_CLASSES,
+              PostprocessConfig(top_k=300, max_detections=300))]
+    if spec is not None:
+        plans.append((f"this model ({spec.num_priors} boxes x {spec.num_classes} classes)", spec.num_priors,
+                      spec.num_classes, PostprocessConfig.from_spec(spec)))
+    return plans
+
+
+def check_nvrtc(machine: Machine, spec=None, batches: tuple[int, ...] = (1, 8)) -> list[Verdict]:
+    """Compile decode_nms.cu with NVRTC for the known SMs and this GPU's, and check launches."""
+    from ssd_edge.runtime.cuda import kernel_resources as kr
+    from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
+
+    try:
+        nvrtc = kr.Nvrtc()
+    except kr.KernelResourceError as exc:
+        return [missing("NVRTC kernel check", f"NVRTC is not installed ({exc}): the kernel's compile check "
+                        "for every Jetson SM is skipped", NVRTC_FIX)]
+    architectures = list(kr.ARCHITECTURES)
+    if machine.gpu is not None:
+        mine = "sm_{}{}".format(*machine.gpu.compute_capability)
+        architectures = [mine] + [a for a in architectures if a != mine]
+    source = KERNEL_SOURCE.read_text()
+    resources, problems, unknown = {}, [], []
+    supported = set(nvrtc.supported_architectures())
+    for arch in architectures:
+        if arch not in supported:
+            problems.append(f"NVRTC {'.'.join(map(str, nvrtc.version()))} cannot compile for {arch}")
+        elif arch not in kr.ARCH_LIMITS:
+            nvrtc.compile(source, KERNEL_SOURCE.name, arch)  # compiles; no limits known to check against
+            unknown.append(arch)
+        else:
+            resources[arch] = kr.kernel_resources(source, arch, nvrtc=nvrtc)
+    for arch, kernels in resources.items():
+        for what, priors, classes, config in _plans(spec):
+            for batch in batches:
+                plan = DecodeNmsPlan(priors, classes, batch, config)
+                for launch in kr.check_plan(plan, batch, kernels, kr.ARCH_LIMITS[arch]):
+                    problems += [f"{arch} {what} batch {batch} {launch.kernel}: {p}" for p in launch.problems]
+    notes = kr.markdown_table(resources)
+    compiled = ", ".join(architectures)
+    if problems:
+        return [failed("NVRTC kernel check", f"decode_nms.cu on {compiled}: " + "; ".join(problems[:3]),
+                       KERNEL_FIX, notes=notes + "\n\n" + "\n".join(f"- {p}" for p in problems))]
+    extra = f" ({', '.join(unknown)}: compiled, limits unknown)" if unknown else ""
+    return [ok("NVRTC kernel check", f"NVRTC {'.'.join(map(str, nvrtc.version()))} compiles decode_nms.cu for "
+               f"{compiled}{extra}; every launch at batch {', '.join(map(str, batches))} fits", notes=notes)]
+
+
+class _DeviceRun:
+    """Raw outputs uploaded to the GPU and decoded by the runtime's CudaDecodeNms, in the
+    process's primary context (the one TensorRT and onnxruntime use)."""
+
+    def __init__(self) -> None:
+        from ssd_edge.runtime.cuda.resources import Stream, primary_context
+
+        self.context = primary_context()
+        with self.context:
+            self.stream = Stream()
+
+    def decoder(self, case: KernelCase) -> Callable[[], list]:
+        """A function running decode + NMS of `case` (outputs already on the device), and
+        the resources to free afterwards through `close_decoder`."""
+        from ssd_edge.runtime.cuda.decode_nms import CudaDecodeNms
+        from ssd_edge.runtime.cuda.resources import DeviceBuffer
+
+        with self.context:
+            decoder = CudaDecodeNms(self.stream, case.priors, case.confs.shape[2], len(case.locs), case.config)
+            locs, confs = DeviceBuffer(case.locs.nbytes, "locs"), DeviceBuffer(case.confs.nbytes, "confs")
+            self.stream.copy_to_device(locs.address, np.ascontiguousarray(case.locs, np.float32))
+            self.stream.copy_to_device(confs.address, np.ascontiguousarray(case.confs, np.float32))
+            self.stream.synchronize()
+        self._held = (decoder, locs, confs)
+
+        def run() -> list:
+            with self.context:
+                return decoder.run(locs.address, confs.address, case.image_sizes)
+
+        return run
+
+    def close_decoder(self) -> None:
+        decoder, locs, confs = self._held
+        with self.context:
+            decoder.close()
+            locs.free()
+            confs.free()
+
+    def close(self) -> None:
+        with self.context:
+            self.stream.close()
+
+
+def _numpy(case: KernelCase) -> list:
+    from ssd_edge.runtime.postprocess.fast import postprocess
+
+    return postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config)
+
+
+def _reference(case: KernelCase) -> list:
+    from ssd_edge.runtime.postprocess.reference import reference_postprocess
+
+    return reference_postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config)
+
+
+def _percentiles(seconds: list[float]) -> str:
+    p50, p90 = np.percentile(np.array(seconds) * 1e3, (50, 90))
+    return f"p50 {p50:.3f} ms, p90 {p90:.3f} ms"
+
+
+def _time(run: Callable[[], object], warmup: int, runs: int) -> list[float]:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _cuda_path_missing(machine: Machine) -> Verdict | None:
+    if machine.gpu is None:
+        return missing("CUDA decode + NMS", f"no GPU: {NO_GPU_MEANING}", "run ssd-doctor on the GPU machine")
+    if not machine.pycuda:
+        return missing("CUDA decode + NMS", "pycuda is missing: the kernel cannot be compiled or run", PYCUDA_FIX)
+    if machine.nvcc is None:
+        return missing("CUDA decode + NMS", "nvcc is not on PATH: pycuda cannot compile the kernel", NVCC_FIX)
+    return None
+
+
+def check_kernel(machine: Machine) -> list[Verdict]:
+    """The kernel on this GPU against NumPy (and the reference) on every case."""
+    absent = _cuda_path_missing(machine)
+    if absent is not None:
+        return [absent]
+    device, checked, notes = _DeviceRun(), 0, []
+    try:
+        for case in kernel_cases():
+            run = device.decoder(case)
+            try:
+                got = run()
+            finally:
+                device.close_decoder()
+            oracles = [("NumPy fast path", _numpy(case))]
+            if case.priors.shape[0] <= REFERENCE_MAX_PRIORS:
+                oracles.append(("NumPy reference", _reference(case)))
+            for oracle, expected in oracles:
+                difference = first_difference(got, expected)
+                if difference:
+                    return [failed("CUDA decode + NMS", f"differs from the {oracle} on {case.name}: {difference}",
+                                   KERNEL_FIX)]
+            checked += 1
+            notes.append(f"- {case.name}: {sum(len(d.labels) for d in got)} detections, equal")
+    finally:
+        device.close()
+    gpu = machine.gpu
+    return [ok("CUDA decode + NMS", f"compiled for {gpu.name} (sm_{gpu.compute_capability[0]}"
+               f"{gpu.compute_capability[1]}); equals NumPy on {checked} random and edge cases at batch 1 and 8",
+               notes="\n".join(notes))]
+
+
+def check_kernel_speed(machine: Machine, warmup: int = WARMUP, runs: int = RUNS) -> list[Verdict]:
+    """decode + NMS of SSDLite-sized outputs on the GPU and in NumPy, batch 1 and 8."""
+    if _cuda_path_missing(machine) is not None:
+        return []  # check_kernel has said why
+    device, parts, notes = _DeviceRun(), [], []
+    try:
+        for batch in (1, 8):
+            case = ssdlite_case(batch)
+            run = device.decoder(case)
+            try:
+                gpu_times = _time(run, warmup, runs)
+            finally:
+                device.close_decoder()
+            cpu_times = _time(lambda: _numpy(case), 1, max(3, runs // 10))
+            parts.append(f"batch {batch}: GPU {_percentiles(gpu_times)} (NumPy {_percentiles(cpu_times)})")
+            notes.append(f"- batch {batch}: CUDA {_percentiles(gpu_times)} over {runs} runs after {warmup} warm-up; "
+                         f"NumPy {_percentiles(cpu_times)} over {len(cpu_times)} runs")
+    finally:
+        device.close()
+    what = (f"Timed: decode + NMS of {SSDLITE_PRIORS} boxes x {COCO_CLASSES} classes with the outputs already on "
+            "the GPU: the four kernels, the copy of the detections to the host and their unpacking "
+            "(time.perf_counter around CudaDecodeNms.run); NumPy: runtime.postprocess.fast on the same outputs.")
+    return [ok("decode + NMS speed", "; ".join(parts), notes=what + "\n\n" + "\n".join(notes))]
