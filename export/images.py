@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ssd_edge.export.onnx_model import ExportError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from ssd_edge.runtime.image_io import IMAGE_SUFFIXES
 
 
 def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Path]:

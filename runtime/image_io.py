@@ -19,8 +19,22 @@ import numpy as np
 from ssd_edge.runtime.errors import SSDEdgeError
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
 class ImageError(SSDEdgeError, ValueError):
     """An image file that cannot be read or written; the message names the file."""
+
+
+def images_in_folder(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly inside `folder` (by suffix, see IMAGE_SUFFIXES), sorted by
+    name; ImageError naming the folder when it holds none."""
+    folder = Path(folder)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise ImageError(f"{shown_path(folder)}: a folder with no images in it "
+                         f"(looked for {', '.join(IMAGE_SUFFIXES)} files)")
+    return paths
 
 
 def shown_path(path: str | os.PathLike) -> str:

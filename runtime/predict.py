@@ -1,6 +1,7 @@
 """ssd-predict's work: detect in image files with a deployed model, write each image with
 its detections drawn, and one JSON of every detection. Files are written atomically (a
-temporary file, then a rename), so an interrupted run never leaves a half-written one."""
+temporary file, then a rename), so an interrupted run never leaves a half-written one; an
+input is never replaced and no two results share a name (runtime/output_paths)."""
 
 from __future__ import annotations
 
@@ -12,31 +13,37 @@ from typing import Callable, Sequence
 from ssd_edge.runtime.atomic import write_bytes_atomic
 from ssd_edge.runtime.detector import Detector
 from ssd_edge.runtime.draw import draw_detections
-from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, read_image
+from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, images_in_folder, read_image, shown_path
+from ssd_edge.runtime.output_paths import OutputFolder, check_outputs, output_names
 from ssd_edge.runtime.errors import UsageError
 
 RESULTS_NAME = "detections.json"
 
 
 def check_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """The image paths, after checking that each exists and has an image format OpenCV
-    reads, so that a bad one stops the run before anything is written."""
+    """The image paths, a folder standing for the images directly inside it, after
+    checking that each exists and has an image format OpenCV reads, so that a bad one
+    stops the run before anything is written."""
     if not paths:
         raise ImageError("no images given")
-    return [check_image_file(path) for path in paths]
+    found: list[Path] = []
+    for path in map(Path, paths):
+        found.extend(images_in_folder(path) if path.is_dir() else [check_image_file(path)])
+    return found
 
 
-def output_names(paths: Sequence[Path]) -> list[str]:
-    """One annotated-image file name per input: its own name, numbered when names repeat."""
-    names, seen = [], {}
-    for path in paths:
-        name = path.name
-        if name in seen:
-            seen[name] += 1
-            name = f"{path.stem}_{seen[path.name]}{path.suffix}"
-        else:
-            seen[name] = 0
-        names.append(name)
+def plan_outputs(model: str | os.PathLike, paths: Sequence[Path], out_dir: Path,
+                 notify: Callable[[str], None] = lambda line: None) -> list[str]:
+    """One annotated-image name per input in `out_dir`: its own name unless that would
+    replace an input (an output folder that holds the inputs), another result or
+    RESULTS_NAME; then `stem_N.ext`, and `notify` is told. The model and the results file
+    are checked against the inputs too (see runtime/output_paths)."""
+    check_outputs({"--output": out_dir / RESULTS_NAME}, {"--model": model, "IMAGE": list(paths)})
+    names = output_names(paths, out_dir, reserved=(RESULTS_NAME,))
+    for path, name in zip(paths, names):
+        if name != path.name:
+            notify(f"{shown_path(path)} -> {shown_path(out_dir / name)} (the name {path.name} is taken "
+                   "by an input or another result)")
     return names
 
 
@@ -50,21 +57,29 @@ def predict_images(
     max_detections: int | None = None,
     batch: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    notify: Callable[[str], None] = lambda line: None,
 ) -> Path:
-    """Detect in `images` with `model`; write the annotated images and RESULTS_NAME into
-    `output` (created if needed). Returns the JSON's path. `progress(done, total)` is called
-    after each batch."""
+    """Detect in `images` (files, or folders of them) with `model`; write the annotated
+    images and RESULTS_NAME into `output` (created if needed, and removed again if the run
+    fails before writing into it). Returns the JSON's path. An input is never replaced:
+    an annotated image whose name is taken gets another, which `notify` is told.
+    `progress(done, total)` is called after each batch."""
     if batch < 1:
         raise UsageError(f"batch must be at least 1, got {batch}")
     paths = check_images(images)
-    out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(out_dir, os.W_OK):
-        raise PermissionError(f"{out_dir}: output folder is not writable")
-    names = output_names(paths)
+    names = plan_outputs(model, paths, Path(output), notify)
+    with OutputFolder(output) as out_dir:
+        return _detect_and_write(model, paths, names, out_dir, batch, progress,
+                                 dict(backend=backend, score_threshold=score_threshold, iou_threshold=iou_threshold,
+                                      max_detections=max_detections))
+
+
+def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Sequence[str], out_dir: Path,
+                      batch: int, progress: Callable[[int, int], None] | None, options: dict) -> Path:
+    """The work of predict_images once its outputs are planned: `names[i]` in `out_dir`
+    receives `paths[i]` annotated; `options` are the Detector's."""
     entries = []
-    with Detector(model, backend=backend, score_threshold=score_threshold, iou_threshold=iou_threshold,
-                  max_detections=max_detections) as detector:
+    with Detector(model, **options) as detector:
         class_names = detector.class_names
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]

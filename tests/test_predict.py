@@ -1,6 +1,7 @@
 """ssd-predict end to end on an exported model, and the drawing it uses."""
 
 import json
+import os
 import shutil
 
 import cv2
@@ -102,3 +103,72 @@ def test_predict_shows_confident_detections_by_default(onnx_path, images, tmp_pa
     results = json.loads((out / "detections.json").read_text())
     assert results["postprocess"]["score_threshold"] == SHOW_SCORE_THRESHOLD
     assert all(found["score"] > SHOW_SCORE_THRESHOLD for found in results["images"][0]["detections"])
+
+
+def _snapshot(paths) -> dict:
+    return {str(p): p.read_bytes() for p in paths}
+
+
+def test_predict_into_the_folder_of_its_inputs_never_replaces_an_input(onnx_path, tiny_coco, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    inputs = [folder / p.name for p in sorted((tiny_coco / "val").glob("*.jpg"))[:2]]
+    for path in inputs:
+        shutil.copy(tiny_coco / "val" / path.name, path)
+    before = _snapshot(inputs)
+    spelled_otherwise = tmp_path / "link"
+    spelled_otherwise.symlink_to(folder)
+    assert exit_code(["--model", str(onnx_path), *map(str, inputs), "--output", str(spelled_otherwise)]) == 0
+    assert _snapshot(inputs) == before
+    results = json.loads((folder / "detections.json").read_text())
+    annotated = [entry["annotated"] for entry in results["images"]]
+    assert len(set(annotated)) == len(inputs)
+    assert all(not any(os.path.samefile(a, i) for i in inputs) for a in annotated)
+    assert "is taken" in capsys.readouterr().err
+
+
+def test_predict_gives_every_result_its_own_name(onnx_path, tiny_coco, tmp_path):
+    jpgs = sorted((tiny_coco / "val").glob("*.jpg"))[:3]
+    (tmp_path / "c1").mkdir()
+    (tmp_path / "c2").mkdir()
+    inputs = [tmp_path / "c1" / "a.jpg", tmp_path / "c2" / "a.jpg", tmp_path / "c1" / "a_1.jpg"]
+    for source, target in zip(jpgs, inputs):
+        shutil.copy(source, target)
+    out = tmp_path / "out"
+    assert exit_code(["--model", str(onnx_path), *map(str, inputs), "--output", str(out)]) == 0
+    results = json.loads((out / "detections.json").read_text())
+    annotated = [entry["annotated"] for entry in results["images"]]
+    assert len(set(annotated)) == 3 and len(list(out.glob("*.jpg"))) == 3
+    for entry, source in zip(results["images"], inputs):  # each result is its own image's
+        assert cv2.imread(entry["annotated"]).shape == cv2.imread(str(source)).shape
+        assert entry["image"] == str(source)
+
+
+def test_predict_takes_a_folder_of_images(onnx_path, tiny_coco, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted((tiny_coco / "val").glob("*.jpg"))[:2]:
+        shutil.copy(p, folder / p.name)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert exit_code(["--model", str(onnx_path), str(folder), "--output", str(out)]) == 0
+    results = json.loads((out / "detections.json").read_text())
+    assert sorted(os.path.basename(e["image"]) for e in results["images"]) == sorted(
+        p.name for p in folder.glob("*.jpg"))
+
+
+def test_a_failed_predict_leaves_no_empty_output_folder(images, tmp_path, capsys):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    out = tmp_path / "new" / "out"
+    assert exit_code(["--model", str(broken), *map(str, images), "--output", str(out)]) == 2
+    assert "broken.onnx" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_predict_refuses_to_write_its_results_over_the_model(onnx_path, images, tmp_path, capsys):
+    model = tmp_path / "detections.json"
+    shutil.copy(onnx_path, model)  # a model under an odd name, in the output folder
+    before = model.read_bytes()
+    assert exit_code(["--model", str(model), *map(str, images), "--output", str(tmp_path)]) == 2
+    assert "--model" in capsys.readouterr().err and model.read_bytes() == before

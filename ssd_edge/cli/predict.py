@@ -12,7 +12,8 @@ from ssd_edge.cli import SHOW_SCORE_THRESHOLD, run_command
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-predict", description=__doc__)
     p.add_argument("--model", required=True, help=".onnx model or .engine (with its .engine.json)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, or folders (the images directly inside them)")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for annotated images and detections.json")
     p.add_argument("--score-threshold", type=float, default=SHOW_SCORE_THRESHOLD,
                    help=f"minimum class score (default {SHOW_SCORE_THRESHOLD}; the model's own is for mAP)")
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_command("ssd-predict", lambda: predict_images(
         args.model, args.images, args.output, backend=args.backend, score_threshold=args.score_threshold,
         iou_threshold=args.iou_threshold, max_detections=args.max_detections, batch=args.batch,
-        progress=progress,
+        progress=progress, notify=lambda line: print(f"ssd-predict: {line}", file=sys.stderr),
     ))
     if not args.quiet:
         print(f"wrote {results}")
