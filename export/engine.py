@@ -40,6 +40,7 @@ from ssd_edge.export.onnx_model import (
 )
 from ssd_edge.runtime.atomic import atomic_path
 from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
+from ssd_edge.runtime.backends.tensorrt_support import load_tensorrt, version_tuple
 from ssd_edge.runtime.model_file import EngineSidecar, sidecar_path
 from ssd_edge.runtime.spec import ModelSpec
 
@@ -104,8 +105,9 @@ class Capabilities:
 
 
 def import_tensorrt() -> ModuleType:
+    """tensorrt, or TensorRTUnavailable: not installed, older than 10, or an old JetPack."""
     try:
-        import tensorrt
+        tensorrt = load_tensorrt(error=TensorRTUnavailable)
     except ImportError as exc:
         raise TensorRTUnavailable(
             f"TensorRT is not installed (import tensorrt: {exc}); engines are built on the machine "
@@ -204,12 +206,33 @@ def _use_dla(trt, builder, config, capabilities: Capabilities, options: EngineOp
         raise ExportError("DLA runs FP16 and INT8 layers only: add --half or --int8 to use --dla-core")
     cores = builder.num_DLA_cores if capabilities.dla else 0
     if cores == 0:
-        raise TensorRTUnavailable(f"--dla-core {options.dla_core}: this device has no DLA cores (Jetson AGX/NX Orin and Xavier have them)")
+        raise TensorRTUnavailable(f"--dla-core {options.dla_core}: {no_dla_cores(trt.__version__)}")
     if not 0 <= options.dla_core < cores:
         raise ExportError(f"--dla-core {options.dla_core}: this device has DLA cores 0 to {cores - 1}")
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = options.dla_core
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+
+def no_dla_cores(version: str) -> str:
+    """Why TensorRT `version` found no DLA core, and what to do. Which TensorRT drives DLA
+    where is a matter of platform and package, not of the Python API (11.x keeps
+    DeviceType.DLA everywhere): TensorRT 10.x on JetPack 6 (Jetson AGX Orin and Orin NX;
+    Orin Nano has no DLA); none in 11.0 to 11.3, 11.4.0 only on Windows on ARM; from 11.4.1
+    on Jetson AGX Orin with JetPack 7.2.2 or later (the SBSA build; Jetson Thor has no DLA)."""
+    numbers = version_tuple(version)
+    if numbers[:1] == (10,):
+        return "this device has no DLA cores (on JetPack 6, Jetson AGX Orin and Orin NX have them; Orin Nano has none)"
+    if numbers < (11, 4, 1):
+        return (
+            f"TensorRT {version} cannot use DLA on a Jetson (TensorRT 11.0 to 11.4.0 have no Jetson DLA support): "
+            "build for the GPU (drop --dla-core), or use TensorRT 10.x on JetPack 6, or TensorRT 11.4.1 or newer "
+            "on a Jetson AGX Orin with JetPack 7.2.2 or later"
+        )
+    return (
+        "this device has no DLA cores (TensorRT 11.4.1 and newer run DLA only on Jetson AGX Orin with JetPack 7.2.2 "
+        "or later; Jetson Thor has none): build for the GPU (drop --dla-core)"
+    )
 
 
 def _load_timing_cache(config, path: Path):

@@ -1,6 +1,7 @@
 """TensorRT engine builds. The builds run wherever TensorRT and an NVIDIA GPU are present
-(marked `tensorrt`, skipped with the reason elsewhere); the refusal and the feature
-detection that picks the 10.x or 11.x way of building are checked everywhere."""
+(marked `tensorrt`, skipped with the reason elsewhere); the refusals, and the DLA hints by
+TensorRT version, run everywhere. The feature detection that picks the 10.x or 11.x way of
+building runs on the real bindings in test_tensorrt_bindings.py."""
 
 import json
 import sys
@@ -26,35 +27,9 @@ from ssd_edge.runtime.backends.tensorrt_logging import create
 from ssd_edge.runtime.preprocess import preprocess
 
 
-def _api(builder_flags, creation_flags, **extra):
-    """The shape of a TensorRT Python module's API, as `Capabilities.of` inspects it."""
-    api = SimpleNamespace(
-        BuilderFlag=SimpleNamespace(**{name: object() for name in builder_flags}),
-        NetworkDefinitionCreationFlag=SimpleNamespace(**{name: object() for name in creation_flags}),
-        IBuilderConfig=SimpleNamespace(set_memory_pool_limit=object()),
-        MemoryPoolType=object(),
-        DeviceType=SimpleNamespace(GPU=object(), DLA=object()),
-        IProgressMonitor=object,
-    )
-    for name, value in extra.items():
-        setattr(api, name, value)
-    return api
-
-
-TENSORRT_10 = _api(["FP16", "INT8", "GPU_FALLBACK", "TF32"], ["EXPLICIT_BATCH", "STRONGLY_TYPED"])
-TENSORRT_11 = _api(["GPU_FALLBACK", "TF32"], ["STRONGLY_TYPED"])
-TENSORRT_8 = _api(["FP16", "INT8", "GPU_FALLBACK"], ["EXPLICIT_BATCH"])
-
-
-def test_feature_detection_picks_the_way_to_build():
-    ten, eleven = Capabilities.of(TENSORRT_10), Capabilities.of(TENSORRT_11)
-    assert ten.missing() is None and eleven.missing() is None
-    assert not ten.fp16_from_graph()  # 10.x: BuilderFlag.FP16 on the FP32 network
-    assert eleven.fp16_from_graph()  # 11.x: precision comes from an FP16 graph
-    assert eleven.only_strongly_typed and not ten.only_strongly_typed
-    no_flag = Capabilities.of(_api(["GPU_FALLBACK"], []))  # strongly typed with no flag to ask for it
-    assert no_flag.missing() is None and not no_flag.strongly_typed_flag
-    assert "TensorRT 10 or newer" in Capabilities.of(TENSORRT_8).missing()
+# What TensorRT 10.3 offers (test_tensorrt_bindings.py checks Capabilities.of on the real 10.3 and 11.4 bindings).
+TENSORRT_10 = Capabilities(fp16_flag=True, strongly_typed_flag=True, only_strongly_typed=False, memory_pools=True,
+                           progress_monitor=True, dla=True)
 
 
 def test_profile_shapes_static_and_dynamic():
@@ -71,6 +46,31 @@ def test_refused_in_one_line_without_tensorrt(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tensorrt_8_is_refused_as_unsupported_not_missing(monkeypatch, tmp_path):
+    from tensorrt_fakes import fake_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("8.2.1.8"))
+    with pytest.raises(TensorRTUnavailable, match=r"^TensorRT 8\.2\.1\.8: this TensorRT/JetPack is not supported "
+                                                  r"\(needs TensorRT 10\+, JetPack 6\)"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "model.engine")
+
+
+@pytest.mark.parametrize("version, hint", [
+    ("10.3.0", "this device has no DLA cores (on JetPack 6, Jetson AGX Orin and Orin NX have them; Orin Nano has none)"),
+    ("11.2.1", "TensorRT 11.2.1 cannot use DLA on a Jetson (TensorRT 11.0 to 11.4.0 have no Jetson DLA support)"),
+    ("11.4.0.106", "TensorRT 11.4.0.106 cannot use DLA on a Jetson"),
+    ("11.4.1", "this device has no DLA cores (TensorRT 11.4.1 and newer run DLA only on Jetson AGX Orin with JetPack 7.2.2"),
+])
+def test_dla_hint_follows_the_tensorrt_version(version, hint):
+    from ssd_edge.export.engine import _use_dla
+
+    trt = SimpleNamespace(__version__=version)
+    builder = SimpleNamespace(num_DLA_cores=0)
+    with pytest.raises(TensorRTUnavailable) as caught:
+        _use_dla(trt, builder, SimpleNamespace(), TENSORRT_10, EngineOptions(precision="fp16", dla_core=0))
+    assert str(caught.value).startswith(f"--dla-core 0: {hint}")
+
+
 def test_builder_that_cannot_start_is_refused_with_tensorrts_reason(tmp_path):
     from ssd_edge.export.engine import _serialize
     from ssd_edge.runtime.cuda.device import GpuInfo
@@ -79,7 +79,7 @@ def test_builder_that_cannot_start_is_refused_with_tensorrts_reason(tmp_path):
     trt = fake_tensorrt("10.3.0", start_failure="Builder", reason="CUDA initialization failure with error: 35")
     with pytest.raises(TensorRTUnavailable, match=r"^TensorRT 10\.3\.0 could not create its Builder: CUDA "
                                                   r"initialization failure with error: 35$"):
-        _serialize(trt, Capabilities.of(TENSORRT_10), GpuInfo("Orin", (8, 7)), None, tmp_path / "model.onnx",
+        _serialize(trt, TENSORRT_10, GpuInfo("Orin", (8, 7)), None, tmp_path / "model.onnx",
                    EngineOptions(), {})
 
 

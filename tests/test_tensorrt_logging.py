@@ -57,7 +57,7 @@ def test_null_factory_becomes_an_error_with_the_logged_reason(factory):
     with pytest.raises(GpuError) as caught:
         create(trt, factory)
     assert str(caught.value) == f"TensorRT 10.3.0 could not create its {factory}: {REASON}"
-    assert trt.loggers_given == [process_logger(trt)]
+    assert trt._loggers_given == [process_logger(trt)]
 
 
 def test_null_factory_without_a_logged_reason_says_what_to_check():
@@ -89,7 +89,7 @@ def test_any_other_type_error_propagates():
 def test_a_created_object_is_returned():
     trt = fake_tensorrt()
     runtime = create(trt, "Runtime")
-    assert isinstance(runtime, trt.Runtime) and runtime.logger is process_logger(trt)
+    assert isinstance(runtime, trt.Runtime) and runtime._logger is process_logger(trt)
 
 
 # --- the TensorRT backend ------------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_second_engine_errors_reach_its_message(tmp_path):
             _engine_runner(trt, path)
         said = str(caught.value).split("TensorRT said: ", 1)[1]
         assert said.startswith(f"{name} engine: magic tag mismatch. Engines are tied")
-    assert len(set(map(id, trt.loggers_given))) == 1
+    assert len(set(map(id, trt._loggers_given))) == 1
 
 
 def test_backend_cannot_create_runtime(tmp_path):

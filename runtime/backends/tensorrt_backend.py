@@ -27,7 +27,8 @@ from ssd_edge.runtime.cuda.resources import (
     primary_context,
 )
 from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
-from ssd_edge.runtime.model_file import EngineSidecar, read_sidecar
+from ssd_edge.runtime.backends.tensorrt_support import load_tensorrt
+from ssd_edge.runtime.model_file import EngineSidecar, read_sidecar, sidecar_path
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
@@ -38,14 +39,27 @@ class EngineError(GpuError):
 
 
 def import_tensorrt(path: Path, sidecar: EngineSidecar):
+    """tensorrt, or GpuError: not installed, older than 10, or an old JetPack (see tensorrt_support)."""
     try:
-        import tensorrt
+        tensorrt = load_tensorrt(error=GpuError)
     except ImportError as exc:
         raise GpuError(
             f"{path}: a TensorRT engine runs only where TensorRT and an NVIDIA GPU are ({exc}; it was built with "
             f"{sidecar.built_for()}). On this machine run the ONNX model with backend='onnxruntime' instead"
         ) from None
     return tensorrt
+
+
+def expected_shapes(spec, batch: int) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} an engine of `spec` has, batch first (-1: dynamic): input
+    (B, 3, H, W), locs (B, P, 4), confs (B, P, C)."""
+    height, width = spec.input_size
+    locs, confs = spec.output_names
+    return {
+        spec.input_name: (batch, 3, height, width),
+        locs: (batch, spec.num_priors, 4),
+        confs: (batch, spec.num_priors, spec.num_classes),
+    }
 
 
 class EngineRunner:
@@ -73,9 +87,9 @@ class EngineRunner:
                     "TensorRT version and GPU that built them: rebuild it here with `ssd-export --format engine`"
                 ) from None
         self.engine = engine
-        self.context = check("createExecutionContext", engine.create_execution_context, must_succeed=True)
         self._trt = trt
-        self._describe_io()
+        self._describe_io(path)  # before anything is allocated for the engine
+        self.context = check("createExecutionContext", engine.create_execution_context, must_succeed=True)
         self.buffers = {
             name: DeviceBuffer(self.max_batch * self._sample_bytes[name], name) for name in self._sample_bytes
         }
@@ -85,25 +99,39 @@ class EngineRunner:
             check(f"setTensorAddress({name})", self.context.set_tensor_address, name, buffer.address, must_succeed=True)
         self._bound_batch = None
 
-    def _describe_io(self) -> None:
+    def _describe_io(self, path: Path) -> None:
+        """Check the engine's tensors against the sidecar's ModelSpec and find the batch range.
+
+        The buffers are sized from the spec: `locs` (B, P, 4) and `confs` (B, P, C), B up to
+        the profile's largest batch. An engine whose own shapes differ (a sidecar left over from
+        another model or input size) would let TensorRT write past them, so it is refused."""
         trt, engine, spec = self._trt, self.engine, self.spec
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         wanted = [spec.input_name, *spec.output_names]
         missing = [n for n in wanted if n not in names]
         if missing:
-            raise EngineError(f"engine has no tensors {missing} (it has {names}); was it built from our ONNX?")
+            raise EngineError(f"{path}: engine has no tensors {missing} (it has {names}); was it built from our ONNX?")
         if engine.get_tensor_mode(spec.input_name) != trt.TensorIOMode.INPUT:
-            raise EngineError(f"engine tensor '{spec.input_name}' is not an input")
+            raise EngineError(f"{path}: engine tensor '{spec.input_name}' is not an input")
         for name in wanted:
             if engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
                 dtype = engine.get_tensor_dtype(name)
-                raise EngineError(f"engine tensor '{name}' is {dtype}; the runtime needs float32 inputs and outputs")
-        shape = tuple(engine.get_tensor_shape(spec.input_name))
-        if shape[0] == -1:  # dynamic batch: the profile says how far
+                raise EngineError(f"{path}: engine tensor '{name}' is {dtype}; the runtime needs float32 inputs and outputs")
+        shapes = {name: tuple(int(d) for d in engine.get_tensor_shape(name)) for name in wanted}
+        batch = shapes[spec.input_name][0] if shapes[spec.input_name] else 0  # -1: dynamic
+        for name, expected in expected_shapes(spec, batch).items():
+            if shapes[name] != expected:
+                raise EngineError(
+                    f"{path}: the engine's tensor '{name}' has shape {shapes[name]}, but its sidecar "
+                    f"{sidecar_path(path)} describes {expected} (input {spec.input_size[0]}x{spec.input_size[1]}, "
+                    f"{spec.num_priors} default boxes, {spec.num_classes} classes). The sidecar belongs to another "
+                    "model: export the engine and its sidecar together again with `ssd-export --format engine`"
+                )
+        if batch == -1:  # dynamic batch: the profile says how far
             low, _, high = engine.get_tensor_profile_shape(spec.input_name, 0)
             self.min_batch, self.max_batch, self.dynamic = int(low[0]), int(high[0]), True
         else:
-            self.min_batch = self.max_batch = int(shape[0])
+            self.min_batch = self.max_batch = batch
             self.dynamic = False
         p, c = spec.num_priors, spec.num_classes
         self._sample_bytes = {
