@@ -79,19 +79,23 @@ class Measurement:
 
 
 def detector_subject(
-    path: str | os.PathLike, backend: str = "auto", threads: int | None = None, **overrides: float | int | None
+    path: str | os.PathLike, backend: str = "auto", threads: int | None = None, name: str | None = None,
+    options: dict | None = None, **overrides: float | int | None
 ) -> tuple[Subject, object]:
-    """A Detector on `path` as a Subject, and the Detector (its `config` sets the peers' thresholds)."""
+    """A Detector on `path` as a Subject, and the Detector (its `config` sets the peers' thresholds).
+
+    name: the subject's name (default: the path; several backends on one file need their own).
+    options: further Detector arguments (device, precision, spinning)."""
     from ssd_edge.runtime.detector import Detector
 
     path = Path(path)
-    detector = Detector(path, backend=backend, threads=threads, **overrides)
+    detector = Detector(path, backend=backend, threads=threads, **(options or {}), **overrides)
 
     def call(images: Sequence[np.ndarray], timer: StageTimer) -> object:
         return detector(list(images), timer=timer)
 
     subject = Subject(
-        name=str(path), call=call, kind="model", format=format_label(path), backend=detector.backend,
+        name=name or str(path), call=call, kind="model", format=format_label(path), backend=detector.backend,
         size_mb=path.stat().st_size / 1e6, path=str(path), close=detector.close,
     )
     return subject, detector

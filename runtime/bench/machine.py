@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ssd_edge.runtime.cuda import device
 
-RUNTIME_LIBRARIES = ("numpy", "cv2", "onnxruntime", "tensorrt", "pycuda")
+RUNTIME_LIBRARIES = ("numpy", "cv2", "onnxruntime", "openvino", "tensorrt", "pycuda")
 
 
 def cpu_model_and_flags() -> tuple[str, set[str]]:
@@ -42,6 +42,14 @@ VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
 def has_vnni(flags: set[str]) -> bool:
     """Whether the CPU has int8 dot-product instructions (x86 VNNI/AMX, Arm dotprod)."""
     return bool(VNNI_FLAGS & flags)
+
+
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX512_BF16 / AMX, Arm BF16
+
+
+def has_bf16(flags: set[str]) -> bool:
+    """Whether the CPU computes in bfloat16 natively (what OpenVINO's bf16 precision needs)."""
+    return bool(BF16_FLAGS & flags)
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,6 +84,7 @@ def describe(*modules: str) -> dict[str, object]:
     info: dict[str, object] = {
         "cpu": model,
         "vnni": has_vnni(flags),
+        "bf16": has_bf16(flags),
         "cores": os.cpu_count(),
         "os": f"{platform.system()} {platform.release()}",
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
@@ -101,7 +110,7 @@ def markdown(info: dict[str, object]) -> str:
     versions_text = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     lines = [
         f"- CPU: {info['cpu']} ({info['cores']} logical cores visible; int8 dot product (VNNI): "
-        f"{'yes' if info['vnni'] else 'no'}); {info['os']}",
+        f"{'yes' if info['vnni'] else 'no'}; bf16: {'yes' if info.get('bf16') else 'no'}); {info['os']}",
         f"- GPU: {gpu_text(info)}",
         f"- Python {info['python']}; {versions_text}",
     ]

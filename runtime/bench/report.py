@@ -51,14 +51,14 @@ def peer_labels(report: dict) -> list[str]:
 def _row_cells(row: dict, peers: list[str]) -> list[str]:
     latency = row["latency_ms"]
     return [
-        display_name(row), row["format"], str(row["batch"]),
+        display_name(row), row["format"], row["backend"], str(row["batch"]),
         *(f"{latency[k]:.2f}" for k in ("p50", "p90", "p99", "mean")), f"{row['images_per_s']:.1f}",
         *stage_cells(row), *ratio_cells(row, peers),
     ]
 
 
 def _headers(peers: list[str]) -> list[str]:
-    return ["model", "format", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s",
+    return ["model", "format", "backend", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s",
             *(STAGE_HEADERS[s] for s in (*STAGES, "other")), *(f"vs {p}" for p in peers)]
 
 
@@ -84,7 +84,7 @@ def terminal(report: dict) -> str:
     machine = machine_text(report["machine"], report["settings"]["threads"])
     lines = [f"machine: {machine}", f"timing: {settings_line(report)}", ""]
     for n, cells in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
+        lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
         if n == 0:
             lines.append("-" * len(lines[-1]))
     lines += ["", TIMED, NOT_SEPARATE_NOTE, *notes(report)]
@@ -141,7 +141,8 @@ def markdown(report: dict, title: str = "ssd-bench") -> str:
     lines = [
         f"# {title}", "",
         machine_markdown(report["machine"]),
-        f"- threads: {settings['threads']} (onnxruntime intra-op; torch.set_num_threads for the PyTorch peers)",
+        f"- threads: {settings['threads']} (onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS; "
+        "torch.set_num_threads for the PyTorch peers)",
         f"- {settings_line(report)}",
         f"- command: `{settings['command']}`", "",
         *_markdown_table(_headers(peers), [_row_cells(r, peers) for r in report["results"]]), "",

@@ -33,10 +33,16 @@ Echo = Callable[[str], None]
 @dataclass(frozen=True)
 class BenchOptions:
     """The arguments of ssd-bench. threads None: every logical core (os.cpu_count()).
-    source: 'images' (built-in synthetic sample images) or a folder of images."""
+    source: 'images' (built-in synthetic sample images) or a folder of images.
+    backend: one backend or several joined by commas ('onnxruntime-cpu,openvino'): every
+    model runs on each, side by side. device, precision: OpenVINO's (None: CPU, f32).
+    spinning: onnxruntime's intra-op spinning (None: the Detector's default)."""
 
     models: tuple[Path, ...]
     backend: str = "auto"
+    device: str | None = None
+    precision: str | None = None
+    spinning: bool | None = None
     batches: tuple[int, ...] = (1,)
     runs: int = 300
     warmup: int = 30
@@ -57,6 +63,20 @@ class BenchOptions:
     def thread_count(self) -> int:
         return self.threads if self.threads is not None else (os.cpu_count() or 1)
 
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.backend.split(",") if part.strip())
+
+    def detector_options(self, backend: str) -> dict:
+        """The Detector arguments that apply to `backend`."""
+        if backend == "openvino":
+            return {"device": self.device, "precision": self.precision}
+        return {"spinning": self.spinning} if backend.startswith("onnxruntime") or backend == "auto" else {}
+
+    def subject_name(self, model: Path, backend: str) -> str:
+        """The model's path, with the backend in brackets when several backends run."""
+        return str(model) if len(self.backends) == 1 else f"{model} [{backend}]"
+
 
 def validate(options: BenchOptions) -> None:
     """Refuse impossible settings before anything is loaded; each message names the option."""
@@ -64,8 +84,17 @@ def validate(options: BenchOptions) -> None:
 
     if not options.models:
         raise BenchError("no model to benchmark: give --model PATH (.onnx or .engine), once per model")
-    if options.backend not in BACKENDS:
-        raise BenchError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
+    if not options.backends:
+        raise BenchError("--backend needs at least one backend")
+    for backend in options.backends:
+        if backend not in BACKENDS:
+            raise BenchError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if len(set(options.backends)) != len(options.backends):
+        raise BenchError(f"--backend names a backend twice: {options.backend}")
+    if (options.device is not None or options.precision is not None) and "openvino" not in options.backends:
+        raise BenchError("--device and --precision are OpenVINO's: add openvino to --backend")
+    if options.spinning is not None and not any(b == "auto" or b.startswith("onnxruntime") for b in options.backends):
+        raise BenchError("--spinning is onnxruntime's: add onnxruntime to --backend")
     for model in options.models:
         if not Path(model).is_file():
             raise BenchError(f"{model}: no such model file (--model takes an exported .onnx or .engine)")
@@ -108,10 +137,14 @@ def open_subjects(options: BenchOptions, images: list[np.ndarray]) -> tuple[list
     subjects, reference = [], None
     try:
         for model in options.models:
-            subject, detector = bench.detector_subject(model, options.backend, options.thread_count, **overrides)
-            subjects.append(subject)
-            if reference is None:
-                reference = detector  # the first model sets the peers' classes and thresholds
+            for backend in options.backends:
+                subject, detector = bench.detector_subject(
+                    model, backend, options.thread_count, options.subject_name(model, backend),
+                    options.detector_options(backend), **overrides,
+                )
+                subjects.append(subject)
+                if reference is None:
+                    reference = detector  # the first model sets the peers' classes and thresholds
         peers = open_peers(options, reference, overrides, images) if (options.peers or options.compare_torch) else []
     except BaseException:
         for subject in subjects:
@@ -149,19 +182,24 @@ def convertible(checkpoint: Path | None) -> Path | None:
 
 
 def accuracy(options: BenchOptions, echo: Echo) -> list[dict]:
-    """mAP of every model (and of --compare-torch) through ssd-eval's own evaluation."""
+    """mAP of every model on every backend (and of --compare-torch) through ssd-eval's own
+    evaluation (with each backend's default device and precision)."""
     from ssd_edge.evaluation.report import evaluate_models
 
-    paths = [str(m) for m in options.models] + ([str(options.compare_torch)] if options.compare_torch else [])
     echo(f"accuracy: ssd-eval on {options.data}")
-    rows = evaluate_models(paths, str(options.data), backend=options.backend, progress=options.progress)
-    names = {}
-    if options.compare_torch is not None:
-        from ssd_edge.benchmark.peers import torch_model_name
+    entries = []
+    for n, backend in enumerate(options.backends):
+        torch_too = n == 0 and options.compare_torch is not None
+        paths = [str(m) for m in options.models] + ([str(options.compare_torch)] if torch_too else [])
+        rows = evaluate_models(paths, str(options.data), backend=backend, progress=options.progress)
+        names = {str(m): options.subject_name(m, backend) for m in options.models}
+        if torch_too:
+            from ssd_edge.benchmark.peers import torch_model_name
 
-        names[str(options.compare_torch)] = torch_model_name(options.compare_torch)
-    return [{"name": names.get(r["model"], r["model"]), **{k: r[k] for k in ("AP", "AP50", "AP75", "size_mb")},
-             "images": r["images"]} for r in rows]
+            names[str(options.compare_torch)] = torch_model_name(options.compare_torch)
+        entries += [{"name": names.get(r["model"], r["model"]), **{k: r[k] for k in ("AP", "AP50", "AP75", "size_mb")},
+                     "images": r["images"]} for r in rows]
+    return entries
 
 
 def subject_entry(subject: Subject, label: str | None) -> dict:
@@ -191,7 +229,8 @@ def run_bench(options: BenchOptions, echo: Echo = print) -> dict:
         "tool": "ssd-bench",
         "machine": machine,
         "settings": {
-            "command": options.command, "backend": options.backend, "batches": list(options.batches),
+            "command": options.command, "backend": options.backend, "device": options.device,
+            "precision": options.precision, "spinning": options.spinning, "batches": list(options.batches),
             "runs": options.runs, "warmup": options.warmup, "threads": options.thread_count, "source": source,
             "images": len(images), "score_threshold": options.score_threshold,
             "data": str(options.data) if options.data else None,

@@ -29,7 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", dest="models", action="append", type=Path, required=True, metavar="PATH",
                    help="an exported .onnx (FP32 or INT8) or .engine; repeat for several models")
     p.add_argument("--backend", default="auto", help="runtime backend: auto, onnxruntime, onnxruntime-cpu, "
-                                                      "onnxruntime-tensorrt, tensorrt (default: auto)")
+                                                      "onnxruntime-tensorrt, openvino, tensorrt; several joined "
+                                                      "by commas run side by side (default: auto)")
+    p.add_argument("--device", choices=("CPU", "GPU", "NPU", "AUTO"), help="OpenVINO's device (default CPU)")
+    p.add_argument("--precision", choices=("f32", "bf16", "auto"),
+                   help="OpenVINO's inference precision (default f32; bf16 runs f32 where the CPU has no bf16)")
+    p.add_argument("--spinning", choices=("on", "off"),
+                   help="onnxruntime's intra-op threads spin while idle (default: the Detector's, off)")
     p.add_argument("--batch", type=batch_sizes, default=(1,), metavar="B[,B...]", help="batch sizes (default 1)")
     p.add_argument("--runs", type=int, default=300, help="timed calls per model and batch size (default 300)")
     p.add_argument("--warmup", type=int, default=30, help="untimed calls first (default 30)")
@@ -58,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from ssd_edge.benchmark.run import BenchOptions, command_line, run_bench
 
     options = BenchOptions(
-        models=tuple(args.models), backend=args.backend, batches=args.batch, runs=args.runs, warmup=args.warmup,
+        models=tuple(args.models), backend=args.backend, device=args.device, precision=args.precision,
+        spinning=None if args.spinning is None else args.spinning == "on", batches=args.batch, runs=args.runs, warmup=args.warmup,
         threads=args.threads, source=args.source, peers=tuple(args.peers), peer_weights=args.peer_weights,
         compare_torch=args.compare_torch, data=args.data, score_threshold=args.score_threshold,
         json_path=args.json_path, markdown_path=args.markdown_path, plot_path=args.plot_path,
