@@ -53,13 +53,13 @@ def read_log(path):
 
 
 def leftovers(directory):
-    return [p.name for p in directory.iterdir() if ".partial" in p.name]
+    return [p.name for p in directory.iterdir() if ".partial" in p.name or ".recording" in p.name]
 
 
 def wait_for_logged_frames(directory, deadline, lines=5):
-    """Wait until the demo's log, still a temporary file, holds a few frames."""
+    """Wait until the demo's log, still a .recording file, holds a few frames."""
     while time.monotonic() < deadline:
-        partial_logs = [p for p in directory.iterdir() if p.name.endswith(".partial.jsonl")]
+        partial_logs = [p for p in directory.iterdir() if p.name.endswith(".recording.jsonl")]
         if partial_logs and partial_logs[0].read_text().count("\n") >= lines:
             return
         time.sleep(0.1)

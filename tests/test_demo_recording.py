@@ -10,7 +10,8 @@ from ssd_edge.runtime.demo.recording import JsonLinesLog, RecordingError, VideoR
 
 
 def hidden_partials(directory):
-    return sorted(p.name for p in directory.iterdir() if ".partial" in p.name)
+    """Files of a recording in progress: hidden temporary files and visible .recording files."""
+    return sorted(p.name for p in directory.iterdir() if ".partial" in p.name or ".recording" in p.name)
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])
@@ -20,7 +21,8 @@ def test_video_appears_only_when_closed(tmp_path, suffix):
     for i in range(7):
         recorder.write(moving_shapes(i))
     recorder.write(np.zeros((60, 80, 3), np.uint8))  # another size: resized to the first
-    assert not target.exists() and len(hidden_partials(tmp_path)) == 1
+    assert not target.exists() and recorder.recording_path.name == "out.recording.avi"
+    assert len(hidden_partials(tmp_path)) == (1 if suffix == ".avi" else 2)
     assert recorder.close() == target
     assert recorder.close() == target  # closing twice is harmless
     assert count_frames(target) == 8
@@ -54,3 +56,29 @@ def test_json_lines_log(tmp_path):
     assert hidden_partials(tmp_path) == []
     empty = JsonLinesLog(tmp_path / "empty.jsonl")
     assert empty.close() is None and not (tmp_path / "empty.jsonl").exists()
+
+
+def test_a_recording_cut_off_anywhere_plays_up_to_the_cut(tmp_path):
+    """What a hard kill leaves: the .recording.avi, copied while the recorder still writes
+    (as the disk holds it at that moment), opens and plays nearly every frame written."""
+    recorder = VideoRecorder(tmp_path / "out.mp4", fps=20)
+    for i in range(120):
+        recorder.write(moving_shapes(i))
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(recorder.recording_path.read_bytes())
+    recorder.close()
+    assert 100 <= count_frames(cut) <= 120
+    assert count_frames(tmp_path / "out.mp4") == 120 and hidden_partials(tmp_path) == []
+
+
+def test_recording_files_never_replace_an_existing_file(tmp_path):
+    left_by_a_killed_run = tmp_path / "out.recording.avi"
+    left_by_a_killed_run.write_bytes(b"the user's")
+    (tmp_path / "out.recording.jsonl").write_text("the user's")
+    with VideoRecorder(tmp_path / "out.mp4") as recorder, JsonLinesLog(tmp_path / "out.jsonl") as log:
+        assert recorder.recording_path.name == "out.recording_1.avi"
+        recorder.write(moving_shapes(0))
+        log.write({"frame": 0})
+    assert left_by_a_killed_run.read_bytes() == b"the user's"
+    assert (tmp_path / "out.recording.jsonl").read_text() == "the user's"
+    assert count_frames(tmp_path / "out.mp4") == 1 and (tmp_path / "out.jsonl").exists()

@@ -28,6 +28,7 @@ from ssd_edge.runtime.demo.sources import CameraError
 from ssd_edge.runtime.errors import UsageError
 
 JOIN_TIMEOUT_S = 5.0  # a read blocked inside a driver is left to its daemon thread after this
+POLL_S = 0.05  # how often a wait for a frame looks at the stop event
 
 
 class Reader(Protocol):
@@ -36,6 +37,65 @@ class Reader(Protocol):
     def read(self) -> tuple[bool, np.ndarray | None]: ...
 
     def release(self) -> None: ...
+
+
+class TimedReader:
+    """A Reader whose read() gives up after `timeout_s` (or as soon as `stop` is set) and
+    then reports no frame, so a stream that stalls mid-run counts as dropped out after the
+    stated timeout, however long the backend itself would block. Reads run in a helper
+    thread; a read that was given up on is left to it, and the capture is released there
+    once OpenCV returns."""
+
+    def __init__(self, reader: Reader, timeout_s: float, stop: threading.Event | None = None) -> None:
+        self.reader, self.timeout_s = reader, timeout_s
+        self._stop = stop or threading.Event()
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._ready = threading.Event()
+        self._result: tuple[bool, np.ndarray | None] = (False, None)
+        self._busy = False  # a read is under way in the helper
+        self._released = False
+        self._thread = threading.Thread(target=self._serve, name="timed-read", daemon=True)
+        self._thread.start()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        with self._lock:
+            if self._released or self._busy:  # a read given up on earlier still blocks
+                return False, None
+            self._ready.clear()
+            self._busy = True
+            self._wanted.set()
+        deadline = time.monotonic() + self.timeout_s
+        while not self._ready.wait(POLL_S):
+            if self._stop.is_set() or time.monotonic() >= deadline:
+                return False, None
+        return self._result
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            busy = self._busy
+            self._wanted.set()  # wakes the helper so that it ends
+        if not busy:
+            self.reader.release()
+        # else: the helper releases the reader when its read returns
+
+    def _serve(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            with self._lock:
+                if self._released and not self._busy:
+                    return
+            result = self.reader.read()
+            with self._lock:
+                self._result, self._busy = result, False
+                self._ready.set()
+                if self._released:
+                    self.reader.release()
+                    return
 
 
 @dataclass(frozen=True)
@@ -81,11 +141,15 @@ class FrameGrabber:
 
     open_reader: makes a fresh Reader (called at start, on reconnection and to loop a file;
     it raises CameraError when the source cannot be opened). notify: receives one line per
-    event worth telling the user (drop-out, reconnection attempts, loop).
+    event worth telling the user (drop-out, reconnection attempts, loop). read_timeout_s:
+    a live source that delivers no frame for this long counts as dropped out (see
+    TimedReader); None waits as long as the backend does.
     """
 
     def __init__(self, open_reader: Callable[[], Reader], *, live: bool, loop: bool = False,
-                 retry: RetryPolicy = RetryPolicy(), notify: Callable[[str], None] = lambda line: None) -> None:
+                 retry: RetryPolicy = RetryPolicy(), notify: Callable[[str], None] = lambda line: None,
+                 read_timeout_s: float | None = None) -> None:
+        self._read_timeout_s = read_timeout_s if live else None
         self._open_reader = open_reader
         self.live = live
         self.loop = loop
@@ -104,7 +168,7 @@ class FrameGrabber:
     # -- consumer side -------------------------------------------------------------
     def start(self) -> "FrameGrabber":
         """Open the source (CameraError raises here, in the caller's thread) and start reading."""
-        reader = self._open_reader()
+        reader = self._open()
         self._thread = threading.Thread(target=self._run, args=(reader,), name="frame-grabber", daemon=True)
         self._thread.start()
         return self
@@ -138,6 +202,12 @@ class FrameGrabber:
         self.stop()
 
     # -- reader thread -------------------------------------------------------------
+    def _open(self) -> Reader:
+        reader = self._open_reader()
+        if self._read_timeout_s is not None:
+            return TimedReader(reader, self._read_timeout_s, self._stop)
+        return reader
+
     def _run(self, reader: Reader | None) -> None:
         try:
             while reader is not None and not self._stop.is_set():
@@ -183,7 +253,7 @@ class FrameGrabber:
         if self.loop and self._frames_this_open > 0:
             self.stats.loops += 1
             self._frames_this_open = 0
-            return self._open_reader()
+            return self._open()
         self.stats.end_reason = "end of file"
         return None
 
@@ -196,7 +266,7 @@ class FrameGrabber:
             if self._stop.wait(delay):
                 return None
             try:
-                reader = self._open_reader()
+                reader = self._open()
             except (CameraError, cv2.error) as exc:
                 self._notify(f"reconnection attempt {self._failures}/{self.retry.attempts} failed: {exc}")
                 continue

@@ -31,8 +31,9 @@ from ssd_edge.runtime.draw import draw_detections, draw_tracks
 from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.demo.rates import DurationMeter
 from ssd_edge.runtime.demo.recording import JsonLinesLog, VideoRecorder
-from ssd_edge.runtime.demo.sources import Source, describe_capture, open_capture, parse_source
+from ssd_edge.runtime.demo.sources import STREAM_TIMEOUT_MS, Source, describe_capture, open_capture, parse_source
 from ssd_edge.runtime.errors import UsageError
+from ssd_edge.runtime.output_paths import check_outputs
 
 if TYPE_CHECKING:  # imported when tracking is asked for: it needs SciPy
     from ssd_edge.runtime.tracking import StreamTracking
@@ -84,6 +85,13 @@ class DemoSettings:
             return None, None
         video = Path(self.output) if self.output else Path(time.strftime("ssd-demo-%Y%m%d-%H%M%S.mp4"))
         return video, Path(self.log) if self.log else video.with_suffix(".jsonl")
+
+    def check_outputs(self, source: Source) -> None:
+        """OutputError, before anything opens, when the video or the log would replace the
+        model, the source file or each other (however the paths are spelled)."""
+        video, log = self.output_paths()
+        source_file = Path(source.text) if source.kind == "file" else None
+        check_outputs({"--output": video, "--log": log}, {"--model": self.model, "--source": source_file})
 
 
 @dataclass
@@ -229,11 +237,12 @@ def run_demo(settings: DemoSettings, status: Status = lambda line: None,
     """Open the source and the model of `settings`, run the demo, finalise its outputs.
     status: receives progress lines; stop: an event that ends the demo (see DemoLoop)."""
     source = parse_source(settings.source, settings.width, settings.height, settings.fps)
-    if not settings.headless:
-        check_display()  # before the camera and the model, which can take a while to open
+    settings.check_outputs(source)
     with contextlib.ExitStack() as stack:
-        first, attempt = open_capture(source)
+        first, attempt = open_capture(source, stop)  # a missing camera is the first thing to say
         stack.callback(first.release)  # the grabber releases it once started; twice is harmless
+        if not settings.headless:
+            check_display()  # before the model, which can take a while to open
         status(f"source {source.text}: {attempt.describe()}")
         status(f"the source delivers {describe_capture(first)}")
         source_fps, announced = first.get(cv2.CAP_PROP_FPS), int(first.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -241,8 +250,9 @@ def run_demo(settings: DemoSettings, status: Status = lambda line: None,
                                                 score_threshold=settings.score_threshold,
                                                 iou_threshold=settings.iou_threshold))
         status(f"model {settings.model}: {_describe_detector(detector)}")
-        grabber = FrameGrabber(_reader_factory(source, first), live=source.live, loop=settings.loop,
-                               retry=settings.retry, notify=status)
+        grabber = FrameGrabber(_reader_factory(source, first, stop), live=source.live, loop=settings.loop,
+                               retry=settings.retry, notify=status,
+                               read_timeout_s=STREAM_TIMEOUT_MS / 1000.0 if source.kind == "stream" else None)
         summary = record_demo(detector, grabber, settings, settings.fps or source_fps, status, stop,
                               realtime=source.kind == "file")
     summary.end_reason = _explain_end(summary, source, announced, settings.loop)
@@ -263,7 +273,8 @@ def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrab
         recorder = stack.enter_context(VideoRecorder(video_path, fps)) if video_path else None
         log = stack.enter_context(JsonLinesLog(log_path)) if log_path else None
         if recorder is not None:
-            status(f"recording to {video_path} and the per-frame log {log_path} (renamed into place at the end)")
+            status(f"recording to {recorder.recording_path} and {log.recording_path if log else 'no log'} "
+                   f"(renamed to {video_path} and {log_path} at the end)")
         if window is not None:
             status("window open: press q or Esc in it to quit")
         stack.callback(grabber.stop)
@@ -286,12 +297,14 @@ def _stream_tracking(settings: DemoSettings) -> StreamTracking | None:
     return StreamTracking(line=settings.count_line)
 
 
-def _reader_factory(source: Source, first: cv2.VideoCapture) -> Callable[[], cv2.VideoCapture]:
-    """The grabber's opener: the capture already open first, a fresh one after that."""
+def _reader_factory(source: Source, first: cv2.VideoCapture,
+                    stop: threading.Event | None = None) -> Callable[[], cv2.VideoCapture]:
+    """The grabber's opener: the capture already open first, a fresh one after that (an
+    open in progress ends when `stop` is set)."""
     pending = [first]
 
     def open_reader() -> cv2.VideoCapture:
-        return pending.pop() if pending else open_capture(source)[0]
+        return pending.pop() if pending else open_capture(source, stop)[0]
 
     return open_reader
 

@@ -1,11 +1,29 @@
-"""What the demo records: the annotated video and a JSON-lines log, each written to a
-temporary file beside its target and renamed over it when closed, so a target is never
-left half-written (a crash leaves only a `.NAME.*.partial` file behind)."""
+"""What the demo records: the annotated video and a JSON-lines log.
+
+Both survive a hard kill (`kill -9`, the OOM killer, a power cut) up to their last moments:
+
+- The log is written, line by line, to a visible `<stem>.recording.jsonl` beside its
+  target and renamed over the target when closed.
+- The video is also written to a visible `<stem>.recording.avi`: Motion-JPEG in AVI by
+  OpenCV's own writer, a container every frame of which stands alone, so a file cut off
+  anywhere still plays up to where it was cut (FFmpeg and OpenCV read it without its
+  index). An `.avi` target is that file, renamed into place when closed. Any other target
+  (.mp4, ...) is written as well, to a hidden temporary file renamed over the target when
+  closed (an MP4 is unplayable until finalised); the `.recording.avi` is then removed.
+- Both recordings are flushed to the disk every SYNC_EVERY_S seconds.
+
+After a hard kill, then, `<stem>.recording.avi` plays up to the last frames the writer
+still held in memory (about ten frames; tests/test_demo_kill.py measures it) and
+`<stem>.recording.jsonl` holds every frame's line but the one being written. A target is
+never left half-written: it appears only when complete. A recording file never replaces
+an existing file: when the name is taken it becomes `<stem>.recording_N`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +32,25 @@ import numpy as np
 
 from ssd_edge.runtime.atomic import PartialFile
 from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.runtime.output_paths import unique_name
 
 # container suffix -> FourCC; MJPG in .avi is built into OpenCV and needs no FFmpeg/GStreamer encoder
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 DEFAULT_FPS = 30.0
+SYNC_EVERY_S = 2.0
+RECORDING_MARK = ".recording"
 
 
 class RecordingError(SSDEdgeError, OSError):
     """An output file cannot be written (the message names it and says what to change)."""
+
+
+def _check_folder(target: Path) -> None:
+    folder = target.parent
+    if not folder.is_dir():
+        raise RecordingError(f"{target}: the directory {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise RecordingError(f"{target}: the directory {folder} is not writable")
 
 
 def _partial_file(path: str | os.PathLike) -> PartialFile:
@@ -31,59 +60,131 @@ def _partial_file(path: str | os.PathLike) -> PartialFile:
         raise RecordingError(str(exc)) from None
 
 
+class RecordingFile:
+    """A visible file `<stem>.recording<suffix>` beside `target`, never an existing file
+    (`_N` added when the name is taken): written while recording, so a hard kill leaves
+    it to the user; `commit()` renames it over `target`, `discard()` removes it."""
+
+    def __init__(self, target: str | os.PathLike, suffix: str | None = None) -> None:
+        self.target = Path(target)
+        _check_folder(self.target)
+        suffix = self.target.suffix if suffix is None else suffix
+        name = unique_name(f"{self.target.stem}{RECORDING_MARK}{suffix}", (),
+                           lambda n: not (self.target.parent / n).exists())
+        self.path = self.target.parent / name
+        try:
+            self.path.touch(exist_ok=False)
+        except OSError as exc:
+            raise RecordingError(f"{self.path}: cannot be created ({exc.strerror or exc})") from None
+
+    def commit(self) -> Path:
+        sync_file(self.path)
+        os.replace(self.path, self.target)
+        return self.target
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def sync_file(path: Path) -> None:
+    """Ask the operating system to put what was written to `path` on the disk."""
+    try:
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    except OSError:
+        pass  # a file system without fsync: the data is still in the OS's hands
+
+
+class _Writer:
+    """One cv2.VideoWriter, opened at the first frame."""
+
+    def __init__(self, path: Path, fourcc: str, fps: float, api: int, shown: Path) -> None:
+        self.path, self.fourcc, self.fps, self.api, self.shown = path, fourcc, fps, api, shown
+        self.writer: cv2.VideoWriter | None = None
+
+    def write(self, image: np.ndarray) -> None:
+        if self.writer is None:
+            size = (image.shape[1], image.shape[0])
+            writer = cv2.VideoWriter(str(self.path), self.api, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
+            if not writer.isOpened():
+                raise RecordingError(
+                    f"{self.shown}: this OpenCV cannot write {self.shown.suffix} video with codec {self.fourcc}; "
+                    "try an .avi output (MJPG, built into OpenCV)"
+                )
+            self.writer = writer
+        self.writer.write(image)
+
+    def release(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
 class VideoRecorder:
-    """Writes BGR frames to `path`; the writer opens at the first frame (its size sets the
-    video's; later frames of another size are resized to it). `close()` finalises the
-    video and returns its path, or None when no frame was written."""
+    """Writes BGR frames to `path` (see the module docstring for what a hard kill leaves);
+    the writers open at the first frame (its size sets the video's; later frames of
+    another size are resized to it). `close()` finalises the video and returns its path,
+    or None (and no file) when no frame was written."""
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None) -> None:
         path = Path(path)
         if path.suffix.lower() not in VIDEO_CODECS:
             choices = ", ".join(VIDEO_CODECS)
             raise RecordingError(f"{path}: cannot tell the video format from '{path.suffix}'; use one of {choices}")
+        _check_folder(path)
         self.fourcc = VIDEO_CODECS[path.suffix.lower()]
         self.fps = fps if fps and fps > 0 else DEFAULT_FPS
         self.frames = 0
-        self._partial = _partial_file(path)
-        self._writer: cv2.VideoWriter | None = None
+        self._target = path
+        self._recording = RecordingFile(path, ".avi")
+        self._writers = [_Writer(self._recording.path, "MJPG", self.fps, cv2.CAP_OPENCV_MJPEG, path)]
+        self._partial: PartialFile | None = None
+        if path.suffix.lower() != ".avi":
+            self._partial = _partial_file(path)
+            self._writers.append(_Writer(self._partial.path, self.fourcc, self.fps, cv2.CAP_ANY, path))
         self._size: tuple[int, int] | None = None
+        self._synced = time.monotonic()
         self._closed = False
         self._result: Path | None = None
 
     @property
     def path(self) -> Path:
-        return self._partial.target
+        return self._target
+
+    @property
+    def recording_path(self) -> Path:
+        """The visible file that holds the video while it is recorded (what a hard kill leaves)."""
+        return self._recording.path
 
     def write(self, image: np.ndarray) -> None:
         if self._closed:
             raise RecordingError(f"{self.path}: the video is already closed")
-        if self._writer is None:
-            self._open(image.shape[1], image.shape[0])
+        if self._size is None:
+            self._size = (image.shape[1], image.shape[0])
         if (image.shape[1], image.shape[0]) != self._size:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-        self._writer.write(image)
+        for writer in self._writers:
+            writer.write(image)
         self.frames += 1
-
-    def _open(self, width: int, height: int) -> None:
-        writer = cv2.VideoWriter(str(self._partial.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height))
-        if not writer.isOpened():
-            raise RecordingError(
-                f"{self.path}: this OpenCV cannot write {self.path.suffix} video with codec {self.fourcc}; "
-                "try an .avi output (MJPG, built into OpenCV)"
-            )
-        self._writer, self._size = writer, (width, height)
+        if time.monotonic() - self._synced >= SYNC_EVERY_S:
+            sync_file(self._recording.path)
+            self._synced = time.monotonic()
 
     def close(self) -> Path | None:
         if self._closed:
             return self._result
         self._closed = True
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        for writer in self._writers:
+            writer.release()
         if self.frames == 0:
-            self._partial.discard()
-        else:
+            self._recording.discard()
+            if self._partial is not None:
+                self._partial.discard()
+        elif self._partial is not None:
             self._result = self._partial.commit()
+            self._recording.discard()
+        else:
+            self._result = self._recording.commit()
         return self._result
 
     def __enter__(self) -> "VideoRecorder":
@@ -94,10 +195,12 @@ class VideoRecorder:
 
 
 class JsonLinesLog:
-    """One JSON object per line, flushed as written; `close()` renames it into place."""
+    """One JSON object per line, flushed as written to `<stem>.recording.jsonl` (synced to
+    the disk every SYNC_EVERY_S seconds); `close()` renames it into place."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self._partial = _partial_file(path)
+        self._partial = RecordingFile(path)
+        self._synced = time.monotonic()
         self._handle = open(self._partial.path, "w", encoding="utf-8")
         self.lines = 0
         self._result: Path | None = None
@@ -106,10 +209,18 @@ class JsonLinesLog:
     def path(self) -> Path:
         return self._partial.target
 
+    @property
+    def recording_path(self) -> Path:
+        """The visible file the log is written to until it is closed."""
+        return self._partial.path
+
     def write(self, record: dict[str, Any]) -> None:
         self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._handle.flush()
         self.lines += 1
+        if time.monotonic() - self._synced >= SYNC_EVERY_S:
+            os.fsync(self._handle.fileno())
+            self._synced = time.monotonic()
 
     def close(self) -> Path | None:
         """Rename the log into place and return its path; None (and no file) when empty."""

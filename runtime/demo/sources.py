@@ -3,6 +3,10 @@
 
     source = parse_source("csi://0", width=1280, height=720, fps=30)
     capture, attempt = open_capture(source)      # CameraError lists every attempt on failure
+
+Opening runs in a helper thread while the caller waits, so that a stream that accepts the
+connection and never answers fails after STREAM_TIMEOUT_MS whichever backend OpenCV tries
+(all attempts together), and a stop event (SIGTERM, Ctrl-C) ends the wait at once.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +27,7 @@ from ssd_edge.runtime.errors import SSDEdgeError, UsageError
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 STREAM_TIMEOUT_MS = 5000  # open and read timeouts of network streams, so a dead one fails instead of hanging
+STOP_POLL_S = 0.05  # how often a wait for a source looks at the stop event
 CSI_DEFAULT_SIZE = (1280, 720)
 CSI_DEFAULT_FPS = 30
 
@@ -39,6 +46,12 @@ HINTS = {
 
 class CameraError(SSDEdgeError, RuntimeError):
     """A video source that cannot be opened (the message lists what was tried)."""
+
+
+class OpenInterrupted(CameraError):
+    """The stop event was set while a source was opening."""
+
+    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -137,13 +150,20 @@ def _file_source(text: str) -> Source:
     return Source(text, "file", attempts)
 
 
-def open_capture(source: Source) -> tuple[cv2.VideoCapture, Attempt]:
-    """Open `source` with the first attempt that works; CameraError lists every failed one."""
+def open_capture(source: Source, stop: threading.Event | None = None) -> tuple[cv2.VideoCapture, Attempt]:
+    """Open `source` with the first attempt that works; CameraError lists every failed
+    one. A stream gets STREAM_TIMEOUT_MS for all its attempts together; OpenInterrupted
+    when `stop` is set meanwhile (checked every STOP_POLL_S)."""
     if source.needs_gstreamer:
         require_gstreamer(f"source {source.text!r}")
+    deadline = time.monotonic() + STREAM_TIMEOUT_MS / 1000.0 if source.kind == "stream" else None
     failures = []
     for attempt in source.attempts:
-        capture, problem = _try_open(attempt)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            failures.append(f"{attempt.describe()}: not tried, the {STREAM_TIMEOUT_MS / 1000:g} s timeout was spent")
+            continue
+        capture, problem = _try_open(attempt, remaining, stop)
         if capture is not None:
             _ask_capture_format(capture, source)
             return capture, attempt
@@ -152,7 +172,43 @@ def open_capture(source: Source) -> tuple[cv2.VideoCapture, Attempt]:
     raise CameraError(f"cannot open source {source.text!r}. Tried: {tried}. {HINTS[source.kind]}.")
 
 
-def _try_open(attempt: Attempt) -> tuple[cv2.VideoCapture | None, str]:
+def _try_open(attempt: Attempt, timeout_s: float | None = None,
+              stop: threading.Event | None = None) -> tuple[cv2.VideoCapture | None, str]:
+    """cv2.VideoCapture for `attempt`, opened in a helper thread; (None, why) when it does
+    not open or takes longer than `timeout_s` (the capture is then released by the helper
+    once OpenCV returns)."""
+    result: list = []
+    abandoned = threading.Event()
+    done = threading.Event()
+
+    def work() -> None:
+        capture, problem = _open_now(attempt)
+        result.extend((capture, problem))
+        done.set()
+        if abandoned.is_set() and capture is not None:
+            capture.release()
+
+    threading.Thread(target=work, name="open-source", daemon=True).start()
+    waited = 0.0
+    while not done.wait(STOP_POLL_S):
+        waited += STOP_POLL_S
+        if stop is not None and stop.is_set():
+            _abandon(abandoned, done, result)
+            raise OpenInterrupted(f"stopped while opening {attempt.describe()}")
+        if timeout_s is not None and waited >= timeout_s:
+            _abandon(abandoned, done, result)
+            return None, f"no answer in {timeout_s:.1f} s"
+    return result[0], result[1]
+
+
+def _abandon(abandoned: threading.Event, done: threading.Event, result: list) -> None:
+    """Leave an open that takes too long to its thread; release it if it finished meanwhile."""
+    abandoned.set()
+    if done.is_set() and result and result[0] is not None:
+        result[0].release()
+
+
+def _open_now(attempt: Attempt) -> tuple[cv2.VideoCapture | None, str]:
     with quiet_opencv():
         try:
             capture = cv2.VideoCapture(attempt.target, attempt.api, list(attempt.params))
