@@ -1,0 +1,66 @@
+"""ssd-serve: serve an exported model (.onnx or .engine) with Triton Inference Server, through
+PyTriton, until Ctrl-C or SIGTERM. HTTP and gRPC, dynamic batching across clients, health,
+statistics and Prometheus metrics as Triton has them. Needs the `serve` extra, installed in
+its own environment (PyTriton 0.7 needs numpy<2)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ssd_edge.cli import run_command
+
+LOG = logging.getLogger("ssd-serve")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssd-serve", description=__doc__)
+    p.add_argument("--model", required=True, help=".onnx model or .engine (with its .engine.json)")
+    p.add_argument("--backend", default="auto",
+                   choices=("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "tensorrt"))
+    p.add_argument("--name", default="ssd", help="Triton model name; raw BGR arrays go to NAME_raw (default ssd)")
+    p.add_argument("--address", default="0.0.0.0", help="interface to listen on (default all; 127.0.0.1: loopback)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--instances", type=int, default=1, help="model instances, each with its own Detector")
+    p.add_argument("--max-batch", type=int, default=8, help="most images in one execution (default 8)")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000,
+                   help="how long Triton may hold a request to form a bigger batch (default 2000)")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads per instance")
+    p.add_argument("--score-threshold", type=float, help="default: the model's (clients may raise it, not lower it)")
+    p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold; default: the model's")
+    p.add_argument("--max-detections", type=int, help="per image; default: the model's")
+    p.add_argument("--verbose", action="store_true", help="Triton's verbose log")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("pytriton").setLevel(logging.WARNING)
+    from ssd_edge.runtime.serve.server import DetectorServer, ServeConfig, stop_on_signals
+
+    def serve() -> None:
+        config = ServeConfig(
+            model_name=args.name, address=args.address, http_port=args.http_port, grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port, max_batch_size=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
+            instances=args.instances, threads=args.threads, log_verbose=int(args.verbose),
+        )
+        server = DetectorServer(args.model, config, backend=args.backend, score_threshold=args.score_threshold,
+                                iou_threshold=args.iou_threshold, max_detections=args.max_detections)
+        stop_on_signals(server)
+        with server.start():
+            LOG.info("serving %s as %s: HTTP %s:%d, gRPC %s:%d, metrics http://%s:%d/metrics", args.model,
+                     args.name, server.host, config.http_port, server.host, config.grpc_port, server.host,
+                     config.metrics_port)
+            server.wait()
+        LOG.info("stopped")
+
+    run_command("ssd-serve", serve, interrupted="interrupted while starting; stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
