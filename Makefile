@@ -25,7 +25,8 @@ $(SERVE_VENV)/bin/.installed: setup.cfg pyproject.toml
 TRT := .trt
 $(TRT)/.installed: $(BIN)/.installed
 	rm -rf $(TRT)
-	$(BIN)/python -m pip install --quiet --no-deps --no-compile --target $(TRT)/8.6 tensorrt-bindings==8.6.1
+	$(BIN)/python -m pip install --quiet --no-deps --no-compile --target $(TRT)/8.6 tensorrt-bindings==8.6.1 \
+		|| $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 12))'  # 8.6.1 has wheels up to Python 3.11
 	$(BIN)/python -m pip install --quiet --no-deps --no-compile --target $(TRT)/10.3 tensorrt-cu12-bindings==10.3.0
 	$(BIN)/python -m pip install --quiet --no-deps --no-compile --target $(TRT)/11.4 tensorrt-cu12-bindings==11.4.0.106
 	touch $@

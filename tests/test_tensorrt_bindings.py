@@ -90,6 +90,8 @@ def report(tmp_path_factory, api_uses):
         if label not in made:
             site = INSTALLED / label
             if not (site / "tensorrt_bindings").is_dir():
+                if label == "8.6" and sys.version_info >= (3, 12):
+                    pytest.skip("tensorrt-bindings 8.6.1 has wheels for Python 3.11 and older only")
                 pytest.fail(f"{site}: the TensorRT {VERSIONS[label]} bindings are not installed; run `make setup`")
             work = tmp_path_factory.mktemp(f"trt{label}")
             libraries = build_standins(work / "lib", int(label.split(".")[0]))
