@@ -151,7 +151,8 @@ def test_the_scan_sees_guards_aliases_and_wrapped_calls():
 def test_the_real_bindings_import_over_the_stand_ins(report, label):
     out = report(label)
     assert out["version"] == VERSIONS[label]
-    assert out["file"].startswith(str(STANDIN / "front_end"))
+    assert out["file"].startswith(str(STANDIN / "front_end"))  # `import tensorrt`: the 2-line front end
+    assert out["bindings"].startswith(str(INSTALLED / label / "tensorrt_bindings"))
 
 
 @pytest.mark.parametrize("label", SUPPORTED)

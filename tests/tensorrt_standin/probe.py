@@ -54,7 +54,9 @@ def starting(reason: str | None) -> dict:
 
 
 def main() -> None:
-    out = {"version": trt.__version__, "file": trt.__file__}
+    import tensorrt_bindings
+
+    out = {"version": trt.__version__, "file": trt.__file__, "bindings": tensorrt_bindings.__file__}
     out["runtime_import"] = message(import_tensorrt, Path("model.engine"), SimpleNamespace(built_for=lambda: "?"))
     out["build_environment"] = message(build_environment)
     if out["runtime_import"] == "returned":
