@@ -95,7 +95,8 @@ def test_tensorrt_older_than_10_is_refused_by_version(monkeypatch, tmp_path):
     with pytest.raises(GpuError) as caught:
         import_tensorrt(tmp_path / "model.engine", EngineSidecar(spec=SPEC))
     assert str(caught.value).startswith(
-        "TensorRT 8.2.1.8: this TensorRT/JetPack is not supported (needs TensorRT 10+, JetPack 6)")
+        f"{tmp_path / 'model.engine'}: TensorRT 8.2.1.8: this TensorRT/JetPack is not supported (needs TensorRT 10+, "
+        "JetPack 6)")
     assert "not installed" not in str(caught.value)
 
 
@@ -107,7 +108,8 @@ def test_jetpack_4_says_so_instead_of_not_installed(monkeypatch, tmp_path):
     with pytest.raises(GpuError) as caught:
         import_tensorrt(tmp_path / "model.engine", EngineSidecar(spec=SPEC))
     assert str(caught.value).startswith(
-        "this TensorRT/JetPack is not supported (needs TensorRT 10+, JetPack 6): this Jetson runs L4T R32.7.1, "
+        f"{tmp_path / 'model.engine'}: this TensorRT/JetPack is not supported (needs TensorRT 10+, JetPack 6): this "
+        "Jetson runs L4T R32.7.1, "
         "JetPack 4.x (TensorRT 8.2, Python 3.6)")
 
 

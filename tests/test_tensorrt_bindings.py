@@ -186,7 +186,7 @@ def test_feature_detection_picks_the_branch_on_the_real_module(report, label, fp
 def test_tensorrt_8_is_refused_naming_its_version(report):
     out = report("8.6")
     unsupported = "TensorRT 8.6.1: this TensorRT/JetPack is not supported (needs TensorRT 10+, JetPack 6)"
-    assert out["runtime_import"].startswith(f"GpuError: {unsupported}")
+    assert out["runtime_import"].startswith(f"GpuError: model.engine: {unsupported}")
     assert out["build_environment"].startswith(f"TensorRTUnavailable: {unsupported}")
 
 

@@ -42,6 +42,8 @@ def import_tensorrt(path: Path, sidecar: EngineSidecar):
     """tensorrt, or GpuError: not installed, older than 10, or an old JetPack (see tensorrt_support)."""
     try:
         tensorrt = load_tensorrt(error=GpuError)
+    except GpuError as exc:
+        raise GpuError(f"{path}: {exc}") from None
     except ImportError as exc:
         raise GpuError(
             f"{path}: a TensorRT engine runs only where TensorRT and an NVIDIA GPU are ({exc}; it was built with "
