@@ -39,6 +39,9 @@ def test_profile_shapes_static_and_dynamic():
 
 
 def test_refused_in_one_line_without_tensorrt(monkeypatch, tmp_path):
+    from ssd_edge.runtime.backends import tensorrt_support
+
+    monkeypatch.setattr(tensorrt_support, "TEGRA_RELEASE", tmp_path / "not-a-jetson")
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` now fails, as on a CPU-only machine
     with pytest.raises(TensorRTUnavailable, match=r"^TensorRT is not installed \(import tensorrt: .*\)") as caught:
         build_engine(tmp_path / "model.onnx", tmp_path / "model.engine")
