@@ -88,7 +88,13 @@ class EmulatedDecodeNms:
             )
             if status != 0:
                 raise RuntimeError(f"{launch.kernel}: emulation failed ({status}): {error.value.decode()}")
+        self.last_batch = batch
         det_count = self.view("det_count", np.int32, batch).copy()
         records = self.view("packed", np.float32, int(det_count.sum()) * self.plan.record_width)
         records = records.reshape(-1, self.plan.record_width).copy()
         return self.plan.detections(det_count, records, image_sizes)
+
+    def possible(self) -> np.ndarray:
+        """(B, P) bool of the last run: the default boxes ssd_softmax took the exact softmax of."""
+        rows = self.view("possible", np.uint8, self.last_batch * self.plan.num_priors)
+        return rows.reshape(self.last_batch, self.plan.num_priors).astype(bool)

@@ -3,16 +3,17 @@ plan on a CPU emulation of CUDA blocks and barriers (tests/cuda_emulation), agai
 NumPy reference. This checks the kernels' logic on any machine with a C++ compiler; the
 GPU tests (test_cuda_kernel_gpu.py) run the same cases on real hardware."""
 
+import numpy as np
 import pytest
 import torch
 
 import cuda_emulator
-from decode_nms_cases import assert_same_detections, edge_cases, model_case, random_batches
+from decode_nms_cases import assert_same_detections, edge_cases, model_case, prefilter_cases, random_batches
 from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.models import build_model
 from ssd_edge.runtime.cuda.plan import DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
-from ssd_edge.runtime.postprocess.fast import postprocess
+from ssd_edge.runtime.postprocess.fast import possible_boxes, postprocess, softmax
 from ssd_edge.runtime.priors import default_boxes
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler to build the CUDA emulation")
@@ -27,7 +28,11 @@ def run_case(library, case, reverse=False):
     plan = DecodeNmsPlan(len(case.priors), case.confs.shape[2], len(case.locs), case.config)
     kernels = cuda_emulator.EmulatedDecodeNms(library, plan, case.priors)
     got = kernels(case.locs, case.confs, case.image_sizes, reverse=reverse)
-    reference = postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config)
+    with np.errstate(over="ignore"):  # huge logits: a float32 difference overflowing to -inf is meant
+        reference = postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config)
+        for image, possible in zip(case.confs, kernels.possible()):  # the same boxes get the exact softmax
+            expected = possible_boxes(np.ascontiguousarray(image.T), case.config.score_threshold)
+            assert np.flatnonzero(possible).tolist() == expected.tolist(), f"{case.name}: prefilter differs"
     assert_same_detections(got, reference, case.name)
     return got
 
@@ -50,6 +55,29 @@ def test_emulated_kernels_equal_numpy_on_edge_cases(emulation, case):
 def test_emulated_kernels_do_not_depend_on_thread_order(emulation, case):
     """Threads resumed in reverse order between barriers: a missing __syncthreads would show."""
     run_case(emulation, case, reverse=True)
+
+
+@pytest.mark.parametrize("case", prefilter_cases(), ids=lambda c: c.name)
+def test_emulated_kernels_equal_numpy_at_the_prefilters_edges(emulation, case):
+    """ssd_softmax takes the float64 softmax only of the boxes `possible_boxes` keeps
+    (run_case compares the two) and the detections stay those of the NumPy path."""
+    got = run_case(emulation, case)
+    threshold = np.float32(case.config.score_threshold)
+    if case.name.startswith("threshold-boundary"):
+        scores = softmax(case.confs[0])[:121, 1]
+        ulp = np.spacing(threshold)
+        below, above = scores[scores <= threshold].max(), scores[scores > threshold].min()
+        assert threshold - below <= 4 * ulp and above - threshold <= 4 * ulp  # the walk straddles t closely
+        if threshold == np.float32(0.3):
+            assert (scores == threshold).any()  # on the threshold: not a candidate
+        found = np.concatenate([d.scores for d in got])
+        assert found.min() == above and (found == above).sum() == 2 * (scores == above).sum()  # in both images
+    if case.name.startswith("background-only"):
+        assert all(len(d.scores) == 0 and d.confs.shape == (0, 1) for d in got)
+    if case.name == "all-tied-21-classes":
+        assert all((d.scores == np.float32(1 / 21)).all() and len(d.scores) == 100 for d in got)
+    if case.name == "huge-logits":
+        assert all(((d.scores == 1) & (d.labels == 1)).any() for d in got)  # row 5: class 1 saturates to 1
 
 
 def test_emulated_kernels_equal_numpy_on_model_outputs(emulation):

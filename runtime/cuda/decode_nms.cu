@@ -1,6 +1,6 @@
 // SSD decode + per-class NMS for a whole batch on the GPU: ssd-edge's CUDA kernels.
 //
-// The same semantics as the NumPy reference (runtime/postprocess.py), operation for
+// The same semantics as the NumPy path (runtime/postprocess/fast.py), operation for
 // operation, so the results agree to the bit: softmax over classes; per class c >= 1 the
 // default boxes scoring > score_threshold; the top_k best of each class (score
 // descending, ties by lower default-box index); decode against the default boxes
@@ -8,15 +8,19 @@
 // merge and keep the best max_detections (score descending, then default box, then class).
 // Exponentials are computed in double and rounded once to float, the box and IoU
 // arithmetic uses the explicitly rounded float intrinsics (never contracted into FMAs).
+// The float64 softmax runs only for default boxes that a float32 bound cannot rule out
+// (the NumPy path's possible_boxes, the same bound): every score that can pass the
+// threshold, and so every score and softmax vector that is returned, is the exact one.
 //
 // Plain extern "C" kernels, no includes, no host code: loadable by pycuda's SourceModule
 // (no_extern_c=True) and by CuPy's RawModule / NVRTC alike. Launch sequence, grid, block
-// and shared-memory sizes are set by runtime/decode_nms_plan.py:
-//   1. ssd_softmax     grid (ceil(B*P / 128)), block 128           probs (B, P, C)
+// and shared-memory sizes are set by runtime/cuda/plan.py:
+//   1. ssd_softmax     grid (ceil(B*P / 128)), block 128           possible (B, P), probs of those rows
 //   2. ssd_class_nms   grid (C - 1, B), block 256, dynamic shared  per class: kept keys and boxes
+//                      (not launched for a background-only model, C = 1)
 //   3. ssd_merge       grid (B), block 256, dynamic shared         per image: the best max_detections
 //   4. ssd_pack        grid (B), block 256                         all images' rows, back to back
-// Limits (checked by the plan): P < 2^20, C <= 4096, min(top_k, P) <= 512, max_detections <= 1024.
+// Limits (checked by the plan): P < 2^20, 1 <= C <= 4096, min(top_k, P) <= 512, max_detections <= 1024.
 
 typedef unsigned long long u64;
 
@@ -108,10 +112,12 @@ __device__ __forceinline__ int merge_key_class(u64 key) { return (int)(CLASS_MAS
 // One class's candidates, read straight from the probabilities: item i is default box i.
 struct ClassSource {
     const float* column;  // probs of one image at class c: element p is column[p * stride]
+    const unsigned char* possible;  // of one image: possible[p] == 0 means row p was not computed
     int stride;
     float threshold;
     __device__ bool get(int i, u64& key) const
     {
+        if (!possible[i]) return false;
         float score = column[(long long)i * stride];
         if (!(score > threshold)) return false;
         key = class_key(score, i);
@@ -242,16 +248,34 @@ __device__ void sort_descending(u64* keys, int* payload, int n_pad)
 
 // ---------------------------------------------------------------- kernels
 
-// probs[r, :] = softmax(logits[r, :]) for rows r < rows; one thread per row.
-extern "C" __global__ void ssd_softmax(const float* __restrict__ logits, float* __restrict__ probs, int rows,
-                                       int num_classes)
+// Rows r < rows: possible[r] = whether some foreground class c >= 1 of default box r can
+// score over the threshold, and, for those rows only, probs[r, :] = softmax(logits[r, :]);
+// one thread per row. The float64 softmax is the expensive part (Jetson GPUs run float64
+// at 1/32 to 1/64 of float32), so a float32 bound decides first, exactly as the NumPy path's
+// possible_boxes (runtime/postprocess/fast.py): a score exp(d_c) / sum, d_c = fl(l_c - max),
+// sum >= 1, exceeds t only if d_c > log t, and log_bound is log t less a generous margin
+// (rounded to float32 by the plan). max_c fl(l_c - max) = fl(max_c l_c - max), as rounding
+// is monotonic. NaN logits give NaN there, which is never over the bound (nor a score over
+// the threshold). every_row (threshold <= 0): every row is possible, unless the model has
+// no foreground class (C = 1), as in possible_boxes. Rows that are not possible leave
+// probs unwritten: the class kernel skips them, and no record copies them.
+extern "C" __global__ void ssd_softmax(const float* __restrict__ logits, float* __restrict__ probs,
+                                       unsigned char* __restrict__ possible, int rows, int num_classes,
+                                       float log_bound, int every_row)
 {
     int row = blockIdx.x * blockDim.x + threadIdx.x;
     if (row >= rows) return;
     const float* in = logits + (long long)row * num_classes;
     float* out = probs + (long long)row * num_classes;
-    float top = in[0];
-    for (int c = 1; c < num_classes; ++c) top = in[c] > top || in[c] != in[c] ? in[c] : top;  // NaN wins, as np.max
+    float top = in[0], foreground = num_classes > 1 ? in[1] : 0.0f;
+    for (int c = 1; c < num_classes; ++c) {
+        float x = in[c];
+        top = x > top || x != x ? x : top;  // NaN wins, as np.max
+        foreground = x > foreground || x != x ? x : foreground;
+    }
+    bool exact = num_classes > 1 && (every_row != 0 || __fsub_rn(foreground, top) > log_bound);
+    possible[row] = exact ? 1 : 0;
+    if (!exact) return;
     double total = 0.0;
     for (int c = 0; c < num_classes; ++c) total += exp((double)__fsub_rn(in[c], top));
     for (int c = 0; c < num_classes; ++c) out[c] = __double2float_rn(exp((double)__fsub_rn(in[c], top)) / total);
@@ -261,7 +285,8 @@ extern "C" __global__ void ssd_softmax(const float* __restrict__ logits, float* 
 // them, greedy NMS through a suppression bit matrix, and write the kept ones as merge keys
 // and boxes to slots [0, kept) of this (image, class).
 // Dynamic shared memory: k_pad u64 keys | k_pad float4 boxes | k * ceil(k / 64) u64 mask | k_pad bytes.
-extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const float* __restrict__ locs,
+extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const unsigned char* __restrict__ possible,
+                                         const float* __restrict__ locs,
                                          const float* __restrict__ priors, int num_priors, int num_classes,
                                          int top_k, int k_pad, float score_threshold, float iou_threshold,
                                          float v_centre, float v_size, float size_clip, u64* __restrict__ kept_keys,
@@ -279,6 +304,7 @@ extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const 
 
     ClassSource source;
     source.column = probs + (long long)image * num_priors * num_classes + cls;
+    source.possible = possible + (long long)image * num_priors;
     source.stride = num_classes;
     source.threshold = score_threshold;
 

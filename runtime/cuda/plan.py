@@ -16,6 +16,7 @@ import numpy as np
 
 from ssd_edge.runtime.boxes import BBOX_XFORM_CLIP
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import possible_box_bound
 
 KERNEL_SOURCE = Path(__file__).with_name("decode_nms.cu")
 KERNELS = ("ssd_softmax", "ssd_class_nms", "ssd_merge", "ssd_pack")
@@ -58,8 +59,8 @@ class DecodeNmsPlan:
             raise ValueError(
                 f"the CUDA decode + NMS handles up to {MAX_PRIORS} default boxes, the model has {num_priors}"
             )
-        if not 2 <= num_classes <= MAX_CLASSES:
-            raise ValueError(f"the CUDA decode + NMS handles 2 to {MAX_CLASSES} classes, the model has {num_classes}")
+        if not 1 <= num_classes <= MAX_CLASSES:
+            raise ValueError(f"the CUDA decode + NMS handles 1 to {MAX_CLASSES} classes, the model has {num_classes}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.num_priors, self.num_classes, self.max_batch, self.config = num_priors, num_classes, max_batch, config
@@ -82,6 +83,7 @@ class DecodeNmsPlan:
         sizes = {
             "priors": num_priors * 4 * 4,
             "probs": max_batch * num_priors * num_classes * 4,
+            "possible": max_batch * num_priors,
             "kept_keys": max_batch * groups * self.top_k * 8,
             "kept_boxes": max_batch * groups * self.top_k * 16,
             "kept_count": max_batch * groups * 4,
@@ -109,20 +111,26 @@ class DecodeNmsPlan:
     def launches(self, workspace: int, locs: int, confs: int, batch: int) -> list[Launch]:
         """The kernel launches for one batch. workspace: device address of the workspace
         (with the default boxes already at offsets["priors"]); locs (B, P, 4) and confs
-        (B, P, C): device addresses of float32 network outputs."""
+        (B, P, C): device addresses of float32 network outputs.
+
+        ssd_softmax takes the float64 softmax only of default boxes that the NumPy path's
+        `possible_box_bound` cannot rule out (every box when the threshold is <= 0)."""
         if not 1 <= batch <= self.max_batch:
             raise ValueError(f"batch {batch} outside 1..{self.max_batch}")
         at = {name: np.uintp(workspace + offset) for name, offset in self.offsets.items()}
         cfg, p, c, i32, f32 = self.config, self.num_priors, self.num_classes, np.int32, np.float32
         rows = batch * p
-        return [
+        log_bound = possible_box_bound(cfg.score_threshold)
+        every_row = log_bound is None
+        launches = [
             Launch(
                 "ssd_softmax", (-(-rows // SOFTMAX_BLOCK), 1, 1), (SOFTMAX_BLOCK, 1, 1), 0,
-                (np.uintp(confs), at["probs"], i32(rows), i32(c)),
+                (np.uintp(confs), at["probs"], at["possible"], i32(rows), i32(c),
+                 f32(0.0 if every_row else log_bound), i32(every_row)),
             ),
             Launch(
                 "ssd_class_nms", (c - 1, batch, 1), (BLOCK, 1, 1), self.class_shared_bytes,
-                (at["probs"], np.uintp(locs), at["priors"], i32(p), i32(c), i32(self.top_k), i32(self.k_pad),
+                (at["probs"], at["possible"], np.uintp(locs), at["priors"], i32(p), i32(c), i32(self.top_k), i32(self.k_pad),
                  f32(cfg.score_threshold), f32(cfg.iou_threshold), f32(cfg.variances[0]), f32(cfg.variances[1]),
                  f32(BBOX_XFORM_CLIP), at["kept_keys"], at["kept_boxes"], at["kept_count"]),
             ),
@@ -136,6 +144,9 @@ class DecodeNmsPlan:
                 (at["staging"], at["det_count"], i32(self.max_detections), i32(self.record_width), at["packed"]),
             ),
         ]
+        if c == 1:  # background only: no class to search (a grid of 0 blocks is not a launch)
+            launches = [launch for launch in launches if launch.kernel != "ssd_class_nms"]
+        return launches
 
     def detections(
         self, det_count: np.ndarray, records: np.ndarray, image_sizes: Sequence[tuple[int, int]],

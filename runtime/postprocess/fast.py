@@ -251,6 +251,17 @@ def postprocess(
     return found
 
 
+def possible_box_bound(score_threshold: float) -> np.float32 | None:
+    """The float32 bound of `possible_boxes`: a default box may pass the threshold only if
+    max_{c >= 1} fl32(l_c - max_c' l_c') exceeds it; None when every box may (threshold
+    <= 0 after rounding to float32). The CUDA kernel applies the same bound, so both paths
+    take the exact softmax of the same boxes; see `possible_boxes` for why it is safe."""
+    threshold = float(np.float32(score_threshold))
+    if threshold <= 0.0:
+        return None
+    return np.float32(np.log(threshold) - _LOG_MARGIN)
+
+
 def possible_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
     """Default boxes (indices into P) of which some class c >= 1 may score over the
     threshold, from logits (C, P): every box that can, and few that cannot.
@@ -261,11 +272,11 @@ def possible_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
     the division (about 1e-16) needs a margin: _LOG_MARGIN is a deliberately generous one.
     NaN or infinite logits give NaN scores, which never pass.
     """
-    threshold = float(np.float32(score_threshold))
+    bound = possible_box_bound(score_threshold)
     if logits.shape[0] < 2:  # background only: nothing to detect
         return np.zeros(0, np.intp)
-    if threshold <= 0.0:
+    if bound is None:
         return np.arange(logits.shape[1])
     with np.errstate(invalid="ignore"):  # max_c fl(l_c - max), as rounding is monotonic
         best_foreground = logits[1:].max(axis=0) - logits.max(axis=0)
-    return np.flatnonzero(best_foreground > np.float32(np.log(threshold) - _LOG_MARGIN))
+    return np.flatnonzero(best_foreground > bound)

@@ -13,15 +13,16 @@ T arg(void** args, int i)
 
 void run_softmax(void** a)
 {
-    ssd_softmax(arg<const float*>(a, 0), arg<float*>(a, 1), arg<int>(a, 2), arg<int>(a, 3));
+    ssd_softmax(arg<const float*>(a, 0), arg<float*>(a, 1), arg<unsigned char*>(a, 2), arg<int>(a, 3), arg<int>(a, 4),
+                arg<float>(a, 5), arg<int>(a, 6));
 }
 
 void run_class_nms(void** a)
 {
-    ssd_class_nms(arg<const float*>(a, 0), arg<const float*>(a, 1), arg<const float*>(a, 2), arg<int>(a, 3),
-                  arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<float>(a, 7), arg<float>(a, 8),
-                  arg<float>(a, 9), arg<float>(a, 10), arg<float>(a, 11), arg<u64*>(a, 12), arg<float4*>(a, 13),
-                  arg<int*>(a, 14));
+    ssd_class_nms(arg<const float*>(a, 0), arg<const unsigned char*>(a, 1), arg<const float*>(a, 2),
+                  arg<const float*>(a, 3), arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<int>(a, 7),
+                  arg<float>(a, 8), arg<float>(a, 9), arg<float>(a, 10), arg<float>(a, 11), arg<float>(a, 12),
+                  arg<u64*>(a, 13), arg<float4*>(a, 14), arg<int*>(a, 15));
 }
 
 void run_merge(void** a)
