@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ssd_edge.models.init import classification_prior_init
 from ssd_edge.models.postprocessor import PostProcessor
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.spec import ModelSpec
@@ -61,6 +62,12 @@ class SSD(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.spec.num_classes
+
+    def init_classification_prior(self, foreground_prior: float = 0.01) -> None:
+        """Start every default box at "background" with probability 1 - foreground_prior
+        (the classification headers' output biases; see `classification_prior_init`).
+        Training from scratch does this; a freshly built model keeps zero biases."""
+        classification_prior_init(self.classification_headers, self.num_classes, foreground_prior)
 
     def feature_maps(self, images: Tensor) -> list[Tensor]:
         """All prediction maps for normalised images, finest first."""
