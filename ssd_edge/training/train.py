@@ -11,7 +11,6 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ssd_edge.checkpoint import load_checkpoint, load_model, model_from_checkpoint, read_weights_file, save_checkpoint
-from ssd_edge.data.dataset import DetectionDataset, collate
+from ssd_edge.data.dataset import DetectionDataset, collate, has_readable_image
 from ssd_edge.data.sources import Split, describe, load_splits
 from ssd_edge.data.transforms import TrainAugment
 from ssd_edge.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
@@ -29,7 +28,11 @@ from ssd_edge.training.matching import MATCHERS
 from ssd_edge.models.registry import build_model
 from ssd_edge.models.ssd import SSD
 from ssd_edge.models.torchvision_import import load_torchvision_backbone
+from ssd_edge.training.interrupt import StopRequest, ignore_sigint_in_worker
+from ssd_edge.training.outputs import RunFiles, writing
 from ssd_edge.training.plots import plot_curves, write_metrics_csv
+from ssd_edge.training.resume import check_resumable, restore, rng_state
+from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
 from ssd_edge.evaluation.predictor import TorchPredictor
 from ssd_edge.runtime.errors import SSDEdgeError, UsageError
 
@@ -38,14 +41,21 @@ class TrainingError(SSDEdgeError, RuntimeError):
     """Training cannot go on (a NaN loss, an unusable --resume file...)."""
 
 
+class TrainingInterrupted(SSDEdgeError, KeyboardInterrupt):
+    """Ctrl-C stopped training at a safe point; the message says what is saved and how to
+    resume. A KeyboardInterrupt too, for callers that catch that."""
+
+    exit_code = 130
+
+
 @dataclass
 class TrainConfig:
     datapath: str
     arch: str = "mobilenetv3_ssd"
     epochs: int = 10
     batch_size: int = 8
-    lr: float = 0.01
-    optimizer: str = "sgd"
+    lr: float = 0.001  # the peak, after warm-up
+    optimizer: str = "adamw"  # from scratch at lr 1e-3; SGD (Nesterov) needs ~10x the lr and far more steps
     momentum: float = 0.9
     weight_decay: float = 4e-5
     warmup_epochs: float = 1.0
@@ -55,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     matcher: str = "hungarian_iou"
     pretrained_backbone: str | None = None
+    foreground_prior: float | None = 0.01  # classification bias prior of a new model (None: zero biases)
     weights: str | None = None
     resume: str | None = None
     amp: bool = False
@@ -119,6 +130,8 @@ def build_for_training(config: TrainConfig, class_names: tuple[str, ...], info: 
     if config.pretrained_backbone and config.arch != "vgg16_ssd":
         options["reduced_tail"] = False  # ImageNet MobileNetV3 weights have the full tail (as torchvision)
     model = build_model(config.arch, class_names, config.imgsz, **options)
+    if config.foreground_prior:
+        model.init_classification_prior(config.foreground_prior)
     if config.pretrained_backbone:
         load_torchvision_backbone(model, read_weights_file(config.pretrained_backbone))
         log(info, f"backbone: ImageNet weights from {config.pretrained_backbone}")
@@ -153,24 +166,6 @@ def warmup_cosine(warmup_iters: int, total_iters: int):
     return factor
 
 
-# ---------------------------------------------------------------- state for --resume
-
-
-def rng_state() -> dict[str, Any]:
-    state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(state[1].astype(np.int64)), "pos": int(state[2])},
-        "python": list(random.getstate()[1]),
-    }
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["pos"], 0, 0.0))
-    random.setstate((3, tuple(state["python"]), None))
-
-
 # ---------------------------------------------------------------- the loop
 
 
@@ -189,9 +184,33 @@ class Run:
     start_epoch: int = 0
     best_ap50: float = -1.0
     history: list[dict] | None = None
+    saved: tuple[str, int] | None = None  # the last complete checkpoint of this run: (path, epochs in it)
 
 
-def train_one_epoch(run: Run, epoch: int, criterion: MultiBoxLoss) -> dict[str, float]:
+def train_step(run: Run, criterion: MultiBoxLoss, batch, where: str) -> tuple[float, float]:
+    """One optimiser step on (images, target_locs, target_labels); returns (loss, train_acc)."""
+    x, target_locs, target_labels = (t.to(run.device, non_blocking=True) for t in batch)
+    with torch.autocast(run.device.type, enabled=run.scaler is not None):
+        locs, confs = run.net(x)
+        loss, acc = criterion(locs, confs, target_locs, target_labels)
+    if not torch.isfinite(loss):
+        raise TrainingError(
+            f"the loss became {loss.item()} at {where}; training stopped. "
+            f"The last good checkpoint ({run.config.save}) is untouched; try a lower --lr"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    run.scheduler.step()
+    return loss.item(), acc.item()
+
+
+def train_one_epoch(run: Run, epoch: int, criterion: MultiBoxLoss, stop: StopRequest) -> dict[str, float]:
     from tqdm import tqdm
 
     run.net.train()
@@ -203,38 +222,30 @@ def train_one_epoch(run: Run, epoch: int, criterion: MultiBoxLoss) -> dict[str, 
         run.loader.generator.manual_seed(run.config.seed * 1000003 + epoch)
     loss_sum = acc_sum = images = skipped = steps = 0.0
     began = time.perf_counter()
-    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{run.config.epochs}", unit="batch",
+    bar = tqdm(total=len(run.loader), desc=f"epoch {epoch + 1}/{run.config.epochs}", unit="batch",
                disable=not (run.config.progress and run.info.is_main), dynamic_ncols=True)
-    for batch_index, (x, target_locs, target_labels, batch_skipped) in enumerate(bar):
-        skipped += batch_skipped
-        if x is None:
-            continue
-        x, target_locs, target_labels = (t.to(run.device, non_blocking=True) for t in (x, target_locs, target_labels))
-        with torch.autocast(run.device.type, enabled=run.scaler is not None):
-            locs, confs = run.net(x)
-            loss, acc = criterion(locs, confs, target_locs, target_labels)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"the loss became {loss.item()} at epoch {epoch + 1}, batch {batch_index + 1}; training stopped. "
-                f"The last good checkpoint ({run.config.save}) is untouched; try a lower --lr"
-            )
-        run.optimizer.zero_grad(set_to_none=True)
-        if run.scaler is not None:
-            run.scaler.scale(loss).backward()
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-        else:
-            loss.backward()
-            run.optimizer.step()
-        run.scheduler.step()
-        loss_sum += loss.item()
-        acc_sum += acc.item()
-        steps += 1
-        images += len(x)
-        rate = images * run.info.world_size / (time.perf_counter() - began)
-        bar.set_postfix(loss=f"{loss_sum / steps:.3f}", train_acc=f"{acc_sum / steps:.3f}", img_s=f"{rate:.1f}")
-    bar.close()
+    batches = iter(run.loader)  # held here alone, so that leaving the loop shuts the workers down at once
+    try:
+        for batch_index, (x, target_locs, target_labels, batch_skipped) in enumerate(batches):
+            stop.check()
+            bar.update()
+            skipped += batch_skipped
+            if x is None:
+                continue
+            loss, acc = train_step(run, criterion, (x, target_locs, target_labels),
+                                   f"epoch {epoch + 1}, batch {batch_index + 1}")
+            loss_sum, acc_sum, steps, images = loss_sum + loss, acc_sum + acc, steps + 1, images + len(x)
+            rate = images * run.info.world_size / (time.perf_counter() - began)
+            bar.set_postfix(loss=f"{loss_sum / steps:.3f}", train_acc=f"{acc_sum / steps:.3f}", img_s=f"{rate:.1f}")
+            stop.check()
+    finally:
+        del batches
+        bar.close()
     loss_sum, acc_sum, steps, images, skipped = all_reduce_sum(run.info, [loss_sum, acc_sum, steps, images, skipped])
+    if not images:
+        raise TrainingError(f"no readable training images: all {int(skipped)} images of epoch {epoch + 1} were "
+                            f"skipped (missing or unreadable); nothing was saved. `ssd-dataset check "
+                            f"{run.config.datapath}` lists them")
     seconds = time.perf_counter() - began
     return {
         "epoch": epoch + 1,
@@ -255,8 +266,8 @@ def validate(run: Run) -> dict[str, float]:
 
 
 def save_state(run: Run, epoch: int, row: dict) -> None:
-    """Write the last checkpoint, the best one, metrics.csv and curves.png (rank 0)."""
-    save = Path(run.config.save)
+    """Write the last checkpoint, the best one, and this run's metrics and curves (rank 0)."""
+    files = RunFiles(Path(run.config.save))
     state = {
         "epoch": epoch + 1,
         "metrics": row,
@@ -267,20 +278,48 @@ def save_state(run: Run, epoch: int, row: dict) -> None:
         "best_ap50": run.best_ap50,
         "config": {k: v for k, v in asdict(run.config).items() if v is not None},
     }
-    save_checkpoint(save, run.model, **state)
+    save_checkpoint(files.save, run.model, **state)
+    run.saved = (run.config.save, epoch + 1)
     if row.get("AP50") is not None and row["AP50"] >= run.best_ap50:
-        save_checkpoint(save.with_name(f"{save.stem}.best{save.suffix}"), run.model, **state)
-    write_metrics_csv(save.parent / "metrics.csv", run.history)
-    plot_curves(save.parent / "curves.png", run.history)
+        save_checkpoint(files.best, run.model, **state)
+    with writing(files.metrics, files.save):
+        write_metrics_csv(files.metrics, run.history)
+    with writing(files.curves, files.save):
+        plot_curves(files.curves, run.history)
+
+
+def training_split(config: TrainConfig, splits: dict[str, Split]) -> Split:
+    """The split to train on; a dataset without one readable image is refused here, before
+    any work, instead of "training" on nothing and saving an untrained model."""
+    split = splits.get("train") or splits["val"]
+    if not split.records:
+        raise TrainingError(f"no readable training images: {split.annotation_file} lists no images")
+    if not has_readable_image(split.records):
+        raise TrainingError(f"no readable training images: none of the {len(split.records)} images that "
+                            f"{split.annotation_file} lists can be read (missing or corrupt); "
+                            f"`ssd-dataset check {config.datapath}` lists them")
+    return split
+
+
+def make_loader(config: TrainConfig, dataset: DetectionDataset, info: DistInfo, device: torch.device) -> DataLoader:
+    """Shuffled batches, the same on any number of workers; any dataset and batch size
+    trains (see small_batches: a last batch of one image is dropped)."""
+    sampler = DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=config.seed) if info.enabled else None
+    per_process = len(sampler) if sampler is not None else len(dataset)
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                      num_workers=config.workers, collate_fn=collate, drop_last=drop_last_batch(per_process, config.batch_size),
+                      generator=torch.Generator().manual_seed(config.seed) if sampler is None else None,
+                      pin_memory=device.type == "cuda", worker_init_fn=ignore_sigint_in_worker)
 
 
 def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
     splits = load_splits(config.datapath)
     log(info, describe(config.datapath, splits))
-    train_split = splits.get("train") or splits["val"]
+    train_split = training_split(config, splits)
     val = splits.get("val")
     resume = load_checkpoint(config.resume) if config.resume else None
     if resume is not None:
+        check_resumable(resume, config.resume, config.optimizer)
         model = model_from_checkpoint(resume, config.resume)
         if tuple(model.spec.class_names) != train_split.class_names:
             raise TrainingError(f"{config.resume}: trained for classes {model.spec.class_names[1:]}, "
@@ -295,11 +334,7 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
 
     dataset = DetectionDataset(train_split.records, TrainAugment(spec.input_size), model.priors_cxcywh.cpu().numpy(),
                                config.matcher, spec.variances, config.seed)
-    sampler = DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=config.seed) if info.enabled else None
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=config.workers, collate_fn=collate, drop_last=len(dataset) >= 2 * config.batch_size,
-                        generator=torch.Generator().manual_seed(config.seed) if sampler is None else None,
-                        pin_memory=device.type == "cuda")
+    loader = make_loader(config, dataset, info, device)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
     optimizer = make_optimizer(config, model)
     total = config.epochs * len(loader)
@@ -310,43 +345,77 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
     scaler = torch.amp.GradScaler("cuda") if config.amp else None
     run = Run(config, info, device, model, net, loader, optimizer, scheduler, scaler, val, history=[])
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        restore_rng(resume["rng"])
-        run.start_epoch, run.best_ap50 = int(resume["epoch"]), float(resume.get("best_ap50", -1.0))
+        run.start_epoch = restore(resume, config.resume, optimizer, scheduler)
+        run.best_ap50 = float(resume.get("best_ap50", -1.0))
         run.history = list(resume.get("history") or [])
+        run.saved = (config.resume, run.start_epoch)
         log(info, f"resumed from {config.resume} after epoch {run.start_epoch}")
     return run
 
 
+def prepare_outputs(config: TrainConfig, info: DistInfo) -> None:
+    """Fail now, not after the first epoch, when --save cannot be written; clear this run's
+    own leftovers of interrupted saves."""
+    if info.is_main:
+        removed = RunFiles(Path(config.save)).prepare()
+        if removed:
+            log(info, f"removed {len(removed)} unfinished file(s) an interrupted save left: "
+                      f"{', '.join(p.name for p in removed)}")
+
+
+def interrupted_message(config: TrainConfig, run: Run | None, epoch: int | None) -> str:
+    if run is None or epoch is None:
+        return "interrupted before training started; nothing was written"
+    if run.saved is None:
+        return (f"interrupted in epoch {epoch + 1}/{config.epochs}, before the first checkpoint: nothing was saved; "
+                "run the command again to start over")
+    path, epochs = run.saved
+    where = f"after epoch {epochs}/{config.epochs}" if epochs == epoch + 1 else f"in epoch {epoch + 1}/{config.epochs}"
+    if epochs >= config.epochs:
+        return f"interrupted {where}: {path} holds the finished run"
+    return (f"interrupted {where}: {path} holds epoch {epochs}, complete and intact; to continue, run the same "
+            f"command with --resume {path}")
+
+
 def train(config: TrainConfig) -> list[dict]:
-    """Train as `config` says; returns the per-epoch history (loss, train_acc, AP, AP50...)."""
+    """Train as `config` says; returns the per-epoch history (loss, train_acc, AP, AP50...).
+
+    Ctrl-C stops at the next safe point (between steps, never inside a checkpoint write)
+    with a TrainingInterrupted that says what is saved and how to resume."""
     config.validate()
     info = init_distributed(device_type(config.device))
+    stop, run, epoch = StopRequest(), None, None
     try:
-        device = pick_device(config.device, info)
-        seed_everything(config.seed + info.rank)
-        if info.is_main:  # fail now, not after the first epoch
-            Path(config.save).parent.mkdir(parents=True, exist_ok=True)
-        run = setup(config, info, device)
-        if run.start_epoch >= config.epochs:
-            log(info, f"nothing to do: {config.resume} already finished {run.start_epoch} of {config.epochs} epochs")
-        criterion = MultiBoxLoss()
-        began = time.perf_counter()
-        for epoch in range(run.start_epoch, config.epochs):
-            row = train_one_epoch(run, epoch, criterion)
-            row.update(validate(run))
-            row["elapsed"] = time.perf_counter() - began  # wall clock since this process started training
-            if info.is_main:
-                run.best_ap50 = max(run.best_ap50, row.get("AP50", -1.0))
-                run.history.append(row)
-                save_state(run, epoch, row)
-                log(info, summary_line(row, config.epochs))
-            barrier(info)
+        with stop.installed(enabled=not info.enabled):  # torchrun stops its own workers
+            device = pick_device(config.device, info)
+            seed_everything(config.seed + info.rank)
+            prepare_outputs(config, info)
+            run = setup(config, info, device)
+            if run.start_epoch >= config.epochs:
+                log(info, f"nothing to do: {config.resume} already finished {run.start_epoch} of {config.epochs} epochs")
+            criterion = MultiBoxLoss()
+            began = time.perf_counter()
+            with running_stats_for_single_values(run.model):
+                for epoch in range(run.start_epoch, config.epochs):
+                    with stop.deferred():
+                        stop.check()
+                        row = train_one_epoch(run, epoch, criterion, stop)
+                    row.update(validate(run))  # Ctrl-C stops it at once: nothing to protect there
+                    row["elapsed"] = time.perf_counter() - began  # wall clock since this process started training
+                    with stop.deferred():
+                        if info.is_main:
+                            run.best_ap50 = max(run.best_ap50, row.get("AP50", -1.0))
+                            run.history.append(row)
+                            save_state(run, epoch, row)
+                            log(info, summary_line(row, config.epochs))
+                        barrier(info)
+                    stop.check()
         if info.is_main and run.history:
             best = f", best mAP@0.5 {run.best_ap50:.3f}" if run.best_ap50 >= 0 else ""
-            log(info, f"saved {config.save}{best}; curves in {Path(config.save).parent / 'curves.png'}")
+            log(info, f"saved {config.save}{best}; curves in {RunFiles(Path(config.save)).curves}")
         return run.history
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(interrupted_message(config, run, epoch)) from None
     finally:
         shutdown(info)
 
