@@ -16,7 +16,8 @@ after each run, so they include the warm-up requests). Errors: requests that fai
 
 The peer: the same model in a Detector in this process, N threads sharing it (the
 Detector serialises calls), each call one JPEG decoded (cv2.imdecode) and detected, as the
-server does per image. Every run after --warmup requests per client, not counted.
+server does per image, run before and after the server's runs (the machine's load drifts).
+Every run after --warmup requests per client, not counted.
 """
 
 from __future__ import annotations
@@ -180,14 +181,14 @@ def server_runs(args: argparse.Namespace, model: Path, payload: list[bytes], log
     return runs
 
 
-def direct_runs(args: argparse.Namespace, model: Path, payload: list[bytes]) -> list[Run]:
+def direct_runs(args: argparse.Namespace, model: Path, payload: list[bytes], when: str) -> list[Run]:
     runs = []
     with Detector(model, threads=args.threads) as detector:
         def open_call():
             return (lambda data: detector(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))), (lambda: None)
 
         for clients in args.clients:
-            runs.append(run_load("Detector, direct", clients, open_call, payload, args.requests, args.duration,
+            runs.append(run_load(f"Detector, direct ({when})", clients, open_call, payload, args.requests, args.duration,
                                  args.warmup))
             print(runs[-1].row(), flush=True)
     return runs
@@ -237,8 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         model = args.model or export_model(Path(folder))
         model_text = (f"`{args.model}`" if args.model else
                       "mobilenetv3_ssd 320x320 ONNX FP32, random weights with BatchNorm statistics of sample images")
-        runs = direct_runs(args, model, payload)
+        runs = direct_runs(args, model, payload, "before")
         runs += server_runs(args, model, payload, Path(folder) / "server.log")
+        runs += direct_runs(args, model, payload, "after")
     for run in runs:
         for message in run.errors[:1]:
             print(f"{run.label}, {run.clients} clients: first error: {message}")

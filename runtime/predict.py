@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ssd_edge.runtime.atomic import write_bytes_atomic
-from ssd_edge.runtime.detector import Detector
 from ssd_edge.runtime.draw import draw_detections
 from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, images_in_folder, read_image, shown_path
 from ssd_edge.runtime.output_paths import OutputFolder, check_outputs, output_names
 from ssd_edge.runtime.errors import UsageError
+from ssd_edge.runtime.serve.client import open_detector
 
 RESULTS_NAME = "detections.json"
 
@@ -58,12 +58,14 @@ def predict_images(
     batch: int = 8,
     progress: Callable[[int, int], None] | None = None,
     notify: Callable[[str], None] = lambda line: None,
+    server: str | None = None,
 ) -> Path:
     """Detect in `images` (files, or folders of them) with `model`; write the annotated
     images and RESULTS_NAME into `output` (created if needed, and removed again if the run
     fails before writing into it). Returns the JSON's path. An input is never replaced:
     an annotated image whose name is taken gets another, which `notify` is told.
-    `progress(done, total)` is called after each batch."""
+    `progress(done, total)` is called after each batch. With `server` ("HOST:PORT") an
+    ssd-serve server detects instead of `model` (None then; see serve.client.open_detector)."""
     if batch < 1:
         raise UsageError(f"batch must be at least 1, got {batch}")
     paths = check_images(images)
@@ -71,7 +73,7 @@ def predict_images(
     with OutputFolder(output) as out_dir:
         return _detect_and_write(model, paths, names, out_dir, batch, progress,
                                  dict(backend=backend, score_threshold=score_threshold, iou_threshold=iou_threshold,
-                                      max_detections=max_detections))
+                                      max_detections=max_detections, server=server))
 
 
 def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Sequence[str], out_dir: Path,
@@ -79,7 +81,7 @@ def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Se
     """The work of predict_images once its outputs are planned: `names[i]` in `out_dir`
     receives `paths[i]` annotated; `options` are the Detector's."""
     entries = []
-    with Detector(model, **options) as detector:
+    with open_detector(model, **options) as detector:
         class_names = detector.class_names
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]
@@ -94,7 +96,7 @@ def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Se
             if progress:
                 progress(min(start + batch, len(paths)), len(paths))
         summary = {
-            "model": str(model),
+            "model": str(model) if model is not None else detector.backend,
             "backend": detector.backend,
             "classes": list(class_names),
             "postprocess": {k: getattr(detector.config, k) for k in

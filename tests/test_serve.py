@@ -246,6 +246,37 @@ def test_health_config_and_metrics_as_triton_has_them(server):
     assert 'nv_inference_request_success{model="ssd"' in text
 
 
+def _predict(argv: list[str]) -> int:
+    from ssd_edge.cli.predict import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("scheme", ["", "grpc://"])
+def test_ssd_predict_on_a_server_writes_what_local_predict_writes(server, model_path, image_paths, tmp_path, scheme):
+    address = server["http"] if not scheme else server["grpc"]
+    images = [str(p) for p in image_paths[:3]]
+    assert _predict(["--model", str(model_path), *images, "--output", str(tmp_path / "local"), "--quiet"]) == 0
+    assert _predict(["--server", address, *images, "--output", str(tmp_path / "remote"), "--quiet"]) == 0
+    local, remote = (json.loads((tmp_path / name / "detections.json").read_text()) for name in ("local", "remote"))
+    assert remote["backend"].startswith("ssd-serve") and remote["model"] == remote["backend"]
+    for key in ("classes", "postprocess"):
+        assert remote[key] == local[key]
+    assert sum(len(entry["detections"]) for entry in local["images"]) > 0
+    for mine, theirs in zip(remote["images"], local["images"]):
+        assert (mine["image"], mine["width"], mine["height"]) == (theirs["image"], theirs["width"], theirs["height"])
+        assert [(d["label"], d["name"]) for d in mine["detections"]] == [(d["label"], d["name"]) for d in theirs["detections"]]
+        for d, e in zip(mine["detections"], theirs["detections"]):
+            np.testing.assert_allclose(d["box"], e["box"], atol=0.011)
+            assert abs(d["score"] - e["score"]) <= 1.1e-5
+    refused = tmp_path / "refused"
+    assert _predict(["--server", address, *images, "--output", str(refused), "--iou-threshold", "0.123"]) == 2
+    assert not refused.exists()
+
+
 def test_sigterm_stops_the_server(server):
     process = server["process"]
     start = time.monotonic()

@@ -11,7 +11,10 @@ from ssd_edge.cli import SHOW_SCORE_THRESHOLD, run_command
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-predict", description=__doc__)
-    p.add_argument("--model", required=True, help=".onnx model or .engine (with its .engine.json)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help=".onnx model or .engine (with its .engine.json)")
+    source.add_argument("--server", metavar="HOST:PORT",
+                        help="detect on an ssd-serve server instead (HTTP; grpc://HOST:PORT for gRPC)")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files, or folders (the images directly inside them)")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for annotated images and detections.json")
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_command("ssd-predict", lambda: predict_images(
         args.model, args.images, args.output, backend=args.backend, score_threshold=args.score_threshold,
         iou_threshold=args.iou_threshold, max_detections=args.max_detections, batch=args.batch,
-        progress=progress, notify=lambda line: print(f"ssd-predict: {line}", file=sys.stderr),
+        progress=progress, notify=lambda line: print(f"ssd-predict: {line}", file=sys.stderr), server=args.server,
     ))
     if not args.quiet:
         print(f"wrote {results}")
