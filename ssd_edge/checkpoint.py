@@ -7,6 +7,7 @@ Layout: {"format": "ssd_edge.checkpoint", "version": 1, "model": state_dict,
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ssd_edge.runtime.atomic import atomic_path
+from ssd_edge.runtime.atomic import write_bytes_atomic
 from ssd_edge.models.registry import build_model, model_from_spec
 from ssd_edge.models.ssd import SSD
 from ssd_edge.models.torchvision_import import coco_category_names, is_torchvision_detector, load_torchvision_detector
@@ -33,7 +34,11 @@ class CheckpointError(SSDEdgeError, ValueError):
 
 def save_checkpoint(path: str | os.PathLike, model: SSD, **state: Any) -> None:
     """Write model weights, its ModelSpec and any extra plain `state` (optimizer, epoch...)
-    to `path` atomically: a crash mid-write leaves the previous file intact."""
+    to `path` atomically: a crash mid-write leaves the previous file intact.
+
+    The checkpoint is serialised in memory first and written with plain file writes, so a
+    full disk (or a file-size limit, a lost mount) is a CheckpointError naming `path` and
+    the system's reason ("No space left on device"), not torch's zip-writer internals."""
     model = getattr(model, "module", model)  # DistributedDataParallel
     payload = {
         "format": FORMAT,
@@ -42,8 +47,14 @@ def save_checkpoint(path: str | os.PathLike, model: SSD, **state: Any) -> None:
         "spec": model.spec.to_dict(),
         **state,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    try:
+        write_bytes_atomic(path, buffer.getbuffer())
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CheckpointError(f"{path}: the checkpoint could not be written ({reason}); "
+                              f"the file that was there before, if any, is unchanged") from None
 
 
 def read_weights_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

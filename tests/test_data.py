@@ -1,6 +1,7 @@
 """Dataset layouts, cleaning, `ssd-dataset check` and augmentation."""
 
 import json
+import re
 import shutil
 
 import cv2
@@ -219,3 +220,98 @@ def test_dataset_reader_skips_missing_and_corrupt_images_with_a_warning(tmp_path
         assert record("gone.jpg").read_image() is None
     with pytest.warns(UserWarning, match=r"bad\.jpg: unreadable or corrupt image, skipped"):
         assert record("bad.jpg").read_image() is None
+
+
+# ---------------------------------------------------------------- data training cannot use
+
+
+def damaged_copy(tiny_coco, tmp_path, damage, split="train"):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_coco, data)
+    path = data / "annotations" / f"instances_{split}.json"
+    document = json.loads(path.read_text())
+    damage(document)
+    path.write_text(json.dumps(document))  # json writes NaN / Infinity as JavaScript does, and reads them back
+    return data, document
+
+
+@pytest.mark.parametrize("value", [0, -3, 0.4, float("nan"), float("inf")])
+@pytest.mark.parametrize("side", ["width", "height"])
+def test_an_image_size_that_is_not_a_pixel_count_names_the_file_and_image(tiny_coco, tmp_path, side, value):
+    data, document = damaged_copy(tiny_coco, tmp_path, lambda d: d["images"][2].update({side: value}))
+    image = document["images"][2]
+    pattern = rf"instances_train.json: image {image['id']} \({image['file_name']}\) has {side} "
+    with pytest.raises(DatasetError, match=pattern):
+        load_splits(data)
+    with pytest.raises(DatasetError, match=pattern):
+        check_dataset(data, progress=False)
+
+
+def test_voc_image_size_of_zero_names_the_xml(tiny_coco, tmp_path):
+    write_voc(tmp_path, tiny_coco, with_labels_txt=False)
+    xml = tmp_path / "Annotations" / "train_1.xml"
+    xml.write_text(re.sub(r"<width>\d+</width>", "<width>0</width>", xml.read_text()))
+    with pytest.raises(DatasetError, match=r"train_1.xml: <size> gives width 0"):
+        load_splits(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_boxes_are_left_out_counted_and_reported(tiny_coco, tmp_path, bad):
+    def damage(document):
+        document["annotations"][0]["bbox"][2] = bad
+        document["annotations"][1]["bbox"][0] = bad
+
+    data, document = damaged_copy(tiny_coco, tmp_path, damage)
+    train = load_splits(data)["train"]
+    assert train.num_objects == len(document["annotations"]) - 2  # left out, not kept as NaN or clipped
+    assert all(np.isfinite(r.boxes).all() for r in train.records)
+    assert "2 boxes with NaN or infinite values left out" in train.summary()
+    report = check_dataset(data, progress=False)
+    places = report.problems["boxes with NaN or infinite values"]
+    assert [p.split(" (")[0] for p in places] == ["instances_train.json annotation 1", "instances_train.json annotation 2"]
+    assert "boxes outside the image" not in report.problems
+
+
+def test_voc_objects_without_a_name_are_left_out_and_reported(tiny_coco, tmp_path):
+    write_voc(tmp_path, tiny_coco, with_labels_txt=False)
+    xml = tmp_path / "Annotations" / "train_1.xml"
+    xml.write_text(re.sub(r"<name>[^<]*</name>", "<name>  </name>", xml.read_text(), count=1))
+    splits = load_splits(tmp_path)
+    assert splits["train"].class_names[1:] == ("circle", "square", "triangle")  # no class named ''
+    assert splits["train"].left_out == {"VOC objects without <name>": ["train_1.xml object 1"]}
+    assert splits["train"].num_objects == load_splits(tiny_coco)["train"].num_objects - 1
+    report = check_dataset(tmp_path, progress=False)
+    assert report.problems["VOC objects without <name>"] == ["train_1.xml object 1"]
+
+
+def test_voc_object_with_no_name_element_at_all(tiny_coco, tmp_path):
+    write_voc(tmp_path, tiny_coco, with_labels_txt=True)
+    xml = tmp_path / "Annotations" / "train_2.xml"
+    xml.write_text(re.sub(r"<name>[^<]*</name>", "", xml.read_text(), count=1))
+    splits = load_splits(tmp_path)
+    assert splits["train"].left_out == {"VOC objects without <name>": ["train_2.xml object 1"]}
+
+
+def test_check_reports_a_split_with_no_readable_image_and_an_empty_one(tiny_coco, tmp_path, capsys):
+    data, _ = damaged_copy(tiny_coco, tmp_path, lambda d: d.update(images=[], annotations=[]), split="val")
+    for image in (data / "train").iterdir():
+        image.write_bytes(b"garbage")
+    report = check_dataset(data, progress=False)
+    assert report.problems["splits with no readable image"] == [
+        "train (instances_train.json: none of its 10 images can be read)",
+        "val (instances_val.json: it lists no images)",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        dataset_main(["check", str(data)])
+    assert exit_info.value.code == 1
+    assert "splits with no readable image: 2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("given, suggested", [("annotations/instances_train.json", True), ("train/000001.jpg", False)])
+def test_a_file_given_as_the_dataset_path_is_called_a_file(tiny_coco, given, suggested):
+    path = tiny_coco / given
+    message = f"{path}: is a file; the dataset path is the folder that holds the whole dataset"
+    if suggested:
+        message += f", here probably {tiny_coco} (COCO: "
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        load_splits(path)

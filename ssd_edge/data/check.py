@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ def _check_annotations(report: Report, split: Split) -> set[int]:
         if ann["category_id"] not in categories:
             report.add("unknown category ids", f"{where} (category_id {ann['category_id']})")
         x, y, w, h = ann["bbox"]
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            continue  # reported from split.left_out (training leaves it out)
         if w <= 0 or h <= 0:
             report.add("boxes of zero area", f"{where} (bbox {ann['bbox']})")
         elif x < 0 or y < 0 or x + w > image["width"] + 0.5 or y + h > image["height"] + 0.5:
@@ -63,29 +66,36 @@ def _check_annotations(report: Report, split: Split) -> set[int]:
     return annotated
 
 
-def _check_pixels(report: Report, path: Path, image: dict) -> None:
-    """Decode the image at `path`; report it if unreadable or not of its annotated size."""
+def _check_pixels(report: Report, path: Path, image: dict) -> bool:
+    """Decode the image at `path`; report it if unreadable or not of its annotated size.
+    Returns whether it could be read."""
     try:
         pixels = read_image(path)
     except ImageError:
         report.add("unreadable images", shown_path(path))
-        return
+        return False
     if pixels.shape[:2] != (int(image["height"]), int(image["width"])):
         report.add("images of another size than annotated",
                    f"{shown_path(path)} ({pixels.shape[1]}x{pixels.shape[0]}, annotated {image['width']}x{image['height']})")
+    return True
 
 
 def _check_images(report: Report, split: Split, annotated: set[int], progress: bool) -> None:
     from tqdm import tqdm
 
+    readable = 0
     for image in tqdm(split.document["images"], desc=f"check {split.name}", unit="img", disable=not progress, leave=False):
         path = split.image_dir / image["file_name"]
         if not path.is_file():
             report.add("missing images", shown_path(path))
             continue
-        _check_pixels(report, path, image)
+        readable += _check_pixels(report, path, image)
         if image["id"] not in annotated:
             report.add("images without annotations", shown_path(path))
+    if not readable:  # training would stop with "no readable training images"
+        listed = len(split.document["images"])
+        report.add("splits with no readable image", f"{split.name} ({split.annotation_file.name}: "
+                   + (f"none of its {listed} images can be read)" if listed else "it lists no images)"))
 
 
 def check_dataset(root: str | Path, progress: bool = True) -> Report:
@@ -96,6 +106,9 @@ def check_dataset(root: str | Path, progress: bool = True) -> Report:
         _check_ids(report, split)
         annotated = _check_annotations(report, split)
         _check_images(report, split, annotated, progress)
+        for reason, places in split.left_out.items():  # what training leaves out, and why
+            for place in places:
+                report.add(reason, place)
         report.counts[f"{split.name} images"] = len(split.document["images"])
         report.counts[f"{split.name} annotations"] = len(split.document["annotations"])
     return report

@@ -64,3 +64,17 @@ def collate(items):
         return None, None, None, skipped
     images, locs, labels = zip(*kept)
     return torch.stack(images), torch.stack(locs), torch.stack(labels), skipped
+
+
+def has_readable_image(records: Sequence[ImageRecord]) -> bool:
+    """Whether any record's image decodes (stops at the first that does, so a healthy dataset
+    costs one read): with none, training would skip every batch and learn nothing."""
+    from ssd_edge.runtime import image_io
+
+    for record in records:
+        try:
+            image_io.read_image(record.path)
+            return True
+        except image_io.ImageError:
+            continue
+    return False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -65,6 +66,9 @@ class Split:
     records: list[ImageRecord] = field(default_factory=list)
     dropped_boxes: int = 0
     clipped_boxes: int = 0
+    # objects left out of training, by reason ("boxes with NaN or infinite values",
+    # "VOC objects without <name>"): each a place such as "instances_train.json annotation 17"
+    left_out: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def num_objects(self) -> int:
@@ -81,9 +85,11 @@ class Split:
         return coco
 
     def summary(self) -> str:
-        extra = ""
+        notes = []
         if self.dropped_boxes or self.clipped_boxes:
-            extra = f" ({self.clipped_boxes} boxes clipped to the image, {self.dropped_boxes} degenerate dropped)"
+            notes.append(f"{self.clipped_boxes} boxes clipped to the image, {self.dropped_boxes} degenerate dropped")
+        notes += [f"{len(places)} {reason} left out" for reason, places in self.left_out.items()]
+        extra = f" ({'; '.join(notes)})" if notes else ""
         return f"{self.name}: {len(self.records)} images, {self.num_objects} objects{extra}"
 
 
@@ -128,8 +134,19 @@ def validate_coco_document(document: Any, path: Path) -> None:
                 len(entry["bbox"]) != 4 or not all(isinstance(v, (int, float)) for v in entry["bbox"])
             ):
                 raise _fail(path, f"annotation {entry['id']} has a bbox that is not [x, y, w, h]")
+            if section == "images" and (problem := size_problem(entry["width"], entry["height"])):
+                raise _fail(path, f"image {entry['id']} ({entry['file_name']}) has {problem}")
     if not document["categories"]:
         raise _fail(path, "no categories")
+
+
+def size_problem(width: float, height: float) -> str | None:
+    """What is wrong with an annotated image size (None when both sides are whole, positive,
+    finite pixel counts): boxes are scaled by it, so 0 or NaN cannot be trained on."""
+    for name, value in (("width", width), ("height", height)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 1):
+            return f"{name} {value!r}; the image size must be a positive number of pixels"
+    return None
 
 
 def classes_of(document: dict[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -146,6 +163,7 @@ def records_of(split: Split) -> None:
     for ann in split.document["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
     records, dropped, clipped = [], 0, 0
+    not_finite = []
     for image in split.document["images"]:
         width, height = int(image["width"]), int(image["height"])
         boxes, labels = [], []
@@ -153,6 +171,9 @@ def records_of(split: Split) -> None:
             if ann.get("iscrowd", 0) or ann["category_id"] not in label_of:
                 continue
             x, y, w, h = (float(v) for v in ann["bbox"])
+            if not all(math.isfinite(v) for v in (x, y, w, h)):  # left out, not clipped into a box
+                not_finite.append(f"{split.annotation_file.name} annotation {ann['id']} (bbox {ann['bbox']})")
+                continue
             box = np.array([x, y, x + w, y + h], np.float32)
             inside = np.clip(box, 0, [width, height, width, height])
             if not np.array_equal(inside, box):
@@ -173,6 +194,8 @@ def records_of(split: Split) -> None:
             )
         )
     split.records, split.dropped_boxes, split.clipped_boxes = records, dropped, clipped
+    if not_finite:
+        split.left_out["boxes with NaN or infinite values"] = not_finite
 
 
 # ---------------------------------------------------------------- layouts
@@ -197,9 +220,10 @@ def _flat_splits(root: Path) -> dict[str, Split]:
     return {"train": _split("train", "flat", path, root / "images", read_coco_json(path))}
 
 
-def _split(name: str, layout: str, path: Path, image_dir: Path, document: dict[str, Any]) -> Split:
+def _split(name: str, layout: str, path: Path, image_dir: Path, document: dict[str, Any],
+           left_out: dict[str, list[str]] | None = None) -> Split:
     class_names, category_ids = classes_of(document)
-    split = Split(name, layout, path, image_dir, document, class_names, category_ids)
+    split = Split(name, layout, path, image_dir, document, class_names, category_ids, left_out=dict(left_out or {}))
     records_of(split)
     return split
 
@@ -212,9 +236,13 @@ def _voc_split_file(root: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _voc_document(root: Path, ids: list[str], class_names: list[str] | None) -> tuple[dict[str, Any], list[str]]:
+def _voc_document(
+    root: Path, ids: list[str], class_names: list[str] | None
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The COCO document of the listed VOC images, the class names, and the objects left out
+    because they have no <name> (a class cannot be guessed; each "<file>.xml object <n>")."""
     images, annotations, names_seen = [], [], []
-    parsed = []
+    parsed, unnamed = [], []
     for image_index, stem in enumerate(ids):
         xml_path = root / "Annotations" / f"{stem}.xml"
         try:
@@ -229,12 +257,17 @@ def _voc_document(root: Path, ids: list[str], class_names: list[str] | None) -> 
             height = int(float(node.findtext("size/height")))
         except (TypeError, ValueError):
             raise _fail(xml_path, "no valid <size><width>/<height>") from None
+        if problem := size_problem(width, height):
+            raise _fail(xml_path, f"<size> gives {problem}")
         file_name = node.findtext("filename") or f"{stem}.jpg"
         if not (root / "JPEGImages" / file_name).exists() and (root / "JPEGImages" / f"{stem}.jpg").exists():
             file_name = f"{stem}.jpg"
         images.append({"id": image_index + 1, "file_name": file_name, "width": width, "height": height})
-        for obj in node.findall("object"):
+        for object_index, obj in enumerate(node.findall("object"), 1):
             name = (obj.findtext("name") or "").strip()
+            if not name:
+                unnamed.append(f"{xml_path.name} object {object_index}")
+                continue
             try:
                 x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax"))
             except (TypeError, ValueError):
@@ -258,7 +291,7 @@ def _voc_document(root: Path, ids: list[str], class_names: list[str] | None) -> 
             }
         )
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
-    return {"images": images, "annotations": annotations, "categories": categories}, names
+    return {"images": images, "annotations": annotations, "categories": categories}, names, unnamed
 
 
 def _voc_splits(root: Path) -> dict[str, Split]:
@@ -273,16 +306,33 @@ def _voc_splits(root: Path) -> dict[str, Split]:
         if listing is None:
             continue
         ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
-        document, class_names = _voc_document(root, ids, class_names)
-        splits[split] = _split(split, "voc", listing, root / "JPEGImages", document)
+        document, class_names, unnamed = _voc_document(root, ids, class_names)
+        left_out = {"VOC objects without <name>": unnamed} if unnamed else None
+        splits[split] = _split(split, "voc", listing, root / "JPEGImages", document, left_out)
     if not splits:
         listing = root / "ImageSets" / "Main"
         raise _fail(listing, "no train.txt / trainval.txt / val.txt / test.txt split lists")
     return splits
 
 
+LAYOUTS = ("COCO: annotations/instances_<split>.json + <split>/; flat: images/ + annotations.json; "
+           "VOC: Annotations/, JPEGImages/, ImageSets/Main/")
+
+
+def _root_hint(file: Path) -> str:
+    """For a file given where a dataset folder belongs: the folder it probably belongs to."""
+    if file.parent.name in ("annotations", "Annotations"):
+        return f", here probably {file.parent.parent} ({LAYOUTS})"
+    if file.name == "annotations.json":
+        return f", here probably {file.parent} ({LAYOUTS})"
+    return f" ({LAYOUTS})"
+
+
 def detect_layout(root: str | Path) -> str:
     root = Path(root)
+    if root.is_file():
+        raise DatasetError(f"{root}: is a file; the dataset path is the folder that holds the whole dataset"
+                           f"{_root_hint(root)}")
     if not root.is_dir():
         raise DatasetError(f"{root}: no such dataset directory")
     if list((root / "annotations").glob("instances_*.json")):
@@ -291,10 +341,7 @@ def detect_layout(root: str | Path) -> str:
         return "flat"
     if (root / "Annotations").is_dir() and (root / "JPEGImages").is_dir():
         return "voc"
-    raise DatasetError(
-        f"{root}: not a dataset layout this toolkit reads (COCO: annotations/instances_<split>.json + <split>/; "
-        "flat: images/ + annotations.json; VOC: Annotations/, JPEGImages/, ImageSets/Main/)"
-    )
+    raise DatasetError(f"{root}: not a dataset layout this toolkit reads ({LAYOUTS})")
 
 
 def load_splits(root: str | Path) -> dict[str, Split]:
