@@ -47,9 +47,9 @@ def diagnose(model: str | Path | None = None, engine: str | Path | None = None, 
     if not any(v.name == "CUDA decode + NMS" and v.status == FAILED for v in verdicts):
         run("decode + NMS speed", bug, lambda: gpu_checks.check_kernel_speed(machine, runs=kernel_runs))
     if model_path is not None:
-        run("model (onnxruntime)", model_checks.MODEL_FIX, lambda: model_checks.check_model(machine, model_path))
+        run("model (onnxruntime)", bug, lambda: model_checks.check_model(machine, model_path))
     if engine_path is not None:
-        run("engine (TensorRT)", model_checks.ENGINE_FIX,
+        run("engine (TensorRT)", model_checks.ENGINE_FIX + "; if it persists, " + bug,
             lambda: model_checks.check_engine(machine, engine_path, model_path))
     return verdicts
 

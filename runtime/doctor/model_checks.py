@@ -53,10 +53,11 @@ def check_model(machine: Machine, model: Path) -> list[Verdict]:
         return [missing("model (onnxruntime)", f"{model} cannot run: OpenCV is not installed",
                         "pip install 'ssd-edge[runtime]'")]
     from ssd_edge.runtime.detector import Detector
+    from ssd_edge.runtime.errors import SSDEdgeError
 
     try:
         detector = Detector(model, backend="onnxruntime")
-    except Exception as exc:  # noqa: BLE001 - a broken file raises onnxruntime's own errors, not ours
+    except (SSDEdgeError, OSError) as exc:  # anything else is a bug: `checking` reports it with its traceback
         return [_unreadable("model (onnxruntime)", model, exc)]
     with detector:
         images = synthetic_images(4)

@@ -1,0 +1,233 @@
+"""ssd-doctor on this machine: it runs torch-free in a subprocess, names every missing part
+with its fix, runs a small exported model, reports a corrupt one as one FAILED line, and
+writes its report atomically. Its GPU kernel check (the comparison with NumPy) runs here on
+the CPU emulation of the kernel, so the logic a GPU user relies on is checked too."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cuda_emulator
+from ssd_edge.cli.doctor import DEFAULT_REPORT, main
+from ssd_edge.runtime.cuda.plan import DecodeNmsPlan
+from ssd_edge.runtime.doctor import FAILED, MISSING, OK, checking
+from ssd_edge.runtime.doctor.gpu_checks import compare_with_numpy
+from ssd_edge.runtime.doctor.kernel_cases import kernel_cases
+from ssd_edge.runtime.doctor.report import TITLE, write_report
+from ssd_edge.runtime.doctor.verdict import Verdict
+from ssd_edge.runtime.postprocess.fast import postprocess
+
+STATUSES = (OK, MISSING, FAILED)
+
+
+def _has_driver() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+def run_doctor_without_torch(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`ssd-doctor ARGS` in a fresh interpreter where torch cannot be imported; it also
+    checks afterwards that nothing imported torch."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        sys.modules["torchvision"] = None
+        from ssd_edge.cli.doctor import main
+        status = main({list(args)!r})
+        assert not any(n.split(".")[0] == "torch" for n, m in sys.modules.items() if m), "torch was imported"
+        sys.exit(status)
+    """)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def verdict_lines(stdout: str) -> dict[str, tuple[str, str]]:
+    """{check name: (status, rest of the line)} from ssd-doctor's output."""
+    found = {}
+    for line in stdout.splitlines():
+        status, _, rest = line.partition(" ")
+        if status in STATUSES:
+            name, _, detail = rest.strip().partition("  ")
+            found[name.strip()] = (status, detail.strip())
+    return found
+
+
+def test_doctor_runs_without_torch_and_names_what_is_missing_with_the_fix(tmp_path):
+    result = run_doctor_without_torch(tmp_path, "--kernel-runs", "5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = verdict_lines(result.stdout)
+    for name in ("Python", "NumPy", "OpenCV", "onnxruntime", "TensorRT", "pycuda", "GPU", "DLA cores",
+                 "CUDA decode + NMS"):
+        assert name in lines, f"no verdict for {name}:\n{result.stdout}"
+    for name, (status, detail) in lines.items():
+        assert status != FAILED, f"{name}: {detail}"
+        if status == MISSING:
+            assert ". Fix: " in detail and detail.split(". Fix: ")[1].strip(), f"{name} has no fix: {detail}"
+    if importlib.util.find_spec("tensorrt") is None:
+        status, detail = lines["TensorRT"]
+        assert status == MISSING and "not installed" in detail and "python3-libnvinfer" in detail
+    if importlib.util.find_spec("pycuda") is None:
+        assert lines["pycuda"][0] == MISSING and "ssd-edge[jetson]" in lines["pycuda"][1]
+    if not _has_driver():
+        status, detail = lines["GPU"]
+        assert status == MISSING and "no GPU" in detail and "cannot be checked here" in detail
+        assert lines["CUDA decode + NMS"][0] == MISSING
+    if importlib.util.find_spec("nvidia.cuda_nvrtc") is not None:  # the dev extra installs it
+        status, detail = lines["NVRTC kernel check"]
+        assert status == OK and all(arch in detail for arch in ("sm_53", "sm_72", "sm_87", "sm_90"))
+
+    report = (tmp_path / DEFAULT_REPORT).read_text()
+    assert report.startswith(TITLE + "\n")
+    for name, (status, _) in lines.items():
+        assert f"| {status} | {name} |" in report
+    assert f"report written: {DEFAULT_REPORT}" in result.stdout
+    assert [p.name for p in tmp_path.iterdir()] == [DEFAULT_REPORT]  # no partial file left behind
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    torch = pytest.importorskip("torch")  # exporting needs torch; running the doctor does not
+    from ssd_edge.export.to_onnx import export_onnx
+    from ssd_edge.models import build_model
+    from ssd_edge.models.calibration import calibrate_batchnorm
+
+    torch.manual_seed(1)
+    model = calibrate_batchnorm(build_model("mobilenetv3_ssd", ["bg", "cat", "dog"], imgsz=160),
+                                torch.rand(4, 3, 160, 160))
+    return export_onnx(model, tmp_path_factory.mktemp("doctor") / "model.onnx", dynamic=True)
+
+
+def doctor(capsys, *args: str) -> tuple[int, dict[str, tuple[str, str]], str]:
+    """ssd-doctor run in this process: (exit status, verdict lines, all output)."""
+    try:
+        status = main(["--no-nvrtc", "--kernel-runs", "5", *args])
+    except SystemExit as exc:
+        status = exc.code
+    out = capsys.readouterr()
+    return status, verdict_lines(out.out), out.out + out.err
+
+
+def test_doctor_runs_an_exported_model(onnx_model, tmp_path, capsys):
+    status, lines, output = doctor(capsys, "--model", str(onnx_model), "--report", str(tmp_path / "r.md"))
+    assert status == 0, output
+    state, detail = lines["model (onnxruntime)"]
+    assert state == OK and "model.onnx: mobilenetv3_ssd, 160x160, 2 classes; 4 images in" in detail
+    assert "onnxruntime (" in detail
+
+
+def test_a_corrupt_model_is_one_failed_line_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a protobuf" * 10)
+    status, lines, output = doctor(capsys, "--model", str(bad), "--report", str(tmp_path / "r.md"))
+    assert status == 1
+    state, detail = lines["model (onnxruntime)"]
+    assert state == FAILED and str(bad) in detail and "Fix: " in detail
+    assert "Traceback" not in output
+    assert "| FAILED | model (onnxruntime) |" in (tmp_path / "r.md").read_text()
+
+
+def test_an_engine_that_cannot_run_here_is_said_plainly(tmp_path, capsys):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\x00" * 64)
+    status, lines, output = doctor(capsys, "--engine", str(engine), "--report", str(tmp_path / "r.md"))
+    state, detail = lines["engine (TensorRT)"]
+    if importlib.util.find_spec("tensorrt") is None:
+        assert status == 0 and state == MISSING and "cannot run here: TensorRT" in detail
+    missing_file = tmp_path / "nowhere.engine"
+    status, lines, _ = doctor(capsys, "--engine", str(missing_file), "--report", str(tmp_path / "r.md"))
+    assert status == 1 and lines["engine (TensorRT)"] == (FAILED, f"{missing_file}: no such file. Fix: give the "
+                                                                   "path of a .engine built by ssd-export")
+
+
+def test_an_earlier_report_is_replaced_and_said_so_any_other_file_is_left_alone(tmp_path, capsys):
+    report = tmp_path / "r.md"
+    report.write_text(TITLE + "\n\nan earlier run\n")
+    status, _, output = doctor(capsys, "--report", str(report))
+    assert status == 0 and f"report replaced: {report}" in output
+    assert "an earlier run" not in report.read_text()
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("# my notes\n")
+    status, lines, output = doctor(capsys, "--report", str(notes))
+    assert status == 2 and not lines  # refused before any check runs
+    assert f"--report {notes}: exists and is not an ssd-doctor report" in output
+    assert notes.read_text() == "# my notes\n"
+
+
+def test_the_report_is_written_atomically(tmp_path):
+    """A write that fails half-way (here: text the encoder rejects after the first lines)
+    leaves the earlier report whole and no partial file."""
+    report = tmp_path / "r.md"
+    write_report(report, TITLE + "\nfirst\n")
+    with pytest.raises(UnicodeEncodeError):
+        write_report(report, TITLE + "\n" + "x" * 100_000 + "\ud800 an unpaired surrogate\n")
+    assert report.read_text() == TITLE + "\nfirst\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.md"]
+
+
+def test_a_check_that_crashes_is_a_failed_verdict_with_its_traceback():
+    def broken():
+        raise ZeroDivisionError("division by zero")
+
+    (verdict,) = checking("GPU", "attach this report", broken)
+    assert (verdict.status, verdict.name, verdict.detail) == (FAILED, "GPU", "ZeroDivisionError: division by zero")
+    assert "Traceback" in verdict.notes and "broken" in verdict.notes
+    assert verdict.line() .endswith("ZeroDivisionError: division by zero. Fix: attach this report")
+    with pytest.raises(ValueError, match="'fine'"):
+        Verdict("fine", "x", "y")
+
+
+def test_the_reference_agrees_with_the_fast_path_on_the_doctors_cases():
+    """The doctor compares the GPU with both; on the cases it runs them on they agree."""
+    small = [case for case in kernel_cases() if case.reference]
+    assert small and {len(case.locs) for case in kernel_cases()} == {1, 8}
+    problem, notes = compare_with_numpy(
+        lambda case: postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config), small)
+    assert problem is None and len(notes) == len(small)
+
+
+@pytest.fixture(scope="module")
+def emulation(tmp_path_factory):
+    if cuda_emulator.compiler() is None:
+        pytest.skip("no C++ compiler to build the CUDA emulation")
+    return cuda_emulator.build(tmp_path_factory.mktemp("doctor_emulation"))
+
+
+def emulated(library):
+    def decode(case):
+        plan = DecodeNmsPlan(len(case.priors), case.confs.shape[2], len(case.locs), case.config)
+        return cuda_emulator.EmulatedDecodeNms(library, plan, case.priors)(case.locs, case.confs, case.image_sizes)
+
+    return decode
+
+
+def test_the_doctors_kernel_check_passes_the_kernel_run_on_the_cpu_emulation(emulation):
+    """The kernel check a GPU user runs, with the kernel executed by the CPU emulation
+    instead of a GPU: every case but the SSDLite-sized ones (minutes on emulated threads)."""
+    cases = [case for case in kernel_cases() if not case.name.startswith("ssdlite")]
+    problem, notes = compare_with_numpy(emulated(emulation), cases)
+    assert problem is None, problem
+    assert len(notes) == len(cases)
+
+
+def test_the_doctors_kernel_check_catches_a_kernel_whose_scores_are_off(emulation):
+    def nudged(case):
+        found = emulated(emulation)(case)
+        found[0].scores[:1] *= np.float32(1 - 1e-5)  # 10x the float32 rounding the check allows
+        return found
+
+    case = next(c for c in kernel_cases() if c.name == "random-b8-0")
+    problem, _ = compare_with_numpy(nudged, [case])
+    assert problem is not None and problem.startswith("differs from the NumPy fast path on random-b8-0: image 0: scores")
