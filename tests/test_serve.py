@@ -130,6 +130,21 @@ def test_pack_and_unpack_round_trip_padded_detections():
     assert first_error(pack_error(0, 4, "image 0: empty bytes")["error"]) == "image 0: empty bytes"
 
 
+def test_the_python_library_directory_goes_first_once():
+    import sysconfig
+
+    from ssd_edge.runtime.serve.server import python_library_first
+
+    libdir = sysconfig.get_config_var("LIBDIR")
+    environ = {"LD_LIBRARY_PATH": f"/opt/a:{libdir}:/opt/b"}
+    if python_library_first(environ) is None:
+        pytest.skip(f"this interpreter has no shared libpython in {libdir}")
+    assert environ["LD_LIBRARY_PATH"] == f"{libdir}:/opt/a:/opt/b"
+    empty: dict[str, str] = {}
+    python_library_first(empty)
+    assert empty["LD_LIBRARY_PATH"] == libdir
+
+
 # --- the server
 
 
