@@ -246,8 +246,8 @@ def test_engine_without_its_sidecar(tmp_path):
 
 
 def test_bad_backend_and_closed_detector(onnx_path):
-    with pytest.raises(ValueError, match="unknown backend"):
-        Detector(onnx_path, backend="openvino")
+    with pytest.raises(ValueError, match="unknown backend 'tflite'"):
+        Detector(onnx_path, backend="tflite")
     with pytest.raises(ValueError, match="runs engines"):
         Detector(onnx_path, backend="tensorrt")
     det = Detector(onnx_path)
@@ -255,3 +255,118 @@ def test_bad_backend_and_closed_detector(onnx_path):
     det.close()
     with pytest.raises(RuntimeError, match="closed"):
         det(np.zeros((10, 10, 3), np.uint8))
+
+
+@pytest.mark.parametrize("spinning, value", [(False, "0"), (True, "1"), (None, "default")])
+def test_spinning_setting_reaches_the_onnxruntime_session(onnx_path, spinning, value):
+    from ssd_edge.runtime.backends.onnxruntime_backend import DEFAULT_SPINNING, SPINNING_KEY
+
+    if value == "default":
+        value = "1" if DEFAULT_SPINNING else "0"
+    with Detector(onnx_path, backend="onnxruntime-cpu", spinning=spinning) as detector:
+        options = detector._backend.session.get_session_options()
+        assert options.get_session_config_entry(SPINNING_KEY) == value
+        assert detector._backend.spinning == (value == "1")
+
+
+class _ProvidersSay:
+    """An onnxruntime session (it runs on the CPU) that reports the CUDA provider first, as
+    onnxruntime-gpu's does, so the backend sets up its GPU decoder."""
+
+    def __init__(self, session):
+        self._session = session
+
+    def get_providers(self):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def _kernel_cannot_compile(monkeypatch, failure):
+    """pycuda imports, the CUDA context and stream come up, and compiling the decode + NMS
+    kernel fails in pycuda's SourceModule with `failure` (what pycuda raises: OSError when
+    nvcc is not on PATH, pycuda.driver.CompileError when nvcc rejects the GPU). The project's
+    own compile_module and CudaDecodeNms run unchanged. Returns the streams made."""
+    import types
+
+    import ssd_edge.runtime.backends.onnxruntime_backend as ort_backend
+    import ssd_edge.runtime.cuda.resources as resources
+
+    driver = types.ModuleType("pycuda.driver")
+    driver.Error = _FakeCudaError
+    driver.CompileError = _FakeCompileError
+    compiler = types.ModuleType("pycuda.compiler")
+
+    def source_module(*args, **kwargs):
+        raise failure
+
+    compiler.SourceModule = source_module
+    package = types.ModuleType("pycuda")
+    package.driver, package.compiler = driver, compiler
+    for name, module in (("pycuda", package), ("pycuda.driver", driver), ("pycuda.compiler", compiler)):
+        monkeypatch.setitem(sys.modules, name, module)
+    streams = []
+
+    class Stream:
+        def __init__(self):
+            self.closed = False
+            streams.append(self)
+
+        def close(self):
+            self.closed = True
+
+    class Context:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return None
+
+    monkeypatch.setattr(resources, "Stream", Stream)
+    monkeypatch.setattr(resources, "primary_context", lambda device=0: Context())
+    real_open_session = ort_backend.open_session
+    monkeypatch.setattr(ort_backend, "open_session", lambda *a, **k: _ProvidersSay(real_open_session(*a, **k)))
+    return streams
+
+
+class _FakeCudaError(Exception):
+    pass
+
+
+class _FakeCompileError(_FakeCudaError):
+    pass
+
+
+@pytest.mark.parametrize("failure, reason", [
+    (OSError("error invoking 'nvcc --version': [Errno 2] No such file or directory: 'nvcc'"),
+     "compiling decode_nms.cu needs nvcc on PATH"),
+    (_FakeCompileError("nvcc compilation of kernel.cu failed: nvcc fatal : Unsupported gpu architecture 'compute_53'"),
+     "nvcc \\(decode_nms.cu\\) failed: .*Unsupported gpu architecture"),
+])
+def test_kernel_that_cannot_compile_falls_back_to_numpy_with_one_warning(
+    onnx_path, tiny_coco, monkeypatch, failure, reason
+):
+    import re
+    import warnings
+
+    images = sample_images(tiny_coco, 3)
+    with Detector(onnx_path, backend="onnxruntime-cpu", score_threshold=0.05) as reference:
+        expected = reference(images)
+    streams = _kernel_cannot_compile(monkeypatch, failure)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Detector(onnx_path, backend="onnxruntime", score_threshold=0.05) as detector:
+            found = detector(images)
+            again = detector(images)
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == [str(caught[0].message)]
+    message = str(caught[0].message)
+    assert message.startswith(f"{onnx_path}: decode + NMS runs in NumPy on the CPU, not in the CUDA kernel: ")
+    assert re.search(reason, message), message
+    assert caught[0].filename == __file__  # points at the line that made the Detector
+    assert detector._backend._gpu is None and len(streams) == 1 and streams[0].closed
+    for result in (found, again):
+        for ours, theirs in zip(result, expected, strict=True):
+            np.testing.assert_array_equal(ours.labels, theirs.labels)
+            np.testing.assert_array_equal(ours.scores, theirs.scores)
+            np.testing.assert_array_equal(ours.boxes, theirs.boxes)
