@@ -1,39 +1,40 @@
 """The CUDA decode + NMS on a real GPU against the NumPy reference: the pycuda launcher
-(and CuPy, when installed) on many random batches and the edge cases; onnxruntime's CUDA
-outputs feeding the kernel; a TensorRT engine end to end. Skipped, with the reason, on
-machines without a GPU, pycuda or TensorRT."""
+(and CuPy, when installed) on many random batches, the edge cases and a model's outputs;
+onnxruntime's CUDA outputs feeding the kernel; a TensorRT engine end to end through the
+runtime's own engine runner.
+
+Torch-free, so `pytest -m "gpu or tensorrt"` runs on the README's Jetson install: the model
+comes from $SSD_EDGE_TEST_ONNX (an .onnx made by ssd-export, for example on a PC) or, where
+torch is installed, is exported here. GPU tests skip only where the GPU path is absent and
+TensorRT tests only where TensorRT is; a broken probe fails them (gpu_probe.py)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
-import torch
 
 from decode_nms_cases import assert_same_detections, edge_cases, model_case, random_batches
-from ssd_edge.models.calibration import calibrate_batchnorm
-from ssd_edge.models import build_model
+from gpu_probe import require_gpu, require_tensorrt
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
 
-
-def _no_gpu_reason() -> str | None:
-    try:
-        import pycuda.driver as cuda
-    except ImportError as exc:
-        return f"pycuda is not installed ({exc})"
-    try:
-        cuda.init()
-        if cuda.Device.count() == 0:
-            return "no CUDA GPU"
-    except cuda.Error as exc:
-        return f"CUDA is not usable here: {exc}"
-    return None
+MODEL_ENV = "SSD_EDGE_TEST_ONNX"  # an SSDLite .onnx from ssd-export, for torch-free machines
+pytestmark = pytest.mark.gpu
 
 
-NO_GPU = _no_gpu_reason()
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(NO_GPU is not None, reason=str(NO_GPU))]
+@pytest.fixture(scope="module")
+def gpu():
+    require_gpu()
+
+
+@pytest.fixture(scope="module")
+def tensorrt():
+    return require_tensorrt()
 
 
 class PycudaKernels:
@@ -69,7 +70,7 @@ class PycudaKernels:
 
 
 @pytest.fixture(scope="module")
-def kernels():
+def kernels(gpu):
     runner = PycudaKernels()
     yield runner
     runner.close()
@@ -92,22 +93,25 @@ def test_kernel_equals_numpy_on_edge_cases(kernels, case):
     assert_same_detections(kernels(case), reference(case), case.name)
 
 
-@pytest.fixture(scope="module")
-def ssdlite():
-    torch.manual_seed(0)
-    return calibrate_batchnorm(build_model("mobilenetv3_ssd", 91), torch.rand(4, 3, 320, 320))
+def onnx_run(path, images, batch):
+    """locs and confs of the ONNX model on onnxruntime's CPU provider for BGR `images`."""
+    from ssd_edge.export.parity import onnx_outputs
+    from ssd_edge.runtime import Detector
+    from ssd_edge.runtime.preprocess import preprocess
+
+    with Detector(path, backend="onnxruntime-cpu") as detector:
+        spec = detector.spec
+    return spec, onnx_outputs(path, preprocess(images, spec.input_size), batch)
 
 
 @pytest.mark.parametrize("batch", [1, 8, 32])
-def test_kernel_equals_numpy_on_model_outputs(kernels, ssdlite, batch):
-    with torch.no_grad():
-        locs, confs = ssdlite.raw(torch.rand(batch, 3, 320, 320))
-    config = PostprocessConfig.from_spec(ssdlite.spec)
-    case = model_case(locs.numpy(), confs.numpy(), default_boxes(ssdlite.spec), config)
+def test_kernel_equals_numpy_on_model_outputs(kernels, exported, batch):
+    spec, (locs, confs) = onnx_run(exported, sample_images(batch, seed=batch), batch)
+    case = model_case(locs, confs, default_boxes(spec), PostprocessConfig.from_spec(spec))
     assert_same_detections(kernels(case), reference(case), case.name)
 
 
-def test_kernel_source_runs_in_cupy():
+def test_kernel_source_runs_in_cupy(gpu):
     """The .cu as CuPy's RawModule loads it (NVRTC), through the same launch plan."""
     cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
     module = cupy.RawModule(code=KERNEL_SOURCE.read_text())
@@ -129,11 +133,25 @@ def test_kernel_source_runs_in_cupy():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, ssdlite):
+def exported(tmp_path_factory):
+    """A dynamic-batch SSDLite-COCO .onnx: $SSD_EDGE_TEST_ONNX, or exported here with torch."""
+    given = os.environ.get(MODEL_ENV)
+    if given:
+        if not Path(given).is_file():
+            pytest.fail(f"${MODEL_ENV}={given}: no such file", pytrace=False)
+        return Path(given)
+    try:
+        import torch
+    except ImportError:
+        pytest.skip(f"no model: set ${MODEL_ENV} to an .onnx made by ssd-export (exporting one here needs torch)")
     from ssd_edge.export.to_onnx import export_onnx
+    from ssd_edge.models import build_model
+    from ssd_edge.models.calibration import calibrate_batchnorm
 
+    torch.manual_seed(0)
+    model = calibrate_batchnorm(build_model("mobilenetv3_ssd", 91), torch.rand(4, 3, 320, 320))
     path = tmp_path_factory.mktemp("gpu_models") / "ssdlite.onnx"
-    return export_onnx(ssdlite, path, batch=4, dynamic=True)
+    return export_onnx(model, path, batch=4, dynamic=True)
 
 
 def sample_images(count=4, seed=0):
@@ -182,7 +200,7 @@ def assert_mostly_same(got, cpu, min_iou=0.9, score=5e-3):
         assert twin.any(axis=1).mean() >= 0.9
 
 
-def test_onnx_on_gpu_feeds_the_kernel(exported):
+def test_onnx_on_gpu_feeds_the_kernel(gpu, exported):
     """onnxruntime's CUDA provider writes locs/confs into our device buffers; the kernel
     decodes them there."""
     ort = pytest.importorskip("onnxruntime")
@@ -200,8 +218,7 @@ def test_onnx_on_gpu_feeds_the_kernel(exported):
 
 
 @pytest.mark.tensorrt
-def test_tensorrt_engine_end_to_end(exported, tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+def test_tensorrt_engine_end_to_end(tensorrt, exported, tmp_path):
     from ssd_edge.export.engine import EngineOptions, build_engine
     from ssd_edge.runtime import Detector
 
@@ -219,8 +236,7 @@ def test_tensorrt_engine_end_to_end(exported, tmp_path):
 
 
 @pytest.mark.tensorrt
-def test_broken_engine_reports_tensorrt_and_the_sidecar(exported, tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+def test_broken_engine_reports_tensorrt_and_the_sidecar(tensorrt, exported, tmp_path):
     import json
 
     from ssd_edge.runtime import Detector

@@ -103,3 +103,91 @@ def test_no_driver_here_is_a_plain_no_gpu():
             device.gpu_info()
     else:
         pytest.skip("this machine has a CUDA driver")
+
+
+# ------------------------------------------------------------------ the GPU tests, torch-free
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+TESTS = Path(__file__).parent
+PYTEST_WITHOUT_TORCH = textwrap.dedent("""
+    import sys
+    sys.modules["torch"] = None  # any `import torch` now raises ImportError, as on a torch-free Jetson
+    sys.modules["torchvision"] = None
+    import pytest
+    status = pytest.main(sys.argv[1:])
+    assert not any(n.split(".")[0] == "torch" for n, m in sys.modules.items() if m), "torch was imported"
+    sys.exit(status)
+""")
+
+
+def pytest_without_torch(*args: str, stubs: Path | None = None) -> subprocess.CompletedProcess:
+    """pytest ARGS in a fresh interpreter where torch cannot be imported; `stubs`: a folder
+    put first on the path (stand-in pycuda / tensorrt packages)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SSD_EDGE_TEST_ONNX", "PYTHONPATH")}
+    if stubs is not None:
+        env["PYTHONPATH"] = str(stubs)
+    return subprocess.run(
+        [sys.executable, "-c", PYTEST_WITHOUT_TORCH, "-p", "no:cacheprovider", "-v", "-rs", *args],
+        cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_gpu_and_tensorrt_tests_collect_and_run_without_torch():
+    """`pytest -m "gpu or tensorrt"` on a torch-free install: the GPU tests are collected
+    and run (here: skip for want of a GPU, each with its reason); modules that need torch
+    are skipped as modules, not collection errors."""
+    result = pytest_without_torch("-m", "gpu or tensorrt", "tests")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "error" not in output.splitlines()[-1]
+    for test in ("test_kernel_equals_numpy_on_edge_cases", "test_kernel_equals_numpy_on_model_outputs",
+                 "test_onnx_on_gpu_feeds_the_kernel", "test_tensorrt_engine_end_to_end"):
+        assert f"tests/test_cuda_kernel_gpu.py::{test}" in output, f"{test} was not collected:\n{output}"
+
+
+def _stub(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text))
+    return root
+
+
+def _pycuda_stub(root: Path, init_error: str) -> dict[str, str]:
+    """A pycuda whose cuInit fails with `init_error`, as pycuda reports it."""
+    return {
+        "pycuda/__init__.py": "VERSION_TEXT = 'stub'\n",
+        "pycuda/driver.py": f"""
+            class Error(Exception):
+                pass
+
+            def init():
+                raise Error({init_error!r})
+        """,
+    }
+
+
+def test_a_broken_gpu_probe_fails_the_gpu_and_tensorrt_tests_instead_of_skipping(tmp_path):
+    stubs = _stub(tmp_path, {**_pycuda_stub(tmp_path, "cuInit failed: unknown error"),
+                             "tensorrt/__init__.py": "__version__ = '10.3.0'\n"})
+    result = pytest_without_torch("-m", "gpu or tensorrt", "tests/test_cuda_kernel_gpu.py", stubs=stubs)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "SKIPPED" not in output
+    assert "GPU probe broken: the CUDA driver is there but fails: Error: cuInit failed: unknown error" in output
+    assert "tests/test_cuda_kernel_gpu.py::test_tensorrt_engine_end_to_end ERROR" in output
+    assert "TensorRT 10.3.0 is installed but the GPU probe says broken" in output
+
+
+def test_gpu_tests_skip_where_there_is_no_gpu_and_tensorrt_tests_where_it_is_absent(tmp_path):
+    stubs = _stub(tmp_path, _pycuda_stub(tmp_path, "cuInit failed: no CUDA-capable device is detected"))
+    result = pytest_without_torch("-m", "gpu or tensorrt", "tests/test_cuda_kernel_gpu.py", stubs=stubs)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "no CUDA GPU (cuInit failed: no CUDA-capable device is detected)" in output
+    assert "TensorRT is not installed" in output
+    assert "FAILED" not in output and "ERROR" not in output
