@@ -105,6 +105,8 @@ def validate(options: ExportOptions) -> ExportOptions:
     for flag, value, low in (("--batch", options.batch, 1), ("--calib-images", options.calib_images, 1), ("--dla-core", options.dla_core, 0)):
         if value is not None and value < low:
             raise ExportError(f"{flag} must be at least {low}, got {value}")
+    if options.imgsz is not None and (len(options.imgsz) != 2 or min(options.imgsz) < 1):
+        raise ExportError(f"--imgsz must be one positive number or H W, got {' '.join(map(str, options.imgsz))}")
     if options.workspace is not None and options.workspace <= 0:
         raise ExportError(f"--workspace must be a positive number of GiB, got {options.workspace}")
     if options.from_onnx and "onnx" in formats:

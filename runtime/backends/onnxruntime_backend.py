@@ -19,7 +19,7 @@ from ssd_edge.runtime.model_file import spec_from_onnx_metadata
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
-from ssd_edge.runtime.spec import SpecError
+from ssd_edge.runtime.spec import SpecError, check_output_shapes
 from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
 
 DEFAULT_GPU_MAX_BATCH = 32
@@ -126,6 +126,7 @@ class OnnxRuntimeBackend:
         missing = [n for n in spec.output_names if n not in outputs]
         if missing:
             raise SpecError(f"{self.path}: outputs {missing} missing (it has {', '.join(outputs)})")
+        check_output_shapes(spec, {o.name: o.shape for o in self.session.get_outputs()}, self.path)
 
     @property
     def max_batch(self) -> int | None:
