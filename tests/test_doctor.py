@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-import os
 import subprocess
 import sys
 import textwrap
@@ -184,7 +183,7 @@ def test_a_check_that_crashes_is_a_failed_verdict_with_its_traceback():
     (verdict,) = checking("GPU", "attach this report", broken)
     assert (verdict.status, verdict.name, verdict.detail) == (FAILED, "GPU", "ZeroDivisionError: division by zero")
     assert "Traceback" in verdict.notes and "broken" in verdict.notes
-    assert verdict.line() .endswith("ZeroDivisionError: division by zero. Fix: attach this report")
+    assert verdict.line().endswith("ZeroDivisionError: division by zero. Fix: attach this report")
     with pytest.raises(ValueError, match="'fine'"):
         Verdict("fine", "x", "y")
 
@@ -231,3 +230,20 @@ def test_the_doctors_kernel_check_catches_a_kernel_whose_scores_are_off(emulatio
     case = next(c for c in kernel_cases() if c.name == "random-b8-0")
     problem, _ = compare_with_numpy(nudged, [case])
     assert problem is not None and problem.startswith("differs from the NumPy fast path on random-b8-0: image 0: scores")
+
+
+def test_the_doctor_and_what_it_runs_import_without_torch():
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["torch"] = None
+        sys.modules["torchvision"] = None
+        import ssd_edge.cli.doctor, ssd_edge.runtime.doctor
+        from ssd_edge.runtime.doctor import checks, gpu_checks, kernel_cases, model_checks, report, verdict
+        import ssd_edge.runtime.detector, ssd_edge.export.parity, ssd_edge.export.engine  # what the checks call
+        import ssd_edge.runtime.cuda.kernel_resources, ssd_edge.runtime.postprocess.reference
+        assert not any(n.split(".")[0] == "torch" for n, m in sys.modules.items() if m)
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -115,7 +115,8 @@ def check_onnxruntime(machine: Machine) -> list[Verdict]:
     verdicts = [ok("onnxruntime", f"{ort.__version__}, providers {', '.join(machine.providers)}")]
     if "CUDAExecutionProvider" not in machine.providers:
         verdicts.append(missing("onnxruntime CUDA", "no CUDAExecutionProvider: .onnx models run on the CPU only",
-                                "pip uninstall onnxruntime && pip install onnxruntime-gpu (needs an NVIDIA GPU)"))
+                                "only with an NVIDIA GPU: pip uninstall onnxruntime && pip install onnxruntime-gpu "
+                                "(on a Jetson: NVIDIA's onnxruntime-gpu wheel for your JetPack)"))
     return verdicts
 
 

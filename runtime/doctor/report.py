@@ -39,8 +39,8 @@ def markdown(verdicts: Sequence[Verdict], command: Sequence[str], version: str) 
     lines = [
         TITLE, "",
         f"- ssd-edge {version}, run {when} as `{' '.join(command)}`",
-        f"- {platform.node() or 'this machine'}: {platform.system()} {platform.release()} {platform.machine()}, "
-        f"Python {platform.python_version()} ({sys.executable})",
+        f"- {platform.system()} {platform.release()} {platform.machine()}, Python {platform.python_version()} "
+        f"({sys.executable})",
         f"- Result: {summary(verdicts)}",
         "",
         "| status | check | found | fix |",
