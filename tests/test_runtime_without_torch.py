@@ -2,6 +2,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def test_runtime_imports_and_postprocesses_without_torch():
     code = textwrap.dedent(
@@ -55,3 +57,32 @@ def test_tracking_imports_and_tracks_without_torch_and_opencv():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_openvino_backend_detects_without_torch(tiny_coco, tmp_path):
+    """The OpenVINO path of the torch-free runtime: a Detector on OpenVINO reads an image,
+    detects and never imports torch (the ONNX file is made here, with torch, beforehand)."""
+    pytest.importorskip("openvino", reason="backend 'openvino' needs `pip install 'ssd-edge[openvino]'`")
+    from export_helpers import calibrated_model, dataset_images
+    from ssd_edge.export.to_onnx import export_onnx
+
+    images = dataset_images(tiny_coco)
+    onnx_path = export_onnx(calibrated_model("mobilenetv3_ssd", images[:4], imgsz=160), tmp_path / "m.onnx")
+    image_path = sorted((tiny_coco / "val").glob("*.jpg"))[0]
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        sys.modules["torchvision"] = None
+        from ssd_edge.runtime import Detector
+        with Detector({str(onnx_path)!r}, backend="openvino", precision="f32", threads=1) as detector:
+            found = detector({str(image_path)!r})
+        assert not any(n == "torch" or n.startswith("torch.") for n, m in sys.modules.items() if m)
+        assert "openvino" in sys.modules
+        print(detector.backend, len(found.scores))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    name, count = result.stdout.strip().rsplit(" ", 1)
+    assert name.startswith("openvino ") and name.endswith("(CPU, f32)") and int(count) > 0
