@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -36,7 +37,7 @@ def _has_driver() -> bool:
         return False
 
 
-def run_doctor_without_torch(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def run_doctor_without_torch(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`ssd-doctor ARGS` in a fresh interpreter where torch cannot be imported; it also
     checks afterwards that nothing imported torch."""
     code = textwrap.dedent(f"""
@@ -48,7 +49,8 @@ def run_doctor_without_torch(cwd: Path, *args: str) -> subprocess.CompletedProce
         assert not any(n.split(".")[0] == "torch" for n, m in sys.modules.items() if m), "torch was imported"
         sys.exit(status)
     """)
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 def verdict_lines(stdout: str) -> dict[str, tuple[str, str]]:
@@ -247,3 +249,31 @@ def test_the_doctor_and_what_it_runs_import_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("label", ["10.3", "11.4", "8.6"])
+def test_the_doctor_on_nvidias_real_tensorrt_bindings(label, tmp_path):
+    """The real bindings (installed by `make setup` under .trt/, importing over stand-in
+    libraries, as test_tensorrt_bindings.py does): 10.3 and 11.4 are supported, 8.6 FAILED
+    by name; without a GPU the DLA cores cannot be counted."""
+    from test_tensorrt_bindings import INSTALLED, STANDIN, build_standins
+
+    site = INSTALLED / label
+    if not (site / "tensorrt_bindings").is_dir():
+        if label == "8.6" and sys.version_info >= (3, 12):
+            pytest.skip("tensorrt-bindings 8.6.1 has wheels for Python 3.11 and older only")
+        pytest.fail(f"{site}: the TensorRT bindings are not installed; run `make setup`")
+    libraries = build_standins(tmp_path / "lib", int(label.split(".")[0]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(STANDIN / "front_end")]))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libraries), os.environ.get("LD_LIBRARY_PATH")]))
+    result = run_doctor_without_torch(tmp_path, "--no-nvrtc", env=env)
+    status, detail = verdict_lines(result.stdout)["TensorRT"]
+    if label == "8.6":
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert status == FAILED and detail.startswith("8.6.1 cannot be used: TensorRT 8.6.1: this TensorRT/JetPack "
+                                                      "is not supported (needs TensorRT 10+, JetPack 6). Fix: JetPack 6")
+    else:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert status == OK and detail.startswith(f"{label}.") and detail.endswith(": supported (engines build and run)")
+    if not _has_driver():
+        assert verdict_lines(result.stdout)["DLA cores"][0] == MISSING

@@ -121,20 +121,26 @@ def check_onnxruntime(machine: Machine) -> list[Verdict]:
 
 
 def check_tensorrt(machine: Machine) -> list[Verdict]:
+    from ssd_edge.runtime.backends.tensorrt_support import NOT_SUPPORTED, old_jetpack, unsupported
+
+    upgrade = "JetPack 6 or newer (TensorRT 10.3+); on a PC: pip install 'tensorrt>=10'"
     trt, error = _import("tensorrt")
     if trt is None:
+        jetson = old_jetpack()
+        if jetson:
+            return [failed("TensorRT", f"{NOT_SUPPORTED}: this Jetson runs {jetson}", upgrade)]
         if error is not None:
             return [failed("TensorRT", f"installed but does not import ({type(error).__name__}: {error})",
                            "its libraries (libnvinfer) must match the Python bindings: " + TENSORRT_FIX)]
         return [missing("TensorRT", "not installed: .engine files cannot be built or run here", TENSORRT_FIX)]
     from ssd_edge.export.engine import Capabilities
 
-    problem = Capabilities.of(trt).missing()
+    version = getattr(trt, "__version__", "(unknown version)")
+    problem = unsupported(version) or Capabilities.of(trt).missing()
     if problem:
-        return [failed("TensorRT", f"{trt.__version__} is not supported by ssd-edge: {problem}",
-                       "JetPack 6 or newer (TensorRT 10.3+); on a PC: pip install 'tensorrt>=10'")]
+        return [failed("TensorRT", f"{version} cannot be used: {problem}", upgrade)]
     machine.tensorrt = trt
-    return [ok("TensorRT", f"{trt.__version__}: supported (engines build and run)")]
+    return [ok("TensorRT", f"{version}: supported (engines build and run)")]
 
 
 def check_pycuda(machine: Machine) -> list[Verdict]:
