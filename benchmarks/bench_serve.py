@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +46,7 @@ from ssd_edge.runtime.atomic import write_text_atomic  # noqa: E402
 from ssd_edge.runtime.bench import machine  # noqa: E402
 from ssd_edge.runtime.image_io import encode_image  # noqa: E402
 from ssd_edge.runtime.serve.client import DetectionClient  # noqa: E402
+from ssd_edge.runtime.serve.launch import launch_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ((640, 480), (800, 600), (1280, 720))
@@ -121,36 +119,6 @@ def run_load(label: str, clients: int, open_call: Callable[[], tuple[Callable, C
     return Run(label, clients, time.perf_counter() - clock[0], np.array(latencies), errors)
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def start_server(args: argparse.Namespace, model: Path, log: Path) -> tuple[subprocess.Popen, dict[str, str]]:
-    http, grpc, metrics = free_ports(3)
-    command = [str(args.serve_python), "-m", "ssd_edge.cli.serve", "--model", str(model), "--address", "127.0.0.1",
-               "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-               "--max-batch", str(args.max_batch), "--max-queue-delay-us", str(args.max_queue_delay_us)]
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    addresses = {"http": f"127.0.0.1:{http}", "grpc": f"grpc://127.0.0.1:{grpc}"}
-    deadline = time.monotonic() + 180
-    with DetectionClient(addresses["http"]) as probe:
-        while not probe.is_ready():
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit(f"ssd-serve did not come up:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-    return process, addresses
-
-
 def serve_version(python: Path) -> str:
     code = "import importlib.metadata as m; print(m.version('nvidia-pytriton'), m.version('onnxruntime'))"
     pytriton, ort = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -158,16 +126,17 @@ def serve_version(python: Path) -> str:
 
 
 def server_runs(args: argparse.Namespace, model: Path, payload: list[bytes], log: Path) -> list[Run]:
-    process, addresses = start_server(args, model, log)
+    options = ["--max-batch", str(args.max_batch), "--max-queue-delay-us", str(args.max_queue_delay_us)]
+    options += ["--threads", str(args.threads)] if args.threads else []
     runs = []
-    try:
+    with launch_server(args.serve_python, model, log, *options, timeout_s=180, cwd=ROOT) as server:
         for protocol in args.protocols:
             for clients in args.clients:
-                def open_call(address=addresses[protocol]):
+                def open_call(address=getattr(server, protocol)):
                     client = DetectionClient(address)
                     return client, client.close
 
-                with DetectionClient(addresses["http"]) as probe:
+                with DetectionClient(server.http) as probe:
                     before = probe.statistics()
                     run = run_load(f"ssd-serve {protocol}", clients, open_call, payload, args.requests,
                                    args.duration, args.warmup)
@@ -175,9 +144,6 @@ def server_runs(args: argparse.Namespace, model: Path, payload: list[bytes], log
                 run.batches = {k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)}
                 print(run.row(), flush=True)
                 runs.append(run)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
     return runs
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -26,6 +24,7 @@ from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.runtime import Detections, Detector
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.serve.client import DetectionClient, ServeRequestError, parse_server
+from ssd_edge.runtime.serve.launch import launch_server
 from ssd_edge.runtime.serve.protocol import pack, pack_error, first_error, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,16 +32,6 @@ SERVE_PYTHON = Path(os.environ.get("SSD_SERVE_PYTHON", ROOT / ".venv-serve" / "b
 CLASSES = ("__background__", "circle", "square", "triangle")
 SCORE = 0.05  # the server's threshold: dozens of detections per image
 MAX_BATCH = 8
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
@@ -63,29 +52,10 @@ def model_path(tmp_path_factory, image_paths):
 def server(model_path, tmp_path_factory):
     if not SERVE_PYTHON.is_file():
         pytest.fail(f"{SERVE_PYTHON}: no ssd-serve environment; `make setup` creates it")
-    http, grpc, metrics = free_ports(3)
     log = tmp_path_factory.mktemp("serve_log") / "server.log"
-    command = [
-        str(SERVE_PYTHON), "-m", "ssd_edge.cli.serve", "--model", str(model_path), "--address", "127.0.0.1",
-        "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-        "--max-batch", str(MAX_BATCH), "--max-queue-delay-us", "100000", "--score-threshold", str(SCORE),
-        "--threads", "1",
-    ]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    deadline = time.monotonic() + 120
-    with DetectionClient(f"127.0.0.1:{http}") as probe:
-        while not probe.is_ready():
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"ssd-serve did not come up (rc {process.wait()}):\n{log.read_text()[-4000:]}")
-            time.sleep(0.3)
-    yield {"process": process, "http": f"127.0.0.1:{http}", "grpc": f"grpc://127.0.0.1:{grpc}",
-           "metrics": f"http://127.0.0.1:{metrics}/metrics", "log": log}
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    with launch_server(SERVE_PYTHON, model_path, log, "--max-batch", str(MAX_BATCH), "--max-queue-delay-us", "100000",
+                       "--score-threshold", str(SCORE), "--threads", "1", cwd=ROOT) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -154,18 +124,18 @@ def test_detections_equal_the_local_detectors(server, local, image_paths, protoc
     assert len({a.shape for a in arrays}) > 1, "the images should differ in size"
     want = local(arrays)
     assert sum(len(d.scores) for d in want) > 10
-    with DetectionClient(server[protocol]) as client:
+    with DetectionClient(getattr(server, protocol)) as client:
         assert client.class_names == CLASSES
         assert client.server_config == local.config
         assert_same(client(image_paths[:4]), want)  # files' bytes, decoded by the server
         assert_same(client(arrays), want)  # raw BGR, one request per image size
         assert_same([client(arrays[1])], want[1:2])
-        strict = DetectionClient(server[protocol], score_threshold=0.3)
+        strict = DetectionClient(getattr(server, protocol), score_threshold=0.3)
         with Detector(local.model_path, score_threshold=0.3, threads=1) as higher:
             assert_same(strict(arrays), higher(arrays))
         strict.close()
         with pytest.raises(ValueError, match="below the server's"):
-            DetectionClient(server[protocol], score_threshold=0.01)
+            DetectionClient(getattr(server, protocol), score_threshold=0.01)
 
 
 def _send(address: str, items: list, results: list, index: int, start: threading.Barrier) -> None:
@@ -193,9 +163,9 @@ def _run_clients(jobs: list[tuple[str, list]]) -> list[list]:
 def test_concurrent_clients_are_batched(server, local, image_paths):
     payload = [p.read_bytes() for p in image_paths[:3]]
     want = local([str(p) for p in image_paths[:3]])
-    with DetectionClient(server["http"]) as client:
+    with DetectionClient(server.http) as client:
         before = client.statistics()
-        results = _run_clients([(server["grpc" if i % 2 else "http"], payload) for i in range(8)])
+        results = _run_clients([(server.grpc if i % 2 else server.http, payload) for i in range(8)])
         after = client.statistics()
     for got in results:
         assert not [r for r in got if isinstance(r, Exception)], got
@@ -210,13 +180,20 @@ def test_bad_requests_fail_alone(server, local, image_paths):
     good = image_paths[0].read_bytes()
     want = local(str(image_paths[0]))
     items = [good, b"not an image", good, b"", good, np.zeros((4, 4, 3), np.uint8)[:0], good]
-    results = _run_clients([(server["http"], [item]) for item in items])
-    outcome = [r[0] for r in results]
-    for i in (0, 2, 4, 6):
-        assert_same([outcome[i]], [want])
-    assert isinstance(outcome[1], ServeRequestError) and "cannot decode" in str(outcome[1])
-    assert isinstance(outcome[3], ServeRequestError) and "empty bytes" in str(outcome[3])
-    assert isinstance(outcome[5], ServeRequestError)
+    with DetectionClient(server.http) as probe:
+        for _ in range(3):  # until one execution took several of them (the first time, as a rule)
+            before = probe.statistics()
+            outcome = [r[0] for r in _run_clients([(server.http, [item]) for item in items])]
+            for i in (0, 2, 4, 6):
+                assert_same([outcome[i]], [want])
+            assert isinstance(outcome[1], ServeRequestError) and "cannot decode" in str(outcome[1])
+            assert isinstance(outcome[3], ServeRequestError) and "empty bytes" in str(outcome[3])
+            assert isinstance(outcome[5], ServeRequestError)
+            after = probe.statistics()
+            if any(size > 1 and after[size] > before.get(size, 0) for size in after):
+                break
+        else:
+            pytest.fail(f"no execution took more than one request: {after}")
 
 
 @pytest.mark.parametrize(
@@ -230,7 +207,7 @@ def test_bad_requests_fail_alone(server, local, image_paths):
     ],
 )
 def test_malformed_raw_tensors_are_refused_and_the_server_goes_on(server, image_paths, shape, datatype, fragment):
-    client = triton_http.InferenceServerClient(server["http"])
+    client = triton_http.InferenceServerClient(server.http)
     request = triton_http.InferInput("image", list(shape), datatype)
     request.set_data_from_numpy(np.zeros(shape, {"FP32": np.float32, "UINT8": np.uint8}[datatype]))
     try:
@@ -243,20 +220,20 @@ def test_malformed_raw_tensors_are_refused_and_the_server_goes_on(server, image_
     finally:
         client.close()
     assert fragment in message.lower(), message
-    with DetectionClient(server["http"]) as good:
+    with DetectionClient(server.http) as good:
         assert good(image_paths[0]).boxes.shape[1] == 4
 
 
 def test_health_config_and_metrics_as_triton_has_them(server):
-    with urllib.request.urlopen(f"http://{server['http']}/v2/health/ready", timeout=10) as answer:
+    with urllib.request.urlopen(f"http://{server.http}/v2/health/ready", timeout=10) as answer:
         assert answer.status == 200
-    with DetectionClient(server["grpc"]) as client:
+    with DetectionClient(server.grpc) as client:
         assert client.is_ready()
         config = client.model_config()
         assert config["max_batch_size"] == MAX_BATCH
         assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 100000
         assert json.loads(client.parameters["input_size"]) == [160, 160]
-    with urllib.request.urlopen(server["metrics"], timeout=10) as answer:
+    with urllib.request.urlopen(server.metrics, timeout=10) as answer:
         text = answer.read().decode()
     assert 'nv_inference_request_success{model="ssd"' in text
 
@@ -272,7 +249,7 @@ def _predict(argv: list[str]) -> int:
 
 @pytest.mark.parametrize("scheme", ["", "grpc://"])
 def test_ssd_predict_on_a_server_writes_what_local_predict_writes(server, model_path, image_paths, tmp_path, scheme):
-    address = server["http"] if not scheme else server["grpc"]
+    address = server.http if not scheme else server.grpc
     images = [str(p) for p in image_paths[:3]]
     assert _predict(["--model", str(model_path), *images, "--output", str(tmp_path / "local"), "--quiet"]) == 0
     assert _predict(["--server", address, *images, "--output", str(tmp_path / "remote"), "--quiet"]) == 0
@@ -293,14 +270,14 @@ def test_ssd_predict_on_a_server_writes_what_local_predict_writes(server, model_
 
 
 def test_sigterm_stops_the_server(server):
-    process = server["process"]
+    process = server.process
     start = time.monotonic()
     process.send_signal(signal.SIGTERM)
     rc = process.wait(timeout=60)
     took = time.monotonic() - start
-    log = server["log"].read_text()
+    log = server.log.read_text()
     assert rc == 0, log[-3000:]
     assert "stopped" in log and took < 30
-    with DetectionClient(server["http"]) as client:
+    with DetectionClient(server.http) as client:
         assert not client.is_ready()
     print(f"stopped in {took:.1f} s")

@@ -31,6 +31,8 @@ import sysconfig
 import threading
 from typing import Sequence
 
+import numpy as np
+
 from ssd_edge.runtime.detector import Detector
 from ssd_edge.runtime.errors import SSDEdgeError, UsageError, require
 from ssd_edge.runtime.serve.model import BatchLog, DetectorModel
@@ -128,18 +130,25 @@ class DetectorServer:
 
     def __init__(self, model_path: str | os.PathLike, config: ServeConfig = ServeConfig(), **detector_kwargs) -> None:
         require("pytriton", "serve", "ssd-serve")
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
-
-        import numpy as np
-
         self.config = config
         self.batch_log = BatchLog()
         self._stop = threading.Event()
         self._serving = threading.Event()
         self.detectors = [Detector(model_path, threads=config.threads, **detector_kwargs)
                           for _ in range(config.instances)]
-        first = self.detectors[0]
+        try:
+            self._bind(first=self.detectors[0])
+        except BaseException:
+            for detector in self.detectors:
+                detector.close()
+            raise
+
+    def _bind(self, first: Detector) -> None:
+        """Create the Triton object and bind both models to the Detectors."""
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+        from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
+
+        config = self.config
         self.model_path = first.model_path
         restricted = [e for e in DEFAULT_PROTECTED_ENDPOINTS if not (config.open_statistics and e == "statistics")]
         self._triton = Triton(
