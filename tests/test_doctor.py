@@ -277,3 +277,53 @@ def test_the_doctor_on_nvidias_real_tensorrt_bindings(label, tmp_path):
         assert status == OK and detail.startswith(f"{label}.") and detail.endswith(": supported (engines build and run)")
     if not _has_driver():
         assert verdict_lines(result.stdout)["DLA cores"][0] == MISSING
+
+
+@pytest.mark.parametrize("probe, expected", [
+    ((None, "no NVIDIA driver (libcuda) found", None), (MISSING, "no GPU (no NVIDIA driver (libcuda) found): the CUDA "
+                                                                 "path (TensorRT engines, the CUDA decode + NMS) cannot be checked here")),
+    ((None, "CUDA driver call cuInit failed with CUDA_ERROR_UNKNOWN (999)", {"name": "Orin", "driver": "JetPack",
+                                                                             "cuda": "12.6"}),
+     (FAILED, "Orin is there, but the CUDA driver API fails: CUDA driver call cuInit failed with CUDA_ERROR_UNKNOWN")),
+    ((None, "CUDA driver call cuInit failed with CUDA_ERROR_UNKNOWN (999)", None),
+     (FAILED, "the CUDA driver API fails: CUDA driver call cuInit failed with CUDA_ERROR_UNKNOWN")),
+    ((("Orin", (8, 7)), None, {"name": "Orin", "driver": "JetPack", "cuda": "12.6"}),
+     (OK, "Orin, compute capability 8.7 (sm_87)")),
+])
+def test_the_gpu_verdict_tells_no_gpu_from_a_broken_driver(monkeypatch, probe, expected):
+    """The driver's answers are set here (this machine has no GPU); the verdicts are the doctor's."""
+    from ssd_edge.runtime.cuda import device
+    from ssd_edge.runtime.doctor.checks import Machine, check_gpu
+
+    found, error, seen = probe
+
+    def gpu_info(index=0):
+        if error:
+            raise device.NoGpu(error)
+        return device.GpuInfo(*found)
+
+    monkeypatch.setattr(device, "gpu_info", gpu_info)
+    monkeypatch.setattr(device, "describe_gpu", lambda index=0: seen)
+    monkeypatch.setattr(device, "driver_cuda_version", lambda: "12.6")
+    machine = Machine()
+    verdict = check_gpu(machine)[-1]
+    assert verdict.name == "GPU" and verdict.status == expected[0] and verdict.detail.startswith(expected[1])
+    assert (machine.gpu is not None) == (expected[0] == OK)
+    if expected[0] == OK:
+        assert check_gpu(machine)[0].detail == "driver JetPack, supports CUDA 12.6"
+
+
+@pytest.mark.parametrize("import_error, status", [
+    ("libcuda.so.1: cannot open shared object file: No such file or directory", MISSING),
+    ("_driver.cpython-311.so: undefined symbol: cuMemAllocAsync", FAILED),
+])
+def test_pycuda_that_does_not_import_is_missing_without_a_driver_and_failed_otherwise(tmp_path, import_error, status):
+    stubs = tmp_path / "stubs"
+    (stubs / "pycuda").mkdir(parents=True)
+    (stubs / "pycuda" / "__init__.py").write_text("VERSION_TEXT = 'stub'\n")
+    (stubs / "pycuda" / "driver.py").write_text(f"raise ImportError({import_error!r})\n")
+    env = dict(os.environ, PYTHONPATH=str(stubs))
+    result = run_doctor_without_torch(tmp_path, "--no-nvrtc", env=env)
+    assert result.returncode == (1 if status == FAILED else 0), result.stdout + result.stderr
+    got, detail = verdict_lines(result.stdout)["pycuda"]
+    assert got == status and import_error in detail and ". Fix: " in detail
