@@ -72,6 +72,16 @@ def _import(name: str) -> tuple[ModuleType | None, BaseException | None]:
         return None, exc
 
 
+def _not_imported(name: str, module: str, error: BaseException | None, reinstall: str, absent: str,
+                  install: str) -> list[Verdict]:
+    """The verdict on a library `module` that did not import: FAILED (fix: `reinstall`) when
+    it is installed but broken, else missing (`absent` says what that means; fix: `install`)."""
+    if error is not None:
+        return [failed(name, f"{module} is installed but does not import ({type(error).__name__}: {error})",
+                       reinstall)]
+    return [missing(name, absent, install)]
+
+
 def check_python(machine: Machine) -> list[Verdict]:
     return [ok("Python", f"{platform.python_version()} ({sys.executable}) on {platform.machine()} "
                          f"{platform.system()} {platform.release()}")]
@@ -86,11 +96,10 @@ def check_numpy(machine: Machine) -> list[Verdict]:
 def check_opencv(machine: Machine) -> list[Verdict]:
     cv2, error = _import("cv2")
     if cv2 is None:
-        if error is not None:
-            return [failed("OpenCV", f"cv2 is installed but does not import ({type(error).__name__}: {error})",
-                           "reinstall it: pip install --force-reinstall opencv-python (Jetson: JetPack's python3-opencv)")]
-        return [missing("OpenCV", "not installed: images cannot be read or preprocessed, so no model can run",
-                        "pip install 'ssd-edge[runtime]' (Jetson: JetPack's OpenCV, sudo apt install python3-opencv)")]
+        return _not_imported(
+            "OpenCV", "cv2", error, "reinstall it: pip install --force-reinstall opencv-python (Jetson: JetPack's "
+            "python3-opencv)", "not installed: images cannot be read or preprocessed, so no model can run",
+            "pip install 'ssd-edge[runtime]' (Jetson: JetPack's OpenCV, sudo apt install python3-opencv)")
     machine.opencv = True
     from ssd_edge.runtime.demo.gstreamer import JETSON_OPENCV_HELP, gstreamer_available
 
@@ -107,10 +116,9 @@ def check_opencv(machine: Machine) -> list[Verdict]:
 def check_onnxruntime(machine: Machine) -> list[Verdict]:
     ort, error = _import("onnxruntime")
     if ort is None:
-        if error is not None:
-            return [failed("onnxruntime", f"installed but does not import ({type(error).__name__}: {error})",
-                           "reinstall onnxruntime (or onnxruntime-gpu), only one of the two")]
-        return [missing("onnxruntime", "not installed: .onnx models cannot run (engines still can)", ORT_FIX)]
+        return _not_imported("onnxruntime", "onnxruntime", error,
+                             "reinstall onnxruntime (or onnxruntime-gpu), only one of the two",
+                             "not installed: .onnx models cannot run (engines still can)", ORT_FIX)
     machine.providers = list(ort.get_available_providers())
     verdicts = [ok("onnxruntime", f"{ort.__version__}, providers {', '.join(machine.providers)}")]
     if "CUDAExecutionProvider" not in machine.providers:
@@ -129,10 +137,9 @@ def check_tensorrt(machine: Machine) -> list[Verdict]:
         jetson = old_jetpack()
         if jetson:
             return [failed("TensorRT", f"{NOT_SUPPORTED}: this Jetson runs {jetson}", upgrade)]
-        if error is not None:
-            return [failed("TensorRT", f"installed but does not import ({type(error).__name__}: {error})",
-                           "its libraries (libnvinfer) must match the Python bindings: " + TENSORRT_FIX)]
-        return [missing("TensorRT", "not installed: .engine files cannot be built or run here", TENSORRT_FIX)]
+        return _not_imported("TensorRT", "tensorrt", error,
+                             "its libraries (libnvinfer) must match the Python bindings: " + TENSORRT_FIX,
+                             "not installed: .engine files cannot be built or run here", TENSORRT_FIX)
     from ssd_edge.export.engine import Capabilities
 
     version = getattr(trt, "__version__", "(unknown version)")
