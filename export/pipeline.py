@@ -11,7 +11,6 @@ machine without torch, such as a Jetson). torch is imported only to read `.pt` w
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,8 @@ from ssd_edge.export.onnx_model import QUANTIZATION_KEY, ExportError, batch_size
 from ssd_edge.export.parity import ParityReport
 from ssd_edge.runtime.atomic import atomic_path
 from ssd_edge.runtime.errors import MissingDependency
+from ssd_edge.runtime.model_file import sidecar_path
+from ssd_edge.runtime.output_paths import OutputFolder, check_outputs
 from ssd_edge.runtime.spec import ModelSpec
 
 FORMATS = ("onnx", "int8", "engine")
@@ -114,16 +115,6 @@ def validate(options: ExportOptions) -> ExportOptions:
     return replace(options, formats=formats)
 
 
-def prepare_output_dir(folder: Path) -> Path:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"{folder}: cannot create the output directory ({exc.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise ExportError(f"{folder}: the output directory is not writable")
-    return folder
-
-
 def size_text(path: Path) -> str:
     size = path.stat().st_size
     return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
@@ -142,16 +133,23 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
     source = _onnx_source(options) if options.from_onnx else None
     quantize = ("int8" in options.formats or options.int8) and not (source and source.quantized)
     calibration = _calibration_images(options) if quantize else []
-    out = prepare_output_dir(options.output_dir)
+    out = options.output_dir
+    planned = {"onnx": out / f"{options.name}.onnx" if source is None else None,
+               "int8": out / f"{options.name}.int8.onnx" if quantize else None,
+               "engine": out / f"{options.name}.engine" if "engine" in options.formats else None}
+    check_outputs({f"the {kind} output": path for kind, path in planned.items()}
+                  | {"the engine's sidecar": sidecar_path(planned["engine"]) if planned["engine"] else None},
+                  {"--weights": options.weights, "--calib-data": calibration})
     result = ExportResult()
-    if source is None:
-        source = _export_fp32(options, out / f"{options.name}.onnx", result, echo)
-    engine_source = source.path
-    if quantize:
-        int8_path = _quantize(options, source, calibration, out / f"{options.name}.int8.onnx", result, echo)
-        engine_source = int8_path if options.int8 else source.path
-    if "engine" in options.formats:
-        _build(options, engine_source, out / f"{options.name}.engine", result, echo)
+    with OutputFolder(out):  # a failed export leaves no empty folder behind
+        if source is None:
+            source = _export_fp32(options, planned["onnx"], result, echo)
+        engine_source = source.path
+        if quantize:
+            int8_path = _quantize(options, source, calibration, planned["int8"], result, echo)
+            engine_source = int8_path if options.int8 else source.path
+        if "engine" in options.formats:
+            _build(options, engine_source, planned["engine"], result, echo)
     return result
 
 

@@ -89,8 +89,8 @@ def check_outputs(outputs: Mapping[str, object], inputs: Mapping[str, object]) -
             other_label, other = claimed
             kind = "input" if other_label in inputs else "output"
             raise OutputError(
-                f"{label} {path} is the same file as the {kind} {other_label} {other}; it would be replaced. "
-                f"Give {label} another name"
+                f"{label} {path} is the same file as the {kind} {other_label} {other}; it would be replaced: "
+                f"choose another name or folder for {label}"
             )
         if path.is_dir():
             raise OutputError(f"{label} {path} is a folder; give a file name")
@@ -142,23 +142,22 @@ class OutputFolder:
     and removed again (with the parents this created) when the block raises and nothing
     was written into it. OutputError when it cannot be created or written to."""
 
-    def __init__(self, path: str | os.PathLike, label: str = "--output") -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.label = label
         self._created: list[Path] = []
 
     def __enter__(self) -> Path:
         if self.path.exists() and not self.path.is_dir():
-            raise OutputError(f"{self.label} {self.path} is a file, not a folder")
+            raise OutputError(f"{self.path}: cannot create the output directory (a file has that name)")
         missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"{self.label} {self.path}: cannot create the folder ({exc.strerror or exc})") from None
+            raise OutputError(f"{self.path}: cannot create the output directory ({exc.strerror or exc})") from None
         self._created = missing  # deepest first
         if not os.access(self.path, os.W_OK | os.X_OK):
             self.remove_if_empty()
-            raise OutputError(f"{self.label} {self.path}: the folder is not writable")
+            raise OutputError(f"{self.path}: the output directory is not writable")
         return self.path
 
     def __exit__(self, exc_type, exc, traceback) -> None:

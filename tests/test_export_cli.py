@@ -143,6 +143,8 @@ BAD_INPUTS = {  # case: (arguments, what the one line must say); W: our checkpoi
     "unknown-format": (["--weights", "W", "--format", "onnx,tflite"], r"unknown format\(s\) tflite; choose from onnx, int8, engine"),
     "half-and-int8": (["--weights", "W", "--format", "engine", "--half", "--int8"], r"--half and --int8 together"),
     "bad-imgsz": (["--weights", "W", "--imgsz", "320", "320", "3"], r"--imgsz takes one number or H W"),
+    "negative-imgsz": (["--weights", "W", "--imgsz", "-5"], r"--imgsz must be one positive number or H W, got -5 -5"),
+    "zero-imgsz": (["--weights", "W", "--imgsz", "0", "320"], r"--imgsz must be one positive number or H W, got 0 320"),
 }
 
 
@@ -157,3 +159,20 @@ def test_bad_input_gets_one_clear_line(case, checkpoint, torchvision_weights, tm
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ssd-export: error: "), stderr
     assert re.search(expected, lines[0]), lines[0]
+
+
+def test_a_failed_export_leaves_no_empty_output_folder(checkpoint, tmp_path, capsys):
+    weights, _ = checkpoint
+    code, _, stderr = run(["--weights", weights, "--opset", 11, "--output", tmp_path / "new" / "out"], capsys)
+    assert code == 2 and "opset 11" in stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_export_never_replaces_its_weights(model, tiny_coco, tmp_path, capsys):
+    """An FP32 ONNX that happens to be named *.int8.onnx: quantizing it would write
+    <name>.int8.onnx, which is the weights file itself."""
+    weights = export_onnx(model, tmp_path / "ssd.int8.onnx", simplified=False)
+    before = weights.read_bytes()
+    code, _, stderr = run(["--weights", weights, "--format", "int8", "--calib-data", tiny_coco / "val"], capsys)
+    assert code == 2 and "is the same file as the input --weights" in stderr
+    assert weights.read_bytes() == before
