@@ -39,9 +39,9 @@ def test_seed_command_exactly_as_written(tmp_path):
     assert tuple(checkpoint["spec"]["class_names"]) == ("__background__", "circle", "square", "triangle")
     assert {"optimizer", "scheduler", "model", "rng"} <= set(checkpoint)
     assert torch.load(tmp_path / "ssd.best.pt", weights_only=True)["spec"]["arch"] == "mobilenetv3_ssd"
-    assert len((tmp_path / "metrics.csv").read_text().strip().splitlines()) == 11
-    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len((tmp_path / "ssd.metrics.csv").read_text().strip().splitlines()) == 11
+    assert (tmp_path / "ssd.curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name or p.name.endswith(".tmp")]
 
 
 def test_resume_continues_exactly(tiny_coco, tmp_path, monkeypatch):
@@ -118,5 +118,5 @@ def test_torchrun_two_processes_gloo(tiny_coco, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
     assert result.stdout.count("epoch 1/1  loss") == 1  # rank 0 alone reports
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "metrics.csv", "ssd.best.pt", "ssd.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ssd.best.pt", "ssd.curves.png", "ssd.metrics.csv", "ssd.pt"]
     assert load_checkpoint(tmp_path / "ssd.pt")["epoch"] == 1

@@ -253,8 +253,9 @@ def interrupt_after_summary(data, save, delay, whole_group):
                "--datapath", str(data), "--epochs", "40", "--batch-size", "2", "--workers", "2", "--optimizer", "adamw",
                "--lr", "0.001", "--save", str(save), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a shell that runs this in the background hands SIGINT down ignored; a terminal's command has it live
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in process.stdout:
             if SUMMARY.match(line):
