@@ -71,7 +71,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         json_path=args.json_path, markdown_path=args.markdown_path, plot_path=args.plot_path,
         progress=args.progress, command=command_line(None if argv is None else list(argv)),
     )
-    run_command("ssd-bench", lambda: run_bench(options))
+
+    def work():
+        _check_reports(args)  # before the run: a report that cannot be written is found out now
+        return run_bench(options)
+
+    run_command("ssd-bench", work)
+
+
+def _check_reports(args: argparse.Namespace) -> None:
+    """Before the work: the report files can be written and replace no input."""
+    from ssd_edge.runtime.output_paths import check_outputs, check_writable_file
+
+    reports = {"--json": args.json_path, "--markdown": args.markdown_path, "--plot": args.plot_path}
+    for label, path in reports.items():
+        if path is not None:
+            check_writable_file(path, label)
+    check_outputs(reports, {"--model": list(args.models), "--compare-torch": args.compare_torch,
+                            "--peer-weights": args.peer_weights})
 
 
 if __name__ == "__main__":
