@@ -327,3 +327,27 @@ def test_pycuda_that_does_not_import_is_missing_without_a_driver_and_failed_othe
     assert result.returncode == (1 if status == FAILED else 0), result.stdout + result.stderr
     got, detail = verdict_lines(result.stdout)["pycuda"]
     assert got == status and import_error in detail and ". Fix: " in detail
+
+
+def test_the_nvrtc_check_holds_the_models_own_plan_against_the_kernels_limits(onnx_model):
+    """The exported model fits every SM; the same model asking for more candidates per class
+    than the kernel keeps (top_k 600 > 512) is a FAILED line saying so."""
+    import dataclasses
+
+    from ssd_edge.runtime.cuda import kernel_resources
+    from ssd_edge.runtime.doctor.checks import Machine
+    from ssd_edge.runtime.doctor.gpu_checks import check_nvrtc
+    from ssd_edge.runtime.detector import Detector
+
+    try:
+        kernel_resources.find_nvrtc()
+    except kernel_resources.KernelResourceError as exc:
+        pytest.skip(f"NVRTC is not installed ({exc})")
+    with Detector(onnx_model, backend="onnxruntime-cpu") as detector:
+        spec = detector.spec
+    (fits,) = check_nvrtc(Machine(), spec)
+    assert fits.status == OK and fits.detail.endswith("sm_53, sm_72, sm_87, sm_90; every launch at batch 1, 8 fits")
+    (refused,) = check_nvrtc(Machine(), dataclasses.replace(spec, top_k=600))
+    assert refused.status == FAILED
+    assert f"this model ({spec.num_priors} boxes x {spec.num_classes} classes): the CUDA decode + NMS keeps at most " \
+           "512 candidates per class" in refused.detail

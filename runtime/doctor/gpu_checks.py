@@ -54,30 +54,36 @@ def check_nvrtc(machine: Machine, spec=None, batches: tuple[int, ...] = (1, 8)) 
         mine = "sm_{}{}".format(*machine.gpu.compute_capability)
         architectures = [mine] + [a for a in architectures if a != mine]
     source = KERNEL_SOURCE.read_text()
-    resources, problems, unknown = {}, [], []
+    version = ".".join(map(str, nvrtc.version()))
+    resources, problems, unchecked = {}, [], []
     supported = set(nvrtc.supported_architectures())
     for arch in architectures:
-        if arch not in supported:
-            problems.append(f"NVRTC {'.'.join(map(str, nvrtc.version()))} cannot compile for {arch}")
+        if arch not in supported:  # a GPU newer than this NVRTC: nothing to say about the kernel
+            unchecked.append(f"{arch}: NVRTC {version} does not know it")
         elif arch not in kr.ARCH_LIMITS:
-            nvrtc.compile(source, KERNEL_SOURCE.name, arch)  # compiles; no limits known to check against
-            unknown.append(arch)
+            nvrtc.compile(source, KERNEL_SOURCE.name, arch)  # it compiles; no limits known to check against
+            unchecked.append(f"{arch}: compiled, limits unknown")
         else:
             resources[arch] = kr.kernel_resources(source, arch, nvrtc=nvrtc)
+    plans = []
+    for what, priors, classes, config in _plans(spec):
+        try:
+            plans += [(f"{what} batch {batch}", batch, DecodeNmsPlan(priors, classes, batch, config))
+                      for batch in batches]
+        except ValueError as exc:  # the kernel cannot serve this model at all
+            problems.append(f"{what}: {exc}")
     for arch, kernels in resources.items():
-        for what, priors, classes, config in _plans(spec):
-            for batch in batches:
-                plan = DecodeNmsPlan(priors, classes, batch, config)
-                for launch in kr.check_plan(plan, batch, kernels, kr.ARCH_LIMITS[arch]):
-                    problems += [f"{arch} {what} batch {batch} {launch.kernel}: {p}" for p in launch.problems]
+        for what, batch, plan in plans:
+            for launch in kr.check_plan(plan, batch, kernels, kr.ARCH_LIMITS[arch]):
+                problems += [f"{arch} {what} {launch.kernel}: {p}" for p in launch.problems]
     notes = kr.markdown_table(resources)
-    compiled = ", ".join(architectures)
+    compiled = ", ".join(resources)
     if problems:
         return [failed("NVRTC kernel check", f"decode_nms.cu on {compiled}: " + "; ".join(problems[:3]),
                        KERNEL_FIX, notes=notes + "\n\n" + "\n".join(f"- {p}" for p in problems))]
-    extra = f" ({', '.join(unknown)}: compiled, limits unknown)" if unknown else ""
-    return [ok("NVRTC kernel check", f"NVRTC {'.'.join(map(str, nvrtc.version()))} compiles decode_nms.cu for "
-               f"{compiled}{extra}; every launch at batch {', '.join(map(str, batches))} fits", notes=notes)]
+    extra = f" ({'; '.join(unchecked)})" if unchecked else ""
+    return [ok("NVRTC kernel check", f"NVRTC {version} compiles decode_nms.cu for {compiled}{extra}; every launch "
+               f"at batch {', '.join(map(str, batches))} fits", notes=notes)]
 
 
 class _DeviceRun:

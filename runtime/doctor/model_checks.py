@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssd_edge.runtime.doctor.checks import ORT_FIX, PYCUDA_FIX, TENSORRT_FIX, Machine
+from ssd_edge.runtime.doctor.checks import NVCC_FIX, ORT_FIX, PYCUDA_FIX, TENSORRT_FIX, Machine
 from ssd_edge.runtime.doctor.kernel_cases import first_difference
 from ssd_edge.runtime.doctor.verdict import Verdict, failed, missing, ok
 
@@ -71,15 +71,16 @@ def check_model(machine: Machine, model: Path) -> list[Verdict]:
                f"{detector.backend} ({sum(len(d.labels) for d in found)} detections)")]
 
 
-def _engine_missing(machine: Machine) -> str | None:
+def _engine_missing(machine: Machine) -> tuple[str, str] | None:
+    """(why an engine cannot run here, the fix), or None when it can."""
     if machine.tensorrt is None:
-        return "TensorRT (a supported version) is not installed"
+        return "TensorRT (a supported version) is not installed", TENSORRT_FIX
     if machine.gpu is None:
-        return "there is no GPU"
+        return "there is no GPU", "run ssd-doctor on the GPU machine the engine was built for"
     if not machine.pycuda:
-        return "pycuda is not installed"
+        return "pycuda is not installed", PYCUDA_FIX
     if machine.nvcc is None:
-        return "nvcc is not on PATH (the decode + NMS kernel is compiled with it)"
+        return "nvcc is not on PATH (the decode + NMS kernel is compiled with it)", NVCC_FIX
     return None
 
 
@@ -102,11 +103,9 @@ def check_engine(machine: Machine, engine: Path, model: Path | None) -> list[Ver
     name = "engine (TensorRT)"
     if not engine.is_file():
         return [failed(name, f"{engine}: no such file", "give the path of a .engine built by ssd-export")]
-    why = _engine_missing(machine)
-    if why is not None:
-        fix = {"TensorRT": TENSORRT_FIX, "pycuda": PYCUDA_FIX}.get(why.split()[0], "run ssd-doctor on the GPU "
-                                                                 "machine the engine was built for")
-        return [missing(name, f"{engine} cannot run here: {why}", fix)]
+    absent = _engine_missing(machine)
+    if absent is not None:
+        return [missing(name, f"{engine} cannot run here: {absent[0]}", absent[1])]
     from ssd_edge.runtime.backends.tensorrt_backend import TensorRTBackend
     from ssd_edge.runtime.postprocess.fast import postprocess
     from ssd_edge.runtime.preprocess import preprocess
