@@ -74,8 +74,10 @@ def test_json_markdown_and_plot_have_every_field(models, tiny_coco, tmp_path, ca
     assert all(0.0 <= entry["AP"] <= entry["AP50"] <= 1.0 and entry["images"] == 4 for entry in accuracy.values())
 
     markdown = (tmp_path / "bench.md").read_text()
-    for text in ("| model | format | batch | p50 ms | p90 ms | p99 ms | mean ms | img/s | pre | h2d | net | d2h | nms",
-                 "small.onnx | ONNX | 1 |", "small.int8.onnx | ONNX int8 | 2 |", "- CPU: ", "- command: `ssd-bench ",
+    for text in ("| model | format | backend | batch | p50 ms | p90 ms | p99 ms | mean ms | img/s | pre | h2d | net | "
+                 "d2h | nms", "small.onnx | ONNX | onnxruntime (CPUExecutionProvider) | 1 |",
+                 "small.int8.onnx | ONNX int8 | onnxruntime (CPUExecutionProvider) | 2 |", "- CPU: ", "bf16: ",
+                 "- command: `ssd-bench ",
                  "| model | format | size MB | mAP50-95 | mAP50 | ms/image | FPS | p90 ms | p99 ms |"):
         assert text in markdown
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -103,7 +105,11 @@ def test_peers_rows_carry_ratios(models, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "missing.onnx"], "missing.onnx: no such model file"),
-    (["--model", "{fp32}", "--backend", "openvino"], "unknown backend 'openvino'; choose from auto, onnxruntime"),
+    (["--model", "{fp32}", "--backend", "tflite"], "unknown backend 'tflite'; choose from auto, onnxruntime"),
+    (["--model", "{fp32}", "--backend", "openvino,openvino"], "--backend names a backend twice: openvino,openvino"),
+    (["--model", "{fp32}", "--precision", "bf16"], "--device and --precision are OpenVINO's: add openvino to --backend"),
+    (["--model", "{fp32}", "--backend", "openvino", "--spinning", "off"],
+     "--spinning is onnxruntime's: add onnxruntime to --backend"),
     (["--model", "{pt}"], "small.pt: not a model the runtime runs (expected .onnx or .engine)"),
     (["--model", "{fp32}", "--batch", "0"], "--batch must be at least 1, got 0"),
     (["--model", "{fp32}", "--peer", "yolo"], "unknown peer yolo; --peer takes torchvision"),
@@ -164,3 +170,24 @@ def test_gpu_path_reports_the_gpu_and_its_stages(models, tmp_path):
         assert {"network", "decode_nms"} <= set(row["stages_timed"])
         latency = row["latency_ms"]
         assert latency["p50"] <= latency["p90"] <= latency["p99"]
+
+
+def test_backends_side_by_side_with_their_precision_and_spinning(models, tmp_path):
+    pytest.importorskip("openvino", reason="backend 'openvino' needs `pip install 'ssd-edge[openvino]'`")
+    out = tmp_path / "backends.json"
+    run_cli("--model", str(models["fp32"]), "--model", str(models["int8"]), "--backend", "onnxruntime-cpu,openvino",
+            "--precision", "bf16", "--spinning", "on", "--json", str(out), "--markdown", str(tmp_path / "b.md"))
+    report = json.loads(out.read_text())
+    backends = {row["name"]: row["backend"] for row in report["results"]}
+    fp32, int8 = str(models["fp32"]), str(models["int8"])
+    assert list(backends) == [f"{fp32} [onnxruntime-cpu]", f"{fp32} [openvino]", f"{int8} [onnxruntime-cpu]",
+                              f"{int8} [openvino]"]
+    assert backends[f"{fp32} [onnxruntime-cpu]"] == "onnxruntime (CPUExecutionProvider)"
+    bf16 = report["machine"]["bf16"]
+    precision = "bf16" if bf16 else "f32 instead of bf16"  # a CPU without bf16 says so in the row
+    assert backends[f"{fp32} [openvino]"].endswith(f"(CPU, {precision})")
+    assert backends[f"{int8} [openvino]"].endswith(f"(CPU, {precision}, int8 QDQ)")
+    settings = report["settings"]
+    assert (settings["backend"], settings["precision"], settings["spinning"]) == ("onnxruntime-cpu,openvino", "bf16",
+                                                                                  True)
+    assert f"small.onnx [openvino] | ONNX | openvino " in (tmp_path / "b.md").read_text()
