@@ -266,7 +266,9 @@ def test_the_doctor_on_nvidias_real_tensorrt_bindings(label, tmp_path):
     libraries = build_standins(tmp_path / "lib", int(label.split(".")[0]))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(STANDIN / "front_end")]))
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libraries), os.environ.get("LD_LIBRARY_PATH")]))
-    result = run_doctor_without_torch(tmp_path, "--no-nvrtc", env=env)
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\x00" * 64)
+    result = run_doctor_without_torch(tmp_path, "--no-nvrtc", "--engine", str(engine), env=env)
     status, detail = verdict_lines(result.stdout)["TensorRT"]
     if label == "8.6":
         assert result.returncode == 1, result.stdout + result.stderr
@@ -276,7 +278,11 @@ def test_the_doctor_on_nvidias_real_tensorrt_bindings(label, tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         assert status == OK and detail.startswith(f"{label}.") and detail.endswith(": supported (engines build and run)")
     if not _has_driver():
-        assert verdict_lines(result.stdout)["DLA cores"][0] == MISSING
+        lines = verdict_lines(result.stdout)
+        assert lines["DLA cores"][0] == MISSING
+        why = "TensorRT (a supported version) is not installed" if label == "8.6" else "there is no GPU"
+        status, detail = lines["engine (TensorRT)"]
+        assert status == MISSING and detail.startswith(f"{engine} cannot run here: {why}. Fix: ")
 
 
 @pytest.mark.parametrize("probe, expected", [
