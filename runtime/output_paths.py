@@ -16,6 +16,7 @@ before writing anything into it, so a failed run leaves no empty folder behind.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -107,11 +108,23 @@ def check_writable_file(path: str | os.PathLike, label: str) -> Path:
         raise OutputError(f"{label} {path} is a folder; give a file name")
     if not folder.is_dir():
         raise OutputError(f"{label} {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not os.access(folder, os.W_OK | os.X_OK) or not _can_create_in(folder):
         raise OutputError(f"{label} {path}: the folder {folder} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"{label} {path}: the file exists and is not writable")
     return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in `folder` (tried: a read-only mount or an ACL says
+    no where the mode bits say yes, and root passes every os.access check)."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=".ssd-edge-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(name)
+    return True
 
 
 def unique_name(name: str, taken: Iterable[str], is_free: Callable[[str], bool] = lambda name: True) -> str:

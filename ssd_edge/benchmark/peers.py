@@ -20,13 +20,17 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from ssd_edge.runtime.bench.latency import BenchError, Subject
+from ssd_edge.runtime.bench.stage_timer import StageTimer
 from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.errors import require
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.spec import ModelSpec
-from ssd_edge.runtime.bench.stage_timer import StageTimer
+
+PURPOSE = "ssd-bench's PyTorch peers (--peer torchvision, --compare-torch)"
+torch = require("torch", "train", PURPOSE)  # a one-line 'install ssd-edge[train]' where torch is missing
+require("torchvision", "train", PURPOSE)
 
 TORCHVISION_NAME = "torchvision ssdlite320_mobilenet_v3_large (eager)"
 TORCH_INPUT_SIZE = (320, 320)  # torchvision's SSDLite320 always resizes to this

@@ -9,18 +9,25 @@ from typing import Sequence
 from ssd_edge.data.sources import DatasetError, describe, load_splits
 from ssd_edge.evaluation.coco import EvalResult, evaluate
 from ssd_edge.runtime.atomic import write_text_atomic
-from ssd_edge.runtime.errors import MissingDependency
+from ssd_edge.runtime.errors import MissingDependency, UsageError
+from ssd_edge.runtime.output_paths import check_outputs, check_writable_file
 from ssd_edge.runtime.model_file import format_label, model_format
 
 
-def open_predictor(path: Path, arch: str | None, device: str, backend: str):
-    """A callable list-of-BGR-images -> list of Detections for any model file."""
+def open_predictor(path: Path, arch: str | None, device: str, backend: str, notify=print):
+    """A callable list-of-BGR-images -> list of Detections for any model file. `arch`
+    names the architecture of a torchvision state dict; our checkpoints and exported models
+    carry their own: one that differs is refused, and `notify` is told when it does not apply."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     if model_format(path, allow_checkpoint=True) != "pytorch":
         from ssd_edge.runtime import Detector
 
-        return Detector(str(path), backend=backend)
+        detector = Detector(str(path), backend=backend)
+        if arch is not None:
+            notify(f"note: --arch {arch} is not used for {path}: an exported model carries its own architecture "
+                   f"({detector.spec.arch})")
+        return detector
     try:
         from ssd_edge.checkpoint import load_model
         from ssd_edge.evaluation.predictor import TorchPredictor
@@ -30,7 +37,11 @@ def open_predictor(path: Path, arch: str | None, device: str, backend: str):
             "or evaluate the exported .onnx / .engine"
         ) from None
 
-    return TorchPredictor(load_model(path, arch).to(device), device)
+    model = load_model(path, arch)
+    if arch is not None and model.spec.arch != arch:
+        raise UsageError(f"{path}: holds a {model.spec.arch} model, not the --arch {arch} asked for "
+                         "(--arch names the architecture of a torchvision state dict; a checkpoint knows its own)")
+    return TorchPredictor(model.to(device), device)
 
 
 def render_table(rows: Sequence[dict]) -> str:
@@ -47,6 +58,9 @@ def evaluate_models(
     models: Sequence[str], datapath: str, split: str = "val", arch: str | None = None, batch: int = 8,
     device: str = "cpu", backend: str = "auto", json_path: str | None = None, progress: bool = True,
 ) -> list[dict]:
+    if json_path:  # before the work: a report that cannot be written is found out now, not at the end
+        check_writable_file(json_path, "--json")
+        check_outputs({"--json": json_path}, {"--weights": list(models)})
     splits = load_splits(datapath)
     if split not in splits:
         raise DatasetError(f"{datapath}: no '{split}' split (found: {', '.join(splits)})")
