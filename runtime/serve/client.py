@@ -113,8 +113,8 @@ class DetectionClient:
             if self.protocol == "http":
                 return self._client.get_model_config(name)
             return self._client.get_model_config(name, as_json=True)["config"]
-        except self._server_error as exc:
-            raise ServeRequestError(f"{self.url}: no model config for {name!r}: {exc.message()}") from exc
+        except (self._server_error, OSError) as exc:
+            raise ServeRequestError(f"{self.url}: no model config for {name!r}: {_reason(exc)}") from exc
 
     @property
     def parameters(self) -> dict[str, str]:
@@ -156,8 +156,8 @@ class DetectionClient:
                 stats = self._client.get_inference_statistics(name)
             else:
                 stats = self._client.get_inference_statistics(name, as_json=True)
-        except self._server_error as exc:
-            raise ServeRequestError(f"{self.url}: no statistics for {name!r}: {exc.message()}") from exc
+        except (self._server_error, OSError) as exc:
+            raise ServeRequestError(f"{self.url}: no statistics for {name!r}: {_reason(exc)}") from exc
         out: dict[int, int] = {}
         for model in stats.get("model_stats", []):
             for entry in model.get("batch_stats", []):
@@ -208,8 +208,8 @@ class DetectionClient:
         extra = {} if self.protocol == "http" else {"client_timeout": self.timeout_s}
         try:
             result = self._client.infer(model, [request], outputs=wanted, **extra)
-        except self._server_error as exc:
-            raise ServeRequestError(f"{self.url} model {model!r}: {exc.message()}") from exc
+        except (self._server_error, OSError) as exc:
+            raise ServeRequestError(f"{self.url} model {model!r}: {_reason(exc)}") from exc
         message = first_error(result.as_numpy("error"))
         if message:
             raise ServeRequestError(f"{self.url} model {model!r}: {message}")
@@ -224,6 +224,13 @@ class DetectionClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong, from tritonclient's exception or a socket's."""
+    if isinstance(exc, OSError):
+        return f"cannot reach the server ({exc.strerror or exc})"
+    return exc.message() or str(exc)
 
 
 def _file_bytes(path: Path) -> bytes:

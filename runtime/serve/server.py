@@ -129,7 +129,7 @@ class DetectorServer:
     """
 
     def __init__(self, model_path: str | os.PathLike, config: ServeConfig = ServeConfig(), **detector_kwargs) -> None:
-        require("pytriton", "serve", "ssd-serve")
+        require("pytriton", "serve", "ssd-serve (in an environment of its own: PyTriton 0.7 needs numpy<2)")
         self.config = config
         self.batch_log = BatchLog()
         self._stop = threading.Event()
