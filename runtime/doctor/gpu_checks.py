@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -97,40 +98,39 @@ class _DeviceRun:
         with self.context:
             self.stream = Stream()
 
-    def decoder(self, case: KernelCase) -> Callable[[], list]:
-        """A function running decode + NMS of `case` (outputs already on the device), and
-        the resources to free afterwards through `close_decoder`."""
+    @contextmanager
+    def loaded(self, case: KernelCase) -> Iterator[Callable[[], list]]:
+        """A CudaDecodeNms for `case` with its outputs uploaded; yields a function that runs
+        decode + NMS once and returns the Detections. Everything is freed on leaving."""
         from ssd_edge.runtime.cuda.decode_nms import CudaDecodeNms
         from ssd_edge.runtime.cuda.resources import DeviceBuffer
 
         with self.context:
             decoder = CudaDecodeNms(self.stream, case.priors, case.confs.shape[2], len(case.locs), case.config)
-            locs, confs = DeviceBuffer(case.locs.nbytes, "locs"), DeviceBuffer(case.confs.nbytes, "confs")
-            self.stream.copy_to_device(locs.address, np.ascontiguousarray(case.locs, np.float32))
-            self.stream.copy_to_device(confs.address, np.ascontiguousarray(case.confs, np.float32))
-            self.stream.synchronize()
-        self._held = (decoder, locs, confs)
-
-        def run() -> list:
+        buffers = []
+        try:
             with self.context:
-                return decoder.run(locs.address, confs.address, case.image_sizes)
+                for array, what in ((case.locs, "locs"), (case.confs, "confs")):
+                    buffers.append(DeviceBuffer(array.nbytes, what))
+                    self.stream.copy_to_device(buffers[-1].address, np.ascontiguousarray(array, np.float32))
+                self.stream.synchronize()
+            locs, confs = (buffer.address for buffer in buffers)
 
-        return run
+            def run() -> list:
+                with self.context:
+                    return decoder.run(locs, confs, case.image_sizes)
+
+            yield run
+        finally:
+            with self.context:
+                decoder.close()
+                for buffer in buffers:
+                    buffer.free()
 
     def detect(self, case: KernelCase) -> list:
         """Detections of `case`, decoded once on the GPU."""
-        run = self.decoder(case)
-        try:
+        with self.loaded(case) as run:
             return run()
-        finally:
-            self.close_decoder()
-
-    def close_decoder(self) -> None:
-        decoder, locs, confs = self._held
-        with self.context:
-            decoder.close()
-            locs.free()
-            confs.free()
 
     def close(self) -> None:
         with self.context:
@@ -217,11 +217,8 @@ def check_kernel_speed(machine: Machine, warmup: int = WARMUP, runs: int = RUNS)
     try:
         for batch in (1, 8):
             case = ssdlite_case(batch)
-            run = device.decoder(case)
-            try:
+            with device.loaded(case) as run:
                 gpu_times = _time(run, warmup, runs)
-            finally:
-                device.close_decoder()
             cpu_times = _time(lambda: _numpy(case), 1, max(3, runs // 10))
             parts.append(f"batch {batch}: GPU {_percentiles(gpu_times)} (NumPy {_percentiles(cpu_times)})")
             notes.append(f"- batch {batch}: CUDA {_percentiles(gpu_times)} over {runs} runs after {warmup} warm-up; "
@@ -229,6 +226,6 @@ def check_kernel_speed(machine: Machine, warmup: int = WARMUP, runs: int = RUNS)
     finally:
         device.close()
     what = (f"Timed: decode + NMS of {SSDLITE_PRIORS} boxes x {COCO_CLASSES} classes with the outputs already on "
-            "the GPU: the four kernels, the copy of the detections to the host and their unpacking "
+            "the GPU: the kernels, the copy of the detections to the host and their unpacking "
             "(time.perf_counter around CudaDecodeNms.run); NumPy: runtime.postprocess.fast on the same outputs.")
     return [ok("decode + NMS speed", "; ".join(parts), notes=what + "\n\n" + "\n".join(notes))]
