@@ -41,10 +41,9 @@ def draw_detections(
     canvas = np.ascontiguousarray(image_bgr).copy()
     names = tuple(class_names) or tuple(detections.class_names)
     scale = _scale(canvas)
-    for box, label, score in zip(detections.boxes, detections.labels.tolist(), detections.scores.tolist()):
-        _draw_box(canvas, box, class_colour(label), _label_text(label, score, names), scale)
-    if status:
-        draw_status(canvas, status)
+    labels = [_draw_box(canvas, box, class_colour(label), _label_text(label, score, names), scale)
+              for box, label, score in zip(detections.boxes, detections.labels.tolist(), detections.scores.tolist())]
+    _draw_labels(canvas, labels, status, scale)
     return canvas
 
 
@@ -53,13 +52,33 @@ def _scale(image: np.ndarray) -> float:
     return max(0.5, min(image.shape[:2]) / 600.0)
 
 
+Label = tuple[int, int, tuple[int, int, int], str]  # (x1, y1, colour, text): drawn after the status band
+
+
 def _draw_box(canvas: np.ndarray, box_xyxy: np.ndarray, colour: tuple[int, int, int], text: str,
-              scale: float) -> None:
-    """One box (xyxy pixels) with `text` on a filled band above it (inside it at the top edge)."""
+              scale: float) -> Label:
+    """One box (xyxy pixels); returns its label, for _draw_labels."""
     x1, y1, x2, y2 = (int(round(v)) for v in np.nan_to_num(box_xyxy))
     cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, max(1, int(round(2 * scale))))
+    return x1, y1, colour, text
+
+
+def _draw_labels(canvas: np.ndarray, labels: Sequence[Label], status: str | None, scale: float) -> None:
+    """The status band, then every label, so that no label hides under the band: one that
+    would overlap it goes just below it."""
+    band = draw_status(canvas, status) if status else (0, 0)
+    for x1, y1, colour, text in labels:
+        _draw_label(canvas, x1, y1, colour, text, scale, band)
+
+
+def _draw_label(canvas: np.ndarray, x1: int, y1: int, colour: tuple[int, int, int], text: str, scale: float,
+                band: tuple[int, int] = (0, 0)) -> None:
+    """`text` on a filled band above (x1, y1) (inside the box at the image's top edge), moved
+    below the status band (its bottom-right corner `band`) when it would overlap it."""
     (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, 1)
     top = y1 - text_h - baseline - 2 if y1 - text_h - baseline - 2 >= 0 else y1
+    if x1 < band[0] and top < band[1]:
+        top = band[1] + 1
     cv2.rectangle(canvas, (x1, top), (x1 + text_w + 2, top + text_h + baseline + 2), colour, cv2.FILLED)
     cv2.putText(canvas, text, (x1 + 1, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), 1,
                 cv2.LINE_AA)
@@ -84,6 +103,7 @@ def draw_tracks(
     scale = _scale(canvas)
     thickness = max(1, int(round(2 * scale)))
     trails = trails or {}
+    labels = []
     for track_id, box, label, score in zip(tracks.ids.tolist(), tracks.boxes, tracks.labels.tolist(),
                                            tracks.scores.tolist()):
         colour = class_colour(track_id)  # per ID: two objects of one class look apart
@@ -91,11 +111,10 @@ def draw_tracks(
         if points is not None and len(points) >= 2:
             cv2.polylines(canvas, [np.round(points).astype(np.int32).reshape(-1, 1, 2)], False, colour, thickness,
                           cv2.LINE_AA)
-        _draw_box(canvas, box, colour, f"#{track_id} {_label_text(label, score, names)}", scale)
+        labels.append(_draw_box(canvas, box, colour, f"#{track_id} {_label_text(label, score, names)}", scale))
     if line is not None:
         _draw_count_line(canvas, line, counts or {}, scale)
-    if status:
-        draw_status(canvas, status)
+    _draw_labels(canvas, labels, status, scale)
     return canvas
 
 
@@ -116,10 +135,12 @@ def _draw_count_line(canvas: np.ndarray, line: tuple[tuple[float, float], tuple[
         bottom = top
 
 
-def draw_status(image: np.ndarray, text: str) -> None:
-    """Write `text` in green on a dark band into the top-left corner of image (in place)."""
+def draw_status(image: np.ndarray, text: str) -> tuple[int, int]:
+    """Write `text` in green on a dark band into the top-left corner of image (in place);
+    returns the band's bottom-right corner (x, y)."""
     scale = max(0.4, min(image.shape[:2]) / 800.0)
     font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale
     (width, height), baseline = cv2.getTextSize(text, font, size, 1)
     cv2.rectangle(image, (0, 0), (width + 12, height + baseline + 10), (0, 0, 0), cv2.FILLED)
     cv2.putText(image, text, (6, height + 5), font, size, (0, 255, 0), 1, cv2.LINE_AA)
+    return width + 12, height + baseline + 10
