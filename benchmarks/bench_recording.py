@@ -6,8 +6,8 @@ nothing doubled), in the same run.
 
     python benchmarks/bench_recording.py        # writes benchmarks/results/demo_recording_cost.md
 
-What is timed: the write call only, on frames already in memory (the moving-shapes clip of
-the demo tests at 640x480 and 1280x720), after `--warmup` writes, `--frames` writes timed
+What is timed: the write call only, on frames already in memory (generated: a colour
+gradient with a moving filled rectangle, at 640x480 and 1280x720), after `--warmup` writes, `--frames` writes timed
 one at a time with perf_counter; percentiles in milliseconds. The files go to a temporary
 folder on the same disk as the working directory.
 """
