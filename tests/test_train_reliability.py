@@ -109,6 +109,16 @@ def test_an_empty_dataset_is_refused_with_our_message(tiny_coco, tmp_path):
     assert not (tmp_path / "ssd.pt").exists()
 
 
+def test_an_empty_validation_split_trains_without_validation(tiny_coco, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_coco, data)
+    path = data / "annotations" / "instances_val.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "images": [], "annotations": []}))
+    history = train(small_config(data, tmp_path / "ssd.pt"))
+    assert len(history) == 1 and "AP50" not in history[0]
+    assert load_checkpoint(tmp_path / "ssd.pt")["epoch"] == 1
+
+
 # ---------------------------------------------------------------- --resume of what cannot be resumed
 
 

@@ -317,6 +317,9 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
     log(info, describe(config.datapath, splits))
     train_split = training_split(config, splits)
     val = splits.get("val")
+    if val is not None and not val.records:
+        log(info, f"{val.annotation_file} lists no images: training goes on without validation")
+        val = None
     resume = load_checkpoint(config.resume) if config.resume else None
     if resume is not None:
         check_resumable(resume, config.resume, config.optimizer)
