@@ -141,8 +141,8 @@ def validate_coco_document(document: Any, path: Path) -> None:
 
 
 def size_problem(width: float, height: float) -> str | None:
-    """What is wrong with an annotated image size (None when both sides are whole, positive,
-    finite pixel counts): boxes are scaled by it, so 0 or NaN cannot be trained on."""
+    """What is wrong with an annotated image size (None when both sides are finite and at
+    least one pixel): boxes are scaled by it, so 0 or NaN cannot be trained on."""
     for name, value in (("width", width), ("height", height)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 1):
             return f"{name} {value!r}; the image size must be a positive number of pixels"
