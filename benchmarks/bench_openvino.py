@@ -175,11 +175,10 @@ def spinning_table(rows_by_load: dict[str, list[dict]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, help="torchvision's SSDLite320 state dict or our mobilenetv3_ssd "
-                                                      "checkpoint at 320x320 (default: random, made here)")
-    parser.add_argument("--data", type=Path, help="dataset: calibration images and mAP per backend (default: none)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--weights", type=Path, help="as in benchmarks/e2e_cpu.py (default: random SSDLite320)")
+    parser.add_argument("--data", type=Path, help="dataset: calibration images and mAP per backend (default: none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--source", default="images", help="ssd-bench --source (default: synthetic images)")
     parser.add_argument("--skip-spinning", action="store_true")
