@@ -164,13 +164,13 @@ def preprocessing_rows(model: Path, threads: int, runs: int, warmup: int) -> lis
 
 
 def spinning_table(rows_by_load: dict[str, list[dict]]) -> list[str]:
-    lines = ["| load | spinning | p50 ms | p90 ms | p99 ms | mean ms | net p50 ms |", "|---|---|---|---|---|---|---|"]
-    for load, rows in rows_by_load.items():
-        for row in rows:
-            latency = row["latency_ms"]
-            lines.append(f"| {load} | {row['name'].split()[-1]} | {latency['p50']:.2f} | {latency['p90']:.2f} | "
-                         f"{latency['p99']:.2f} | {latency['mean']:.2f} | {row['stages_p50_ms']['network']:.2f} |")
-    return lines
+    """One markdown row per load and setting: latency percentiles and the network's p50."""
+    def cells(load: str, row: dict) -> str:
+        numbers = [row["latency_ms"][k] for k in ("p50", "p90", "p99", "mean")] + [row["stages_p50_ms"]["network"]]
+        return f"| {load} | {row['name'].split()[-1]} | " + " | ".join(f"{v:.2f}" for v in numbers) + " |"
+
+    return ["| load | spinning | p50 ms | p90 ms | p99 ms | mean ms | net p50 ms |", "|---|---|---|---|---|---|---|",
+            *(cells(load, row) for load, rows in rows_by_load.items() for row in rows)]
 
 
 def main(argv: list[str] | None = None) -> None:
