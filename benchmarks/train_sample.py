@@ -102,12 +102,15 @@ def plot_beside(path: str, history: list[dict], previous: list[dict] | None) -> 
     from ssd_edge.runtime.atomic import atomic_path
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    runs = [("current defaults", history, "-")] + ([("previous defaults", previous, "--")] if previous else [])
-    for label, rows, style in runs:
+    runs = [("current defaults", history, "-", "tab:blue")]
+    runs += [("previous defaults", previous, "--", "tab:grey")] if previous else []
+    for label, rows, style, colour in runs:
         epochs = [r["epoch"] for r in rows]
-        axes[0].plot(epochs, [r.get("AP50", 0.0) for r in rows], style, marker="o", label=f"mAP@0.5, {label}")
-        axes[0].plot(epochs, [r.get("AP", 0.0) for r in rows], style, marker=".", label=f"mAP@0.5:0.95, {label}")
-        axes[1].plot(epochs, [r["loss"] for r in rows], style, marker="o", label=label)
+        axes[0].plot(epochs, [r.get("AP50", 0.0) for r in rows], style, color="tab:blue", marker="o",
+                     label=f"mAP@0.5, {label}")
+        axes[0].plot(epochs, [r.get("AP", 0.0) for r in rows], style, color="tab:orange", marker=".",
+                     label=f"mAP@0.5:0.95, {label}")
+        axes[1].plot(epochs, [r["loss"] for r in rows], style, color=colour, marker="o", label=label)
     axes[0].axhline(0.5, color="grey", lw=0.8)
     axes[0].set_title("validation (pycocotools)")
     axes[1].set_title("training loss")
