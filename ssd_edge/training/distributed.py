@@ -46,7 +46,9 @@ def barrier(info: DistInfo) -> None:
 def all_reduce_sum(info: DistInfo, values: list[float]) -> list[float]:
     if not info.enabled:
         return values
-    tensor = torch.tensor(values, dtype=torch.float64)
+    # NCCL reduces CUDA tensors only (gloo: CPU); the per-epoch counts ride on the backend's device
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
 
