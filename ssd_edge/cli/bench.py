@@ -88,7 +88,8 @@ def _check_reports(args: argparse.Namespace) -> None:
         if path is not None:
             check_writable_file(path, label)
     check_outputs(reports, {"--model": list(args.models), "--compare-torch": args.compare_torch,
-                            "--peer-weights": args.peer_weights})
+                            "--peer-weights": args.peer_weights, "--data": args.data,
+                            "--source": None if args.source == "images" else args.source})
 
 
 if __name__ == "__main__":
