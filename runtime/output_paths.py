@@ -60,14 +60,20 @@ def _flatten(named: Mapping[str, object]) -> list[tuple[str, Path]]:
 
 class FileSet:
     """Files already claimed (inputs, or outputs planned so far); `owner(path)` says which
-    label claimed the file `path` leads to, or None."""
+    label claimed the file `path` leads to, or None. A folder claims every file that
+    exists under it (a dataset, a folder of images): writing a new file there is fine,
+    replacing one of its files is not."""
 
     def __init__(self, named: Mapping[str, object] | None = None) -> None:
         self._owners: dict[tuple, tuple[str, Path]] = {}
+        self._folders: list[tuple[Path, str, Path]] = []  # (resolved folder, label, as given)
         for label, path in _flatten(named or {}):
             self.add(label, path)
 
     def add(self, label: str, path: str | os.PathLike) -> None:
+        if Path(path).is_dir():
+            self._folders.append((Path(path).resolve(), label, Path(path)))
+            return
         for key in _keys(path):
             self._owners.setdefault(key, (label, Path(path)))
 
@@ -75,6 +81,11 @@ class FileSet:
         for key in _keys(path):
             if key in self._owners:
                 return self._owners[key]
+        if self._folders and Path(path).is_file():
+            resolved = Path(path).resolve()
+            for folder, label, given in self._folders:
+                if resolved.is_relative_to(folder):
+                    return label, given
         return None
 
 
@@ -89,8 +100,9 @@ def check_outputs(outputs: Mapping[str, object], inputs: Mapping[str, object]) -
         if claimed is not None:
             other_label, other = claimed
             kind = "input" if other_label in inputs else "output"
+            what = f"a file of the {kind} folder" if other.is_dir() else f"the same file as the {kind}"
             raise OutputError(
-                f"{label} {path} is the same file as the {kind} {other_label} {other}; it would be replaced: "
+                f"{label} {path} is {what} {other_label} {other}; it would be replaced: "
                 f"choose another name or folder for {label}"
             )
         if path.is_dir():

@@ -101,3 +101,12 @@ def test_ssd_bench_peer_without_torch_names_the_extra(weights):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "pip install 'ssd-edge[train]'" in result.stderr
+
+
+def test_a_report_never_replaces_a_file_of_the_dataset(weights, tiny_coco, capsys):
+    annotations = sorted(tiny_coco.rglob("*.json"))[0]
+    before = annotations.read_bytes()
+    code = exit_code(eval_main, ["--weights", weights[1], "--datapath", tiny_coco, "--json", annotations,
+                                 "--no-progress"])
+    assert code == 2 and "is a file of the input folder --datapath" in capsys.readouterr().err
+    assert annotations.read_bytes() == before

@@ -60,7 +60,7 @@ def evaluate_models(
 ) -> list[dict]:
     if json_path:  # before the work: a report that cannot be written is found out now, not at the end
         check_writable_file(json_path, "--json")
-        check_outputs({"--json": json_path}, {"--weights": list(models)})
+        check_outputs({"--json": json_path}, {"--weights": list(models), "--datapath": datapath})
     splits = load_splits(datapath)
     if split not in splits:
         raise DatasetError(f"{datapath}: no '{split}' split (found: {', '.join(splits)})")
