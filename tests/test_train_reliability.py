@@ -219,6 +219,29 @@ def test_a_checkpoint_that_cannot_be_written_names_the_file_and_keeps_the_last(t
     assert [p.name for p in tmp_path.iterdir()] == ["ssd.pt"]  # no partial file left behind
 
 
+def limit_file_size(limit):
+    def apply():
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_ssd_train_that_cannot_write_its_checkpoint_ends_in_one_line(tiny_coco, tmp_path):
+    command = [sys.executable, str(REPO / "train_ssd.py"), "--arch", "mobilenetv3_small_ssd", "--imgsz", "160",
+               "--datapath", str(tiny_coco), "--epochs", "2", "--batch-size", "4", "--workers", "0",
+               "--save", str(tmp_path / "ssd.pt"), "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, preexec_fn=limit_file_size(1_000_000),
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"ssd-train: error: {tmp_path / 'ssd.pt'}: the checkpoint could not be written (File too large); "
+        "the file that was there before, if any, is unchanged")
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left
+
+
 def test_no_space_left_is_said_with_the_file_named(tmp_path):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
