@@ -95,6 +95,6 @@ class EmulatedDecodeNms:
         return self.plan.detections(det_count, records, image_sizes)
 
     def possible(self) -> np.ndarray:
-        """(B, P) bool of the last run: the default boxes ssd_softmax took the exact softmax of."""
+        """(B, P) bool of the last run: the default boxes ssd_prefilter marked for the exact softmax."""
         rows = self.view("possible", np.uint8, self.last_batch * self.plan.num_priors)
         return rows.reshape(self.last_batch, self.plan.num_priors).astype(bool)

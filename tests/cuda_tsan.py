@@ -33,6 +33,9 @@ HERE = Path(__file__).resolve().parent / "cuda_emulation"
 TSAN_EXIT_CODE = 66
 REGION_BITS = 40  # fake device addresses: region number << 40 | offset
 REGIONS = ("workspace", "locs", "confs")
+# Kernels with a block per class or image, written for any blockDim (the others' grids are
+# sized from their block).
+BLOCK_PER_GROUP = ("ssd_class_nms", "ssd_merge", "ssd_pack")
 
 
 class SanitizerUnavailable(RuntimeError):
@@ -135,7 +138,7 @@ class ThreadedDecodeNms:
         lines = [f"region {name} {sizes[name]} {files[name]}" for name in REGIONS]
         for launch in self.plan.launches(base["workspace"], base["locs"], base["confs"], batch):
             block = launch.block
-            if self.block is not None and launch.kernel != "ssd_softmax":
+            if self.block is not None and launch.kernel in BLOCK_PER_GROUP:
                 block = (self.block, 1, 1)
             lines.append(f"launch {launch.kernel} {' '.join(map(str, launch.grid))} {' '.join(map(str, block))} "
                          f"{launch.shared_bytes}")

@@ -136,7 +136,8 @@ def prefilter_cases() -> list[Case]:
     """Cases at the edges of the rule that decides which default boxes get the exact
     softmax (`possible_box_bound`): scores at the threshold and logits at the bound, all
     scores tied, every box possible by the bound (not by a threshold <= 0), a
-    background-only model, huge and non-finite logits."""
+    background-only model, huge and non-finite logits, more classes than the kernel keeps
+    exponentials of in registers (C > 128)."""
     rng = np.random.default_rng(13)
     cases = [threshold_boundary_case(0.3), threshold_boundary_case(0.001)]
     priors = random_priors(rng, 200)
@@ -151,6 +152,10 @@ def prefilter_cases() -> list[Case]:
         cases.append(Case(f"background-only-t{threshold}", priors, locs, confs, _sizes(rng, 2),
                           PostprocessConfig(score_threshold=threshold)))
     cases.append(huge_logits_case())
+    locs, confs = random_outputs(rng, 2, 100, 150, logit_scale=2.0)  # classes past the kernel's kept exponentials
+    confs[:, :, 0] -= 3.0
+    cases.append(Case("150-classes", priors[:100], locs, confs, _sizes(rng, 2),
+                      PostprocessConfig(score_threshold=0.02, iou_threshold=0.5, top_k=50, max_detections=100)))
     return cases
 
 

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from ssd_edge.runtime.cuda import kernel_resources as kr
-from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, KERNELS, MAX_DETECTIONS, MAX_TOP_K, DecodeNmsPlan
+from ssd_edge.runtime.cuda.plan import BLOCK, KERNEL_SOURCE, KERNELS, MAX_DETECTIONS, MAX_TOP_K, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.errors import SSDEdgeError
 
@@ -58,7 +58,9 @@ def test_every_kernel_is_in_the_cubin_without_spills(compiled, arch):
     for r in resources.values():
         assert r.spill_store_bytes == 0 and r.spill_load_bytes == 0, r
         assert r.registers <= kr.ARCH_LIMITS[arch].max_registers_per_thread
-        assert r.max_threads_per_block == 1024, r  # any block size up to 1024 stays launchable
+        # Twice the plan's largest block (256 threads) stays launchable: headroom for a register
+        # more or two. (sm_53's 32K registers per block cap a 40-register kernel at 768.)
+        assert r.max_threads_per_block >= 2 * BLOCK, r
 
 
 @pytest.mark.parametrize("arch", kr.ARCHITECTURES)
@@ -66,7 +68,7 @@ def test_class_nms_stack_is_the_greedy_pass_bit_words(compiled, arch):
     """ssd_class_nms's only local memory is `u64 removed[8]`: 8 x 64 = MAX_TOP_K bits. If the
     plan's MAX_TOP_K grows without the array, this notices."""
     assert compiled[arch]["ssd_class_nms"].local_bytes == MAX_TOP_K // 64 * 8
-    assert all(compiled[arch][k].local_bytes == 0 for k in ("ssd_softmax", "ssd_merge", "ssd_pack"))
+    assert all(compiled[arch][k].local_bytes == 0 for k in ("ssd_prefilter", "ssd_softmax", "ssd_merge", "ssd_pack"))
 
 
 @pytest.mark.parametrize("arch", kr.ARCHITECTURES)

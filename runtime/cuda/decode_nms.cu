@@ -15,11 +15,12 @@
 // Plain extern "C" kernels, no includes, no host code: loadable by pycuda's SourceModule
 // (no_extern_c=True) and by CuPy's RawModule / NVRTC alike. Launch sequence, grid, block
 // and shared-memory sizes are set by runtime/cuda/plan.py:
-//   1. ssd_softmax     grid (ceil(B*P / 128)), block 128           possible (B, P), probs of those rows
-//   2. ssd_class_nms   grid (C - 1, B), block 256, dynamic shared  per class: kept keys and boxes
+//   1. ssd_prefilter   grid (ceil(B*P / 128)), block 128           possible (B, P), each row's max logit
+//   2. ssd_softmax     grid (ceil(P / 4), B), block 128 (4 warps)  probs (B, C, P) of the possible rows
+//   3. ssd_class_nms   grid (C - 1, B), block 256, dynamic shared  per class: kept keys and boxes
 //                      (not launched for a background-only model, C = 1)
-//   3. ssd_merge       grid (B), block 256, dynamic shared         per image: the best max_detections
-//   4. ssd_pack        grid (B), block 256                         all images' rows, back to back
+//   4. ssd_merge       grid (B), block 256, dynamic shared         per image: the best max_detections
+//   5. ssd_pack        grid (B), block 256                         all images' rows, back to back
 // Limits (checked by the plan): P < 2^20, 1 <= C <= 4096, min(top_k, P) <= 512, max_detections <= 1024.
 
 typedef unsigned long long u64;
@@ -111,32 +112,51 @@ __device__ __forceinline__ int merge_key_class(u64 key) { return (int)(CLASS_MAS
 
 // One class's candidates, read straight from the probabilities: item i is default box i.
 struct ClassSource {
-    const float* column;  // probs of one image at class c: element p is column[p * stride]
-    const unsigned char* possible;  // of one image: possible[p] == 0 means row p was not computed
-    int stride;
+    const float* column;  // probs of one image at class c: element p is column[p]
+    const unsigned char* possible;  // of one image: possible[p] == 0 means column[p] was not computed
     float threshold;
     __device__ bool get(int i, u64& key) const
     {
         if (!possible[i]) return false;
-        float score = column[(long long)i * stride];
+        float score = column[i];
         if (!(score > threshold)) return false;
         key = class_key(score, i);
         return true;
     }
+    __device__ int slot(int i) const { return i; }
 };
 
-// One image's kept detections of every class: item i is slot i % K of class i / K.
+// One image's kept detections, class after class: item i is kept entry i - first[g] of the
+// class g with first[g] <= i < first[g + 1] (first: the prefix sums of the kept counts).
 struct MergeSource {
-    const u64* keys;
-    const int* counts;
+    const u64* keys;  // entry j of class g at keys[g * k + j]
+    const int* first;  // groups + 1 entries, in shared memory
+    int groups;
     int k;
+    __device__ int slot(int i) const  // where item i is in keys
+    {
+        int lo = 0, hi = groups;  // first[lo] <= i < first[hi]
+        while (hi - lo > 1) {
+            int mid = (lo + hi) >> 1;
+            if (first[mid] <= i) lo = mid;
+            else hi = mid;
+        }
+        return lo * k + (i - first[lo]);
+    }
     __device__ bool get(int i, u64& key) const
     {
-        if (i % k >= counts[i / k]) return false;
-        key = keys[i];
+        key = keys[slot(i)];
         return true;
     }
 };
+
+// The padded length the bitonic sort needs for n keys: the next power of two, at least 2.
+__device__ __forceinline__ int sort_length(int n)
+{
+    int length = 2;
+    while (length < n) length <<= 1;
+    return length;
+}
 
 struct SelectState {  // shared scalars of the block-wide helpers
     int digit;
@@ -182,8 +202,9 @@ __device__ u64 radix_select(const Source& source, int items, int wanted, unsigne
     return prefix;
 }
 
-// Count the source's keys; gather those >= cutoff into keys[] (and their item index into
-// payload[] when given), in arbitrary order. Returns how many were gathered.
+// Count the source's keys; gather those >= cutoff into keys[] (and where each is in the
+// source, source.slot(item), into payload[] when given), in arbitrary order. Returns how
+// many were gathered.
 template <class Source>
 __device__ int gather_keys(const Source& source, int items, u64 cutoff, u64* keys, int* payload, SelectState* state)
 {
@@ -194,7 +215,7 @@ __device__ int gather_keys(const Source& source, int items, u64 cutoff, u64* key
         if (source.get(i, key) && key >= cutoff) {
             int slot = atomicAdd(&state->count, 1);
             keys[slot] = key;
-            if (payload) payload[slot] = i;
+            if (payload) payload[slot] = source.slot(i);
         }
     }
     __syncthreads();
@@ -220,9 +241,15 @@ __device__ int count_keys(const Source& source, int items, SelectState* state)
     return total;
 }
 
-// Bitonic sort of keys[0, n_pad) (n_pad a power of two), largest first; payload follows.
-__device__ void sort_descending(u64* keys, int* payload, int n_pad)
+// Bitonic sort of keys[0, n), largest first; payload follows. Pads keys (and payload) with
+// zeros up to the next power of two, so both need room for sort_length(n) entries.
+__device__ void sort_descending(u64* keys, int* payload, int n)
 {
+    const int n_pad = sort_length(n);
+    for (int i = n + threadIdx.x; i < n_pad; i += blockDim.x) {
+        keys[i] = 0ull;
+        if (payload) payload[i] = 0;
+    }
     for (int size = 2; size <= n_pad; size <<= 1) {
         for (int stride = size >> 1; stride > 0; stride >>= 1) {
             __syncthreads();
@@ -248,25 +275,24 @@ __device__ void sort_descending(u64* keys, int* payload, int n_pad)
 
 // ---------------------------------------------------------------- kernels
 
-// Rows r < rows: possible[r] = whether some foreground class c >= 1 of default box r can
-// score over the threshold, and, for those rows only, probs[r, :] = softmax(logits[r, :]);
-// one thread per row. The float64 softmax is the expensive part (Jetson GPUs run float64
-// at 1/32 to 1/64 of float32), so a float32 bound decides first, exactly as the NumPy path's
-// possible_boxes (runtime/postprocess/fast.py): a score exp(d_c) / sum, d_c = fl(l_c - max),
-// sum >= 1, exceeds t only if d_c > log t, and log_bound is log t less a generous margin
-// (rounded to float32 by the plan). max_c fl(l_c - max) = fl(max_c l_c - max), as rounding
-// is monotonic. NaN logits give NaN there, which is never over the bound (nor a score over
-// the threshold). every_row (threshold <= 0): every row is possible, unless the model has
-// no foreground class (C = 1), as in possible_boxes. Rows that are not possible leave
-// probs unwritten: the class kernel skips them, and no record copies them.
-extern "C" __global__ void ssd_softmax(const float* __restrict__ logits, float* __restrict__ probs,
-                                       unsigned char* __restrict__ possible, int rows, int num_classes,
-                                       float log_bound, int every_row)
+// Rows r = (image, p) < rows of logits (B, P, C), one thread per row: possible[r] =
+// whether some foreground class c >= 1 of default box p can score over the threshold, and
+// for those rows top[r] = max_c logits[r, c]. Only possible rows get the float64 softmax
+// (ssd_softmax): Jetson GPUs run float64 at 1/32 to 1/64 of float32. The float32 bound is
+// exactly the NumPy path's possible_boxes (runtime/postprocess/fast.py): a score
+// exp(d_c) / sum, d_c = fl(l_c - max), sum >= 1, exceeds t only if d_c > log t, and
+// log_bound is log t less a generous margin (rounded to float32 by the plan).
+// max_c fl(l_c - max) = fl(max_c l_c - max), as rounding is monotonic. NaN logits give NaN
+// there, which is never over the bound (nor a score over the threshold). every_row
+// (threshold <= 0): every row is possible, unless the model has no foreground class
+// (C = 1), as in possible_boxes.
+extern "C" __global__ void ssd_prefilter(const float* __restrict__ logits, unsigned char* __restrict__ possible,
+                                         float* __restrict__ tops, int rows, int num_classes, float log_bound,
+                                         int every_row)
 {
     int row = blockIdx.x * blockDim.x + threadIdx.x;
     if (row >= rows) return;
     const float* in = logits + (long long)row * num_classes;
-    float* out = probs + (long long)row * num_classes;
     float top = in[0], foreground = num_classes > 1 ? in[1] : 0.0f;
     for (int c = 1; c < num_classes; ++c) {
         float x = in[c];
@@ -275,10 +301,65 @@ extern "C" __global__ void ssd_softmax(const float* __restrict__ logits, float* 
     }
     bool exact = num_classes > 1 && (every_row != 0 || __fsub_rn(foreground, top) > log_bound);
     possible[row] = exact ? 1 : 0;
-    if (!exact) return;
-    double total = 0.0;
-    for (int c = 0; c < num_classes; ++c) total += exp((double)__fsub_rn(in[c], top));
-    for (int c = 0; c < num_classes; ++c) out[c] = __double2float_rn(exp((double)__fsub_rn(in[c], top)) / total);
+    if (exact) tops[row] = top;
+}
+
+// probs[image, :, p] = softmax(logits[image, p, :]) for the possible rows, one warp per row
+// (blockDim.x / 32 rows per block, at most SOFTMAX_MAX_ROWS; grid (ceil(P / rows), B)).
+// A warp rather than a thread per row: a warp whose one thread has a row to do takes as
+// long as a full one, so a thread per row would make a single possible row cost the
+// float64 time of 32. Lane l takes classes l, l + 32, ...; lane 0 adds the exponentials
+// in class order, as NumPy does, so the sum is the same to the bit. Each exponential is
+// computed once for C <= 32 * SOFTMAX_KEPT (kept in registers for the division), twice beyond. probs is classes first,
+// (B, C, P), so that the class kernel's reads are coalesced. Rows that are not possible
+// leave probs unwritten: the class kernel skips them, and no record copies them.
+#define SOFTMAX_MAX_ROWS 8
+#define SOFTMAX_KEPT 4  // each lane keeps the exponentials of its first 4 classes (all, for C <= 128)
+extern "C" __global__ void ssd_softmax(const float* __restrict__ logits, const unsigned char* __restrict__ possible,
+                                       const float* __restrict__ tops, float* __restrict__ probs, int num_priors,
+                                       int num_classes)
+{
+    __shared__ double part[SOFTMAX_MAX_ROWS][32];
+    __shared__ double total[SOFTMAX_MAX_ROWS];
+    const int rows = min((int)blockDim.x / 32, SOFTMAX_MAX_ROWS), slot = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int image = blockIdx.y, first = blockIdx.x * rows;
+    const unsigned char* image_possible = possible + (long long)image * num_priors;
+    bool any = false;  // the same in every thread: the block leaves as a whole, before any barrier
+    for (int r = first; r < first + rows && r < num_priors; ++r) any = any || image_possible[r] != 0;
+    if (!any) return;
+
+    const int prior = first + slot;  // threads past `rows` warps take part in the barriers only
+    const bool mine = slot < rows && prior < num_priors && image_possible[prior] != 0;
+    const long long row = (long long)image * num_priors + prior;
+    const float* in = logits + row * num_classes;
+    const float top = mine ? tops[row] : 0.0f;
+    double sum = 0.0;  // lane 0's
+    double kept[SOFTMAX_KEPT];  // this lane's exponentials of classes 32 k + lane, k < SOFTMAX_KEPT
+#pragma unroll
+    for (int k = 0; k < SOFTMAX_KEPT; ++k) kept[k] = 0.0;
+    for (int base = 0; base < num_classes; base += 32) {
+        const int c = base + lane;
+        const double e = mine && c < num_classes ? exp((double)__fsub_rn(in[c], top)) : 0.0;
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_KEPT; ++k)  // constant indices: kept stays in registers
+            if (base == 32 * k) kept[k] = e;
+        if (slot < rows) part[slot][lane] = e;
+        __syncthreads();
+        if (mine && lane == 0)
+            for (int j = 0; j < 32 && base + j < num_classes; ++j) sum += part[slot][j];
+        __syncthreads();  // part is rewritten by the next chunk
+    }
+    if (slot < rows && lane == 0) total[slot] = sum;
+    __syncthreads();
+    if (!mine) return;
+    float* out = probs + (long long)image * num_classes * num_priors + prior;  // class c at out[c * P]
+    for (int c = lane; c < num_classes; c += 32) {
+        double e = c < 32 * SOFTMAX_KEPT ? 0.0 : exp((double)__fsub_rn(in[c], top));  // beyond kept: again
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_KEPT; ++k)
+            if (c - lane == 32 * k) e = kept[k];
+        out[(long long)c * num_priors] = __double2float_rn(e / total[slot]);
+    }
 }
 
 // One block per (foreground class, image): select the top_k candidates, sort them, decode
@@ -303,9 +384,8 @@ extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const 
     u64* mask = (u64*)(smem + (size_t)k_pad * (sizeof(u64) + sizeof(float4)));
 
     ClassSource source;
-    source.column = probs + (long long)image * num_priors * num_classes + cls;
+    source.column = probs + ((long long)image * num_classes + cls) * num_priors;
     source.possible = possible + (long long)image * num_priors;
-    source.stride = num_classes;
     source.threshold = score_threshold;
 
     int candidates = count_keys(source, num_priors, &state);
@@ -319,8 +399,7 @@ extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const 
 
     u64 cutoff = candidates > k ? radix_select(source, num_priors, k, hist, &state) : 1ull;
     gather_keys(source, num_priors, cutoff, keys, (int*)0, &state);
-    for (int i = k + threadIdx.x; i < k_pad; i += blockDim.x) keys[i] = 0ull;
-    sort_descending(keys, (int*)0, k_pad);
+    sort_descending(keys, (int*)0, k);  // sort_length(k) <= k_pad
 
     const float* image_locs = locs + (long long)image * num_priors * 4;
     for (int j = threadIdx.x; j < k; j += blockDim.x) {
@@ -375,7 +454,8 @@ extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const 
 
 // One block per image: the best max_detections of all classes' kept boxes, in the final
 // order, as records (x1, y1, x2, y2, score, label, C softmax scores) in rows [0, count) of
-// this image's staging area. Dynamic shared memory: m_pad u64 keys | m_pad int indices.
+// this image's staging area. Dynamic shared memory: m_pad u64 keys | m_pad int indices |
+// C int prefix sums of the kept counts (classes 1..C-1, then the total).
 extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64* __restrict__ kept_keys,
                                      const float4* __restrict__ kept_boxes, const int* __restrict__ kept_count,
                                      int num_priors, int num_classes, int top_k, int max_detections, int m_pad,
@@ -389,22 +469,29 @@ extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64*
     const long long slot_base = (long long)image * groups * top_k;
     u64* keys = (u64*)smem;
     int* index = (int*)(smem + (size_t)m_pad * sizeof(u64));
+    int* first = index + m_pad;
 
+    if (threadIdx.x == 0) {  // serial, but over C - 1 counts only
+        const int* counts = kept_count + (long long)image * groups;
+        int total = 0;
+        for (int g = 0; g < groups; ++g) {
+            first[g] = total;
+            total += counts[g];
+        }
+        first[groups] = total;
+    }
+    __syncthreads();
     MergeSource source;
     source.keys = kept_keys + slot_base;
-    source.counts = kept_count + (long long)image * groups;
+    source.first = first;
+    source.groups = groups;
     source.k = top_k;
-    const int items = groups * top_k;
+    const int kept = first[groups];  // the items: every one a kept detection
 
-    int kept = count_keys(source, items, &state);
     int m = min(kept, max_detections);
-    u64 cutoff = kept > m ? radix_select(source, items, m, hist, &state) : 1ull;
-    gather_keys(source, items, cutoff, keys, index, &state);
-    for (int i = m + threadIdx.x; i < m_pad; i += blockDim.x) {
-        keys[i] = 0ull;
-        index[i] = 0;
-    }
-    sort_descending(keys, index, m_pad);
+    u64 cutoff = kept > m ? radix_select(source, kept, m, hist, &state) : 1ull;
+    gather_keys(source, kept, cutoff, keys, index, &state);
+    sort_descending(keys, index, m);  // sort_length(m) <= m_pad
 
     const float* image_probs = probs + (long long)image * num_priors * num_classes;
     for (int r = threadIdx.x; r < m; r += blockDim.x) {
@@ -418,8 +505,8 @@ extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64*
         record[3] = box.w;
         record[4] = key_score(key);
         record[5] = (float)merge_key_class(key);
-        const float* row = image_probs + (long long)prior * num_classes;
-        for (int c = 0; c < num_classes; ++c) record[RECORD_HEAD + c] = row[c];
+        const float* column = image_probs + prior;  // class c at column[c * P]
+        for (int c = 0; c < num_classes; ++c, column += num_priors) record[RECORD_HEAD + c] = *column;
     }
     if (threadIdx.x == 0) det_count[image] = m;
 }

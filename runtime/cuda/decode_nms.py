@@ -1,7 +1,7 @@
 """The pycuda launcher of the CUDA decode + NMS (`decode_nms.cu`), for network outputs that
 are already on the GPU (a TensorRT engine's output buffers, onnxruntime's CUDA outputs).
 
-It runs `DecodeNmsPlan`'s four kernels on the caller's stream, right after the network,
+It runs `DecodeNmsPlan`'s five kernels on the caller's stream, right after the network,
 and copies back only the detections: first the per-image counts, then exactly that many
 packed records, both into pinned memory.
 """

@@ -1,8 +1,8 @@
 """How the CUDA decode + NMS (`decode_nms.cu`) is run: its limits, the layout of its one
-device workspace, the four kernel launches with their grids, shared memory and
+device workspace, the five kernel launches with their grids, shared memory and
 arguments, and the conversion of the records it copies back into `Detections`.
 
-Pure NumPy, no CUDA: the pycuda launcher (`cuda_decode_nms.py`) executes the plan on a
+Pure NumPy, no CUDA: the pycuda launcher (`decode_nms.py`) executes the plan on a
 GPU, and the tests execute the very same plan on a CPU emulation of the kernels.
 """
 
@@ -19,14 +19,16 @@ from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import possible_box_bound
 
 KERNEL_SOURCE = Path(__file__).with_name("decode_nms.cu")
-KERNELS = ("ssd_softmax", "ssd_class_nms", "ssd_merge", "ssd_pack")
+KERNELS = ("ssd_prefilter", "ssd_softmax", "ssd_class_nms", "ssd_merge", "ssd_pack")
 
 MAX_PRIORS = (1 << 20) - 1  # the merge key holds a default-box index in 20 bits
 MAX_CLASSES = 1 << 12  # ... and a class in 12
 MAX_TOP_K = 512  # candidates per class: the suppression bit matrix must fit in shared memory
 MAX_DETECTIONS = 1024  # merge sort in shared memory
 RECORD_HEAD = 6  # x1, y1, x2, y2, score, label; then the C softmax scores
-SOFTMAX_BLOCK = 128
+PREFILTER_BLOCK = 128  # one thread per default box
+SOFTMAX_ROWS = 4  # default boxes per ssd_softmax block: one warp each (the kernel allows up to 8)
+WARP = 32
 BLOCK = 256
 ALIGNMENT = 256
 
@@ -82,8 +84,9 @@ class DecodeNmsPlan:
         groups = num_classes - 1
         sizes = {
             "priors": num_priors * 4 * 4,
-            "probs": max_batch * num_priors * num_classes * 4,
-            "possible": max_batch * num_priors,
+            "probs": max_batch * num_classes * num_priors * 4,  # (B, C, P): classes first
+            "possible": max_batch * num_priors,  # (B, P) uint8: rows with the exact softmax
+            "tops": max_batch * num_priors * 4,  # (B, P) float32: their max logit
             "kept_keys": max_batch * groups * self.top_k * 8,
             "kept_boxes": max_batch * groups * self.top_k * 16,
             "kept_count": max_batch * groups * 4,
@@ -106,15 +109,17 @@ class DecodeNmsPlan:
 
     @property
     def merge_shared_bytes(self) -> int:
-        return self.m_pad * (8 + 4)
+        """Dynamic shared memory of ssd_merge: keys, their slots, the kept counts' prefix sums."""
+        return self.m_pad * (8 + 4) + self.num_classes * 4
 
     def launches(self, workspace: int, locs: int, confs: int, batch: int) -> list[Launch]:
         """The kernel launches for one batch. workspace: device address of the workspace
         (with the default boxes already at offsets["priors"]); locs (B, P, 4) and confs
         (B, P, C): device addresses of float32 network outputs.
 
-        ssd_softmax takes the float64 softmax only of default boxes that the NumPy path's
-        `possible_box_bound` cannot rule out (every box when the threshold is <= 0)."""
+        ssd_prefilter marks the default boxes that the NumPy path's `possible_box_bound`
+        cannot rule out (every box when the threshold is <= 0); ssd_softmax takes the
+        float64 softmax of those only, one warp per box."""
         if not 1 <= batch <= self.max_batch:
             raise ValueError(f"batch {batch} outside 1..{self.max_batch}")
         at = {name: np.uintp(workspace + offset) for name, offset in self.offsets.items()}
@@ -124,14 +129,18 @@ class DecodeNmsPlan:
         every_row = log_bound is None
         launches = [
             Launch(
-                "ssd_softmax", (-(-rows // SOFTMAX_BLOCK), 1, 1), (SOFTMAX_BLOCK, 1, 1), 0,
-                (np.uintp(confs), at["probs"], at["possible"], i32(rows), i32(c),
+                "ssd_prefilter", (-(-rows // PREFILTER_BLOCK), 1, 1), (PREFILTER_BLOCK, 1, 1), 0,
+                (np.uintp(confs), at["possible"], at["tops"], i32(rows), i32(c),
                  f32(0.0 if every_row else log_bound), i32(every_row)),
             ),
             Launch(
+                "ssd_softmax", (-(-p // SOFTMAX_ROWS), batch, 1), (SOFTMAX_ROWS * WARP, 1, 1), 0,
+                (np.uintp(confs), at["possible"], at["tops"], at["probs"], i32(p), i32(c)),
+            ),
+            Launch(
                 "ssd_class_nms", (c - 1, batch, 1), (BLOCK, 1, 1), self.class_shared_bytes,
-                (at["probs"], at["possible"], np.uintp(locs), at["priors"], i32(p), i32(c), i32(self.top_k), i32(self.k_pad),
-                 f32(cfg.score_threshold), f32(cfg.iou_threshold), f32(cfg.variances[0]), f32(cfg.variances[1]),
+                (at["probs"], at["possible"], np.uintp(locs), at["priors"], i32(p), i32(c), i32(self.top_k),
+                 i32(self.k_pad), f32(cfg.score_threshold), f32(cfg.iou_threshold), f32(cfg.variances[0]), f32(cfg.variances[1]),
                  f32(BBOX_XFORM_CLIP), at["kept_keys"], at["kept_boxes"], at["kept_count"]),
             ),
             Launch(

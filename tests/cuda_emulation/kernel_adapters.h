@@ -11,10 +11,16 @@ T arg(void** args, int i)
     return *static_cast<T*>(args[i]);
 }
 
+void run_prefilter(void** a)
+{
+    ssd_prefilter(arg<const float*>(a, 0), arg<unsigned char*>(a, 1), arg<float*>(a, 2), arg<int>(a, 3),
+                  arg<int>(a, 4), arg<float>(a, 5), arg<int>(a, 6));
+}
+
 void run_softmax(void** a)
 {
-    ssd_softmax(arg<const float*>(a, 0), arg<float*>(a, 1), arg<unsigned char*>(a, 2), arg<int>(a, 3), arg<int>(a, 4),
-                arg<float>(a, 5), arg<int>(a, 6));
+    ssd_softmax(arg<const float*>(a, 0), arg<const unsigned char*>(a, 1), arg<const float*>(a, 2), arg<float*>(a, 3),
+                arg<int>(a, 4), arg<int>(a, 5));
 }
 
 void run_class_nms(void** a)

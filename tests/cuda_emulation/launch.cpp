@@ -15,7 +15,8 @@ extern "C" int emu_launch(const char* kernel, unsigned int gx, unsigned int gy, 
 {
     void (*body)(void**) = nullptr;
     std::string name(kernel);
-    if (name == "ssd_softmax") body = run_softmax;
+    if (name == "ssd_prefilter") body = run_prefilter;
+    else if (name == "ssd_softmax") body = run_softmax;
     else if (name == "ssd_class_nms") body = run_class_nms;
     else if (name == "ssd_merge") body = run_merge;
     else if (name == "ssd_pack") body = run_pack;

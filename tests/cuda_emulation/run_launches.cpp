@@ -52,7 +52,8 @@ struct PendingLaunch {
 void execute(const PendingLaunch& launch)
 {
     static const std::map<std::string, void (*)(void**)> kernels = {
-        {"ssd_softmax", run_softmax}, {"ssd_class_nms", run_class_nms}, {"ssd_merge", run_merge}, {"ssd_pack", run_pack}};
+        {"ssd_prefilter", run_prefilter}, {"ssd_softmax", run_softmax}, {"ssd_class_nms", run_class_nms},
+        {"ssd_merge", run_merge}, {"ssd_pack", run_pack}};
     auto found = kernels.find(launch.kernel);
     if (found == kernels.end()) fail("unknown kernel " + launch.kernel);
     std::vector<void*> args;
