@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,12 @@ def rss_mb() -> float:
     raise RuntimeError("cannot read the resident memory of this process (no psutil, no /proc)")
 
 
+def python_heap_mb() -> float:
+    """Memory held by Python objects (tracemalloc's traced total) in MiB; NaN when not tracing.
+    Tells a leak of Python objects (this grows) from native growth (only RSS grows)."""
+    return tracemalloc.get_traced_memory()[0] / 2**20 if tracemalloc.is_tracing() else float("nan")
+
+
 def frame(index: int, width: int, height: int) -> np.ndarray:
     """Frame `index` of a clip of shapes crossing a gradient (the same kind the tests use)."""
     y, x = np.mgrid[0:height, 0:width]
@@ -93,6 +100,7 @@ class Block:
     seconds: float
     inference_ms: float  # mean Detector call over the block
     rss_mb: float
+    python_mb: float  # Python objects (tracemalloc), NaN without --python-heap
 
 
 @dataclass
@@ -119,7 +127,9 @@ class SoakMeter:
         self.frames += 1
         if self.frames % self.block == 0:
             seconds = time.perf_counter() - self._block_start
-            self.blocks.append(Block(self.frames, seconds, 1000 * self._inference_s / self.block, rss_mb()))
+            self.blocks.append(
+                Block(self.frames, seconds, 1000 * self._inference_s / self.block, rss_mb(), python_heap_mb())
+            )
         return detections
 
 
@@ -184,9 +194,13 @@ def report(args, summary, blocks, memory, wall, sizes, load, spec) -> str:
         f"FPS per block of {args.block} frames: min {min(rates):.1f}, median {float(np.median(rates)):.1f}, "
         f"max {max(rates):.1f}",
         "",
-        "| frames | loop fps | inference ms (mean) | RSS MiB |",
-        "|---|---|---|---|",
-        *[f"| {b.frames} | {block_fps(b, args.block):.1f} | {b.inference_ms:.2f} | {b.rss_mb:.1f} |" for b in blocks],
+        "| frames | loop fps | inference ms (mean) | RSS MiB | Python objects MiB |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {b.frames} | {block_fps(b, args.block):.1f} | {b.inference_ms:.2f} | {b.rss_mb:.1f} | "
+            f"{'-' if np.isnan(b.python_mb) else f'{b.python_mb:.2f}'} |"
+            for b in blocks
+        ],
         "",
     ]
     return "\n".join(lines)
@@ -206,10 +220,14 @@ def main() -> None:
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--python-heap", action="store_true",
+                   help="also trace Python objects (tracemalloc; slower) to tell a Python leak from native growth")
     p.add_argument("--out", type=Path, help="results file (default benchmarks/results/soak_demo_<arch>_<W>x<H>.md)")
     args = p.parse_args()
     if args.frames < args.block:
         p.error(f"--frames ({args.frames}) must be at least --block ({args.block})")
+    if args.python_heap:
+        tracemalloc.start()
     with tempfile.TemporaryDirectory(prefix="soak_demo_") as tmp:
         work = Path(tmp)
         model = args.model or make_model(work / "model.onnx", args.arch, args.imgsz, args.width, args.height)
