@@ -204,3 +204,33 @@ def test_a_missing_camera_is_reported_before_a_missing_display(model_path, monke
     assert run_demo_cli(["--model", model_path, "--source", "/dev/video99"]) == 2
     error = capsys.readouterr().err
     assert "cannot open source '/dev/video99'" in error and "display" not in error
+
+
+def test_sigterm_while_a_stream_stalls_mid_run_stops_fast_with_outputs_finalised(model_path, tmp_path):
+    video = write_video(tmp_path / "stream.avi", 200)
+    data = video.read_bytes()
+    header = b"HTTP/1.0 200 OK\r\nContent-Type: video/x-msvideo\r\nContent-Length: %d\r\n\r\n" % len(data)
+    port, close = silent_server(header + data[: len(data) // 2])
+    out = tmp_path / "out.mp4"
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN_WITHOUT_TORCH, "--model", model_path, "--source",
+         f"http://127.0.0.1:{port}/stream.avi", "--headless", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    log = tmp_path / "out.recording.jsonl"
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and log.read_text().count("\n") >= 1):
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+            time.sleep(0.05)
+        time.sleep(1.0)  # the half clip arrives in a burst (a live source keeps the newest): it stalls now
+        begin = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=30)
+        elapsed = time.monotonic() - begin
+    finally:
+        process.kill()
+        close()
+    assert elapsed < 2.0, f"took {elapsed:.1f} s"
+    assert "stopped: interrupted" in stdout
+    assert count_frames(out) == len((tmp_path / "out.jsonl").read_text().splitlines()) > 0
