@@ -82,3 +82,18 @@ def test_recording_files_never_replace_an_existing_file(tmp_path):
     assert left_by_a_killed_run.read_bytes() == b"the user's"
     assert (tmp_path / "out.recording.jsonl").read_text() == "the user's"
     assert count_frames(tmp_path / "out.mp4") == 1 and (tmp_path / "out.jsonl").exists()
+
+
+def test_a_killed_recordings_hidden_partial_is_removed_by_the_next(tmp_path):
+    import os
+    import time
+
+    stale = tmp_path / ".out.mp4.abc123.partial.mp4"
+    stale.write_bytes(b"an unfinalised mp4")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = tmp_path / ".out.mp4.def456.partial.mp4"  # another recorder's, still written to
+    fresh.write_bytes(b"in progress")
+    with VideoRecorder(tmp_path / "out.mp4") as recorder:
+        recorder.write(moving_shapes(0))
+    assert not stale.exists() and fresh.exists()

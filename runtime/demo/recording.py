@@ -16,7 +16,8 @@ After a hard kill, then, `<stem>.recording.avi` plays up to the last frames the 
 still held in memory (about ten frames; tests/test_demo_kill.py measures it) and
 `<stem>.recording.jsonl` holds every frame's line but the one being written. A target is
 never left half-written: it appears only when complete. A recording file never replaces
-an existing file: when the name is taken it becomes `<stem>.recording_N`.
+an existing file: when the name is taken it becomes `<stem>.recording_N`. The unplayable
+hidden temporary MP4 a killed run leaves is removed by the next recording of that target.
 """
 
 from __future__ import annotations
@@ -51,6 +52,25 @@ def _check_folder(target: Path) -> None:
         raise RecordingError(f"{target}: the directory {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise RecordingError(f"{target}: the directory {folder} is not writable")
+
+
+STALE_PARTIAL_S = 60.0  # a hidden partial video untouched this long belongs to no running recorder
+
+
+def remove_stale_partials(target: Path) -> list[Path]:
+    """Remove the hidden temporary videos an earlier recording of `target` left when it was
+    killed (`.NAME.*.partial.SUFFIX`, unplayable: an MP4 is written in full only when
+    finalised) and not written for STALE_PARTIAL_S; returns them. The playable
+    `.recording` files are the user's and are never removed."""
+    removed = []
+    for path in target.parent.glob(f".{target.name}.*.partial{target.suffix}"):
+        try:
+            if time.time() - path.stat().st_mtime >= STALE_PARTIAL_S:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove
+    return removed
 
 
 def _partial_file(path: str | os.PathLike) -> PartialFile:
@@ -140,6 +160,7 @@ class VideoRecorder:
         self._writers = [_Writer(self._recording.path, "MJPG", self.fps, cv2.CAP_OPENCV_MJPEG, path)]
         self._partial: PartialFile | None = None
         if path.suffix.lower() != ".avi":
+            remove_stale_partials(path)
             self._partial = _partial_file(path)
             self._writers.append(_Writer(self._partial.path, self.fourcc, self.fps, cv2.CAP_ANY, path))
         self._size: tuple[int, int] | None = None
