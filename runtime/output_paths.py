@@ -151,14 +151,24 @@ def unique_name(name: str, taken: Iterable[str], is_free: Callable[[str], bool] 
     return candidate
 
 
-def output_names(inputs: Sequence[Path], folder: Path, reserved: Sequence[str] = ()) -> list[str]:
+def output_names(inputs: Sequence[Path], folder: Path, reserved: Sequence[str] = (),
+                 replaceable: Iterable[str] = ()) -> list[str]:
     """One file name in `folder` per input path: its own name unless that is taken by an
-    earlier output, by one of `reserved`, or would be one of the inputs themselves (an
-    output folder that holds the inputs); then `stem_N.ext` with the first free N."""
+    earlier output, by one of `reserved`, would be one of the inputs themselves (an output
+    folder that holds the inputs) or is a file already there that is not one of
+    `replaceable` (the results of an earlier run); then `stem_N.ext` with the first free N."""
     claimed_inputs = FileSet({"input": list(inputs)})
+    replaceable = set(replaceable)
+
+    def is_free(name: str) -> bool:
+        target = folder / name
+        if claimed_inputs.owner(target) is not None:
+            return False
+        return name in replaceable or not (target.exists() or target.is_symlink())
+
     names: list[str] = list(reserved)
     for path in inputs:
-        names.append(unique_name(path.name, names, lambda n: claimed_inputs.owner(folder / n) is None))
+        names.append(unique_name(path.name, names, is_free))
     return names[len(reserved):]
 
 

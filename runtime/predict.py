@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from ssd_edge.runtime.atomic import write_bytes_atomic
 from ssd_edge.runtime.draw import draw_detections
 from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, images_in_folder, read_image, shown_path
-from ssd_edge.runtime.output_paths import OutputFolder, check_outputs, output_names
+from ssd_edge.runtime.output_paths import OutputError, OutputFolder, check_outputs, output_names
 from ssd_edge.runtime.errors import UsageError
 from ssd_edge.runtime.serve.client import open_detector
 
@@ -35,16 +35,33 @@ def check_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
 def plan_outputs(model: str | os.PathLike, paths: Sequence[Path], out_dir: Path,
                  notify: Callable[[str], None] = lambda line: None) -> list[str]:
     """One annotated-image name per input in `out_dir`: its own name unless that would
-    replace an input (an output folder that holds the inputs), another result or
-    RESULTS_NAME; then `stem_N.ext`, and `notify` is told. The model and the results file
-    are checked against the inputs too (see runtime/output_paths)."""
-    check_outputs({"--output": out_dir / RESULTS_NAME}, {"--model": model, "IMAGE": list(paths)})
-    names = output_names(paths, out_dir, reserved=(RESULTS_NAME,))
+    replace an input (an output folder that holds the inputs), another result of this run,
+    or a file already there that is not a result of an earlier run (listed in its
+    RESULTS_NAME); then `stem_N.ext`, and `notify` is told. The results file is checked
+    too: it never replaces an input, the model, or a file that is not an earlier one."""
+    results = out_dir / RESULTS_NAME
+    check_outputs({"--output": results}, {"--model": model, "IMAGE": list(paths)})
+    earlier = earlier_results(results)
+    names = output_names(paths, out_dir, reserved=(RESULTS_NAME,), replaceable=earlier)
     for path, name in zip(paths, names):
         if name != path.name:
             notify(f"{shown_path(path)} -> {shown_path(out_dir / name)} (the name {path.name} is taken "
-                   "by an input or another result)")
+                   "by an input, another result or a file that is not an earlier result)")
     return names
+
+
+def earlier_results(results: Path) -> set[str]:
+    """The annotated-image names an earlier run listed in `results` (which may be replaced);
+    none when there is no such file. OutputError when a file of that name exists and is
+    not an ssd-predict result (it would be replaced)."""
+    if not results.exists():
+        return set()
+    try:
+        listed = json.loads(results.read_text())["images"]
+        return {Path(entry["annotated"]).name for entry in listed}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OutputError(f"{shown_path(results)} exists and is not an ssd-predict result ({type(exc).__name__}); "
+                          "it would be replaced: choose another --output folder") from None
 
 
 def predict_images(

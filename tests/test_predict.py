@@ -172,3 +172,28 @@ def test_predict_refuses_to_write_its_results_over_the_model(onnx_path, images, 
     before = model.read_bytes()
     assert exit_code(["--model", str(model), *map(str, images), "--output", str(tmp_path)]) == 2
     assert "--model" in capsys.readouterr().err and model.read_bytes() == before
+
+
+def test_predict_never_replaces_a_file_in_the_output_folder_that_is_not_an_earlier_result(
+        onnx_path, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x.jpg").write_bytes(b"the user's own photo, not an input")
+    assert exit_code(["--model", str(onnx_path), str(images[0]), "--output", str(out)]) == 0
+    assert (out / "x.jpg").read_bytes() == b"the user's own photo, not an input"
+    assert "is taken" in capsys.readouterr().err
+    first = json.loads((out / "detections.json").read_text())["images"][0]["annotated"]
+    assert first.endswith("x_1.jpg")
+    # a second run replaces its own earlier result, and only that
+    assert exit_code(["--model", str(onnx_path), str(images[0]), "--output", str(out)]) == 0
+    assert json.loads((out / "detections.json").read_text())["images"][0]["annotated"] == first
+    assert sorted(p.name for p in out.iterdir()) == ["detections.json", "x.jpg", "x_1.jpg"]
+
+
+def test_predict_never_replaces_a_results_file_that_is_not_its_own(onnx_path, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "detections.json").write_text("the user's notes")
+    assert exit_code(["--model", str(onnx_path), str(images[0]), "--output", str(out)]) == 2
+    assert "is not an ssd-predict result" in capsys.readouterr().err
+    assert (out / "detections.json").read_text() == "the user's notes"
