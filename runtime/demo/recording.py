@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from ssd_edge.runtime.output_paths import unique_name
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 DEFAULT_FPS = 30.0
 SYNC_EVERY_S = 2.0
+QUEUE_FRAMES = 4  # frames waiting for the encoders before VideoRecorder.write waits too
 RECORDING_MARK = ".recording"
 
 
@@ -116,28 +119,67 @@ def sync_file(path: Path) -> None:
 
 
 class _Writer:
-    """One cv2.VideoWriter, opened at the first frame."""
+    """One cv2.VideoWriter, opened by `open` at the first frame's size."""
 
     def __init__(self, path: Path, fourcc: str, fps: float, api: int, shown: Path) -> None:
         self.path, self.fourcc, self.fps, self.api, self.shown = path, fourcc, fps, api, shown
         self.writer: cv2.VideoWriter | None = None
 
+    def open(self, size: tuple[int, int]) -> None:
+        writer = cv2.VideoWriter(str(self.path), self.api, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
+        if not writer.isOpened():
+            raise RecordingError(
+                f"{self.shown}: this OpenCV cannot write {self.shown.suffix} video with codec {self.fourcc}; "
+                "try an .avi output (MJPG, built into OpenCV)"
+            )
+        self.writer = writer
+
     def write(self, image: np.ndarray) -> None:
-        if self.writer is None:
-            size = (image.shape[1], image.shape[0])
-            writer = cv2.VideoWriter(str(self.path), self.api, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
-            if not writer.isOpened():
-                raise RecordingError(
-                    f"{self.shown}: this OpenCV cannot write {self.shown.suffix} video with codec {self.fourcc}; "
-                    "try an .avi output (MJPG, built into OpenCV)"
-                )
-            self.writer = writer
         self.writer.write(image)
 
     def release(self) -> None:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+
+
+class _EncoderThread:
+    """Encodes and writes frames in a thread of its own (OpenCV lets go of the GIL while it
+    encodes), so that the demo's loop does not wait for the encoder unless QUEUE_FRAMES
+    frames are already waiting. `sync` is called after each frame, in that thread."""
+
+    def __init__(self, writer: _Writer, sync=lambda: None) -> None:
+        self.writers, self.sync = [writer], sync
+        self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="video-recorder", daemon=True)
+        self.thread.start()
+
+    def put(self, image: np.ndarray) -> None:
+        if self.error is not None:
+            raise RecordingError(f"writing the video failed: {self.error}") from self.error
+        self.queue.put(image)
+
+    def finish(self) -> None:
+        """Write what is queued, end the thread, release the writers."""
+        self.queue.put(None)
+        self.thread.join()
+        for writer in self.writers:
+            writer.release()
+
+    def _run(self) -> None:
+        while True:
+            image = self.queue.get()
+            if image is None:
+                return
+            if self.error is not None:
+                continue  # drain: the error is reported by the next put
+            try:
+                for writer in self.writers:
+                    writer.write(image)
+                self.sync()
+            except Exception as exc:  # reported to the caller by put()
+                self.error = exc
 
 
 class VideoRecorder:
@@ -164,6 +206,7 @@ class VideoRecorder:
             self._partial = _partial_file(path)
             self._writers.append(_Writer(self._partial.path, self.fourcc, self.fps, cv2.CAP_ANY, path))
         self._size: tuple[int, int] | None = None
+        self._encoders: list[_EncoderThread] = []
         self._synced = time.monotonic()
         self._closed = False
         self._result: Path | None = None
@@ -178,15 +221,26 @@ class VideoRecorder:
         return self._recording.path
 
     def write(self, image: np.ndarray) -> None:
+        """Queue a copy of `image` (BGR uint8 (H, W, 3)) for the encoders; the writers open
+        (RecordingError here when they cannot) at the first frame."""
         if self._closed:
             raise RecordingError(f"{self.path}: the video is already closed")
         if self._size is None:
-            self._size = (image.shape[1], image.shape[0])
+            size = (image.shape[1], image.shape[0])
+            for writer in self._writers:
+                writer.open(size)
+            self._size = size
+            self._encoders = [_EncoderThread(self._writers[0], self._sync_now_and_then),
+                              *(_EncoderThread(writer) for writer in self._writers[1:])]
         if (image.shape[1], image.shape[0]) != self._size:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-        for writer in self._writers:
-            writer.write(image)
+        else:
+            image = image.copy()  # the caller may draw on its frame again
+        for encoder in self._encoders:
+            encoder.put(image)
         self.frames += 1
+
+    def _sync_now_and_then(self) -> None:
         if time.monotonic() - self._synced >= SYNC_EVERY_S:
             sync_file(self._recording.path)
             self._synced = time.monotonic()
@@ -195,6 +249,8 @@ class VideoRecorder:
         if self._closed:
             return self._result
         self._closed = True
+        for encoder in self._encoders:
+            encoder.finish()
         for writer in self._writers:
             writer.release()
         if self.frames == 0:
@@ -206,6 +262,9 @@ class VideoRecorder:
             self._recording.discard()
         else:
             self._result = self._recording.commit()
+        errors = [encoder.error for encoder in self._encoders if encoder.error is not None]
+        if errors:
+            raise RecordingError(f"{self.path}: writing the video failed: {errors[0]}")
         return self._result
 
     def __enter__(self) -> "VideoRecorder":
