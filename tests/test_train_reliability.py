@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssd_edge.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ssd_edge.checkpoint import load_checkpoint, save_checkpoint
 from ssd_edge.models import build_model
 from ssd_edge.runtime.errors import SSDEdgeError
 from ssd_edge.training.outputs import OutputError, RunFiles, writing
@@ -259,10 +259,13 @@ def test_two_runs_in_one_folder_keep_their_own_files_and_clear_their_own_leftove
     runs.mkdir()
     mine = [runs / ".a.pt.x1y2z3.partial.pt", runs / ".a.metrics.csv.k9.partial.csv", runs / ".a.curves.png.q.partial.png"]
     others = [runs / ".b.pt.x1y2z3.partial.pt", runs / "notes.partial.pt", runs / ".a.pt.x.partial.pth"]
-    for path in mine + others:
+    live = runs / ".a.pt.live01.partial.pt"  # being written right now (another run of the same name)
+    for path in mine + others + [live]:
         path.write_bytes(b"half a file")
+        if path != live:
+            os.utime(path, (time.time() - 3600, time.time() - 3600))  # a killed save, an hour ago
     train(small_config(tiny_coco, runs / "a.pt"))
-    assert not any(p.exists() for p in mine) and all(p.exists() for p in others)
+    assert not any(p.exists() for p in mine) and all(p.exists() for p in others) and live.exists()
     train(small_config(tiny_coco, runs / "b.pt", epochs=2))
     assert not others[0].exists()
     for stem, epochs in (("a", 1), ("b", 2)):
