@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decode_nms_cases import assert_same_detections, edge_cases, model_case, random_batches
+from decode_nms_cases import assert_same_detections, edge_cases, model_case, prefilter_cases, random_batches
 from gpu_probe import require_gpu, require_tensorrt
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
@@ -90,6 +90,13 @@ def test_kernel_equals_numpy_on_random_batches(kernels, case):
 
 @pytest.mark.parametrize("case", edge_cases(), ids=lambda c: c.name)
 def test_kernel_equals_numpy_on_edge_cases(kernels, case):
+    assert_same_detections(kernels(case), reference(case), case.name)
+
+
+@pytest.mark.parametrize("case", prefilter_cases(), ids=lambda c: c.name)
+def test_kernel_equals_numpy_at_the_prefilter_bound(kernels, case):
+    """Scores and logits walking across the threshold and the float32 bound that decides which
+    default boxes get the float64 softmax: the GPU must keep exactly the boxes NumPy keeps."""
     assert_same_detections(kernels(case), reference(case), case.name)
 
 
