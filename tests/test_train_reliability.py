@@ -98,22 +98,24 @@ def test_all_unreadable_images_stop_before_training_and_save_nothing(tiny_coco, 
     assert not (tmp_path / "ssd.pt").exists()
 
 
-def test_an_empty_dataset_is_refused_with_our_message(tiny_coco, tmp_path):
+def with_empty_split(tiny_coco, tmp_path, split):
+    """A copy of the dataset whose `split` lists no images."""
     data = tmp_path / "data"
     shutil.copytree(tiny_coco, data)
-    path = data / "annotations" / "instances_train.json"
-    document = json.loads(path.read_text())
-    path.write_text(json.dumps({**document, "images": [], "annotations": []}))
+    path = data / "annotations" / f"instances_{split}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "images": [], "annotations": []}))
+    return data
+
+
+def test_an_empty_dataset_is_refused_with_our_message(tiny_coco, tmp_path):
+    data = with_empty_split(tiny_coco, tmp_path, "train")
     with pytest.raises(TrainingError, match=r"no readable training images: .*instances_train.json lists no images"):
         train(small_config(data, tmp_path / "ssd.pt"))
     assert not (tmp_path / "ssd.pt").exists()
 
 
 def test_an_empty_validation_split_trains_without_validation(tiny_coco, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(tiny_coco, data)
-    path = data / "annotations" / "instances_val.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "images": [], "annotations": []}))
+    data = with_empty_split(tiny_coco, tmp_path, "val")
     history = train(small_config(data, tmp_path / "ssd.pt"))
     assert len(history) == 1 and "AP50" not in history[0]
     assert load_checkpoint(tmp_path / "ssd.pt")["epoch"] == 1
