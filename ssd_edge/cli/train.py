@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
                                 epilog="Defaults: AdamW, lr 1e-3 peak after a 1-epoch linear warm-up, cosine "
                                        "decay to 0, classification bias prior 0.01 (see README, Training).")
     p.add_argument("--arch", default="mobilenetv3_ssd", choices=sorted(ARCHS))
-    p.add_argument("--datapath", required=True, help="dataset root (COCO, flat or VOC layout)")
+    p.add_argument("--datapath", help="dataset root (COCO, flat or VOC layout); with --resume, the run's own by default")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=8, help="images per process and step")
     p.add_argument("--lr", type=float, help="peak learning rate (after warm-up)")
@@ -40,7 +40,9 @@ def parser() -> argparse.ArgumentParser:
                         "(RetinaNet's prior; 0 keeps them at zero)")
     p.add_argument("--pretrained-backbone", metavar="PATH", help="torchvision ImageNet classifier weights (a local file)")
     p.add_argument("--weights", metavar="PATH", help="start from our checkpoint or a torchvision COCO state dict")
-    p.add_argument("--resume", metavar="PATH", help="continue an interrupted run exactly (epoch, optimizer, schedule, RNG)")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue an interrupted run exactly, with the settings it stores (epochs, optimizer, lr, "
+                        "--save...; flags that contradict them are refused) and its optimizer, schedule and RNG state")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--save", default="ssd.pt", help="checkpoint path; best, metrics.csv and curves.png go beside it")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -48,12 +50,34 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Unset:
+    """Stands for an option not on the command line (argparse fills in only missing names)."""
+
+
+def parse(argv: list[str] | None) -> tuple[dict, set[str]]:
+    """The settings (TrainConfig's fields) and the names of those the command line gave."""
+    p = parser()
+    names = [*config_defaults(), "datapath"]
+    given = vars(p.parse_args(argv, argparse.Namespace(**{name: _Unset for name in names})))
+    if given["datapath"] is _Unset and given["resume"] is _Unset:
+        p.error("the following arguments are required: --datapath (or --resume)")
+    settings = {name: p.get_default(name) if value is _Unset else value for name, value in given.items()}
+    return settings, {name for name, value in given.items() if value is not _Unset}
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    settings, given = parse(argv)
     from ssd_edge.training.train import TrainConfig, train
 
-    run_command("ssd-train", lambda: train(TrainConfig(**vars(args))),
-                interrupted="interrupted; the last checkpoint written is intact")
+    def work():
+        config = TrainConfig(**settings)
+        if config.resume:
+            from ssd_edge.training.resume import resume_run
+
+            config = resume_run(config, given)
+        return train(config)
+
+    run_command("ssd-train", work, interrupted="interrupted; the last checkpoint written is intact")
 
 
 if __name__ == "__main__":

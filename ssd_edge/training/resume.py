@@ -1,19 +1,32 @@
 """What `--resume` needs from a checkpoint: the training state (optimizer, schedule, RNG,
-epoch), stored by `training_state` and put back by `restore`, with every way a checkpoint
-can fail to fit (weights only, another optimizer, a damaged RNG state) a one-line error
-that names the file and says what to do instead."""
+epoch) put back by `restore`, and the run's settings (the TrainConfig it stores under
+"config"), which a resumed run takes whole: `resumed_config` fills in every setting the
+command line left out and refuses one that contradicts the checkpoint. Every way a
+checkpoint can fail to fit (weights only, another optimizer, a damaged RNG state, no stored
+settings, other settings, other data) is a one-line error that names the file and says
+what to do instead."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ssd_edge.checkpoint import load_checkpoint
 from ssd_edge.runtime.errors import SSDEdgeError
 
 TRAINING_STATE = ("epoch", "optimizer", "scheduler", "rng")
+
+# TrainConfig fields a resumed run may change: where the data is now (its class list and
+# batches per epoch are checked), and how this machine runs it (data workers, which change
+# nothing computed; the device; progress bars). Every other field defines the run. Even
+# --epochs: the cosine schedule spans all the epochs, so a longer run is another run.
+FREE_ON_RESUME = ("datapath", "workers", "device", "progress", "resume")
 
 
 class ResumeError(SSDEdgeError, ValueError):
@@ -42,9 +55,9 @@ def optimizer_kind(state: dict[str, Any]) -> str:
     return "adamw" if "betas" in groups[0] else "sgd"
 
 
-def check_resumable(checkpoint: dict[str, Any], path: object, optimizer: str) -> None:
-    """Refuse, before any work, a checkpoint without training state or one made with
-    another optimizer than `optimizer` (whose state would fail only at the first step)."""
+def check_training_state(checkpoint: dict[str, Any], path: object) -> None:
+    """Refuse, before any work, a checkpoint without training state, with a damaged
+    optimizer state or a random-number state that cannot be put back."""
     alternative = f"to start a new run from its weights, use --weights {path}"
     missing = [key for key in TRAINING_STATE if key not in checkpoint]
     if missing:
@@ -52,10 +65,132 @@ def check_resumable(checkpoint: dict[str, Any], path: object, optimizer: str) ->
                           f"so there is no run to resume; {alternative}")
     if not isinstance(checkpoint["optimizer"], dict):
         raise ResumeError(f"{path}: its optimizer state is damaged; {alternative}")
+    current = rng_state()
+    try:
+        restore_rng(checkpoint["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError) as exc:
+        raise ResumeError(f"{path}: its random-number state is damaged ({type(exc).__name__}: {exc}), "
+                          f"so the run cannot continue exactly; {alternative}") from None
+    finally:
+        restore_rng(current)
+
+
+def check_resumable(checkpoint: dict[str, Any], path: object, optimizer: str) -> None:
+    """Refuse, before any work, a checkpoint without (usable) training state or one made
+    with another optimizer than `optimizer` (whose state would fail only at the first step)."""
+    check_training_state(checkpoint, path)
     kind = optimizer_kind(checkpoint["optimizer"])
     if kind != optimizer:
         raise ResumeError(f"{path}: was trained with --optimizer {kind}, and this run asks for {optimizer}; "
-                          f"resume it with --optimizer {kind}, or {alternative}")
+                          f"resume it with --optimizer {kind}, or to start a new run from its weights, "
+                          f"use --weights {path}")
+
+
+# ---------------------------------------------------------------- the run's settings
+
+
+def option(name: str) -> str:
+    """The command-line flag of a TrainConfig field: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def shown(name: str, value: Any) -> str:
+    """A setting as a user would have typed it: '--epochs 3', '--amp', 'no --weights'."""
+    if value is None or value is False:
+        return f"no {option(name)}"
+    return option(name) if value is True else f"{option(name)} {value}"
+
+
+def run_settings(config: Any, checkpoint: dict[str, Any], path: object) -> dict[str, Any]:
+    """The settings of the run `checkpoint` holds: its stored "config", one value per field of
+    `config` (a TrainConfig) outside FREE_ON_RESUME. Checkpoints store None values since
+    they store every field; one missing from an older checkpoint was None (those were left
+    out), or, for a field added later, its default."""
+    stored = checkpoint.get("config")
+    if not isinstance(stored, dict):
+        raise ResumeError(f"{path}: predates checkpoints that store their run's settings, so the run it holds "
+                          f"cannot be continued exactly; to start a new run from its weights, use --weights {path}")
+    settings = {}
+    for field in dataclasses.fields(config):
+        if field.name in FREE_ON_RESUME:
+            continue
+        if field.name in stored:
+            settings[field.name] = stored[field.name]
+        else:
+            settings[field.name] = None if "None" in str(field.type) else field.default
+    return settings
+
+
+def run_save_path(stored_save: str, path: object) -> str:
+    """Where the resumed run keeps its files: the --resume file itself when it is the run's
+    last checkpoint (the same name as the stored --save, wherever the folder is now), the
+    last checkpoint beside it when it is the run's best one, else the stored --save."""
+    resume, save = Path(str(path)), Path(stored_save)
+    if resume.name == save.name:
+        return str(resume)
+    if resume.name == f"{save.stem}.best{save.suffix}":
+        return str(resume.with_name(save.name))
+    return stored_save
+
+
+def same_setting(name: str, given: Any, stored: Any, checkpoint: dict[str, Any]) -> bool:
+    if name == "imgsz" and stored is None:  # the architecture's own input size
+        return given is None or list(checkpoint.get("spec", {}).get("input_size", ())) == [given, given]
+    if name == "save":
+        return Path(str(given)).resolve() == Path(str(stored)).resolve()
+    return given == stored
+
+
+def check_same_run(config: Any, checkpoint: dict[str, Any], path: object, given: Iterable[str] | None = None) -> None:
+    """Refuse a resume whose settings (the fields named in `given`; all that define the run
+    when None) contradict the run `checkpoint` holds; the message names the flag, the
+    value given and the checkpoint's."""
+    settings = run_settings(config, checkpoint, path)
+    settings["save"] = run_save_path(str(settings["save"]), path)
+    for name in settings if given is None else [name for name in given if name in settings]:
+        value = getattr(config, name)
+        if same_setting(name, value, settings[name], checkpoint):
+            continue
+        why = (" (the cosine schedule spans all the epochs, so a longer or shorter run is another run)"
+               if name == "epochs" else "")
+        raise ResumeError(f"{path}: {shown(name, value)} contradicts the run it holds, which has "
+                          f"{shown(name, settings[name])}{why}; a resumed run keeps every setting of its run: "
+                          f"leave {option(name)} out to continue it, or start a new run from its weights "
+                          f"with --weights {path}")
+
+
+def resumed_config(config: Any, checkpoint: dict[str, Any], path: object, given: Iterable[str]) -> Any:
+    """`config` (a TrainConfig for --resume `path`) with every setting of the run that
+    `checkpoint` holds, after refusing any of the `given` ones (those the user set) that
+    contradicts it. FREE_ON_RESUME settings may differ from the run's; those not given
+    are the run's too (its data path, workers, device, progress bars)."""
+    check_training_state(checkpoint, path)
+    given = set(given)
+    check_same_run(config, checkpoint, path, given)
+    settings = run_settings(config, checkpoint, path)
+    settings["save"] = run_save_path(str(settings["save"]), path)
+    stored = checkpoint["config"]
+    settings.update({name: stored[name] for name in FREE_ON_RESUME
+                     if name not in given and name != "resume" and name in stored})
+    if "datapath" not in given and not (settings.get("datapath") and Path(str(settings["datapath"])).exists()):
+        raise ResumeError(f"{path}: the run's dataset {settings.get('datapath')} is not there (any more, or not "
+                          f"from this folder); say where it is with --datapath")
+    return dataclasses.replace(config, **settings)
+
+
+def resume_run(config: Any, given: Iterable[str]) -> Any:
+    """`resumed_config` for the checkpoint `config.resume` names: what ssd-train runs."""
+    return resumed_config(config, load_checkpoint(config.resume), config.resume, given)
+
+
+def check_batches_per_epoch(checkpoint: dict[str, Any], path: object, batches: int, datapath: str) -> None:
+    """Refuse data that gives the resumed run another number of batches per epoch than the
+    run had (another dataset, or another number of processes): the schedule counts steps."""
+    had = checkpoint.get("batches_per_epoch")
+    if had is not None and int(had) != batches:
+        raise ResumeError(f"{path}: the run had {had} batches per epoch, and {datapath} gives {batches} "
+                          f"(other images, or another number of processes), so it would not be the same run; "
+                          f"resume it on its own data, or start a new run from its weights with --weights {path}")
 
 
 def restore(checkpoint: dict[str, Any], path: object, optimizer: torch.optim.Optimizer,

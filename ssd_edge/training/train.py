@@ -31,7 +31,7 @@ from ssd_edge.models.torchvision_import import load_torchvision_backbone
 from ssd_edge.training.interrupt import StopRequest, ignore_sigint_in_worker
 from ssd_edge.training.outputs import RunFiles, writing
 from ssd_edge.training.plots import plot_curves, write_metrics_csv
-from ssd_edge.training.resume import check_resumable, restore, rng_state
+from ssd_edge.training.resume import check_batches_per_epoch, check_resumable, check_same_run, restore, rng_state
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
 from ssd_edge.evaluation.predictor import TorchPredictor
 from ssd_edge.runtime.errors import SSDEdgeError, UsageError
@@ -276,7 +276,8 @@ def save_state(run: Run, epoch: int, row: dict) -> None:
         "scheduler": run.scheduler.state_dict(),
         "rng": rng_state(),
         "best_ap50": run.best_ap50,
-        "config": {k: v for k, v in asdict(run.config).items() if v is not None},
+        "config": asdict(run.config),  # every setting, None too: --resume continues this run
+        "batches_per_epoch": len(run.loader),
     }
     save_checkpoint(files.save, run.model, **state)
     run.saved = (run.config.save, epoch + 1)
@@ -323,6 +324,7 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
     resume = load_checkpoint(config.resume) if config.resume else None
     if resume is not None:
         check_resumable(resume, config.resume, config.optimizer)
+        check_same_run(config, resume, config.resume)
         model = model_from_checkpoint(resume, config.resume)
         if tuple(model.spec.class_names) != train_split.class_names:
             raise TrainingError(f"{config.resume}: trained for classes {model.spec.class_names[1:]}, "
@@ -338,6 +340,8 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
     dataset = DetectionDataset(train_split.records, TrainAugment(spec.input_size), model.priors_cxcywh.cpu().numpy(),
                                config.matcher, spec.variances, config.seed)
     loader = make_loader(config, dataset, info, device)
+    if resume is not None:
+        check_batches_per_epoch(resume, config.resume, len(loader), config.datapath)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
     optimizer = make_optimizer(config, model)
     total = config.epochs * len(loader)
