@@ -193,7 +193,7 @@ def test_a_check_that_crashes_is_a_failed_verdict_with_its_traceback():
 def test_the_reference_agrees_with_the_fast_path_on_the_doctors_cases():
     """The doctor compares the GPU with both; on the cases it runs them on they agree."""
     small = [case for case in kernel_cases() if case.reference]
-    assert small and {len(case.locs) for case in kernel_cases()} == {1, 8}
+    assert small and {1, 8} <= {len(case.locs) for case in kernel_cases()}
     problem, notes = compare_with_numpy(
         lambda case: postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config), small)
     assert problem is None and len(notes) == len(small)

@@ -3,8 +3,11 @@ the comparison itself; ssd-doctor runs them on the user's GPU.
 
 Random outputs at batch 1 and 8 under varied thresholds, and the edge cases: no box
 above the threshold, every box above it with NMS off, identical boxes and scores (ties
-broken by default-box index, then class), and an SSDLite-sized model (3234 default boxes,
-91 classes). Shapes: priors (P, 4) cxcywh in [0, 1], locs (B, P, 4), confs (B, P, C) logits.
+broken by default-box index, then class), an SSDLite-sized model (3234 default boxes,
+91 classes), and the edges of the kernel's prefilter (scores at the threshold, logits at
+`possible_box_bound`, ties, huge and non-finite logits). The test suite runs the same cases
+on the CPU emulation of the kernel. Shapes: priors (P, 4) cxcywh in [0, 1], locs (B, P, 4),
+confs (B, P, C) logits.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import possible_box_bound
 
 SSDLITE_PRIORS, COCO_CLASSES = 3234, 91
 
@@ -35,26 +39,29 @@ def random_priors(rng: np.random.Generator, count: int) -> np.ndarray:
     return np.concatenate([centres, sizes], axis=1).astype(np.float32)
 
 
-def _outputs(rng: np.random.Generator, batch: int, priors: int, classes: int, scale: float):
+def random_outputs(rng: np.random.Generator, batch: int, priors: int, classes: int, logit_scale: float = 3.0):
+    """locs (B, P, 4) ~ N(0, 1) and confs (B, P, C) logits ~ N(0, logit_scale), float32."""
     locs = rng.normal(0, 1, (batch, priors, 4)).astype(np.float32)
-    confs = rng.normal(0, scale, (batch, priors, classes)).astype(np.float32)
+    confs = rng.normal(0, logit_scale, (batch, priors, classes)).astype(np.float32)
     return locs, confs
 
 
-def _sizes(rng: np.random.Generator, batch: int) -> list[tuple[int, int]]:
+def random_image_sizes(rng: np.random.Generator, batch: int) -> list[tuple[int, int]]:
+    """(H, W) per image, 60 to 1299 pixels each."""
     return [(int(h), int(w)) for h, w in rng.integers(60, 1300, (batch, 2))]
 
 
 def ssdlite_case(batch: int, seed: int = 0) -> KernelCase:
     """SSDLite320-COCO-sized outputs (3234 boxes, 91 classes) with the default config."""
     rng = np.random.default_rng(seed)
-    locs, confs = _outputs(rng, batch, SSDLITE_PRIORS, COCO_CLASSES, 2.0)
-    return KernelCase(f"ssdlite-b{batch}", random_priors(rng, SSDLITE_PRIORS), locs, confs, _sizes(rng, batch),
+    locs, confs = random_outputs(rng, batch, SSDLITE_PRIORS, COCO_CLASSES, 2.0)
+    return KernelCase(f"ssdlite-b{batch}", random_priors(rng, SSDLITE_PRIORS), locs, confs, random_image_sizes(rng, batch),
                       PostprocessConfig())
 
 
 def kernel_cases(seed: int = 0) -> list[KernelCase]:
-    """The random cases at batch 1 and 8, the edge cases, and the SSDLite-sized ones."""
+    """The random cases at batch 1 and 8, the edge cases, the SSDLite-sized ones, and the
+    cases at the edges of the kernel's prefilter (two images each)."""
     rng = np.random.default_rng(seed)
     configs = (PostprocessConfig(),
                PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=300, max_detections=300),
@@ -62,32 +69,109 @@ def kernel_cases(seed: int = 0) -> list[KernelCase]:
     cases = []
     for batch in (1, 8):
         for i, config in enumerate(configs):
-            locs, confs = _outputs(rng, batch, 300, 6 + 5 * i, float(rng.uniform(0.5, 4)))
+            locs, confs = random_outputs(rng, batch, 300, 6 + 5 * i, float(rng.uniform(0.5, 4)))
             cases.append(KernelCase(f"random-b{batch}-{i}", random_priors(rng, 300), locs, confs,
-                                    _sizes(rng, batch), config, reference=batch == 1 and i != 1))
+                                    random_image_sizes(rng, batch), config, reference=batch == 1 and i != 1))
     for batch in (1, 8):
         priors = random_priors(rng, 200)
-        locs, _ = _outputs(rng, batch, 200, 4, 1.0)
+        locs, _ = random_outputs(rng, batch, 200, 4, 1.0)
         background = np.zeros((batch, 200, 4), np.float32)
         background[..., 0] = 12.0
-        cases.append(KernelCase(f"no-box-above-threshold-b{batch}", priors, locs, background, _sizes(rng, batch),
+        cases.append(KernelCase(f"no-box-above-threshold-b{batch}", priors, locs, background, random_image_sizes(rng, batch),
                                 PostprocessConfig(score_threshold=0.05), reference=True))
-        locs, confs = _outputs(rng, batch, 200, 3, 1.0)
-        cases.append(KernelCase(f"every-box-above-threshold-b{batch}", priors, locs, confs, _sizes(rng, batch),
+        locs, confs = random_outputs(rng, batch, 200, 3, 1.0)
+        cases.append(KernelCase(f"every-box-above-threshold-b{batch}", priors, locs, confs, random_image_sizes(rng, batch),
                                 PostprocessConfig(score_threshold=0.0, iou_threshold=1.0, top_k=200,
                                                   max_detections=350)))
         same = np.repeat(random_priors(rng, 10), 20, axis=0)  # 20 identical copies of 10 boxes
         cases.append(KernelCase(f"identical-boxes-and-scores-b{batch}", same, np.zeros((batch, 200, 4), np.float32),
-                                np.zeros((batch, 200, 5), np.float32), _sizes(rng, batch),
+                                np.zeros((batch, 200, 5), np.float32), random_image_sizes(rng, batch),
                                 PostprocessConfig(score_threshold=0.1, iou_threshold=0.5, top_k=50,
                                                   max_detections=40), reference=True))
         cases.append(ssdlite_case(batch, seed=batch))
+    return cases + prefilter_cases()
+
+
+def _float32_steps(centre: float, steps: int) -> np.ndarray:
+    """The 2 * steps + 1 float32 values nearest `centre`, adjacent, ascending."""
+    middle = np.float32(centre)
+    below = [middle]
+    above = []
+    for _ in range(steps):
+        below.append(np.nextafter(below[-1], np.float32(-np.inf)))
+        above.append(np.nextafter((above or [middle])[-1], np.float32(np.inf)))
+    return np.array(below[::-1] + above, np.float32)
+
+
+def threshold_boundary_case(threshold: float) -> KernelCase:
+    """Three classes, background logit 0. Rows 0-120: class 1 walks adjacent float32 logits
+    across logit(threshold), so its scores fall just below, exactly on (not a candidate) and
+    just above the threshold; class 2 is far below. Rows 121-199: class 2 walks adjacent
+    float32 logits across `possible_box_bound(threshold)`, the prefilter's own boundary.
+    The second image has the same rows in another order; IoU threshold 1 suppresses nothing,
+    so every candidate is a detection."""
+    rng = np.random.default_rng(11)
+    t = float(np.float32(threshold))
+    logits = np.full((200, 3), -100.0, np.float32)
+    logits[:, 0] = 0.0
+    logits[:121, 1] = _float32_steps(np.log(t / (1 - t)), 60)
+    logits[121:, 2] = _float32_steps(float(possible_box_bound(threshold)), 39)
+    confs = np.stack([logits, logits[rng.permutation(200)]])
+    locs = rng.normal(0, 1, (2, 200, 4)).astype(np.float32)
+    return KernelCase(f"threshold-boundary-{threshold}", random_priors(rng, 200), locs, confs, random_image_sizes(rng, 2),
+                PostprocessConfig(score_threshold=threshold, iou_threshold=1.0, top_k=200, max_detections=150))
+
+
+def huge_logits_case() -> KernelCase:
+    """Logits at the ends of float32: a difference that overflows to -inf, equal huge logits,
+    +inf and -inf (NaN scores), NaN, a large logit with a coarse float32 spacing, and rows of
+    saturated softmaxes."""
+    rng = np.random.default_rng(12)
+    confs = rng.normal(0, 50, (2, 200, 5)).astype(np.float32)
+    big = np.float32(3e38)
+    confs[:, 0] = [big, -big, 0, 0, 0]  # fl(-3e38 - 3e38) = -inf: not possible
+    confs[:, 1] = [1e30, 1e30, 1e30, -1e30, 0]  # ties at the top: d = 0
+    confs[:, 2] = [0, np.inf, 0, 0, 0]  # inf - inf: NaN scores
+    confs[:, 3] = -np.inf
+    confs[:, 4] = [np.nan, 5, 0, 0, 0]
+    confs[:, 5] = [-big, big, -big, -big, -big]  # score 1 for class 1, 0 for the others
+    confs[:, 6] = [1e8, 1e8 - 8, 1e8 - 16, 1e8 - 64, 1e8]  # spacing 8 at 1e8
+    locs = rng.normal(0, 1, (2, 200, 4)).astype(np.float32)
+    return KernelCase("huge-logits", random_priors(rng, 200), locs, confs, random_image_sizes(rng, 2),
+                PostprocessConfig(score_threshold=0.05, iou_threshold=0.5, top_k=100, max_detections=100))
+
+
+def prefilter_cases() -> list[KernelCase]:
+    """Cases at the edges of the rule that decides which default boxes get the exact
+    softmax (`possible_box_bound`): scores at the threshold and logits at the bound, all
+    scores tied, every box possible by the bound (not by a threshold <= 0), a
+    background-only model, huge and non-finite logits, more classes than the kernel keeps
+    exponentials of in registers (C > 128)."""
+    rng = np.random.default_rng(13)
+    cases = [threshold_boundary_case(0.3), threshold_boundary_case(0.001)]
+    priors = random_priors(rng, 200)
+    locs = rng.normal(0, 1, (2, 200, 4)).astype(np.float32)
+    cases.append(KernelCase("all-tied-21-classes", priors, locs, np.zeros((2, 200, 21), np.float32), random_image_sizes(rng, 2),
+                      PostprocessConfig(score_threshold=0.001, iou_threshold=0.5, top_k=60, max_detections=100)))
+    _, confs = random_outputs(rng, 2, 200, 4, logit_scale=1.0)
+    cases.append(KernelCase("every-box-possible-by-the-bound", priors, locs, confs, random_image_sizes(rng, 2),
+                      PostprocessConfig(score_threshold=1e-6, iou_threshold=0.6, top_k=200, max_detections=300)))
+    for threshold in (0.01, 0.0):
+        _, confs = random_outputs(rng, 2, 200, 1)
+        cases.append(KernelCase(f"background-only-t{threshold}", priors, locs, confs, random_image_sizes(rng, 2),
+                          PostprocessConfig(score_threshold=threshold)))
+    cases.append(huge_logits_case())
+    locs, confs = random_outputs(rng, 2, 100, 150, logit_scale=2.0)  # classes past the kernel's kept exponentials
+    confs[:, :, 0] -= 3.0
+    cases.append(KernelCase("150-classes", priors[:100], locs, confs, random_image_sizes(rng, 2),
+                      PostprocessConfig(score_threshold=0.02, iou_threshold=0.5, top_k=50, max_detections=100)))
     return cases
 
 
 def first_difference(got: list[Detections], expected: list[Detections]) -> str | None:
     """Where two batches of detections differ, or None when they agree: labels exactly,
-    scores and softmax vectors to float32 rounding (rtol 1e-6), boxes within 1e-4 px."""
+    scores and softmax vectors to float32 rounding (rtol 1e-6), boxes within 1e-4 px; NaN
+    equals NaN (a NaN regression decodes to a NaN box on both paths)."""
     if len(got) != len(expected):
         return f"{len(got)} images, expected {len(expected)}"
     for i, (g, e) in enumerate(zip(got, expected)):
@@ -97,7 +181,7 @@ def first_difference(got: list[Detections], expected: list[Detections]) -> str |
         for what, a, b, rtol, atol in (("scores", g.scores, e.scores, 1e-6, 0.0),
                                        ("boxes", g.boxes, e.boxes, 0.0, 1e-4),
                                        ("softmax vectors", g.confs, e.confs, 1e-6, 1e-30)):
-            if a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=atol):
-                worst = float(np.abs(a.astype(np.float64) - b).max()) if a.shape == b.shape else float("nan")
+            if a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True):
+                worst = float(np.nanmax(np.abs(a.astype(np.float64) - b))) if a.shape == b.shape else float("nan")
                 return f"image {i}: {what} differ (largest difference {worst:.3g}, shapes {a.shape} vs {b.shape})"
     return None
