@@ -202,6 +202,7 @@ def main() -> None:
         write_synthetic_dataset(args.data, train=400, val=100, seed=0, progress=True)
     splits = load_splits(args.data)
     train_split, val = splits["train"], splits["val"]
+    load_before = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     torch.manual_seed(args.seed)
     trainers = [Ours(train_split.class_names, args.batch_size), Torchvision(train_split.class_names, args.batch_size)]
     outcomes = train_side_by_side(trainers, lambda: samples(train_split, args.seed, args.batch_size),
