@@ -190,7 +190,7 @@ def main() -> None:
     if previous:
         lines += [
             "",
-            f"## The same command with the previous defaults (SGD with Nesterov momentum, zero classification biases)",
+            "## The same command with the previous defaults (SGD with Nesterov momentum, zero classification biases)",
             "",
             f"From `make sample` on a CI machine (2 cores); `{Path(args.previous).name}` as training wrote it.",
             "",
