@@ -105,7 +105,8 @@ def run_settings(config: Any, checkpoint: dict[str, Any], path: object) -> dict[
     """The settings of the run `checkpoint` holds: its stored "config", one value per field of
     `config` (a TrainConfig) outside FREE_ON_RESUME. Checkpoints store None values since
     they store every field; one missing from an older checkpoint was None (those were left
-    out), or, for a field added later, its default."""
+    out), or, for a field added later, its default. --save is where the run's files are now
+    (see run_save_path)."""
     stored = checkpoint.get("config")
     if not isinstance(stored, dict):
         raise ResumeError(f"{path}: predates checkpoints that store their run's settings, so the run it holds "
@@ -118,6 +119,7 @@ def run_settings(config: Any, checkpoint: dict[str, Any], path: object) -> dict[
             settings[field.name] = stored[field.name]
         else:
             settings[field.name] = None if "None" in str(field.type) else field.default
+    settings["save"] = run_save_path(str(settings["save"]), path)
     return settings
 
 
@@ -146,7 +148,6 @@ def check_same_run(config: Any, checkpoint: dict[str, Any], path: object, given:
     when None) contradict the run `checkpoint` holds; the message names the flag, the
     value given and the checkpoint's."""
     settings = run_settings(config, checkpoint, path)
-    settings["save"] = run_save_path(str(settings["save"]), path)
     for name in settings if given is None else [name for name in given if name in settings]:
         value = getattr(config, name)
         if same_setting(name, value, settings[name], checkpoint):
@@ -168,7 +169,6 @@ def resumed_config(config: Any, checkpoint: dict[str, Any], path: object, given:
     given = set(given)
     check_same_run(config, checkpoint, path, given)
     settings = run_settings(config, checkpoint, path)
-    settings["save"] = run_save_path(str(settings["save"]), path)
     stored = checkpoint["config"]
     settings.update({name: stored[name] for name in FREE_ON_RESUME
                      if name not in given and name != "resume" and name in stored})
