@@ -2,7 +2,9 @@
 
 Layout: {"format": "ssd_edge.checkpoint", "version": 1, "model": state_dict,
 "spec": ModelSpec as a dict, "epoch": int, "metrics": dict, and, from training,
-"optimizer", "scheduler", "rng"}.
+"optimizer", "scheduler", "rng", "scaler" (--amp's GradScaler, else None), "history",
+"best_ap50", "config" (every TrainConfig setting: --resume continues that run) and
+"batches_per_epoch" (the schedule counts steps, so a resumed dataset must give as many)}.
 """
 
 from __future__ import annotations

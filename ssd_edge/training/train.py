@@ -275,6 +275,7 @@ def save_state(run: Run, epoch: int, row: dict) -> None:
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "rng": rng_state(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,  # --amp's loss scale
         "best_ap50": run.best_ap50,
         "config": asdict(run.config),  # every setting, None too: --resume continues this run
         "batches_per_epoch": len(run.loader),
@@ -353,6 +354,8 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
     run = Run(config, info, device, model, net, loader, optimizer, scheduler, scaler, val, history=[])
     if resume is not None:
         run.start_epoch = restore(resume, config.resume, optimizer, scheduler)
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])  # the loss scale the run had reached, not the initial one
         run.best_ap50 = float(resume.get("best_ap50", -1.0))
         run.history = list(resume.get("history") or [])
         run.saved = (config.resume, run.start_epoch)
