@@ -40,7 +40,7 @@ from ssd_edge.export.onnx_model import (
 )
 from ssd_edge.runtime.atomic import atomic_path
 from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
-from ssd_edge.runtime.backends.tensorrt_support import load_tensorrt, version_tuple
+from ssd_edge.runtime.backends.tensorrt_support import load_tensorrt, no_dla_cores
 from ssd_edge.runtime.model_file import EngineSidecar, sidecar_path
 from ssd_edge.runtime.spec import ModelSpec
 
@@ -212,27 +212,6 @@ def _use_dla(trt, builder, config, capabilities: Capabilities, options: EngineOp
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = options.dla_core
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-
-
-def no_dla_cores(version: str) -> str:
-    """Why TensorRT `version` found no DLA core, and what to do. Which TensorRT drives DLA
-    where is a matter of platform and package, not of the Python API (11.x keeps
-    DeviceType.DLA everywhere): TensorRT 10.x on JetPack 6 (Jetson AGX Orin and Orin NX;
-    Orin Nano has no DLA); none in 11.0 to 11.3, 11.4.0 only on Windows on ARM; from 11.4.1
-    on Jetson AGX Orin with JetPack 7.2.2 or later (the SBSA build; Jetson Thor has no DLA)."""
-    numbers = version_tuple(version)
-    if numbers[:1] == (10,):
-        return "this device has no DLA cores (on JetPack 6, Jetson AGX Orin and Orin NX have them; Orin Nano has none)"
-    if numbers < (11, 4, 1):
-        return (
-            f"TensorRT {version} cannot use DLA on a Jetson (TensorRT 11.0 to 11.4.0 have no Jetson DLA support): "
-            "build for the GPU (drop --dla-core), or use TensorRT 10.x on JetPack 6, or TensorRT 11.4.1 or newer "
-            "on a Jetson AGX Orin with JetPack 7.2.2 or later"
-        )
-    return (
-        "this device has no DLA cores (TensorRT 11.4.1 and newer run DLA only on Jetson AGX Orin with JetPack 7.2.2 "
-        "or later; Jetson Thor has none): build for the GPU (drop --dla-core)"
-    )
 
 
 def _load_timing_cache(config, path: Path):

@@ -68,6 +68,27 @@ def old_jetpack(release_file: Path | None = None) -> str | None:
     return f"L4T R{major}.{match.group(2).rstrip('.')}, {jetpack}"
 
 
+def no_dla_cores(version: str) -> str:
+    """Why TensorRT `version` found no DLA core, and what to do. Which TensorRT drives DLA
+    where is a matter of platform and package, not of the Python API (11.x keeps
+    DeviceType.DLA everywhere): TensorRT 10.x on JetPack 6 (Jetson AGX Orin and Orin NX;
+    Orin Nano has no DLA); none in 11.0 to 11.3, 11.4.0 only on Windows on ARM; from 11.4.1
+    on Jetson AGX Orin with JetPack 7.2.2 or later (the SBSA build; Jetson Thor has no DLA)."""
+    numbers = version_tuple(version)
+    if numbers[:1] == (10,):
+        return "this device has no DLA cores (on JetPack 6, Jetson AGX Orin and Orin NX have them; Orin Nano has none)"
+    if numbers < (11, 4, 1):
+        return (
+            f"TensorRT {version} cannot use DLA on a Jetson (TensorRT 11.0 to 11.4.0 have no Jetson DLA support): "
+            "build for the GPU (drop --dla-core), or use TensorRT 10.x on JetPack 6, or TensorRT 11.4.1 or newer "
+            "on a Jetson AGX Orin with JetPack 7.2.2 or later"
+        )
+    return (
+        "this device has no DLA cores (TensorRT 11.4.1 and newer run DLA only on Jetson AGX Orin with JetPack 7.2.2 "
+        "or later; Jetson Thor has none): build for the GPU (drop --dla-core)"
+    )
+
+
 def load_tensorrt(error: type[Exception]) -> ModuleType:
     """`import tensorrt`, refused with `error` where its version is older than 10, or where
     the import fails on a Jetson with a JetPack older than 6. Re-raises the ImportError

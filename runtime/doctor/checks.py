@@ -200,12 +200,13 @@ def check_gpu(machine: Machine) -> list[Verdict]:
 def check_dla(machine: Machine) -> list[Verdict]:
     if machine.tensorrt is None or machine.gpu is None:
         return [missing("DLA cores", "not counted: TensorRT and a GPU are needed to ask",
-                        "only Jetson AGX Xavier, Xavier NX and AGX Orin / Orin NX have DLA cores; "
+                        "of the supported Jetsons only AGX Orin and Orin NX (JetPack 6) have DLA cores; "
                         "install TensorRT (JetPack) to count them")]
     from ssd_edge.runtime.backends.tensorrt_logging import create
+    from ssd_edge.runtime.backends.tensorrt_support import no_dla_cores
 
     cores = int(create(machine.tensorrt, "Builder").num_DLA_cores)
-    meaning = "ssd-export --dla-core N builds for one" if cores else "none on this GPU: engines run on the GPU"
+    meaning = "ssd-export --dla-core N builds for one" if cores else no_dla_cores(machine.tensorrt.__version__)
     return [ok("DLA cores", f"{cores} ({meaning})")]
 
 
