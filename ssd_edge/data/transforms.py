@@ -113,20 +113,27 @@ def to_network(sample: Sample, input_size: tuple[int, int]) -> tuple[np.ndarray,
 
 @dataclass(frozen=True)
 class TrainAugment:
-    """The training pipeline. fill is the zoom-out canvas colour (BGR, the dataset mean)."""
+    """The training pipeline. fill is the zoom-out canvas colour (BGR, the dataset mean).
+
+    crop_p: how often SSD's IoU crop is tried (it then still keeps the whole image one time in
+    seven). 0.5 rather than always: with a short schedule (the seed's 10 epochs on 400 images)
+    seeing more images as they are at inference trains a better detector (mAP@0.5 0.447 ->
+    >0.5 on the sample data; README, Training defaults)."""
 
     input_size: tuple[int, int]
     fill: tuple[int, int, int] = (104, 117, 124)
     photometric_p: float = 0.5
     zoom_out_p: float = 0.3
     zoom_out_max: float = 2.5
+    crop_p: float = 0.5
     flip_p: float = 0.5
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
         sample = (photometric_distort(image, rng, self.photometric_p), boxes, labels)
         if rng.random() < self.zoom_out_p:
             sample = zoom_out(sample, rng, self.fill, self.zoom_out_max)
-        sample = iou_crop(sample, rng)
+        if rng.random() < self.crop_p:
+            sample = iou_crop(sample, rng)
         if rng.random() < self.flip_p:
             sample = hflip(sample)
         return to_network(drop_degenerate(sample), self.input_size)
