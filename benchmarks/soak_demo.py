@@ -14,6 +14,7 @@ child process (torch stays out of the measured process; the runtime never import
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import platform
 import subprocess
@@ -101,6 +102,40 @@ class Block:
     inference_ms: float  # mean Detector call over the block
     rss_mb: float
     python_mb: float  # Python objects (tracemalloc), NaN without --python-heap
+    trimmed_mb: float = float("nan")  # RSS after malloc_trim(0) (--malloc-trim), NaN without it
+
+
+def malloc_trim() -> bool:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim(0)); False where
+    there is no glibc. RSS that this takes away was freed but kept by the allocator."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim(0) is not None
+    except (OSError, AttributeError):
+        return False
+
+
+PARTS = ("video", "log", "draw")
+
+
+def strip_parts(without: set[str]) -> None:
+    """Elimination runs (--without): replace parts of the demo's loop by no-ops so that the
+    RSS growth of the rest can be measured. video: no recorder; log: no JSON log; draw:
+    the frame is recorded as read, without boxes or text."""
+    from ssd_edge.runtime.demo import loop
+
+    class Off:  # enter_context(Off(...)) gives None: the loop then has no such output
+        def __init__(self, *args: object) -> None: ...
+
+        def __enter__(self) -> None: ...
+
+        def __exit__(self, *exc_info: object) -> None: ...
+
+    if "video" in without:
+        loop.VideoRecorder = Off
+    if "log" in without:
+        loop.JsonLinesLog = Off
+    if "draw" in without:
+        loop.draw_detections = lambda image, *args, **kwargs: image
 
 
 @dataclass
@@ -110,6 +145,7 @@ class SoakMeter:
 
     detector: object
     block: int
+    trim: bool = False  # malloc_trim(0) at each block end, RSS read before and after it
     blocks: list[Block] = field(default_factory=list)
     frames: int = 0
     _block_start: float = 0.0
@@ -127,27 +163,30 @@ class SoakMeter:
         self.frames += 1
         if self.frames % self.block == 0:
             seconds = time.perf_counter() - self._block_start
+            rss = rss_mb()
+            trimmed = rss_mb() if self.trim and malloc_trim() else float("nan")
             self.blocks.append(
-                Block(self.frames, seconds, 1000 * self._inference_s / self.block, rss_mb(), python_heap_mb())
+                Block(self.frames, seconds, 1000 * self._inference_s / self.block, rss, python_heap_mb(), trimmed)
             )
         return detections
 
 
-def soak(model: Path, frames: int, block: int, work: Path, width: int, height: int, score_threshold: float):
+def soak(model: Path, frames: int, block: int, work: Path, width: int, height: int, score_threshold: float,
+         trim: bool = False, suffix: str = ".mp4", clip_frames: int = 300):
     from ssd_edge.runtime import Detector
     from ssd_edge.runtime.demo.capture import FrameGrabber
     from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
     from ssd_edge.runtime.demo.sources import open_capture, parse_source
 
-    clip = write_clip(work / "clip.mp4", 300, width, height)
+    clip = write_clip(work / "clip.mp4", clip_frames, width, height)
     memory = {"start": rss_mb()}
     load = [os.getloadavg()[0]]
     source = parse_source(str(clip))
-    settings = DemoSettings(model=str(model), source=str(clip), headless=True, output=str(work / "soak.mp4"),
+    settings = DemoSettings(model=str(model), source=str(clip), headless=True, output=str(work / f"soak{suffix}"),
                             max_frames=frames, loop=True)
     with Detector(str(model), score_threshold=score_threshold) as detector:
         memory["model loaded"] = rss_mb()
-        meter = SoakMeter(detector, block)
+        meter = SoakMeter(detector, block, trim=trim)
         grabber = FrameGrabber(lambda: open_capture(source)[0], live=False, loop=True)
         began = time.perf_counter()
         summary = record_demo(meter, grabber, settings, fps=30)
@@ -175,7 +214,8 @@ def report(args, summary, blocks, memory, wall, sizes, load, spec) -> str:
         f"- Model: {spec.arch}, input {spec.input_size[1]}x{spec.input_size[0]}, {len(spec.class_names) - 1} classes "
         f"({'given' if args.model else 'untrained, calibrated BatchNorm, made by the script'}), onnxruntime CPU, "
         f"score threshold {args.score_threshold}",
-        f"- Source: a generated {args.width}x{args.height} mp4 of 300 frames, looped; headless: annotated mp4 + JSON log "
+        f"- Source: a generated {args.width}x{args.height} mp4 of {args.clip_frames} frames, looped; headless: "
+        f"{describe_outputs(args)} "
         f"({', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in sizes.items())})",
         "- Timed: the whole loop per frame (read, Detector = preprocess + network + NumPy decode/NMS, drawing, "
         "video encode, log line); inference = the Detector call alone",
@@ -194,16 +234,25 @@ def report(args, summary, blocks, memory, wall, sizes, load, spec) -> str:
         f"FPS per block of {args.block} frames: min {min(rates):.1f}, median {float(np.median(rates)):.1f}, "
         f"max {max(rates):.1f}",
         "",
-        "| frames | loop fps | inference ms (mean) | RSS MiB | Python objects MiB |",
-        "|---|---|---|---|---|",
+        "| frames | loop fps | inference ms (mean) | RSS MiB | Python objects MiB | RSS after malloc_trim MiB |",
+        "|---|---|---|---|---|---|",
         *[
             f"| {b.frames} | {block_fps(b, args.block):.1f} | {b.inference_ms:.2f} | {b.rss_mb:.1f} | "
-            f"{'-' if np.isnan(b.python_mb) else f'{b.python_mb:.2f}'} |"
+            f"{'-' if np.isnan(b.python_mb) else f'{b.python_mb:.2f}'} | "
+            f"{'-' if np.isnan(b.trimmed_mb) else f'{b.trimmed_mb:.1f}'} |"
             for b in blocks
         ],
         "",
     ]
     return "\n".join(lines)
+
+
+def describe_outputs(args) -> str:
+    without = {part for part in args.without.split(",") if part}
+    parts = [f"annotated {args.video_suffix.lstrip('.')}" if "video" not in without else "no video",
+             "JSON log" if "log" not in without else "no log"]
+    text = " + ".join(parts)
+    return text + (f" (left out: {', '.join(sorted(without))})" if without else "")
 
 
 def block_fps(block: Block, size: int) -> float:
@@ -222,16 +271,27 @@ def main() -> None:
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--python-heap", action="store_true",
                    help="also trace Python objects (tracemalloc; slower) to tell a Python leak from native growth")
+    p.add_argument("--without", default="", help="elimination runs: comma-separated parts to leave out "
+                   "(video, log, draw); see strip_parts")
+    p.add_argument("--malloc-trim", action="store_true",
+                   help="call glibc's malloc_trim(0) at each block end and record RSS before and after it")
+    p.add_argument("--video-suffix", default=".mp4", help=".mp4 (MPEG-4 + crash-safe MJPG copy) or .avi (MJPG only)")
+    p.add_argument("--clip-frames", type=int, default=300, help="length of the looped source clip")
     p.add_argument("--out", type=Path, help="results file (default benchmarks/results/soak_demo_<arch>_<W>x<H>.md)")
     args = p.parse_args()
     if args.frames < args.block:
         p.error(f"--frames ({args.frames}) must be at least --block ({args.block})")
+    unknown = {part for part in args.without.split(",") if part} - set(PARTS)
+    if unknown:
+        p.error(f"--without {args.without}: unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     if args.python_heap:
         tracemalloc.start()
     with tempfile.TemporaryDirectory(prefix="soak_demo_") as tmp:
         work = Path(tmp)
         model = args.model or make_model(work / "model.onnx", args.arch, args.imgsz, args.width, args.height)
-        results = soak(model, args.frames, args.block, work, args.width, args.height, args.score_threshold)
+        strip_parts({part for part in args.without.split(",") if part})
+        results = soak(model, args.frames, args.block, work, args.width, args.height, args.score_threshold,
+                       args.malloc_trim, args.video_suffix, args.clip_frames)
     text = report(args, *results)
     spec = results[-1]
     out = args.out or RESULTS / f"soak_demo_{spec.arch}_{args.width}x{args.height}.md"
