@@ -6,6 +6,7 @@ benchmarks/results/soak_demo_<arch>_<W>x<H>.md with the machine it ran on. Goal:
 
     python benchmarks/soak_demo.py                       # 10,000 frames, model made here
     python benchmarks/soak_demo.py --frames 3000 --model runs/sample/ssd.onnx
+    python benchmarks/soak_demo.py --without log,draw --malloc-trim --out /tmp/part.md   # elimination run
 
 Without --model, an untrained model with calibrated BatchNorm statistics is exported in a
 child process (torch stays out of the measured process; the runtime never imports it).

@@ -18,6 +18,11 @@ still held in memory (about ten frames; tests/test_demo_kill.py measures it) and
 never left half-written: it appears only when complete. A recording file never replaces
 an existing file: when the name is taken it becomes `<stem>.recording_N`. The unplayable
 hidden temporary MP4 a killed run leaves is removed by the next recording of that target.
+
+Memory: the video writers keep their container's index in memory until the file is
+closed (FFmpeg's MP4 sample table, OpenCV's AVI frame index), so a recording's resident
+memory grows with its length, about 0.1 MiB per 1000 frames for an .mp4 target with its
+.recording.avi copy (benchmarks/results/soak_demo_*.md), and is given back at close().
 """
 
 from __future__ import annotations
