@@ -11,6 +11,7 @@ import sys
 import threading
 
 from ssd_edge.cli import SHOW_SCORE_THRESHOLD, run_command
+from ssd_edge.runtime.detector import BACKENDS
 
 EPILOG = """sources:
   0, 1, ...         a camera by index (V4L2 on Linux)
@@ -35,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=float, default=SHOW_SCORE_THRESHOLD,
                    help=f"minimum class score (default {SHOW_SCORE_THRESHOLD}; the model's own is for mAP)")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold (default: the model's)")
-    p.add_argument("--backend", default="auto", help="Detector backend (default auto)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="Detector backend (default auto)")
     p.add_argument("--width", type=int, help="ask the camera for this width (with --height)")
     p.add_argument("--height", type=int, help="ask the camera for this height (with --width)")
     p.add_argument("--fps", type=float, help="ask the camera for this frame rate")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ssd_edge.cli import run_command
+from ssd_edge.runtime.detector import BACKENDS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -15,7 +16,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture of a torchvision state dict given as --weights")
     p.add_argument("--batch", type=int, default=8, help="images per call")
     p.add_argument("--device", default="cpu", help="for .pt models: cpu or cuda")
-    p.add_argument("--backend", default="auto", help="for .onnx/.engine models: the runtime backend")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="for .onnx/.engine models: the runtime backend")
     p.add_argument("--json", metavar="PATH", help="write the metrics as JSON here")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from ssd_edge.cli import SHOW_SCORE_THRESHOLD, run_command
+from ssd_edge.runtime.detector import BACKENDS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold; default: the model's")
     p.add_argument("--max-detections", type=int, help="per image; default: the model's")
     p.add_argument("--backend", default="auto",
-                   choices=("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "tensorrt"))
+                   choices=BACKENDS)
     p.add_argument("--batch", type=int, default=8, help="images per network run")
     p.add_argument("--quiet", action="store_true", help="print only errors")
     return p

@@ -10,6 +10,7 @@ import logging
 import sys
 
 from ssd_edge.cli import run_command
+from ssd_edge.runtime.detector import BACKENDS
 
 LOG = logging.getLogger("ssd-serve")
 
@@ -18,7 +19,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-serve", description=__doc__)
     p.add_argument("--model", required=True, help=".onnx model or .engine (with its .engine.json)")
     p.add_argument("--backend", default="auto",
-                   choices=("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "tensorrt"))
+                   choices=BACKENDS)
     p.add_argument("--name", default="ssd", help="Triton model name; raw BGR arrays go to NAME_raw (default ssd)")
     p.add_argument("--address", default="0.0.0.0", help="interface to listen on (default all; 127.0.0.1: loopback)")
     p.add_argument("--http-port", type=int, default=8000)
