@@ -149,7 +149,7 @@ class Detector:
     def __call__(
         self, images: Image | Sequence[Image], timer: StageTimer | None = None
     ) -> Detections | list[Detections]:
-        single = isinstance(images, (np.ndarray, str, os.PathLike))
+        single = images is None or isinstance(images, (np.ndarray, str, os.PathLike))
         batch = [images] if single else list(images)
         if not batch:
             raise UsageError("no images to detect in (empty list)")

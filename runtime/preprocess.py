@@ -15,6 +15,9 @@ _local = threading.local()  # per-thread scratch buffers (see _scratch)
 
 
 def check_image(image: np.ndarray, what: str = "image") -> None:
+    if image is None:
+        raise TypeError(f"{what}: got None instead of an image (cv2.imread returns None for a file it cannot "
+                        "read: check the path, or pass the path itself to read it with a clear error)")
     if not isinstance(image, np.ndarray):
         raise TypeError(f"{what}: expected a numpy array (BGR uint8, H x W x 3), got {type(image).__name__}")
     if image.dtype != np.uint8:

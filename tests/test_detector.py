@@ -172,6 +172,14 @@ def test_not_an_image(detector):
         detector([[1, 2, 3]])
 
 
+@pytest.mark.parametrize("given", [None, [None]], ids=["none", "list-of-none"])
+def test_none_as_image_names_imread(detector, given):
+    """What cv2.imread returns for a missing file: a message about the image, not 'NoneType
+    is not iterable'."""
+    with pytest.raises(TypeError, match="got None instead of an image.*cv2.imread"):
+        detector(given)
+
+
 def test_empty_list(detector):
     with pytest.raises(ValueError, match="empty list"):
         detector([])
