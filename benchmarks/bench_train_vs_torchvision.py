@@ -218,7 +218,7 @@ def main() -> None:
         "# Training side by side: ssd-edge vs torchvision's SSDLite320 loop, same CPU time",
         "",
         markdown(describe("torch", "torchvision", "pycocotools")),
-        f"- torch threads: {args.threads}; 1/5/15-minute load average before: {' '.join(load_before)}, "
+        f"- 1/5/15-minute load average before: {' '.join(load_before)}, "
         f"after: {' '.join(load_after)} (the machine is shared: wall-clock numbers are noisy, CPU time is the budget)",
         "",
         f"Command: `python benchmarks/bench_train_vs_torchvision.py --data {args.data} --budget-min {args.budget_min:g} "
