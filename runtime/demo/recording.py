@@ -22,7 +22,7 @@ hidden temporary MP4 a killed run leaves is removed by the next recording of tha
 Memory: the video writers keep their container's index in memory until the file is
 closed (FFmpeg's MP4 sample table, OpenCV's AVI frame index), so a recording's resident
 memory grows with its length, about 0.1 MiB per 1000 frames for an .mp4 target with its
-.recording.avi copy (benchmarks/results/soak_demo_*.md), and is given back at close().
+.recording.avi copy (benchmarks/results/soak_demo_*.md), and is freed at close().
 """
 
 from __future__ import annotations
