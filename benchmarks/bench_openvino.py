@@ -37,7 +37,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_cpu import calibration_folder, describe_weights, our_checkpoint, torchvision_weights  # noqa: E402
+from e2e_cpu import calibration_folder, describe_weights, torchvision_weights  # noqa: E402
 
 from ssd_edge.benchmark.run import BenchOptions, run_bench  # noqa: E402
 from ssd_edge.export.images import sample_images  # noqa: E402

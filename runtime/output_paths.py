@@ -23,7 +23,6 @@ from typing import Callable, Iterable, Mapping, Sequence
 from ssd_edge.runtime.errors import UsageError
 
 
-
 class OutputError(UsageError):
     """An output that would replace an input or another output, or that cannot be
     written; the message names both paths and what to change."""

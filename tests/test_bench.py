@@ -190,4 +190,4 @@ def test_backends_side_by_side_with_their_precision_and_spinning(models, tmp_pat
     settings = report["settings"]
     assert (settings["backend"], settings["precision"], settings["spinning"]) == ("onnxruntime-cpu,openvino", "bf16",
                                                                                   True)
-    assert f"small.onnx [openvino] | ONNX | openvino " in (tmp_path / "b.md").read_text()
+    assert "small.onnx [openvino] | ONNX | openvino " in (tmp_path / "b.md").read_text()

@@ -3,7 +3,6 @@ its streams honour the stated timeouts (loopback servers only) and SIGTERM stops
 
 The model is the randomly initialised one of test_demo.py (what is checked is the demo)."""
 
-import os
 import shutil
 import signal
 import socket
@@ -11,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
