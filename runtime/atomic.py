@@ -8,14 +8,47 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
+
+
+# A partial file untouched this long belongs to no live writer (writers write without pause).
+STALE_PARTIAL_S = 60.0
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def partial_affixes(target: Path) -> tuple[str, str]:
+    """How the partial files of `target` are named: `.<name>.<random>.partial<suffix>`."""
+    return f".{target.name}.", f".partial{target.suffix}"
+
+
+def remove_stale_partials(target: str | os.PathLike, min_age_s: float = STALE_PARTIAL_S) -> list[Path]:
+    """Remove the partial files of `target` that a killed writer left and nothing has written
+    to for `min_age_s` (so a live writer's file is never pulled away); returns them. Names
+    are compared as strings, not as a glob, so any file name works."""
+    target = Path(target)
+    prefix, suffix = partial_affixes(target)
+    removed, now = [], time.time()
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        if not (path.name.startswith(prefix) and path.name.endswith(suffix)):
+            continue
+        try:
+            if path.is_file() and now - path.stat().st_mtime >= min_age_s:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove
+    return removed
 
 
 class PartialFile:
@@ -30,7 +63,8 @@ class PartialFile:
             raise FileNotFoundError(f"{self.target}: the directory {directory} does not exist")
         if not os.access(directory, os.W_OK):
             raise PermissionError(f"{self.target}: the directory {directory} is not writable")
-        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=f".partial{self.target.suffix}", dir=directory)
+        prefix, suffix = partial_affixes(self.target)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
         os.close(fd)
         self.path = Path(name)
 

@@ -38,7 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ssd_edge.runtime.atomic import PartialFile
+from ssd_edge.runtime.atomic import PartialFile, remove_stale_partials
 from ssd_edge.runtime.errors import SSDEdgeError
 from ssd_edge.runtime.output_paths import unique_name
 
@@ -60,25 +60,6 @@ def _check_folder(target: Path) -> None:
         raise RecordingError(f"{target}: the directory {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise RecordingError(f"{target}: the directory {folder} is not writable")
-
-
-STALE_PARTIAL_S = 60.0  # a hidden partial video untouched this long belongs to no running recorder
-
-
-def remove_stale_partials(target: Path) -> list[Path]:
-    """Remove the hidden temporary videos an earlier recording of `target` left when it was
-    killed (`.NAME.*.partial.SUFFIX`, unplayable: an MP4 is written in full only when
-    finalised) and not written for STALE_PARTIAL_S; returns them. The playable
-    `.recording` files are the user's and are never removed."""
-    removed = []
-    for path in target.parent.glob(f".{target.name}.*.partial{target.suffix}"):
-        try:
-            if time.time() - path.stat().st_mtime >= STALE_PARTIAL_S:
-                path.unlink()
-                removed.append(path)
-        except OSError:
-            continue  # gone meanwhile, or not ours to remove
-    return removed
 
 
 def _partial_file(path: str | os.PathLike) -> PartialFile:

@@ -9,17 +9,12 @@ For `--save runs/ssd.pt`: `runs/ssd.pt` (last checkpoint), `runs/ssd.best.pt` (b
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ssd_edge.runtime.atomic import PartialFile
+from ssd_edge.runtime.atomic import PartialFile, remove_stale_partials
 from ssd_edge.runtime.errors import SSDEdgeError
-
-# a .partial file untouched this long belongs to no live save (a save writes without pause)
-LEFTOVER_AGE_S = 60.0
-
 
 class OutputError(SSDEdgeError, OSError):
     """A training output that cannot be written; the message names the file and the reason."""
@@ -62,21 +57,11 @@ class RunFiles:
                               "choose a writable folder with --save") from None
         return self.remove_leftovers()
 
-    def remove_leftovers(self, min_age_s: float = LEFTOVER_AGE_S) -> list[Path]:
-        """Delete `.partial` files that an interrupted atomic write of one of this run's files
-        left (runtime.atomic names them `.<name>.<random>.partial<suffix>`) and that nothing
-        has written to for `min_age_s` (so another live run's save is never pulled away);
-        nothing else."""
-        removed, now = [], time.time()
-        for target in self.all():
-            prefix, suffix = f".{target.name}.", f".partial{target.suffix}"
-            for path in target.parent.iterdir():
-                if not (path.name.startswith(prefix) and path.name.endswith(suffix) and path.is_file()):
-                    continue
-                if now - path.stat().st_mtime >= min_age_s:
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
-        return removed
+    def remove_leftovers(self) -> list[Path]:
+        """Delete the `.partial` files that an interrupted atomic write of one of this run's
+        files left, once untouched for a minute (another live run's save is never pulled
+        away); nothing else."""
+        return [path for target in self.all() for path in remove_stale_partials(target)]
 
 
 @contextlib.contextmanager
