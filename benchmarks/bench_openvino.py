@@ -8,7 +8,7 @@ Part 1 (ssd-bench, one run per score threshold 0.001 and 0.3): the model's ONNX 
 its INT8 QDQ copy (`ssd-export --format int8`, `cpu` flavour), each on onnxruntime's CPU
 provider and on OpenVINO (CPU, f32 inference precision), side by side with torchvision's
 eager ssdlite320_mobilenet_v3_large on the same weights, batch 1 and 8, subjects taking
-turns in rounds (what is timed: see ssd_edge/runtime/bench/latency.py). With --data, the
+turns in rounds (what is timed: see ssd_edge/bench/latency.py). With --data, the
 score-0.001 run adds mAP@0.5 and mAP@0.5:0.95 of every model on every backend (ssd-eval).
 OpenVINO is also asked for bf16 once, to record what it says on this CPU.
 
@@ -39,12 +39,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e_cpu import calibration_folder, describe_weights, torchvision_weights  # noqa: E402
 
-from ssd_edge.benchmark.run import BenchOptions, run_bench  # noqa: E402
+from ssd_edge.bench.run import BenchOptions, run_bench  # noqa: E402
 from ssd_edge.export.images import sample_images  # noqa: E402
 from ssd_edge.export.pipeline import ExportOptions, run_export  # noqa: E402
-from ssd_edge.runtime.atomic import write_text_atomic  # noqa: E402
-from ssd_edge.runtime.bench import latency as bench, report as bench_report  # noqa: E402
-from ssd_edge.runtime.bench.machine import RUNTIME_LIBRARIES, describe, markdown as machine_markdown  # noqa: E402
+from ssd_edge.common.atomic import write_text_atomic  # noqa: E402
+from ssd_edge.bench import latency as bench, report as bench_report  # noqa: E402
+from ssd_edge.bench.machine import RUNTIME_LIBRARIES, describe, markdown as machine_markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEER = "torchvision"

@@ -42,8 +42,8 @@ from bench_tracking import export_model  # noqa: E402
 
 from ssd_edge.export.images import sample_images  # noqa: E402
 from ssd_edge.runtime import Detector  # noqa: E402
-from ssd_edge.runtime.atomic import write_text_atomic  # noqa: E402
-from ssd_edge.runtime.bench import machine  # noqa: E402
+from ssd_edge.common.atomic import write_text_atomic  # noqa: E402
+from ssd_edge.bench import machine  # noqa: E402
 from ssd_edge.runtime.image_io import encode_image  # noqa: E402
 from ssd_edge.runtime.serve.client import DetectionClient  # noqa: E402
 from ssd_edge.runtime.serve.launch import launch_server  # noqa: E402

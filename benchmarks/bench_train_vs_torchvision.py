@@ -46,8 +46,8 @@ from ssd_edge.data.transforms import TrainAugment
 from ssd_edge.evaluation.coco import evaluate
 from ssd_edge.evaluation.predictor import TorchPredictor
 from ssd_edge.models import build_model
-from ssd_edge.runtime.atomic import write_text_atomic
-from ssd_edge.runtime.bench.machine import describe, markdown
+from ssd_edge.common.atomic import write_text_atomic
+from ssd_edge.bench.machine import describe, markdown
 from ssd_edge.runtime.detections import Detections
 from ssd_edge.training.loss import MultiBoxLoss
 from ssd_edge.training.matching import match

@@ -14,7 +14,7 @@ at 320x320 (such as the sample model `make sample` trains), exported with ssd-ex
 ONNX FP32, INT8 `cpu` flavour and INT8 `tensorrt` flavour (calibrated on --data's images,
 else on synthetic sample images). The torchvision peer runs the very same weights; a
 checkpoint also runs eager as our PyTorch model, and --data adds mAP columns. What is timed is what
-ssd-bench times (see ssd_edge/runtime/bench.py): BGR images in memory -> final
+ssd-bench times (see ssd_edge/bench/latency.py): BGR images in memory -> final
 detections, per stage, after warm-up, models and peer taking turns in rounds.
 
 An untrained head scores nearly every default box above the preset's 0.001 in every class,
@@ -34,12 +34,12 @@ from pathlib import Path
 import cv2
 import torch
 
-from ssd_edge.benchmark.run import BenchOptions, run_bench
+from ssd_edge.bench.run import BenchOptions, run_bench
 from ssd_edge.export.images import sample_images
 from ssd_edge.export.pipeline import ExportOptions, run_export
-from ssd_edge.runtime.bench import report as bench_report
-from ssd_edge.runtime.atomic import write_text_atomic
-from ssd_edge.runtime.bench.latency import overhead_ratio
+from ssd_edge.bench import report as bench_report
+from ssd_edge.common.atomic import write_text_atomic
+from ssd_edge.bench.latency import overhead_ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEER = "torchvision"
@@ -52,7 +52,7 @@ def torchvision_weights(path: Path) -> Path:
     statistics of sample images, saved as its own state dict file."""
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-    from ssd_edge.benchmark.peers import calibrate_torchvision
+    from ssd_edge.bench.peers import calibrate_torchvision
 
     torch.manual_seed(0)
     model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssd_edge.runtime.bench.machine import VNNI_FLAGS, cpu_model_and_flags
+from ssd_edge.bench.machine import VNNI_FLAGS, cpu_model_and_flags
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ssd_edge.runtime.bench.machine import cpu_model_and_flags, versions
+from ssd_edge.bench.machine import cpu_model_and_flags, versions
 
 RESULTS = Path(__file__).parent / "results"
 CLASSES = ("__background__", "square", "circle")

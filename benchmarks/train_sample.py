@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssd_edge.runtime.bench.machine import describe, markdown
+from ssd_edge.bench.machine import describe, markdown
 from ssd_edge.data.sources import load_splits
 from ssd_edge.data.synth import write_synthetic_dataset
-from ssd_edge.runtime.atomic import write_text_atomic
+from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.training.train import TrainConfig, train
 
 
@@ -99,7 +99,7 @@ def plot_beside(path: str, history: list[dict], previous: list[dict] | None) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ssd_edge.runtime.atomic import atomic_path
+    from ssd_edge.common.atomic import atomic_path
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     runs = [("current defaults", history, "-", "tab:blue")]

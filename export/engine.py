@@ -38,7 +38,7 @@ from ssd_edge.export.onnx_model import (
     save,
     spec_of,
 )
-from ssd_edge.runtime.atomic import atomic_path
+from ssd_edge.common.atomic import atomic_path
 from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
 from ssd_edge.runtime.backends.tensorrt_support import load_tensorrt, no_dla_cores
 from ssd_edge.runtime.model_file import EngineSidecar, sidecar_path

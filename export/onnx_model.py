@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ssd_edge.runtime.model_file import spec_from_onnx_metadata
 from ssd_edge.runtime.spec import ModelSpec
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 
 QUANTIZATION_KEY = "ssd_edge.quantization"
 

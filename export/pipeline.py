@@ -17,10 +17,10 @@ from typing import Callable
 
 from ssd_edge.export.onnx_model import QUANTIZATION_KEY, ExportError, batch_size, load_onnx, metadata, spec_of
 from ssd_edge.export.parity import ParityReport
-from ssd_edge.runtime.atomic import atomic_path
-from ssd_edge.runtime.errors import MissingDependency
+from ssd_edge.common.atomic import atomic_path
+from ssd_edge.common.errors import MissingDependency
 from ssd_edge.runtime.model_file import sidecar_path
-from ssd_edge.runtime.output_paths import OutputFolder, check_outputs
+from ssd_edge.common.output_paths import OutputFolder, check_outputs
 from ssd_edge.runtime.spec import ModelSpec
 
 FORMATS = ("onnx", "int8", "engine")

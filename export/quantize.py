@@ -39,7 +39,7 @@ from ssd_edge.export.onnx_model import (
     set_metadata,
     spec_of,
 )
-from ssd_edge.runtime.atomic import atomic_path
+from ssd_edge.common.atomic import atomic_path
 from ssd_edge.runtime.preprocess import preprocess
 
 ImageSource = Union[str, os.PathLike, np.ndarray]  # a file to read, or a BGR uint8 image

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 
 if TYPE_CHECKING:
     from ssd_edge.runtime.spec import ModelSpec

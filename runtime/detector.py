@@ -25,8 +25,8 @@ from ssd_edge.runtime.model_file import model_format, read_sidecar
 from ssd_edge.runtime.detections import Detections, PostprocessConfig, PostprocessOverrides
 from ssd_edge.runtime.preprocess import check_image, preprocess
 from ssd_edge.runtime.spec import ModelSpec
-from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
-from ssd_edge.runtime.errors import UsageError
+from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
+from ssd_edge.common.errors import UsageError
 
 BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "openvino", "tensorrt")
 

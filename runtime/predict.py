@@ -1,7 +1,7 @@
 """ssd-predict's work: detect in image files with a deployed model, write each image with
 its detections drawn, and one JSON of every detection. Files are written atomically (a
 temporary file, then a rename), so an interrupted run never leaves a half-written one; an
-input is never replaced and no two results share a name (runtime/output_paths)."""
+input is never replaced and no two results share a name (ssd_edge/common/output_paths)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ssd_edge.runtime.atomic import write_bytes_atomic
+from ssd_edge.common.atomic import write_bytes_atomic
 from ssd_edge.runtime.draw import draw_detections
 from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, images_in_folder, read_image, shown_path
-from ssd_edge.runtime.output_paths import OutputError, OutputFolder, check_outputs, output_names
-from ssd_edge.runtime.errors import UsageError
+from ssd_edge.common.output_paths import OutputError, OutputFolder, check_outputs, output_names
+from ssd_edge.common.errors import UsageError
 from ssd_edge.runtime.serve.client import open_detector
 
 RESULTS_NAME = "detections.json"

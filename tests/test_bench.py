@@ -20,7 +20,7 @@ from ssd_edge.cli.bench import main
 from ssd_edge.export.quantize import quantize_int8
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.runtime import Detector
-from ssd_edge.runtime.bench.stage_timer import STAGES, StageTimer
+from ssd_edge.runtime.stage_timer import STAGES, StageTimer
 
 FIELDS = ("name", "kind", "format", "backend", "size_mb", "batch", "runs", "latency_ms", "images_per_s",
           "stages_ms", "stages_p50_ms", "stages_timed", "stages_not_separate", "vs", "latencies_ms")

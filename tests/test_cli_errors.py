@@ -7,7 +7,7 @@ from ssd_edge.cli import run_command
 from ssd_edge.cli.demo import main as demo_main
 from ssd_edge.cli.predict import main as predict_main
 from ssd_edge.cli.train import main as train_main
-from ssd_edge.runtime.errors import UsageError
+from ssd_edge.common.errors import UsageError
 
 
 @pytest.mark.parametrize("main, argv, message", [

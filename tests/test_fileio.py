@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ssd_edge.runtime.atomic import PartialFile, atomic_path, remove_stale_partials
+from ssd_edge.common.atomic import PartialFile, atomic_path, remove_stale_partials
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -25,7 +25,7 @@ def test_killed_mid_write_leaves_the_old_file(tmp_path):
     target.write_text("old")
     code = textwrap.dedent(f"""
         import os
-        from ssd_edge.runtime.atomic import atomic_path
+        from ssd_edge.common.atomic import atomic_path
         with atomic_path({str(target)!r}) as tmp:
             tmp.write_text("half-written")
             os._exit(9)  # killed: no cleanup, no rename

@@ -5,7 +5,7 @@ import ctypes
 
 import pytest
 
-from ssd_edge.runtime.bench import machine
+from ssd_edge.bench import machine
 from ssd_edge.runtime.cuda import device
 from ssd_edge.runtime.cuda.device import GpuInfo, NoGpu, describe_gpu, gpu_text
 from ssd_edge.runtime.cuda.resources import GpuError, check

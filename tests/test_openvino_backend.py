@@ -28,7 +28,7 @@ from ssd_edge.runtime import Detector
 from ssd_edge.runtime.backends.openvino_backend import (
     PRECISIONS, QUANTIZATION_KEY, OpenVinoError, choose_precision,
 )
-from ssd_edge.runtime.errors import MissingDependency, UsageError
+from ssd_edge.common.errors import MissingDependency, UsageError
 from ssd_edge.runtime.preprocess import preprocess
 
 ov = pytest.importorskip("openvino", reason="backend 'openvino' needs `pip install 'ssd-edge[openvino]'`")
@@ -228,7 +228,7 @@ def test_missing_openvino_names_the_extra_to_install(onnx_path):
 
         sys.meta_path.insert(0, NoOpenVino())
         from ssd_edge.runtime import Detector
-        from ssd_edge.runtime.errors import MissingDependency
+        from ssd_edge.common.errors import MissingDependency
         try:
             Detector({str(onnx_path)!r}, backend="openvino")
         except MissingDependency as exc:

@@ -11,7 +11,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from ssd_edge.runtime.boxes import pairwise_iou
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 from ssd_edge.runtime.tracking import (LineCounter, MotionNoise, Tracker, TrackerConfig, TrackingError, Tracks,
                                        Trails, parse_line)
 from ssd_edge.runtime.tracking.association import assign

@@ -17,7 +17,7 @@ import torch
 
 from ssd_edge.checkpoint import load_checkpoint, save_checkpoint
 from ssd_edge.models import build_model
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 from ssd_edge.training.outputs import OutputError, RunFiles, writing
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
 from ssd_edge.training.train import TrainConfig, TrainingError, train

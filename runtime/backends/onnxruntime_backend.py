@@ -14,13 +14,13 @@ from typing import Sequence
 import numpy as np
 
 from ssd_edge.runtime.cuda.resources import GpuError
-from ssd_edge.runtime.errors import require
+from ssd_edge.common.errors import require
 from ssd_edge.runtime.model_file import spec_from_onnx_metadata
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.spec import SpecError, check_output_shapes
-from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
+from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 
 DEFAULT_GPU_MAX_BATCH = 32
 SPINNING_KEY = "session.intra_op.allow_spinning"

@@ -23,9 +23,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
+from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
-from ssd_edge.runtime.errors import SSDEdgeError, UsageError, require
+from ssd_edge.common.errors import SSDEdgeError, UsageError, require
 from ssd_edge.runtime.model_file import spec_from_onnx_metadata
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes

@@ -31,7 +31,7 @@ from ssd_edge.runtime.backends.tensorrt_support import load_tensorrt
 from ssd_edge.runtime.model_file import EngineSidecar, read_sidecar, sidecar_path
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.priors import default_boxes
-from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
+from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 
 
 class EngineError(GpuError):

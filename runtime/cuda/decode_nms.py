@@ -15,7 +15,7 @@ import numpy as np
 from ssd_edge.runtime.cuda.resources import DeviceBuffer, PinnedBuffer, Stream, check, compile_module
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, KERNELS, DecodeNmsPlan
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
-from ssd_edge.runtime.bench.stage_timer import NO_TIMER, StageTimer
+from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 
 
 class CudaDecodeNms:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 
 NVRTC_ENV = "SSD_EDGE_NVRTC"  # path of a libnvrtc to use instead of the wheel's
 ARCHITECTURES = ("sm_53", "sm_72", "sm_87", "sm_90")

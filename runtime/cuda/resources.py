@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 
 
 class GpuError(SSDEdgeError, RuntimeError):

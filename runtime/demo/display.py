@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
 

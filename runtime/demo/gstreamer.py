@@ -7,7 +7,7 @@ import re
 
 import cv2
 
-from ssd_edge.runtime.errors import SSDEdgeError, UsageError
+from ssd_edge.common.errors import SSDEdgeError, UsageError
 
 JETSON_OPENCV_HELP = (
     "On a Jetson use JetPack's system OpenCV, which is built with GStreamer: "

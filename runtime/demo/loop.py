@@ -32,8 +32,8 @@ from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.demo.rates import DurationMeter
 from ssd_edge.runtime.demo.recording import JsonLinesLog, VideoRecorder
 from ssd_edge.runtime.demo.sources import STREAM_TIMEOUT_MS, Source, describe_capture, open_capture, parse_source
-from ssd_edge.runtime.errors import UsageError
-from ssd_edge.runtime.output_paths import check_outputs
+from ssd_edge.common.errors import UsageError
+from ssd_edge.common.output_paths import check_outputs
 
 if TYPE_CHECKING:  # imported when tracking is asked for: it needs SciPy
     from ssd_edge.runtime.tracking import StreamTracking

@@ -38,9 +38,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ssd_edge.runtime.atomic import PartialFile, remove_stale_partials
-from ssd_edge.runtime.errors import SSDEdgeError
-from ssd_edge.runtime.output_paths import unique_name
+from ssd_edge.common.atomic import PartialFile, remove_stale_partials
+from ssd_edge.common.errors import SSDEdgeError
+from ssd_edge.common.output_paths import unique_name
 
 # container suffix -> FourCC; MJPG in .avi is built into OpenCV and needs no FFmpeg/GStreamer encoder
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}

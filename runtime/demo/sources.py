@@ -23,7 +23,7 @@ from typing import Iterator
 import cv2
 
 from ssd_edge.runtime.demo.gstreamer import csi_pipeline, require_gstreamer
-from ssd_edge.runtime.errors import SSDEdgeError, UsageError
+from ssd_edge.common.errors import SSDEdgeError, UsageError
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 STREAM_TIMEOUT_MS = 5000  # open and read timeouts of network streams, so a dead one fails instead of hanging

@@ -53,7 +53,7 @@ def check_model(machine: Machine, model: Path) -> list[Verdict]:
         return [missing("model (onnxruntime)", f"{model} cannot run: OpenCV is not installed",
                         "pip install 'ssd-edge[runtime]'")]
     from ssd_edge.runtime.detector import Detector
-    from ssd_edge.runtime.errors import SSDEdgeError
+    from ssd_edge.common.errors import SSDEdgeError
 
     try:
         detector = Detector(model, backend="onnxruntime")

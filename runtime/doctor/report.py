@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ssd_edge.runtime.atomic import write_text_atomic
+from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.runtime.doctor.verdict import FAILED, MISSING, Verdict
-from ssd_edge.runtime.errors import UsageError
+from ssd_edge.common.errors import UsageError
 
 TITLE = "# ssd-doctor report"
 

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from ssd_edge.runtime.detector import Detector
-from ssd_edge.runtime.errors import SSDEdgeError, UsageError, require
+from ssd_edge.common.errors import SSDEdgeError, UsageError, require
 from ssd_edge.runtime.serve.model import BatchLog, DetectorModel
 from ssd_edge.runtime.serve.protocol import BYTES_INPUT, RAW_INPUT, model_parameters, raw_model
 

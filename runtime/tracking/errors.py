@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 
 
 class TrackingError(SSDEdgeError, ValueError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, NoReturn, TypeVar
 
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 
 T = TypeVar("T")
 

@@ -3,7 +3,7 @@
     ssd-bench --model ssd.onnx --model ssd.int8.onnx --batch 1,8 --peer torchvision
     ssd-bench --model ssd.onnx --compare-torch ssd.pt --data dataset_coco --json bench.json --plot bench.png
 
-Parses arguments and calls `ssd_edge.benchmark.run.run_bench`.
+Parses arguments and calls `ssd_edge.bench.run.run_bench`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from ssd_edge.benchmark.run import BenchOptions, command_line, run_bench
+    from ssd_edge.bench.run import BenchOptions, command_line, run_bench
 
     options = BenchOptions(
         models=tuple(args.models), backend=args.backend, device=args.device, precision=args.precision,
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _check_reports(args: argparse.Namespace) -> None:
     """Before the work: the report files can be written and replace no input."""
-    from ssd_edge.runtime.output_paths import check_outputs, check_writable_file
+    from ssd_edge.common.output_paths import check_outputs, check_writable_file
 
     reports = {"--json": args.json_path, "--markdown": args.markdown_path, "--plot": args.plot_path}
     for label, path in reports.items():

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 
 
 class DatasetError(SSDEdgeError, ValueError):

@@ -16,7 +16,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ssd_edge.runtime.atomic import write_text_atomic
+from ssd_edge.common.atomic import write_text_atomic
 
 CLASSES = ("circle", "square", "triangle")
 # Non-contiguous category ids, as real COCO files have, so the label mapping is exercised.

@@ -8,9 +8,9 @@ from typing import Sequence
 
 from ssd_edge.data.sources import DatasetError, describe, load_splits
 from ssd_edge.evaluation.coco import EvalResult, evaluate
-from ssd_edge.runtime.atomic import write_text_atomic
-from ssd_edge.runtime.errors import MissingDependency, UsageError
-from ssd_edge.runtime.output_paths import check_outputs, check_writable_file
+from ssd_edge.common.atomic import write_text_atomic
+from ssd_edge.common.errors import MissingDependency, UsageError
+from ssd_edge.common.output_paths import check_outputs, check_writable_file
 from ssd_edge.runtime.model_file import format_label, model_format
 
 

@@ -17,7 +17,7 @@ from ssd_edge.models.postprocessor import PostProcessor
 from ssd_edge.runtime.detections import DEFAULT_POSTPROCESS
 from ssd_edge.runtime.priors import scales_linear
 from ssd_edge.runtime.spec import DefaultBoxConfig, ModelSpec
-from ssd_edge.runtime.errors import UsageError
+from ssd_edge.common.errors import UsageError
 
 Body = tuple[nn.Module, nn.ModuleList]
 

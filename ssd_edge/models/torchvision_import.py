@@ -13,7 +13,7 @@ from torchvision.models import vgg16
 
 from ssd_edge.models import mobilenet, vgg
 from ssd_edge.models.ssd import SSD
-from ssd_edge.runtime.errors import UsageError
+from ssd_edge.common.errors import UsageError
 
 # torchvision detector key prefix -> ours, per architecture family, first match wins.
 _DETECTOR_RENAMES = {

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ssd_edge.runtime.boxes import cxcywh_to_xyxy, encode, pairwise_iou
-from ssd_edge.runtime.errors import SSDEdgeError, UsageError
+from ssd_edge.common.errors import SSDEdgeError, UsageError
 
 MATCHERS = ("hungarian_iou", "hungarian", "greedy_iou")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ssd_edge.runtime.atomic import PartialFile, remove_stale_partials
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.atomic import PartialFile, remove_stale_partials
+from ssd_edge.common.errors import SSDEdgeError
 
 class OutputError(SSDEdgeError, OSError):
     """A training output that cannot be written; the message names the file and the reason."""

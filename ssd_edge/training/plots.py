@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ssd_edge.runtime.atomic import atomic_path, write_text_atomic
+from ssd_edge.common.atomic import atomic_path, write_text_atomic
 
 FIELDS = ("epoch", "loss", "train_acc", "lr", "AP", "AP50", "images_per_s", "skipped", "seconds", "elapsed")
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ssd_edge.checkpoint import load_checkpoint
-from ssd_edge.runtime.errors import SSDEdgeError
+from ssd_edge.common.errors import SSDEdgeError
 
 TRAINING_STATE = ("epoch", "optimizer", "scheduler", "rng")
 

@@ -34,7 +34,7 @@ from ssd_edge.training.plots import plot_curves, write_metrics_csv
 from ssd_edge.training.resume import check_batches_per_epoch, check_resumable, check_same_run, restore, rng_state
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
 from ssd_edge.evaluation.predictor import TorchPredictor
-from ssd_edge.runtime.errors import SSDEdgeError, UsageError
+from ssd_edge.common.errors import SSDEdgeError, UsageError
 
 
 class TrainingError(SSDEdgeError, RuntimeError):

@@ -21,10 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ssd_edge.runtime.bench.latency import BenchError, Subject
-from ssd_edge.runtime.bench.stage_timer import StageTimer
+from ssd_edge.bench.latency import BenchError, Subject
+from ssd_edge.runtime.stage_timer import StageTimer
 from ssd_edge.runtime.detections import PostprocessConfig
-from ssd_edge.runtime.errors import require
+from ssd_edge.common.errors import require
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.spec import ModelSpec
 

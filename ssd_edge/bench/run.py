@@ -5,7 +5,7 @@
 
 Torch-free unless a PyTorch peer (`--peer torchvision`, `--compare-torch`) or accuracy
 (`--data`, through ssd-eval) is asked for: then torch is imported for that, lazily. What is
-timed is described in `ssd_edge.runtime.bench.latency`.
+timed is described in `ssd_edge.bench.latency`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from ssd_edge.runtime.bench import latency as bench, report as bench_report
-from ssd_edge.runtime.bench.latency import BenchError, Subject
-from ssd_edge.runtime.bench.machine import RUNTIME_LIBRARIES, describe
+from ssd_edge.bench import latency as bench, report as bench_report
+from ssd_edge.bench.latency import BenchError, Subject
+from ssd_edge.bench.machine import RUNTIME_LIBRARIES, describe
 from ssd_edge.runtime.spec import SpecError
 
 PEERS = ("torchvision",)
@@ -156,7 +156,7 @@ def open_subjects(options: BenchOptions, images: list[np.ndarray]) -> tuple[list
 
 def open_peers(options: BenchOptions, reference, overrides: dict, images: list[np.ndarray]) -> list[Subject]:
     """The PyTorch peers (torch imported here), at the same thread count as the models."""
-    from ssd_edge.benchmark import peers as bench_peers
+    from ssd_edge.bench import peers as bench_peers
 
     bench_peers.set_threads(options.thread_count)
     peers = []
@@ -172,7 +172,7 @@ def convertible(checkpoint: Path | None) -> Path | None:
     """`checkpoint` when it can give torchvision's SSDLite320 its weights, else None."""
     if checkpoint is None:
         return None
-    from ssd_edge.benchmark import peers as bench_peers
+    from ssd_edge.bench import peers as bench_peers
 
     try:
         bench_peers.peer_weights(checkpoint)
@@ -194,7 +194,7 @@ def accuracy(options: BenchOptions, echo: Echo) -> list[dict]:
         rows = evaluate_models(paths, str(options.data), backend=backend, progress=options.progress)
         names = {str(m): options.subject_name(m, backend) for m in options.models}
         if torch_too:
-            from ssd_edge.benchmark.peers import torch_model_name
+            from ssd_edge.bench.peers import torch_model_name
 
             names[str(options.compare_torch)] = torch_model_name(options.compare_torch)
         entries += [{"name": names.get(r["model"], r["model"]), **{k: r[k] for k in ("AP", "AP50", "AP75", "size_mb")},
@@ -246,7 +246,7 @@ def run_bench(options: BenchOptions, echo: Echo = print) -> dict:
 
 
 def write_outputs(report: dict, options: BenchOptions, echo: Echo) -> None:
-    from ssd_edge.runtime.atomic import write_text_atomic
+    from ssd_edge.common.atomic import write_text_atomic
 
     if options.json_path is not None:
         write_text_atomic(options.json_path, bench_report.to_json(report))
@@ -255,7 +255,7 @@ def write_outputs(report: dict, options: BenchOptions, echo: Echo) -> None:
         write_text_atomic(options.markdown_path, bench_report.markdown(report))
         echo(f"wrote {options.markdown_path}")
     if options.plot_path is not None:
-        from ssd_edge.benchmark.plot import plot_latencies
+        from ssd_edge.bench.plot import plot_latencies
 
         plot_latencies(report, options.plot_path)
         echo(f"wrote {options.plot_path}")

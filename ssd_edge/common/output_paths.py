@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from ssd_edge.runtime.errors import UsageError
+from ssd_edge.common.errors import UsageError
 
 
 class OutputError(UsageError):

@@ -1,6 +1,6 @@
 """ssd-bench's report as a terminal table, markdown and JSON (the same numbers in each).
 
-The report is plain data (see `ssd_edge.benchmark.run.run_bench`): `machine`, `settings`,
+The report is plain data (see `ssd_edge.bench.run.run_bench`): `machine`, `settings`,
 `subjects`, `results` (one row per subject and batch size, from `bench.summarize`), and
 `accuracy` when a dataset was given.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssd_edge.runtime.bench.machine import gpu_text
-from ssd_edge.runtime.bench.stage_timer import STAGES
+from ssd_edge.bench.machine import gpu_text
+from ssd_edge.runtime.stage_timer import STAGES
 
 STAGE_HEADERS = {"preprocess": "pre", "host_to_device": "h2d", "network": "net", "device_to_host": "d2h",
                  "decode_nms": "nms", "other": "other"}
@@ -134,7 +134,7 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def markdown(report: dict, title: str = "ssd-bench") -> str:
-    from ssd_edge.runtime.bench.machine import markdown as machine_markdown
+    from ssd_edge.bench.machine import markdown as machine_markdown
 
     peers = peer_labels(report)
     settings = report["settings"]

@@ -1,1 +1,0 @@
-"""Latency measurement of the runtime: what `ssd-bench` times, per stage, and how it reports."""

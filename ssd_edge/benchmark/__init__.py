@@ -1,1 +1,0 @@
-"""What `ssd-bench` runs: latency of exported models against torch peers in one run."""
