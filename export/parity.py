@@ -34,12 +34,14 @@ class ParityError(ExportError):
 
 
 @dataclass(frozen=True)
-class OutputError:
+class OutputDifference:
+    """How far one raw output is from its reference."""
+
     max_abs: float
     max_rel: float  # max_abs / max |reference|
 
     @classmethod
-    def between(cls, output: np.ndarray, reference: np.ndarray) -> "OutputError":
+    def between(cls, output: np.ndarray, reference: np.ndarray) -> "OutputDifference":
         max_abs = float(np.abs(output.astype(np.float64) - reference).max())
         return cls(max_abs, max_abs / max(float(np.abs(reference).max()), 1e-12))
 
@@ -50,8 +52,8 @@ class ParityReport:
 
     images: int
     batch: int
-    locs: OutputError
-    confs: OutputError
+    locs: OutputDifference
+    confs: OutputDifference
     detections_matched: int
     detections_total: int
 
@@ -145,8 +147,8 @@ def compare(
     return ParityReport(
         images=len(image_sizes),
         batch=batch,
-        locs=OutputError.between(outputs[0], reference[0]),
-        confs=OutputError.between(outputs[1], reference[1]),
+        locs=OutputDifference.between(outputs[0], reference[0]),
+        confs=OutputDifference.between(outputs[1], reference[1]),
         detections_matched=sum(matched_detections(o, t) for o, t in zip(ours, theirs)),
         detections_total=sum(max(len(o.boxes), len(t.boxes)) for o, t in zip(ours, theirs)),
     )

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from ssd_edge.common.atomic import write_bytes_atomic
 from ssd_edge.runtime.draw import draw_detections
 from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, images_in_folder, read_image, shown_path
-from ssd_edge.common.output_paths import OutputError, OutputFolder, check_outputs, output_names
+from ssd_edge.common.output_paths import OutputPathError, OutputFolder, check_outputs, output_names
 from ssd_edge.common.errors import UsageError
 from ssd_edge.runtime.serve.client import open_detector
 
@@ -52,7 +52,7 @@ def plan_outputs(model: str | os.PathLike, paths: Sequence[Path], out_dir: Path,
 
 def earlier_results(results: Path) -> set[str]:
     """The annotated-image names an earlier run listed in `results` (which may be replaced);
-    none when there is no such file. OutputError when a file of that name exists and is
+    none when there is no such file. OutputPathError when a file of that name exists and is
     not an ssd-predict result (it would be replaced)."""
     if not results.exists():
         return set()
@@ -60,7 +60,7 @@ def earlier_results(results: Path) -> set[str]:
         listed = json.loads(results.read_text())["images"]
         return {Path(entry["annotated"]).name for entry in listed}
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OutputError(f"{shown_path(results)} exists and is not an ssd-predict result ({type(exc).__name__}); "
+        raise OutputPathError(f"{shown_path(results)} exists and is not an ssd-predict result ({type(exc).__name__}); "
                           "it would be replaced: choose another --output folder") from None
 
 

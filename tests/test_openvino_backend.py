@@ -21,7 +21,7 @@ import pytest
 
 from export_helpers import calibrated_model, dataset_images
 from ssd_edge.export.onnx_model import QUANTIZATION_KEY as EXPORT_QUANTIZATION_KEY
-from ssd_edge.export.parity import FP32_RTOL, OutputError
+from ssd_edge.export.parity import FP32_RTOL, OutputDifference
 from ssd_edge.export.quantize import quantize_int8
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.runtime import Detector
@@ -100,8 +100,8 @@ def test_f32_raw_outputs_equal_onnxruntime(onnx_path, images):
         locs, confs = detector._backend.run(batch)
         assert detector.backend.startswith("openvino ") and detector.backend.endswith("(CPU, f32)")
     expected_locs, expected_confs = onnxruntime_outputs(onnx_path, batch)
-    assert OutputError.between(locs, expected_locs).max_rel <= FP32_RTOL
-    assert OutputError.between(confs, expected_confs).max_rel <= FP32_RTOL
+    assert OutputDifference.between(locs, expected_locs).max_rel <= FP32_RTOL
+    assert OutputDifference.between(confs, expected_confs).max_rel <= FP32_RTOL
 
 
 @pytest.mark.parametrize("count", [1, 5])

@@ -18,7 +18,7 @@ import torch
 from ssd_edge.checkpoint import load_checkpoint, save_checkpoint
 from ssd_edge.models import build_model
 from ssd_edge.common.errors import SSDEdgeError
-from ssd_edge.training.outputs import OutputError, RunFiles, writing
+from ssd_edge.training.outputs import RunFileError, RunFiles, writing
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
 from ssd_edge.training.train import TrainConfig, TrainingError, train
 
@@ -183,13 +183,13 @@ def test_unwritable_save_folder_fails_before_any_work(tmp_path):
         folder.chmod(0o555)
     began = time.perf_counter()
     # the dataset does not exist: the check must come first, before anything is read
-    with pytest.raises(OutputError, match=re.escape(str(folder / "ssd.pt")) + r": cannot write in"):
+    with pytest.raises(RunFileError, match=re.escape(str(folder / "ssd.pt")) + r": cannot write in"):
         train(small_config(tmp_path / "no-such-dataset", folder / "ssd.pt"))
     assert time.perf_counter() - began < 30
 
 
 def test_save_naming_a_folder_is_refused(tmp_path):
-    with pytest.raises(OutputError, match="is a folder; --save takes the checkpoint's file name"):
+    with pytest.raises(RunFileError, match="is a folder; --save takes the checkpoint's file name"):
         train(small_config(tmp_path / "no-such-dataset", tmp_path))
 
 
@@ -247,7 +247,7 @@ def test_ssd_train_that_cannot_write_its_checkpoint_ends_in_one_line(tiny_coco, 
 def test_no_space_left_is_said_with_the_file_named(tmp_path):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
-    with pytest.raises(OutputError, match=r"/dev/full: could not be written \(No space left on device\); .*ssd.pt holds"):
+    with pytest.raises(RunFileError, match=r"/dev/full: could not be written \(No space left on device\); .*ssd.pt holds"):
         with writing(Path("/dev/full"), tmp_path / "ssd.pt"):
             with open("/dev/full", "w") as handle:
                 handle.write("epoch,loss\n" * 1000)

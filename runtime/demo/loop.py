@@ -87,7 +87,7 @@ class DemoSettings:
         return video, Path(self.log) if self.log else video.with_suffix(".jsonl")
 
     def check_outputs(self, source: Source) -> None:
-        """OutputError, before anything opens, when the video or the log would replace the
+        """OutputPathError, before anything opens, when the video or the log would replace the
         model, the source file or each other (however the paths are spelled)."""
         video, log = self.output_paths()
         source_file = Path(source.text) if source.kind == "file" else None

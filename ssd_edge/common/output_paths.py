@@ -7,7 +7,7 @@ a symbolic link to the input, a hard link, or a folder reached through a link al
 as the input itself.
 
     check_outputs({"--output": "clip.mp4", "--log": "clip.jsonl"},
-                  {"--model": "ssd.onnx", "--source": "clip.mp4"})   # OutputError: --output is --source
+                  {"--model": "ssd.onnx", "--source": "clip.mp4"})   # OutputPathError: --output is --source
 
 `OutputFolder` creates a folder for a run's outputs and removes it again when the run fails
 before writing anything into it, so a failed run leaves no empty folder behind.
@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from ssd_edge.common.errors import UsageError
 
 
-class OutputError(UsageError):
+class OutputPathError(UsageError):
     """An output that would replace an input or another output, or that cannot be
     written; the message names both paths and what to change."""
 
@@ -89,7 +89,7 @@ class FileSet:
 
 
 def check_outputs(outputs: Mapping[str, object], inputs: Mapping[str, object]) -> None:
-    """Refuse (OutputError) before any work when an output is one of the inputs, is one
+    """Refuse (OutputPathError) before any work when an output is one of the inputs, is one
     file with another output, or is an existing folder. `outputs` and `inputs` map an
     option's name (as the user typed it: '--log', '--model') to a path, a list of paths or
     None (not given)."""
@@ -100,29 +100,29 @@ def check_outputs(outputs: Mapping[str, object], inputs: Mapping[str, object]) -
             other_label, other = claimed
             kind = "input" if other_label in inputs else "output"
             what = f"a file of the {kind} folder" if other.is_dir() else f"the same file as the {kind}"
-            raise OutputError(
+            raise OutputPathError(
                 f"{label} {path} is {what} {other_label} {other}; it would be replaced: "
                 f"choose another name or folder for {label}"
             )
         if path.is_dir():
-            raise OutputError(f"{label} {path} is a folder; give a file name")
+            raise OutputPathError(f"{label} {path} is a folder; give a file name")
         taken.add(label, path)
 
 
 def check_writable_file(path: str | os.PathLike, label: str) -> Path:
     """`path` as a Path, after checking that a file can be written there (its folder
-    exists and is writable, it is not a folder, an existing file is writable); OutputError
+    exists and is writable, it is not a folder, an existing file is writable); OutputPathError
     naming the option otherwise. Used before long runs whose report is written last."""
     path = Path(path)
     folder = path.parent
     if path.is_dir():
-        raise OutputError(f"{label} {path} is a folder; give a file name")
+        raise OutputPathError(f"{label} {path} is a folder; give a file name")
     if not folder.is_dir():
-        raise OutputError(f"{label} {path}: the folder {folder} does not exist")
+        raise OutputPathError(f"{label} {path}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK) or not _can_create_in(folder):
-        raise OutputError(f"{label} {path}: the folder {folder} is not writable")
+        raise OutputPathError(f"{label} {path}: the folder {folder} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
-        raise OutputError(f"{label} {path}: the file exists and is not writable")
+        raise OutputPathError(f"{label} {path}: the file exists and is not writable")
     return path
 
 
@@ -174,7 +174,7 @@ def output_names(inputs: Sequence[Path], folder: Path, reserved: Sequence[str] =
 class OutputFolder:
     """A folder for a run's outputs: created (with its parents) on entry when missing,
     and removed again (with the parents this created) when the block raises and nothing
-    was written into it. OutputError when it cannot be created or written to."""
+    was written into it. OutputPathError when it cannot be created or written to."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -182,16 +182,16 @@ class OutputFolder:
 
     def __enter__(self) -> Path:
         if self.path.exists() and not self.path.is_dir():
-            raise OutputError(f"{self.path}: cannot create the output directory (a file has that name)")
+            raise OutputPathError(f"{self.path}: cannot create the output directory (a file has that name)")
         missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"{self.path}: cannot create the output directory ({exc.strerror or exc})") from None
+            raise OutputPathError(f"{self.path}: cannot create the output directory ({exc.strerror or exc})") from None
         self._created = missing  # deepest first
         if not os.access(self.path, os.W_OK | os.X_OK):
             self.remove_if_empty()
-            raise OutputError(f"{self.path}: the output directory is not writable")
+            raise OutputPathError(f"{self.path}: the output directory is not writable")
         return self.path
 
     def __exit__(self, exc_type, exc, traceback) -> None:

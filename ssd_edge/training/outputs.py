@@ -16,7 +16,7 @@ from typing import Iterator
 from ssd_edge.common.atomic import PartialFile, remove_stale_partials
 from ssd_edge.common.errors import SSDEdgeError
 
-class OutputError(SSDEdgeError, OSError):
+class RunFileError(SSDEdgeError, OSError):
     """A training output that cannot be written; the message names the file and the reason."""
 
 
@@ -47,13 +47,13 @@ class RunFiles:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"{self.save}: its folder {folder} cannot be made ({exc.strerror or exc})") from None
+            raise RunFileError(f"{self.save}: its folder {folder} cannot be made ({exc.strerror or exc})") from None
         if self.save.is_dir():
-            raise OutputError(f"{self.save}: is a folder; --save takes the checkpoint's file name, e.g. {self.save / 'ssd.pt'}")
+            raise RunFileError(f"{self.save}: is a folder; --save takes the checkpoint's file name, e.g. {self.save / 'ssd.pt'}")
         try:
             PartialFile(self.save).discard()
         except OSError as exc:
-            raise OutputError(f"{self.save}: cannot write in {folder} ({exc.strerror or exc}); "
+            raise RunFileError(f"{self.save}: cannot write in {folder} ({exc.strerror or exc}); "
                               "choose a writable folder with --save") from None
         return self.remove_leftovers()
 
@@ -66,13 +66,13 @@ class RunFiles:
 
 @contextlib.contextmanager
 def writing(path: Path, keeps: Path) -> Iterator[None]:
-    """Turn an OSError while writing `path` into an OutputError naming it and the reason
+    """Turn an OSError while writing `path` into an RunFileError naming it and the reason
     ("No space left on device"), and saying that `keeps` holds the last complete state."""
     try:
         yield
     except OSError as exc:
         if isinstance(exc, SSDEdgeError):
             raise
-        raise OutputError(f"{path}: could not be written ({exc.strerror or exc}); {keeps} holds the last "
+        raise RunFileError(f"{path}: could not be written ({exc.strerror or exc}); {keeps} holds the last "
                           "complete checkpoint") from None
 
