@@ -46,7 +46,7 @@ from ssd_edge.common.atomic import write_text_atomic  # noqa: E402
 from ssd_edge.bench import machine  # noqa: E402
 from ssd_edge.runtime.image_io import encode_image  # noqa: E402
 from ssd_edge.runtime.serve.client import DetectionClient  # noqa: E402
-from ssd_edge.runtime.serve.launch import launch_server  # noqa: E402
+from tests.helpers.serve_launch import launch_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ((640, 480), (800, 600), (1280, 720))

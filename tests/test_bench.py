@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from export_helpers import calibrated_model, dataset_images
+from tests.helpers.export import calibrated_model, dataset_images
 from ssd_edge.checkpoint import save_checkpoint
 from ssd_edge.cli.bench import main
 from ssd_edge.export.quantize import quantize_int8

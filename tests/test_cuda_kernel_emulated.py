@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import cuda_emulator
-from decode_nms_cases import assert_same_detections, edge_cases, model_case, prefilter_cases, random_batches
+from tests.helpers import cuda_emulator
+from tests.helpers.decode_nms_cases import assert_same_detections, edge_cases, model_case, prefilter_cases, random_batches
 from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.models import build_model
 from ssd_edge.runtime.cuda.plan import DecodeNmsPlan

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decode_nms_cases import assert_same_detections, edge_cases, model_case, prefilter_cases, random_batches
-from gpu_probe import require_gpu, require_tensorrt
+from tests.helpers.decode_nms_cases import assert_same_detections, edge_cases, model_case, prefilter_cases, random_batches
+from tests.helpers.gpu_probe import require_gpu, require_tensorrt
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import postprocess

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import cuda_tsan
-from decode_nms_cases import Case, assert_same_detections, edge_cases, prefilter_cases, random_batches
-from postprocess_cases import random_outputs, random_priors
+from tests.helpers import cuda_tsan
+from tests.helpers.decode_nms_cases import Case, assert_same_detections, edge_cases, prefilter_cases, random_batches
+from tests.helpers.postprocess_cases import random_outputs, random_priors
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import postprocess

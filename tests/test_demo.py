@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from demo_helpers import CameraSite, count_frames, moving_shapes, write_video
+from tests.helpers.demo import CameraSite, count_frames, moving_shapes, write_video
 from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.cli.demo import main
 from ssd_edge.export.to_onnx import export_onnx
@@ -23,7 +23,7 @@ from ssd_edge.runtime import Detector
 from ssd_edge.runtime.demo.capture import FrameGrabber, RetryPolicy
 from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
 from ssd_edge.runtime.preprocess import preprocess
-from tracking_video import ShapeDetector
+from tests.helpers.tracking_video import ShapeDetector
 
 CLASSES = ("__background__", "square", "circle")
 SCORE_THRESHOLD = "0.3"

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from demo_helpers import CameraSite, SimulatedCamera, write_video
+from tests.helpers.demo import CameraSite, SimulatedCamera, write_video
 from ssd_edge.runtime.demo.capture import FrameGrabber, RetryPolicy
 from ssd_edge.runtime.demo.sources import open_capture, parse_source
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from demo_helpers import count_frames, moving_shapes
+from tests.helpers.demo import count_frames, moving_shapes
 from ssd_edge.runtime.demo.recording import JsonLinesLog, RecordingError, VideoRecorder
 
 

@@ -5,7 +5,7 @@ import sys
 import cv2
 import pytest
 
-from demo_helpers import write_video
+from tests.helpers.demo import write_video
 from ssd_edge.runtime.demo.gstreamer import GStreamerUnavailable, csi_pipeline, gstreamer_available, require_gstreamer
 from ssd_edge.runtime.demo.sources import CameraError, open_capture, parse_source
 

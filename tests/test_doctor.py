@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cuda_emulator
+from tests.helpers import cuda_emulator
 from ssd_edge.cli.doctor import DEFAULT_REPORT, main
 from ssd_edge.runtime.cuda.plan import DecodeNmsPlan
 from ssd_edge.runtime.doctor import FAILED, MISSING, OK, checking
@@ -256,7 +256,7 @@ def test_the_doctor_on_nvidias_real_tensorrt_bindings(label, tmp_path):
     """The real bindings (installed by `make setup` under .trt/, importing over stand-in
     libraries, as test_tensorrt_bindings.py does): 10.3 and 11.4 are supported, 8.6 FAILED
     by name; without a GPU the DLA cores cannot be counted."""
-    from test_tensorrt_bindings import INSTALLED, STANDIN, build_standins
+    from tests.test_tensorrt_bindings import INSTALLED, STANDIN, build_standins
 
     site = INSTALLED / label
     if not (site / "tensorrt_bindings").is_dir():

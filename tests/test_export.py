@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from export_helpers import calibrated_model, dataset_images
+from tests.helpers.export import calibrated_model, dataset_images
 from ssd_edge.runtime.spec import SpecError
 from ssd_edge.export.onnx_model import ExportError, batch_size, fp16_graph, load_onnx, read_spec, simplify
 from ssd_edge.export.parity import FP32_RTOL, ParityError, check_parity, onnx_outputs

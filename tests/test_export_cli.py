@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from export_helpers import calibrated_model, dataset_images, torchvision_ssdlite_state_dict
+from tests.helpers.export import calibrated_model, dataset_images, torchvision_ssdlite_state_dict
 from ssd_edge.checkpoint import save_checkpoint
 from ssd_edge.cli.export import main
 from ssd_edge.export.onnx_model import batch_size, load_onnx, read_spec

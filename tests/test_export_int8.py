@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export_helpers import calibrated_model, correlation, dataset_images
+from tests.helpers.export import calibrated_model, correlation, dataset_images
 from ssd_edge.export.images import list_images
 from ssd_edge.export.onnx_model import QUANTIZATION_KEY, ExportError, metadata, read_spec
 from ssd_edge.runtime.image_io import ImageError

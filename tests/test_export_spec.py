@@ -4,7 +4,7 @@ variances and tensor names keeps them through `--imgsz` and into the ONNX graph.
 import onnx
 import pytest
 
-from export_helpers import calibrated_model
+from tests.helpers.export import calibrated_model
 from ssd_edge.checkpoint import save_checkpoint
 from ssd_edge.export.images import sample_images
 from ssd_edge.export.onnx_model import spec_of

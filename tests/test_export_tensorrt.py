@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from export_helpers import calibrated_model, dataset_images
+from tests.helpers.export import calibrated_model, dataset_images
 from ssd_edge.export.engine import (
     Capabilities,
     EngineOptions,
@@ -50,7 +50,7 @@ def test_refused_in_one_line_without_tensorrt(monkeypatch, tmp_path):
 
 
 def test_tensorrt_8_is_refused_as_unsupported_not_missing(monkeypatch, tmp_path):
-    from tensorrt_fakes import fake_tensorrt
+    from tests.helpers.tensorrt_fakes import fake_tensorrt
 
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("8.2.1.8"))
     with pytest.raises(TensorRTUnavailable, match=r"^TensorRT 8\.2\.1\.8: this TensorRT/JetPack is not supported "
@@ -77,7 +77,7 @@ def test_dla_hint_follows_the_tensorrt_version(version, hint):
 def test_builder_that_cannot_start_is_refused_with_tensorrts_reason(tmp_path):
     from ssd_edge.export.engine import _serialize
     from ssd_edge.runtime.cuda.device import GpuInfo
-    from tensorrt_fakes import fake_tensorrt
+    from tests.helpers.tensorrt_fakes import fake_tensorrt
 
     trt = fake_tensorrt("10.3.0", start_failure="Builder", reason="CUDA initialization failure with error: 35")
     with pytest.raises(TensorRTUnavailable, match=r"^TensorRT 10\.3\.0 could not create its Builder: CUDA "

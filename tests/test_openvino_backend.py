@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import pytest
 
-from export_helpers import calibrated_model, dataset_images
+from tests.helpers.export import calibrated_model, dataset_images
 from ssd_edge.export.onnx_model import QUANTIZATION_KEY as EXPORT_QUANTIZATION_KEY
 from ssd_edge.export.parity import FP32_RTOL, OutputDifference
 from ssd_edge.export.quantize import quantize_int8

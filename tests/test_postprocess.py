@@ -8,7 +8,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image
 from torchvision.models.detection import _utils as det_utils
 
 from ssd_edge.models.calibration import calibrate_batchnorm
-from postprocess_cases import random_outputs, random_priors
+from tests.helpers.postprocess_cases import random_outputs, random_priors
 from ssd_edge.runtime.postprocess.reference import reference_postprocess_image
 from ssd_edge.models.postprocessor import PostProcessor
 from ssd_edge.runtime.detections import PostprocessConfig

@@ -63,7 +63,7 @@ def test_openvino_backend_detects_without_torch(tiny_coco, tmp_path):
     """The OpenVINO path of the torch-free runtime: a Detector on OpenVINO reads an image,
     detects and never imports torch (the ONNX file is made here, with torch, beforehand)."""
     pytest.importorskip("openvino", reason="backend 'openvino' needs `pip install 'ssd-edge[openvino]'`")
-    from export_helpers import calibrated_model, dataset_images
+    from tests.helpers.export import calibrated_model, dataset_images
     from ssd_edge.export.to_onnx import export_onnx
 
     images = dataset_images(tiny_coco)

@@ -24,7 +24,7 @@ from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.runtime import Detections, Detector
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.serve.client import DetectionClient, ServeRequestError, parse_server
-from ssd_edge.runtime.serve.launch import launch_server
+from tests.helpers.serve_launch import launch_server
 from ssd_edge.runtime.serve.protocol import pack, pack_error, first_error, unpack
 
 ROOT = Path(__file__).resolve().parents[1]

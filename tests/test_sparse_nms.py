@@ -6,7 +6,7 @@ import importlib
 import numpy as np
 import pytest
 
-from postprocess_cases import random_outputs, random_priors
+from tests.helpers.postprocess_cases import random_outputs, random_priors
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import greedy_nms_mask, possible_boxes, postprocess, ranked_candidates, softmax, top_k_per_class
 from ssd_edge.runtime.postprocess.sparse_nms import DENSE_UP_TO, overlapping_pairs

@@ -15,7 +15,7 @@ from ssd_edge.runtime.backends.tensorrt_backend import EngineError, EngineRunner
 from ssd_edge.runtime.cuda.resources import GpuError
 from ssd_edge.runtime.model_file import EngineSidecar
 from ssd_edge.runtime.spec import DefaultBoxConfig, ModelSpec
-from tensorrt_fakes import fake_tensorrt, ssd_engine
+from tests.helpers.tensorrt_fakes import fake_tensorrt, ssd_engine
 
 SPEC = ModelSpec(
     arch="mobilenetv3_ssd", input_size=(64, 64), class_names=("bg", "a", "b"),

@@ -6,7 +6,7 @@ pull are placeholders that cannot install here) under .trt/<version>: tensorrt-c
 10.3.0 (JetPack 6) and 11.4.0.106, and tensorrt-bindings 8.6.1, the nearest 8.x, which must be
 refused. They import once the few C symbols they resolve at load time come from stand-in
 libraries compiled here from tests/tensorrt_standin/*.c (every factory returns NULL, as a
-TensorRT that cannot start does). Each version runs tests/tensorrt_standin/probe.py in its own
+TensorRT that cannot start does). Each version runs tests/helpers/tensorrt_probe.py in its own
 interpreter; the tests below read its report.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import tensorrt_api_uses
+from tests.helpers import tensorrt_api_uses
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -96,10 +96,10 @@ def report(tmp_path_factory, api_uses):
             work = tmp_path_factory.mktemp(f"trt{label}")
             libraries = build_standins(work / "lib", int(label.split(".")[0]))
             env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join([str(site), str(STANDIN / "front_end"), str(TESTS)])
+            env["PYTHONPATH"] = os.pathsep.join([str(site), str(STANDIN / "front_end"), str(REPO)])
             env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libraries), env.get("LD_LIBRARY_PATH")]))
-            done = subprocess.run([sys.executable, str(STANDIN / "probe.py"), str(api_uses[1]), str(work)],
-                                  env=env, capture_output=True, text=True, timeout=300)
+            done = subprocess.run([sys.executable, "-m", "tests.helpers.tensorrt_probe", str(api_uses[1]), str(work)],
+                                  env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, done.stderr[-3000:]
             made[label] = json.loads(done.stdout)
         return made[label]

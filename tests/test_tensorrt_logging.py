@@ -11,7 +11,7 @@ import pytest
 from ssd_edge.runtime.backends.tensorrt_backend import EngineError, EngineRunner
 from ssd_edge.runtime.backends.tensorrt_logging import ErrorCollector, create, process_logger
 from ssd_edge.runtime.cuda.resources import GpuError
-from tensorrt_fakes import Severity, fake_tensorrt
+from tests.helpers.tensorrt_fakes import Severity, fake_tensorrt
 
 REASON = "CUDA initialization failure with error: 35"
 

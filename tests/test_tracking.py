@@ -16,8 +16,8 @@ from ssd_edge.runtime.tracking import (LineCounter, MotionNoise, Tracker, Tracke
                                        Trails, parse_line)
 from ssd_edge.runtime.tracking.association import assign
 from ssd_edge.runtime.tracking.kalman import BoxKalman, measure, state_boxes
-from tracking_metrics import evaluate, motmetrics_scores
-from tracking_sequences import CLASS_NAMES, MovingObject, make_detections, random_objects, simulate
+from tests.helpers.tracking_metrics import evaluate, motmetrics_scores
+from tests.helpers.tracking_sequences import CLASS_NAMES, MovingObject, make_detections, random_objects, simulate
 
 
 def run(tracker, detections, frames=None):

@@ -1,6 +1,6 @@
 // Launch entry point of the emulated kernels, called from Python through ctypes.
 // `decode_nms_emulated.cu` is runtime/decode_nms.cu with its one `extern __shared__`
-// declaration pointed at the emulator's dynamic shared memory (tests/cuda_emulator.py).
+// declaration pointed at the emulator's dynamic shared memory (tests/helpers/cuda_emulator.py).
 #include "cuda_emulation.h"
 
 #include "decode_nms_emulated.cu"

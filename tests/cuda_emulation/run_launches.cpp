@@ -1,5 +1,5 @@
 // A program that runs a decode + NMS launch sequence on the threaded CUDA emulation
-// (cuda_threads.h), built with -fsanitize=thread by cuda_tsan.py. A sanitizer runtime has
+// (cuda_threads.h), built with -fsanitize=thread by tests/helpers/cuda_tsan.py. A sanitizer runtime has
 // to start with its process, so this is an executable driven through files rather than a
 // library loaded into Python.
 //

@@ -19,7 +19,7 @@ must_succeed=...)` is a call of `f`. A use carries the guards it sits behind: th
 enclosing `if` (or conditional expression) tests, and of the getattr alias it goes through.
 
 `verify(trt, uses)` runs where the real module imports (a subprocess, see
-tests/tensorrt_standin/probe.py): each use whose guards all hold on this module must exist,
+tests/helpers/tensorrt_probe.py): each use whose guards all hold on this module must exist,
 take the arguments given (pybind11 signatures from the docstrings), be settable when set, and
 be overridable with the arity given. A use behind a guard that does not hold may be absent.
 """

@@ -1,4 +1,4 @@
-"""A stand-in detector for the demo's generated clip (demo_helpers.moving_shapes): it finds
+"""A stand-in detector for the demo's generated clip (tests/helpers/demo.py, moving_shapes): it finds
 the orange square and the blue circle by colour, so the tracking tests through the demo
 get the true objects every frame, as a trained model would, and not an untrained model's
 noise."""

@@ -1,5 +1,6 @@
-"""Run by tests/test_tensorrt_bindings.py in a fresh interpreter whose `import tensorrt` finds
-real TensorRT bindings over the stand-in libraries (tests/ on PYTHONPATH). Prints one JSON
+"""Run by tests/test_tensorrt_bindings.py as `python -m tests.helpers.tensorrt_probe` in a fresh
+interpreter whose `import tensorrt` finds real TensorRT bindings over the stand-in libraries
+(tests/tensorrt_standin/; the repository root on PYTHONPATH). Prints one JSON
 object: the version and whether we support it; for a supported one, the feature detection,
 the check of every API use found in our source and of known-wrong uses (argv[1], JSON from
 tensorrt_api_uses), the
@@ -15,13 +16,12 @@ from types import SimpleNamespace
 
 import tensorrt as trt
 
-import tensorrt_api_uses
-import tensorrt_fakes
 from ssd_edge.export.engine import Capabilities, EngineOptions, TensorRTUnavailable, _serialize, build_environment
 from ssd_edge.runtime.backends.tensorrt_backend import EngineRunner, import_tensorrt
 from ssd_edge.runtime.backends.tensorrt_logging import create
 from ssd_edge.runtime.cuda.device import GpuInfo
 from ssd_edge.runtime.cuda.resources import GpuError
+from tests.helpers import tensorrt_api_uses, tensorrt_fakes
 
 REASON_ENV = "SSD_EDGE_TRT_STANDIN_ERROR"  # what the stand-in factories log before returning NULL
 

@@ -26,10 +26,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cuda_emulator import DYNAMIC_SHARED, compiler
+from tests.helpers.cuda_emulator import DYNAMIC_SHARED, compiler
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 
-HERE = Path(__file__).resolve().parent / "cuda_emulation"
+HERE = Path(__file__).resolve().parents[1] / "cuda_emulation"
 TSAN_EXIT_CODE = 66
 REGION_BITS = 40  # fake device addresses: region number << 40 | offset
 REGIONS = ("workspace", "locs", "confs")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 
-HERE = Path(__file__).parent / "cuda_emulation"
+HERE = Path(__file__).resolve().parents[1] / "cuda_emulation"
 DYNAMIC_SHARED = "extern __shared__ __align__(16) unsigned char smem[];"
 
 

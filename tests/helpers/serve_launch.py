@@ -1,7 +1,7 @@
 """Start `ssd-serve` as a child process, from another Python environment, on free ports of
 this machine, and wait until its models are ready.
 
-    from ssd_edge.runtime.serve.launch import launch_server
+    from tests.helpers.serve_launch import launch_server
 
     with launch_server(".venv-serve/bin/python", "model.onnx", "server.log", "--max-batch", "8") as server:
         client = DetectionClient(server.http)            # or server.grpc ("grpc://HOST:PORT")

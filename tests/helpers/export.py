@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from ssd_edge.models.calibration import calibrate_batchnorm
-from ssd_edge.export.images import list_images
-from ssd_edge.runtime.image_io import read_image
+from ssd_edge.runtime.image_io import list_images, read_image
 from ssd_edge.models import build_model
 from ssd_edge.runtime.preprocess import preprocess
 
@@ -18,7 +17,7 @@ CLASSES = ("__background__", "circle", "square", "triangle")
 
 def dataset_images(root: Path) -> list[np.ndarray]:
     """Every image of a (synthetic) dataset, BGR uint8, in path order."""
-    return [read_image(p) for p in list_images(root)]
+    return [read_image(p) for p in list_images(root, recursive=True)]
 
 
 def calibrated_model(arch: str, images: list[np.ndarray], **kwargs) -> torch.nn.Module:
