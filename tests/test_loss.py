@@ -29,8 +29,8 @@ def test_loss_falls_when_overfitting_a_few_images():
     model.train()
     history = []
     for _ in range(40):
-        locs, confs = model(images)
-        loss, acc = criterion(locs, confs, target_locs, target_labels)
+        locs, logits = model(images)
+        loss, acc = criterion(locs, logits, target_locs, target_labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -42,24 +42,24 @@ def test_loss_falls_when_overfitting_a_few_images():
 
 def test_hard_negative_mining_and_accuracy_by_hand():
     # One image, 8 default boxes, 2 classes; 1 positive -> 3 mined negatives.
-    confs = torch.zeros(1, 8, 2)
-    confs[0, :, 1] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, -1.0, -2.0, -3.0])
+    logits = torch.zeros(1, 8, 2)
+    logits[0, :, 1] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, -1.0, -2.0, -3.0])
     labels = torch.zeros(1, 8, dtype=torch.int64)
     labels[0, 0] = 1
     locs = torch.zeros(1, 8, 4)
     target_locs = torch.zeros(1, 8, 4)
     target_locs[0, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # SmoothL1 = 0.5
-    loss, acc = MultiBoxLoss()(locs, confs, target_locs, labels)
-    ce = torch.nn.functional.cross_entropy(confs[0], labels[0], reduction="none")
+    loss, acc = MultiBoxLoss()(locs, logits, target_locs, labels)
+    ce = torch.nn.functional.cross_entropy(logits[0], labels[0], reduction="none")
     expected = 0.5 + ce[0] + ce[1] + ce[2] + ce[3]  # the three hardest negatives are boxes 1..3
     assert torch.isclose(loss, expected)
     assert acc.item() == 0.25  # the positive is right, the three negatives are wrong
 
 
 def test_all_background_batch_trains():
-    confs = torch.randn(2, 50, 4, requires_grad=True)
+    logits = torch.randn(2, 50, 4, requires_grad=True)
     locs = torch.randn(2, 50, 4, requires_grad=True)
-    loss, acc = MultiBoxLoss()(locs, confs, torch.zeros(2, 50, 4), torch.zeros(2, 50, dtype=torch.int64))
+    loss, acc = MultiBoxLoss()(locs, logits, torch.zeros(2, 50, 4), torch.zeros(2, 50, dtype=torch.int64))
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
-    assert confs.grad.abs().sum() > 0 and 0 <= acc <= 1
+    assert logits.grad.abs().sum() > 0 and 0 <= acc <= 1

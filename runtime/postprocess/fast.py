@@ -216,32 +216,32 @@ def postprocess_image(
 
 def postprocess(
     locs: np.ndarray,
-    conf_logits: np.ndarray,
+    logits: np.ndarray,
     priors_cxcywh: np.ndarray,
     image_sizes: Sequence[tuple[int, int]],
     config: PostprocessConfig,
     class_names: Sequence[str] = (),
 ) -> list[Detections]:
-    """Decode + NMS for a batch: locs (B, P, 4), conf_logits (B, P, C) raw network outputs,
-    priors (P, 4) normalised cxcywh, image_sizes the (H, W) of each original image;
-    class_names (optional) is carried into each Detections."""
+    """Decode + NMS for a batch: locs (B, P, 4) raw regressions and logits (B, P, C) raw class
+    logits (the network outputs), priors (P, 4) normalised cxcywh, image_sizes the (H, W) of
+    each original image; class_names (optional) is carried into each Detections."""
     if locs.ndim != 3 or locs.shape[-1] != 4:
         raise ValueError(f"locs must be (B, P, 4), got {locs.shape}")
-    if conf_logits.shape[:2] != locs.shape[:2] or locs.shape[1] != priors_cxcywh.shape[0]:
+    if logits.shape[:2] != locs.shape[:2] or locs.shape[1] != priors_cxcywh.shape[0]:
         raise ValueError(
-            f"locs {locs.shape}, confs {conf_logits.shape} and priors {priors_cxcywh.shape} disagree on B or P"
+            f"locs {locs.shape}, logits {logits.shape} and priors {priors_cxcywh.shape} disagree on B or P"
         )
     if len(image_sizes) != locs.shape[0]:
         raise ValueError(f"{len(image_sizes)} image sizes for a batch of {locs.shape[0]}")
     # Classes before default boxes (B, C, P): per-class work then runs over contiguous rows.
-    logits = np.ascontiguousarray(conf_logits.astype(np.float32, copy=False).transpose(0, 2, 1))
+    logits_bcp = np.ascontiguousarray(logits.astype(np.float32, copy=False).transpose(0, 2, 1))
     locs = locs.astype(np.float32, copy=False)
     priors_cxcywh = priors_cxcywh.astype(np.float32, copy=False)
     names = tuple(class_names)
     found = []
     for b in range(len(locs)):
         # Default boxes no class of which can pass the threshold change nothing: leave them out.
-        image_logits, image_locs, image_priors = logits[b], locs[b], priors_cxcywh
+        image_logits, image_locs, image_priors = logits_bcp[b], locs[b], priors_cxcywh
         boxes = possible_boxes(image_logits, config.score_threshold)
         if boxes.size < len(image_priors) // 2:  # leaving out fewer does not pay for the copies
             image_logits = np.take(image_logits, boxes, axis=1)  # contiguous rows, unlike [:, boxes]

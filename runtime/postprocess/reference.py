@@ -26,11 +26,11 @@ from ssd_edge.runtime.postprocess.fast import softmax
 
 
 def reference_postprocess_image(
-    locs: np.ndarray, conf_logits: np.ndarray, priors_cxcywh: np.ndarray, image_hw: tuple[int, int],
+    locs: np.ndarray, logits: np.ndarray, priors_cxcywh: np.ndarray, image_hw: tuple[int, int],
     config: PostprocessConfig, class_names: Sequence[str] = (),
 ) -> Detections:
-    """locs (P, 4) raw regressions, conf_logits (P, C), priors (P, 4) normalised cxcywh."""
-    probs = softmax(np.asarray(conf_logits, np.float32))
+    """locs (P, 4) raw regressions, logits (P, C), priors (P, 4) normalised cxcywh."""
+    probs = softmax(np.asarray(logits, np.float32))
     found = []  # (default box, class, box xyxy in [0, 1])
     for c in range(1, probs.shape[1]):
         ranked = [p for p in range(len(probs)) if probs[p, c] > np.float32(config.score_threshold)]
@@ -56,11 +56,11 @@ def reference_postprocess_image(
 
 
 def reference_postprocess(
-    locs: np.ndarray, conf_logits: np.ndarray, priors_cxcywh: np.ndarray, image_sizes: Sequence[tuple[int, int]],
+    locs: np.ndarray, logits: np.ndarray, priors_cxcywh: np.ndarray, image_sizes: Sequence[tuple[int, int]],
     config: PostprocessConfig, class_names: Sequence[str] = (),
 ) -> list[Detections]:
-    """A batch: locs (B, P, 4), conf_logits (B, P, C), one (H, W) per image."""
+    """A batch: locs (B, P, 4), logits (B, P, C), one (H, W) per image."""
     return [
-        reference_postprocess_image(locs[b], conf_logits[b], priors_cxcywh, image_sizes[b], config, class_names)
+        reference_postprocess_image(locs[b], logits[b], priors_cxcywh, image_sizes[b], config, class_names)
         for b in range(len(image_sizes))
     ]

@@ -42,9 +42,9 @@ def greedy_nms_mask(boxes_xyxy: Tensor, valid: Tensor, iou_threshold: float) -> 
 class PostProcessor(nn.Module):
     """Turns raw SSD outputs into detections.
 
-    Inputs: locs (B, P, 4) raw regressions, confs (B, P, C) raw logits, priors (P, 4)
+    Inputs: locs (B, P, 4) raw regressions, logits (B, P, C) raw class logits, priors (P, 4)
     normalised cxcywh and each image's (H, W). Outputs four lists, one entry per image:
-    result_boxes (N, 4) xyxy pixels, result_labels (N,), result_scores (N,),
+    result_boxes (N, 4) decoded xyxy pixels, result_labels (N,), result_scores (N,),
     result_confs (N, C) softmax vectors.
     """
 
@@ -52,8 +52,8 @@ class PostProcessor(nn.Module):
         super().__init__()
         self.config = config or PostprocessConfig()
 
-    def forward(self, locs: Tensor, confs: Tensor, priors_cxcywh: Tensor, image_sizes: list[tuple[int, int]]):
-        probs = torch.softmax(confs.float(), dim=-1)
+    def forward(self, locs: Tensor, logits: Tensor, priors_cxcywh: Tensor, image_sizes: list[tuple[int, int]]):
+        probs = torch.softmax(logits.float(), dim=-1)
         locs = locs.float()
         result_boxes, result_labels, result_scores, result_confs = [], [], [], []
         for b in range(locs.shape[0]):

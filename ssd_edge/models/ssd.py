@@ -28,9 +28,10 @@ class SSD(nn.Module):
 
     `model(images)` takes RGB images scaled to [0, 1], (B, 3, H, W) at `spec.input_size`,
     and normalises them itself. In training mode it returns raw (locs (B, P, 4),
-    confs (B, P, C)) for `MultiBoxLoss`; in eval mode it returns per image
-    `result_boxes, result_labels, result_scores, result_confs` from the PostProcessor,
-    boxes in the pixels of `image_sizes` (default: the input size).
+    logits (B, P, C)) for `MultiBoxLoss`; in eval mode it returns per image
+    `result_boxes, result_labels, result_scores, result_confs` from the PostProcessor:
+    decoded boxes in the pixels of `image_sizes` (default: the input size) and each box's
+    softmax vector.
     """
 
     def __init__(
@@ -79,22 +80,22 @@ class SSD(nn.Module):
         return features
 
     def raw(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Raw outputs: locs (B, P, 4) regressions and confs (B, P, C) logits."""
+        """Raw outputs: locs (B, P, 4) regressions and logits (B, P, C) class logits."""
         self._check_input(images)
         features = self.feature_maps((images - self.mean) / self.std)
-        locs, confs = [], []
+        locs, logits = [], []
         for feature, reg_layer, conf_layer in zip(features, self.regression_headers, self.classification_headers):
             locs.append(_flatten_head(reg_layer(feature), 4))  # (B, H*W*A, 4)
-            confs.append(_flatten_head(conf_layer(feature), self.num_classes))  # (B, H*W*A, C)
-        return torch.cat(locs, dim=1), torch.cat(confs, dim=1)
+            logits.append(_flatten_head(conf_layer(feature), self.num_classes))  # (B, H*W*A, C)
+        return torch.cat(locs, dim=1), torch.cat(logits, dim=1)
 
     def forward(self, images: Tensor, image_sizes: list[tuple[int, int]] | None = None):
-        locs, confs = self.raw(images)
+        locs, logits = self.raw(images)
         if self.training:
-            return locs, confs
+            return locs, logits
         if image_sizes is None:
             image_sizes = [tuple(self.spec.input_size)] * images.shape[0]
-        return self.post_processor(locs, confs, self.priors_cxcywh, image_sizes)
+        return self.post_processor(locs, logits, self.priors_cxcywh, image_sizes)
 
     def _check_input(self, images: Tensor) -> None:
         if images.dim() != 4 or images.shape[1] != 3:
@@ -107,7 +108,8 @@ class SSD(nn.Module):
 
 
 class RawOutputs(nn.Module):
-    """The export contract: images (B, 3, H, W) in [0, 1] -> (locs, confs), no postprocessing."""
+    """The export contract: images (B, 3, H, W) in [0, 1] -> (locs, logits), no postprocessing;
+    the ONNX outputs are named 'locs' and 'confs'."""
 
     def __init__(self, model: SSD) -> None:
         super().__init__()

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 class MultiBoxLoss(nn.Module):
     """SSD's loss on targets already matched (see `ssd_edge.training.matching.match`).
 
-    forward(result_boxes (B, P, 4), result_confs (B, P, C), target_locs (B, P, 4),
-    target_labels (B, P)) -> (total_loss, train_acc)
+    forward(locs (B, P, 4) raw box regressions, logits (B, P, C) raw class logits,
+    target_locs (B, P, 4), target_labels (B, P)) -> (total_loss, train_acc)
 
     total_loss = (SmoothL1 over positives + cross-entropy over positives and mined
     negatives) / number of positives in the batch. Negatives are the background default
@@ -30,11 +30,11 @@ class MultiBoxLoss(nn.Module):
             raise ValueError(f"neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
         self.neg_pos_ratio = neg_pos_ratio
 
-    def forward(self, result_boxes: Tensor, result_confs: Tensor, target_locs: Tensor, target_labels: Tensor):
-        batch, priors, num_classes = result_confs.shape
-        if result_boxes.shape != (batch, priors, 4) or target_locs.shape != (batch, priors, 4):
+    def forward(self, locs: Tensor, logits: Tensor, target_locs: Tensor, target_labels: Tensor):
+        batch, priors, num_classes = logits.shape
+        if locs.shape != (batch, priors, 4) or target_locs.shape != (batch, priors, 4):
             raise ValueError(
-                f"result_boxes {tuple(result_boxes.shape)} and target_locs {tuple(target_locs.shape)} "
+                f"locs {tuple(locs.shape)} and target_locs {tuple(target_locs.shape)} "
                 f"must both be (B, P, 4) = ({batch}, {priors}, 4)"
             )
         if target_labels.shape != (batch, priors):
@@ -42,8 +42,8 @@ class MultiBoxLoss(nn.Module):
         positives = target_labels > 0
         num_pos = positives.sum(dim=1)
 
-        loc_loss = F.smooth_l1_loss(result_boxes[positives].float(), target_locs[positives].float(), reduction="sum")
-        ce = F.cross_entropy(result_confs.reshape(-1, num_classes).float(), target_labels.reshape(-1), reduction="none")
+        loc_loss = F.smooth_l1_loss(locs[positives].float(), target_locs[positives].float(), reduction="sum")
+        ce = F.cross_entropy(logits.reshape(-1, num_classes).float(), target_labels.reshape(-1), reduction="none")
         ce = ce.view(batch, priors)
 
         negatives = self._hard_negatives(ce.detach(), positives, num_pos)
@@ -52,7 +52,7 @@ class MultiBoxLoss(nn.Module):
         total_loss = (loc_loss + cls_loss) / num_pos.sum().clamp(min=1)
 
         with torch.no_grad():
-            correct = result_confs.argmax(dim=-1) == target_labels
+            correct = logits.argmax(dim=-1) == target_labels
             train_acc = correct[selected].float().mean()
         return total_loss, train_acc
 

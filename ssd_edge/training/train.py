@@ -191,8 +191,8 @@ def train_step(run: Run, criterion: MultiBoxLoss, batch, where: str) -> tuple[fl
     """One optimiser step on (images, target_locs, target_labels); returns (loss, train_acc)."""
     x, target_locs, target_labels = (t.to(run.device, non_blocking=True) for t in batch)
     with torch.autocast(run.device.type, enabled=run.scaler is not None):
-        locs, confs = run.net(x)
-        loss, acc = criterion(locs, confs, target_locs, target_labels)
+        locs, logits = run.net(x)
+        loss, acc = criterion(locs, logits, target_locs, target_labels)
     if not torch.isfinite(loss):
         raise TrainingError(
             f"the loss became {loss.item()} at {where}; training stopped. "
