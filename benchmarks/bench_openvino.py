@@ -1,8 +1,8 @@
 """OpenVINO against onnxruntime on the CPU, end to end, with torchvision eager as the peer;
 and onnxruntime's intra-op spinning on and off, with and without a competing process.
 
-    python benchmarks/bench_openvino.py                                  # random SSDLite320 weights
-    python benchmarks/bench_openvino.py --weights ssd.pt --data dataset_coco   # + mAP per backend
+    python -m benchmarks.bench_openvino                                  # random SSDLite320 weights
+    python -m benchmarks.bench_openvino --weights ssd.pt --data dataset_coco   # + mAP per backend
 
 Part 1 (ssd-bench, one run per score threshold 0.001 and 0.3): the model's ONNX FP32 and
 its INT8 QDQ copy (`ssd-export --format int8`, `cpu` flavour), each on onnxruntime's CPU
@@ -36,15 +36,14 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_cpu import calibration_folder, describe_weights, torchvision_weights  # noqa: E402
+from benchmarks.e2e_cpu import calibration_folder, describe_weights, torchvision_weights
 
-from ssd_edge.bench.run import BenchOptions, run_bench  # noqa: E402
-from ssd_edge.export.images import sample_images  # noqa: E402
-from ssd_edge.export.pipeline import ExportOptions, run_export  # noqa: E402
-from ssd_edge.common.atomic import write_text_atomic  # noqa: E402
-from ssd_edge.bench import latency as bench, report as bench_report  # noqa: E402
-from ssd_edge.bench.machine import RUNTIME_LIBRARIES, describe, markdown as machine_markdown  # noqa: E402
+from ssd_edge.bench.run import BenchOptions, run_bench
+from ssd_edge.export.images import sample_images
+from ssd_edge.export.pipeline import ExportOptions, run_export
+from ssd_edge.common.atomic import write_text_atomic
+from ssd_edge.bench import latency as bench, report as bench_report
+from ssd_edge.bench.machine import RUNTIME_LIBRARIES, describe, markdown as machine_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEER = "torchvision"
@@ -185,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only-preprocessing", action="store_true", help="only part 3, written to --out")
     parser.add_argument("--out", type=Path, default=RESULTS / "openvino_cpu.md")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "benchmarks/bench_openvino.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "benchmarks.bench_openvino", *(sys.argv[1:] if argv is None else argv)])
 
     sections = []
     with tempfile.TemporaryDirectory() as tmp:

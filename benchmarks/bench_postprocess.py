@@ -2,8 +2,8 @@
 `SSD.postprocess_detections` (softmax, per-class threshold and top-k, BoxCoder decode,
 clip, `batched_nms`, best detections), on the same real model outputs, in one process.
 
-    python benchmarks/bench_postprocess.py                 # CPU: NumPy reference vs torchvision
-    python benchmarks/bench_postprocess.py --device cuda   # GPU: CUDA kernel vs torchvision on CUDA
+    python -m benchmarks.bench_postprocess                 # CPU: NumPy reference vs torchvision
+    python -m benchmarks.bench_postprocess --device cuda   # GPU: CUDA kernel vs torchvision on CUDA
 
 Model: the SSDLite320 MobileNetV3-Large preset (3234 default boxes x 91 classes) with
 BatchNorm statistics calibrated on random images, so its outputs have a realistic scale;
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     for batch in args.batch:
         print(f"batch {batch}: {args.warmup} warm-up + {args.runs} timed rounds ...", file=sys.stderr, flush=True)
         _, results[batch] = bench(batch, args.runs, args.warmup)
-    command = "python benchmarks/bench_postprocess.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.bench_postprocess " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(args.device, results, args.runs, args.warmup, command.strip())
     print(text)
     if args.output:

@@ -4,7 +4,7 @@ playable) against one write to a bare cv2.VideoWriter of the same .mp4 (what the
 wrote before it kept a crash-safe copy), and for an .avi output (one Motion-JPEG writer,
 nothing doubled), in the same run.
 
-    python benchmarks/bench_recording.py        # writes benchmarks/results/demo_recording_cost.md
+    python -m benchmarks.bench_recording        # writes benchmarks/results/demo_recording_cost.md
 
 What is timed: the write call only, on frames already in memory (generated: a colour
 gradient with a moving filled rectangle, at 640x480 and 1280x720), after `--warmup` writes, `--frames` writes timed

@@ -1,7 +1,7 @@
 """ssd-serve under load on loopback, beside the same Detector called directly in the same run.
 
-    python benchmarks/bench_serve.py                     # writes benchmarks/results/serve_cpu.md
-    python benchmarks/bench_serve.py --model ssd.onnx --clients 1 8 16 --requests 1000
+    python -m benchmarks.bench_serve                     # writes benchmarks/results/serve_cpu.md
+    python -m benchmarks.bench_serve --model ssd.onnx --clients 1 8 16 --requests 1000
 
 The server: `ssd-serve` started from .venv-serve (its own environment; PyTriton needs
 numpy<2) on 127.0.0.1 with --max-batch and --max-queue-delay-us as given, one instance.
@@ -37,16 +37,15 @@ from typing import Callable
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tracking import export_model  # noqa: E402
+from benchmarks.bench_tracking import export_model
 
-from ssd_edge.export.images import sample_images  # noqa: E402
-from ssd_edge.runtime import Detector  # noqa: E402
-from ssd_edge.common.atomic import write_text_atomic  # noqa: E402
-from ssd_edge.bench import machine  # noqa: E402
-from ssd_edge.runtime.image_io import encode_image  # noqa: E402
-from ssd_edge.runtime.serve.client import DetectionClient  # noqa: E402
-from tests.helpers.serve_launch import launch_server  # noqa: E402
+from ssd_edge.export.images import sample_images
+from ssd_edge.runtime import Detector
+from ssd_edge.common.atomic import write_text_atomic
+from ssd_edge.bench import machine
+from ssd_edge.runtime.image_io import encode_image
+from ssd_edge.runtime.serve.client import DetectionClient
+from tests.helpers.serve_launch import launch_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ((640, 480), (800, 600), (1280, 720))
@@ -210,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     for run in runs:
         for message in run.errors[:1]:
             print(f"{run.label}, {run.clients} clients: first error: {message}")
-    command = shlex.join(["python", "benchmarks/bench_serve.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "-m", "benchmarks.bench_serve", *(argv if argv is not None else sys.argv[1:])])
     write_text_atomic(args.out, markdown(runs, args, model_text, serve_version(args.serve_python), command))
     print(f"wrote {args.out}")
 

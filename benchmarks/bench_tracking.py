@@ -1,8 +1,8 @@
 """Tracker cost per frame at 10, 100 and 300 detections, beside the Detector's own latency
 on the same machine in the same run: tracking must not become the demo's bottleneck.
 
-    python benchmarks/bench_tracking.py                  # writes benchmarks/results/tracking_cpu.md
-    python benchmarks/bench_tracking.py --model ssd.onnx --frames 500
+    python -m benchmarks.bench_tracking                  # writes benchmarks/results/tracking_cpu.md
+    python -m benchmarks.bench_tracking --model ssd.onnx --frames 500
 
 What is timed:
 - Tracker: one `Tracker.update(detections, frame=i)` call (Kalman predict, the three
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: onnxruntime's)")
     parser.add_argument("--out", type=Path, default=RESULTS / "tracking_cpu.md")
     args = parser.parse_args(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/bench_tracking.py", *sys.argv[1:]])
+    command = "python -m " + " ".join(shlex.quote(a) for a in ["benchmarks.bench_tracking", *sys.argv[1:]])
     with tempfile.TemporaryDirectory() as folder:
         model = args.model or export_model(Path(folder))
         rows = [detector_row(model, args.warmup, args.frames, args.threads)]

@@ -2,7 +2,7 @@
 own SSDLite320 training (its model, its loss and matcher, its reference optimizer settings),
 on the same images, the same CPU-time budget and the same evaluation.
 
-    python benchmarks/bench_train_vs_torchvision.py --data dataset_coco --budget-min 15 \
+    python -m benchmarks.bench_train_vs_torchvision --data dataset_coco --budget-min 15 \
         --out benchmarks/results/train_vs_torchvision.md
 
 What is compared:
@@ -221,7 +221,7 @@ def main() -> None:
         f"- 1/5/15-minute load average before: {' '.join(load_before)}, "
         f"after: {' '.join(load_after)} (the machine is shared: wall-clock numbers are noisy, CPU time is the budget)",
         "",
-        f"Command: `python benchmarks/bench_train_vs_torchvision.py --data {args.data} --budget-min {args.budget_min:g} "
+        f"Command: `python -m benchmarks.bench_train_vs_torchvision --data {args.data} --budget-min {args.budget_min:g} "
         f"--batch-size {args.batch_size} --threads {args.threads}`",
         "",
         f"Data: {', '.join(s.summary() for s in splits.values())}; from scratch, no pretrained weights. "

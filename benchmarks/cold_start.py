@@ -1,8 +1,8 @@
 """Cold start of the runtime alone: a fresh Python process that imports the runtime, loads
 the model and detects in one image file. Goal: at most 0.5 s on the CPU.
 
-    python benchmarks/cold_start.py                        # writes benchmarks/results/cold_start_cpu.md
-    python benchmarks/cold_start.py --model ssd.onnx --repeats 20
+    python -m benchmarks.cold_start                        # writes benchmarks/results/cold_start_cpu.md
+    python -m benchmarks.cold_start --model ssd.onnx --repeats 20
 
 What is timed, per repetition, by CLOCK_MONOTONIC (shared by parent and child): from just
 before the parent starts the child (`python -c ...`: interpreter start-up included) to
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", type=Path, default=RESULTS / "cold_start_cpu.md")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "benchmarks/cold_start.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "benchmarks.cold_start", *(sys.argv[1:] if argv is None else argv)])
     from ssd_edge.export.images import sample_images
 
     with tempfile.TemporaryDirectory() as tmp:

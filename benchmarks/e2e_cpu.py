@@ -3,9 +3,9 @@ torchvision's eager ssdlite320_mobilenet_v3_large, same weights, same images, sa
 in one ssd-bench run; reported against the end-to-end goals in
 benchmarks/README.md.
 
-    python benchmarks/e2e_cpu.py                       # writes benchmarks/results/e2e_cpu.md (+ .json)
-    python benchmarks/e2e_cpu.py --weights ssdlite320_mobilenet_v3_large_coco-a79551df.pth
-    python benchmarks/e2e_cpu.py --weights runs/sample/ssd.pt --data dataset_coco \
+    python -m benchmarks.e2e_cpu                       # writes benchmarks/results/e2e_cpu.md (+ .json)
+    python -m benchmarks.e2e_cpu --weights ssdlite320_mobilenet_v3_large_coco-a79551df.pth
+    python -m benchmarks.e2e_cpu --weights runs/sample/ssd.pt --data dataset_coco \
         --out benchmarks/results/e2e_cpu_sample.md
 
 The models: torchvision's SSDLite320 state dict (given with --weights, or made here: random
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--score-threshold", type=float, help="both sides alike (default: the preset's 0.001)")
     parser.add_argument("--out", type=Path, default=RESULTS / "e2e_cpu.md")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "benchmarks/e2e_cpu.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "benchmarks.e2e_cpu", *(sys.argv[1:] if argv is None else argv)])
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -4,8 +4,8 @@ What is timed: `InferenceSession.run` on one preprocessed batch already in memor
 network alone (no image decoding, no preprocessing, no decode + NMS), after warm-up runs.
 Every model gets the same input, thread count and number of runs; FP32 is the peer.
 
-    python benchmarks/int8_cpu.py --arch mobilenetv3_ssd
-    python benchmarks/int8_cpu.py --weights ssd.pt --calib-data dataset_coco --out benchmarks/results/int8_cpu_ssd.md
+    python -m benchmarks.int8_cpu --arch mobilenetv3_ssd
+    python -m benchmarks.int8_cpu --weights ssd.pt --calib-data dataset_coco --out benchmarks/results/int8_cpu_ssd.md
 
 Without --weights the model has random weights (BatchNorm statistics set on sample images):
 its latency is that of a trained model, its INT8 accuracy is not meaningful. Without

@@ -4,9 +4,9 @@ through the same code as `ssd-demo --headless --loop` (FrameGrabber -> Detector 
 loaded, after a warm-up block and at the end, and the frame rate of every block, to
 benchmarks/results/soak_demo_<arch>_<W>x<H>.md with the machine it ran on. Goal: flat memory, steady FPS.
 
-    python benchmarks/soak_demo.py                       # 10,000 frames, model made here
-    python benchmarks/soak_demo.py --frames 3000 --model runs/sample/ssd.onnx
-    python benchmarks/soak_demo.py --without log,draw --malloc-trim --out /tmp/part.md   # elimination run
+    python -m benchmarks.soak_demo                       # 10,000 frames, model made here
+    python -m benchmarks.soak_demo --frames 3000 --model runs/sample/ssd.onnx
+    python -m benchmarks.soak_demo --without log,draw --malloc-trim --out /tmp/part.md   # elimination run
 
 Without --model, an untrained model with calibrated BatchNorm statistics is exported in a
 child process (torch stays out of the measured process; the runtime never imports it).
@@ -211,7 +211,7 @@ def report(args, summary, blocks, memory, wall, sizes, load, spec) -> str:
         f"Python {platform.python_version()}; {lib}",
         f"- Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} (the 2 cores were shared with other jobs, "
         "so the FPS of a block varies with their load)",
-        f"- Command: `python benchmarks/soak_demo.py {' '.join(sys.argv[1:])}`",
+        f"- Command: `python -m benchmarks.soak_demo {' '.join(sys.argv[1:])}`",
         f"- Model: {spec.arch}, input {spec.input_size[1]}x{spec.input_size[0]}, {len(spec.class_names) - 1} classes "
         f"({'given' if args.model else 'untrained, calibrated BatchNorm, made by the script'}), onnxruntime CPU, "
         f"score threshold {args.score_threshold}",

@@ -4,9 +4,9 @@ this CPU: validation mAP@0.5 (pycocotools) per epoch against wall-clock time, th
 curve beside a run with the previous defaults, then training throughput against
 torchvision's own ssdlite320_mobilenet_v3_large training step.
 
-    python benchmarks/train_sample.py --out benchmarks/results/train_sample.md
+    python -m benchmarks.train_sample --out benchmarks/results/train_sample.md
     # or report a run of the seed command made elsewhere (its checkpoint holds the history):
-    python benchmarks/train_sample.py --history runs/sample/ssd.pt --previous old/metrics.csv
+    python -m benchmarks.train_sample --history runs/sample/ssd.pt --previous old/metrics.csv
 
 What is timed: the whole training process (data loading, augmentation, matching, forward,
 backward, step, per-epoch validation) by wall clock; the throughput comparison times the
