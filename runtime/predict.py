@@ -12,10 +12,10 @@ from typing import Callable, Sequence
 
 from ssd_edge.common.atomic import write_bytes_atomic
 from ssd_edge.runtime.draw import draw_detections
-from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, images_in_folder, read_image, shown_path
+from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, list_images, read_image, shown_path
 from ssd_edge.common.output_paths import OutputPathError, OutputFolder, check_outputs, output_names
 from ssd_edge.common.errors import UsageError
-from ssd_edge.runtime.serve.client import open_detector
+from ssd_edge.runtime.predictor import open_predictor
 
 RESULTS_NAME = "detections.json"
 
@@ -28,7 +28,7 @@ def check_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
         raise ImageError("no images given")
     found: list[Path] = []
     for path in map(Path, paths):
-        found.extend(images_in_folder(path) if path.is_dir() else [check_image_file(path)])
+        found.extend(list_images(path) if path.is_dir() else [check_image_file(path)])
     return found
 
 
@@ -82,7 +82,7 @@ def predict_images(
     fails before writing into it). Returns the JSON's path. An input is never replaced:
     an annotated image whose name is taken gets another, which `notify` is told.
     `progress(done, total)` is called after each batch. With `server` ("HOST:PORT") an
-    ssd-serve server detects instead of `model` (None then; see serve.client.open_detector)."""
+    ssd-serve server detects instead of `model` (None then; see predictor.open_predictor)."""
     if batch < 1:
         raise UsageError(f"batch must be at least 1, got {batch}")
     paths = check_images(images)
@@ -96,16 +96,16 @@ def predict_images(
 def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Sequence[str], out_dir: Path,
                       batch: int, progress: Callable[[int, int], None] | None, options: dict) -> Path:
     """The work of predict_images once its outputs are planned: `names[i]` in `out_dir`
-    receives `paths[i]` annotated; `options` are the Detector's."""
+    receives `paths[i]` annotated; `options` are `open_predictor`'s."""
     entries = []
-    with open_detector(model, **options) as detector:
-        class_names = detector.class_names
+    with open_predictor(model, **options) as predictor:
+        class_names = predictor.class_names
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]
             pictures = [read_image(path) for path in chunk]
-            for path, name, picture, found in zip(chunk, names[start:start + batch], pictures, detector(pictures)):
+            for path, name, picture, found in zip(chunk, names[start:start + batch], pictures, predictor(pictures)):
                 target = out_dir / name
-                drawn = draw_detections(picture, found, class_names)
+                drawn = draw_detections(picture, found)
                 write_bytes_atomic(target, encode_image(drawn, path.suffix, str(target)))
                 height, width = picture.shape[:2]
                 entries.append({"image": str(path), "annotated": str(target), "width": width, "height": height,
@@ -113,10 +113,10 @@ def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Se
             if progress:
                 progress(min(start + batch, len(paths)), len(paths))
         summary = {
-            "model": str(model) if model is not None else detector.backend,
-            "backend": detector.backend,
+            "model": str(model) if model is not None else predictor.backend,
+            "backend": predictor.backend,
             "classes": list(class_names),
-            "postprocess": {k: getattr(detector.config, k) for k in
+            "postprocess": {k: getattr(predictor.config, k) for k in
                             ("score_threshold", "iou_threshold", "top_k", "max_detections")},
             "images": entries,
         }

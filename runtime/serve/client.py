@@ -18,7 +18,8 @@ score_threshold: keep only detections scoring above it, on the client. That equa
 server running with that threshold (NMS, top-k and the per-image cap all keep the highest
 scores first), so it may only raise the server's threshold, never lower it.
 
-One client holds one connection: use one per thread.
+One client holds one connection: use one per thread. A client is a `Predictor`
+(runtime/predictor.py), which also opens one: `open_predictor(server=...)`.
 """
 
 from __future__ import annotations
@@ -246,28 +247,3 @@ def _above(found: Detections, threshold: float) -> Detections:
     return Detections(found.boxes[keep], found.labels[keep], found.scores[keep], found.confs[keep],
                       found.class_names)
 
-
-def open_detector(model: str | os.PathLike | None, server: str | None = None, backend: str = "auto",
-                  score_threshold: float | None = None, iou_threshold: float | None = None,
-                  max_detections: int | None = None, **detector_options):
-    """A local Detector on `model`, or, with `server` ("HOST:PORT", "grpc://HOST:PORT"), a
-    DetectionClient that answers as that Detector would: ssd-predict's one switch. On a
-    server, the backend, IoU threshold and detection cap are the server's (a different
-    value is refused: set it on ssd-serve); the score threshold may only be raised."""
-    if server is None:
-        from ssd_edge.runtime.detector import Detector
-
-        return Detector(model, backend=backend, score_threshold=score_threshold, iou_threshold=iou_threshold,
-                        max_detections=max_detections, **detector_options)
-    if model is not None:
-        raise UsageError(f"give a model or a server, not both (model {model}, server {server})")
-    if backend != "auto":
-        raise UsageError(f"backend {backend!r}: on a server the backend is ssd-serve's (its --backend)")
-    client = DetectionClient(server, score_threshold=score_threshold)
-    served = client.server_config
-    for name, value in (("iou_threshold", iou_threshold), ("max_detections", max_detections)):
-        if value is not None and value != getattr(served, name):
-            client.close()
-            raise UsageError(f"{name} {value}: the server {server} runs {getattr(served, name)}; "
-                             f"set it on ssd-serve (--{name.replace('_', '-')})")
-    return client

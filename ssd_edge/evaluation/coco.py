@@ -1,8 +1,8 @@
 """COCO evaluation with pycocotools: any predictor, any dataset layout this toolkit reads.
 
-A predictor is a callable taking a list of BGR uint8 images and returning one
+A predictor (`runtime/predictor.py`) takes a list of BGR uint8 images and returns one
 `Detections` (boxes in the images' pixels, contiguous labels) per image: the torch model
-(`TorchPredictor`) and the runtime's `Detector` (.onnx, .engine) both are.
+(`TorchPredictor`), the runtime's `Detector` (.onnx, .engine) and ssd-serve's client all are.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ import io
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from ssd_edge.data.sources import Split
 from ssd_edge.runtime.detections import Detections
+from ssd_edge.runtime.predictor import Predictor
 
-Predictor = Callable[[Sequence[np.ndarray]], Sequence[Detections]]
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 

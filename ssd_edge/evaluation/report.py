@@ -9,39 +9,9 @@ from typing import Sequence
 from ssd_edge.data.sources import DatasetError, describe, load_splits
 from ssd_edge.evaluation.coco import EvalResult, evaluate
 from ssd_edge.common.atomic import write_text_atomic
-from ssd_edge.common.errors import MissingDependency, UsageError
 from ssd_edge.common.output_paths import check_outputs, check_writable_file
-from ssd_edge.runtime.model_file import format_label, model_format
-
-
-def open_predictor(path: Path, arch: str | None, device: str, backend: str, notify=print):
-    """A callable list-of-BGR-images -> list of Detections for any model file. `arch`
-    names the architecture of a torchvision state dict; our checkpoints and exported models
-    carry their own: one that differs is refused, and `notify` is told when it does not apply."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
-    if model_format(path, allow_checkpoint=True) != "pytorch":
-        from ssd_edge.runtime import Detector
-
-        detector = Detector(str(path), backend=backend)
-        if arch is not None:
-            notify(f"note: --arch {arch} is not used for {path}: an exported model carries its own architecture "
-                   f"({detector.spec.arch})")
-        return detector
-    try:
-        from ssd_edge.checkpoint import load_model
-        from ssd_edge.evaluation.predictor import TorchPredictor
-    except ImportError as exc:
-        raise MissingDependency(
-            f"{path}: evaluating a PyTorch checkpoint needs torch ({exc}); install ssd-edge[train], "
-            "or evaluate the exported .onnx / .engine"
-        ) from None
-
-    model = load_model(path, arch)
-    if arch is not None and model.spec.arch != arch:
-        raise UsageError(f"{path}: holds a {model.spec.arch} model, not the --arch {arch} asked for "
-                         "(--arch names the architecture of a torchvision state dict; a checkpoint knows its own)")
-    return TorchPredictor(model.to(device), device)
+from ssd_edge.evaluation.predictor import open_predictor
+from ssd_edge.runtime.model_file import format_label
 
 
 def render_table(rows: Sequence[dict]) -> str:
@@ -68,11 +38,8 @@ def evaluate_models(
     rows = []
     for model in models:
         path = Path(model)
-        predictor = open_predictor(path, arch, device, backend)
-        try:
+        with open_predictor(path, arch, device, backend) as predictor:
             result: EvalResult = evaluate(predictor, splits[split], batch_size=batch, progress=progress)
-        finally:
-            getattr(predictor, "close", lambda: None)()
         rows.append({"model": str(path), "format": format_label(path), "size_mb": path.stat().st_size / 1e6,
                      **result.metrics, "ms_per_image": result.seconds_per_image * 1000, "images": result.images,
                      "skipped_images": result.skipped})
