@@ -44,14 +44,16 @@ def one(box, label=1, score=0.9):
 
 
 def test_assign_with_unique_pairs_equals_plain_assignment():
+    # the plain solver maximising the total similarity of the pairs >= 0.2 (a pair under it
+    # counts 0, as leaving both unmatched); tests/test_tracking_rules.py checks it by brute force
     rng = np.random.default_rng(3)
     for _ in range(200):
         similarity = rng.random((int(rng.integers(1, 12)), int(rng.integers(1, 12))))
         similarity[rng.random(similarity.shape) < 0.7] = 0.0
         found = assign(similarity, 0.2)
-        cost = np.where(similarity >= 0.2, 1 - similarity, 1e6)
+        cost = np.where(similarity >= 0.2, -similarity, 0.0)
         rows, cols = linear_sum_assignment(cost)
-        keep = cost[rows, cols] < 1e6
+        keep = similarity[rows, cols] >= 0.2
         assert len(found.pairs) == keep.sum()
         got = similarity[found.pairs[:, 0], found.pairs[:, 1]].sum()
         assert got == pytest.approx(similarity[rows[keep], cols[keep]].sum())
@@ -204,6 +206,7 @@ def test_own_scores_agree_with_motmetrics():
 
 def test_track_is_born_after_min_hits_and_dropped_after_max_misses():
     tracker = Tracker(min_hits=3, max_misses=4)
+    tracker.update(make_detections([], [], []))  # the first frame's tracks are confirmed at once
     box = np.array([100.0, 100.0, 150.0, 150.0])
     assert [len(tracker.update(one(box)).ids) for _ in range(3)] == [0, 0, 1]
     for _ in range(4):  # missed 4 times: still alive (lost)
@@ -217,6 +220,7 @@ def test_track_is_born_after_min_hits_and_dropped_after_max_misses():
 
 def test_tentative_track_dies_at_its_first_miss():
     tracker = Tracker(min_hits=2)
+    tracker.update(make_detections([], [], []))  # the first frame's tracks are confirmed at once
     tracker.update(one([0, 0, 20, 20]))
     tracker.update(make_detections([], [], []))
     assert tracker.num_tracks == 0

@@ -1,10 +1,13 @@
 """Matching tracks to detections: IoU between boxes (the runtime's `pairwise_iou`) and a
 one-to-one assignment.
 
-The assignment is scipy's `linear_sum_assignment` (an exact minimum-cost matching) on the
-pairs that pass the threshold; pairs that are each other's only candidate (most pairs, when
-objects are apart) are matched directly first, which gives the same result and keeps the
-solver's problem small.
+The assignment maximises the summed similarity of the pairs it keeps, among pairs whose
+similarity is at least the threshold; it does not try to make as many pairs as it can (one
+0.9 pair beats two 0.25 pairs). It is scipy's `linear_sum_assignment` (an exact
+minimum-cost matching) with cost = -similarity, a pair under the threshold costing 0, the
+same as leaving both unmatched, so it is never preferred and is dropped afterwards. Pairs
+that are each other's only candidate (most pairs, when objects are apart) are matched
+directly first, which gives the same result and keeps the solver's problem small.
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from ssd_edge.common.errors import require
 
 # SciPy is in the runtime and jetson extras for this one function.
 linear_sum_assignment = require("scipy.optimize", "runtime", "Tracking").linear_sum_assignment
-
-_INFEASIBLE = 1e6  # cost of a pair that does not pass the threshold (never kept)
 
 
 class Matches(NamedTuple):
@@ -49,8 +50,8 @@ def _unique_pairs(feasible: np.ndarray) -> np.ndarray:
 
 
 def assign(similarity: np.ndarray, min_similarity: float) -> Matches:
-    """One-to-one matching maximising the summed similarity (T, D) over pairs whose
-    similarity is at least `min_similarity`."""
+    """One-to-one matching of rows to columns of `similarity` (T, D) maximising the summed
+    similarity of the pairs kept, every kept pair having similarity >= `min_similarity`."""
     num_tracks, num_detections = similarity.shape
     feasible = similarity >= min_similarity
     unique = _unique_pairs(feasible)
@@ -61,7 +62,7 @@ def assign(similarity: np.ndarray, min_similarity: float) -> Matches:
     if len(rest_rows) and len(rest_cols):
         block = similarity[np.ix_(rest_rows, rest_cols)]
         block_feasible = feasible[np.ix_(rest_rows, rest_cols)]
-        cost = np.where(block_feasible, 1.0 - block, _INFEASIBLE)
+        cost = np.where(block_feasible, -block, 0.0)  # under the threshold: no better than unmatched
         solved_rows, solved_cols = linear_sum_assignment(cost)
         kept = block_feasible[solved_rows, solved_cols]
         pairs.append(np.stack([rest_rows[solved_rows[kept]], rest_cols[solved_cols[kept]]], axis=1))
@@ -81,7 +82,7 @@ def associate(track_boxes_xyxy: np.ndarray, track_labels: np.ndarray, det_boxes_
               fuse_score: bool, same_class: bool) -> Matches:
     """Match tracks (T, 4) xyxy with labels (T,) to detections (D, 4) xyxy with labels and
     scores (D,). Similarity is the IoU, times the detection's score when `fuse_score`
-    (ByteTrack's MOT17 setting: a confident detection wins a contested track). With
+    (ByteTrack's setting except on MOT20: a confident detection wins a contested track). With
     `same_class`, pairs of different labels never match, so each class is its own, smaller
     problem."""
     num_tracks, num_dets = len(track_boxes_xyxy), len(det_boxes_xyxy)

@@ -16,7 +16,9 @@ Each update, in ByteTrack's order:
 5. a matched track takes the detection into its filter; a tentative track becomes confirmed
    after `min_hits` consecutive hits and is dropped at its first miss; a confirmed track that
    has gone unmatched for more than `max_misses` frames is dropped; a high-score detection
-   left over with score >= new_track_score starts a tentative track.
+   left over with score >= new_track_score starts a tentative track; in the tracker's
+   first frame (after construction or reset()) new tracks are confirmed at once, as
+   ByteTrack activates the tracks of its first frame, so frame 1 reports tracks.
 
 Matching is per class (a track never takes a detection of another label) unless
 `class_agnostic`. The tracker returns the confirmed tracks matched in this frame, with
@@ -39,8 +41,10 @@ from ssd_edge.runtime.tracking.kalman import BoxKalman, MotionNoise, state_boxes
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Thresholds and lifetimes (defaults: ByteTrack's MOT17 settings, with its det_thresh
-    as new_track_score and its buffer of 30 frames as max_misses).
+    """Thresholds and lifetimes (defaults: ByteTrack's demo settings, tools/demo_track.py:
+    track_thresh 0.5 as high_score, its det_thresh = track_thresh + 0.1 as new_track_score,
+    match_thresh 0.8 as match_similarity 1 - 0.8, its buffer of 30 frames as max_misses;
+    `presets.PRESETS` holds its MOT17 and MOT20 evaluation settings by name).
 
     high_score: detections at or above it take part in the first association and may start
     tracks; low_score: detections below it are ignored, those between the two only keep
@@ -210,6 +214,7 @@ class Tracker:
         """Forget every track and the frame count (IDs start again at 1)."""
         self._table = _Table.empty()
         self._frame: int | None = None
+        self._first_frame: int | None = None
         self._next_id = 1
 
     @property
@@ -240,6 +245,8 @@ class Tracker:
         now = self._advance(frame)
         steps = 1 if self._frame is None else now - self._frame
         previous, self._frame = self._frame, now
+        if previous is None:
+            self._first_frame = now
         table = self._table
         if len(table):
             table.means, table.covariances = self.kalman.predict(table.means, table.covariances, steps)
@@ -301,8 +308,9 @@ class Tracker:
         ids = np.arange(self._next_id, self._next_id + count, dtype=np.int64)
         self._next_id += count
         frames = np.full(count, now, np.int64)
+        first_frame = self._first_frame == now  # ByteTrack activates its first frame's tracks at once
         return _Table(ids, labels.copy(), means, covariances, scores.copy(), np.ones(count, np.int64), frames,
-                      frames.copy(), np.full(count, self.config.min_hits <= 1), dets.astype(np.int64))
+                      frames.copy(), np.full(count, self.config.min_hits <= 1 or first_frame), dets.astype(np.int64))
 
     def _report(self, class_names: tuple[str, ...], now: int) -> Tracks:
         table = self._table
