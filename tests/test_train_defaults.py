@@ -14,6 +14,7 @@ from ssd_edge.data.transforms import TrainAugment
 from ssd_edge.models import build_model
 from ssd_edge.models.init import background_logit
 from ssd_edge.training.loss import MultiBoxLoss
+from ssd_edge.training.matching import target_encoder
 from ssd_edge.training.train import TrainConfig, make_optimizer, warmup_cosine
 
 SEED_COMMAND = "--arch mobilenetv3_ssd --datapath dataset_coco --epochs 10 --batch-size 5 --lr 0.001 --save ssd.pt"
@@ -77,8 +78,8 @@ def test_new_defaults_lower_the_loss_faster_than_the_previous_ones(tiny_coco):
     config = TrainConfig(datapath=str(tiny_coco), arch="mobilenetv3_small_ssd", imgsz=160, lr=0.001)
     model = build_model(config.arch, ["bg", "circle", "square", "triangle"], config.imgsz)
     records = load_splits(str(tiny_coco))["train"].records
-    dataset = DetectionDataset(records, TrainAugment(model.spec.input_size), model.priors_cxcywh.numpy(),
-                               config.matcher, model.spec.variances, seed=0)
+    encode = target_encoder(model.priors_cxcywh.numpy(), config.matcher, model.spec.variances)
+    dataset = DetectionDataset(records, TrainAugment(model.spec.input_size), encode, seed=0)
     batches = [collate([dataset[i] for i in range(start, start + 5)]) for start in (0, 5)]
 
     steps = 40
@@ -87,3 +88,19 @@ def test_new_defaults_lower_the_loss_faster_than_the_previous_ones(tiny_coco):
     late_new, late_old = sum(new[-10:]) / 10, sum(old[-10:]) / 10
     assert late_new < 0.75 * late_old, (late_new, late_old)
     assert late_new < 0.6 * new[0]  # and it is a real fall, not a different starting point
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(epochs=0), r"--epochs \(0\) and --batch-size \(8\) must be at least 1"),
+    (dict(lr=0.0), "--lr must be positive, got 0.0"),
+    (dict(optimizer="adam"), "--optimizer must be sgd or adamw, got 'adam'"),
+    (dict(matcher="nearest"), "--matcher must be one of .*, got 'nearest'"),
+    (dict(device="tpu"), "--device must be cpu, cuda or auto, got 'tpu'"),
+])
+def test_a_train_config_is_refused_where_it_is_built(bad, message):
+    from ssd_edge.common.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        TrainConfig(datapath="dataset_coco", **bad)
+    with pytest.raises(UsageError, match=message):
+        replace(TrainConfig(datapath="dataset_coco"), **bad)

@@ -24,7 +24,7 @@ from ssd_edge.data.transforms import TrainAugment
 from ssd_edge.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from ssd_edge.evaluation.coco import evaluate
 from ssd_edge.training.loss import MultiBoxLoss
-from ssd_edge.training.matching import MATCHERS
+from ssd_edge.training.matching import MATCHERS, target_encoder
 from ssd_edge.models.registry import build_model
 from ssd_edge.models.ssd import SSD
 from ssd_edge.models.torchvision_import import load_torchvision_backbone
@@ -72,7 +72,7 @@ class TrainConfig:
     save: str = "ssd.pt"
     progress: bool = True
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise UsageError(f"--epochs ({self.epochs}) and --batch-size ({self.batch_size}) must be at least 1")
         if self.lr <= 0:
@@ -338,8 +338,8 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
               f"input {spec.input_size[0]}x{spec.input_size[1]}, {spec.num_priors} default boxes, "
               f"{spec.num_classes - 1} classes; device {device}, {info.world_size} process(es)")
 
-    dataset = DetectionDataset(train_split.records, TrainAugment(spec.input_size), model.priors_cxcywh.cpu().numpy(),
-                               config.matcher, spec.variances, config.seed)
+    encode = target_encoder(model.priors_cxcywh.cpu().numpy(), config.matcher, spec.variances)
+    dataset = DetectionDataset(train_split.records, TrainAugment(spec.input_size), encode, config.seed)
     loader = make_loader(config, dataset, info, device)
     if resume is not None:
         check_batches_per_epoch(resume, config.resume, len(loader), config.datapath)
@@ -392,7 +392,6 @@ def train(config: TrainConfig) -> list[dict]:
 
     Ctrl-C stops at the next safe point (between steps, never inside a checkpoint write)
     with a TrainingInterrupted that says what is saved and how to resume."""
-    config.validate()
     info = init_distributed(device_type(config.device))
     stop, run, epoch = StopRequest(), None, None
     try:
