@@ -13,22 +13,26 @@ engine's sidecar; thresholds can be overridden per Detector.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
+from ssd_edge.runtime.backends import registry
+from ssd_edge.runtime.backends.base import Backend
 from ssd_edge.runtime.image_io import read_image
-from ssd_edge.runtime.model_file import model_format, read_sidecar
+from ssd_edge.runtime.model_file import model_format
 from ssd_edge.runtime.detections import Detections, PostprocessConfig, PostprocessOverrides
 from ssd_edge.runtime.preprocess import check_image, preprocess
 from ssd_edge.runtime.spec import ModelSpec
 from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 from ssd_edge.common.errors import UsageError
 
-BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt", "openvino", "tensorrt")
+BACKENDS = registry.CHOICES
+"""Every backend name the Detector takes (from the registry of backends)."""
 
 Image = Union[np.ndarray, str, os.PathLike]
 
@@ -57,6 +61,10 @@ class Detector:
     instead of bf16)'.
     spinning: onnxruntime only: whether its idle intra-op threads spin waiting for work
     (None: the backend's default, see onnxruntime_backend.DEFAULT_SPINNING).
+    options: the backend's options as its own object (OnnxRuntimeOptions, OpenVinoOptions,
+    TensorRTOptions: see `backends.registry`), or as a mapping of option names to values
+    (None: not given), routed like the keywords above; an option the backend does not take
+    is refused naming it.
 
     Benchmarks time the stages of a call with `det(images, timer=StageTimer())` (see
     `stage_timer`); without a timer nothing is measured.
@@ -80,51 +88,30 @@ class Detector:
         device: str | None = None,
         precision: str | None = None,
         spinning: bool | None = None,
+        options: Any = None,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file")
-        if backend not in BACKENDS:
-            raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-        if threads is not None and threads < 1:
-            raise UsageError(f"threads must be at least 1, got {threads}")
-        if backend != "openvino" and (device is not None or precision is not None):
-            raise UsageError(f"device and precision choose OpenVINO's device and precision; backend is {backend!r}")
-        if spinning is not None and backend not in ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-tensorrt"):
-            raise UsageError(f"spinning is an onnxruntime option; backend is {backend!r}")
-        kind = model_format(path)
+        registry.check_backend_name(backend)
+        given = {"threads": threads, "device": device, "precision": precision, "spinning": spinning}
+        chosen = _given_object(options, given)
+        if chosen is None:
+            given = _merge(given, options or {})
+            registry.check_options_apply(backend, given)
+        info = registry.resolve(backend, model_format(path), path)
+        if chosen is None:
+            chosen = registry.build_options(info, given)
+        elif not isinstance(chosen, info.options):
+            raise UsageError(f"options {type(chosen).__name__} are not {info.options.__name__}, the options of "
+                             f"backend {info.name!r} that runs {path}")
         overrides = PostprocessOverrides(
             score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections, top_k=top_k
         )
-        if kind == "engine":
-            if backend not in ("auto", "tensorrt"):
-                raise UsageError(f"{path}: a TensorRT engine runs on backend 'tensorrt', not {backend!r}")
-            from ssd_edge.runtime.backends.tensorrt_backend import TensorRTBackend
-
-            self._backend = TensorRTBackend(path, overrides, read_sidecar(path))
-        else:
-            if backend == "tensorrt":
-                raise UsageError(
-                    f"{path}: backend 'tensorrt' runs engines; build one with `ssd-export --format engine`, "
-                    "or use 'onnxruntime-tensorrt' for onnxruntime's TensorRT provider"
-                )
-            self._backend = self._onnx_backend(path, backend, overrides, threads, device, precision, spinning)
+        self._backend: Backend = info.open(path, overrides, chosen)
         self.model_path = path
         self._lock = threading.Lock()
         self._closed = False
-
-    @staticmethod
-    def _onnx_backend(path: Path, backend: str, overrides: PostprocessOverrides, threads: int | None,
-                      device: str | None, precision: str | None, spinning: bool | None):
-        """The backend running an ONNX file: OpenVINO, or onnxruntime in the asked flavour."""
-        if backend == "openvino":
-            from ssd_edge.runtime.backends.openvino_backend import OpenVinoBackend
-
-            return OpenVinoBackend(path, overrides, device or "CPU", precision or "f32", threads)
-        from ssd_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        flavour = {"onnxruntime-cpu": "cpu", "onnxruntime-tensorrt": "tensorrt"}.get(backend, "auto")
-        return OnnxRuntimeBackend(path, overrides, flavour, threads=threads, spinning=spinning)
 
     @property
     def spec(self) -> ModelSpec:
@@ -174,7 +161,7 @@ class Detector:
         for start in range(0, len(images), chunk):
             part = images[start:start + chunk]
             with timer.stage("preprocess"):
-                preprocess(part, self.spec.input_size, out=backend.input_buffer(len(part)))
+                preprocess(part, self.spec.input_size, out=backend.input_buffer(len(part)), checked=True)
             found += backend.detect(len(part), [image.shape[:2] for image in part], timer)
         return found
 
@@ -193,3 +180,28 @@ class Detector:
 
     def __repr__(self) -> str:
         return f"Detector({str(self.model_path)!r}, backend={self.backend!r}, classes={len(self.class_names) - 1})"
+
+
+def _given_object(options: Any, keywords: Mapping[str, Any]) -> Any:
+    """`options` when it is a backend's options object (then no option keyword may be given
+    too), else None."""
+    if options is None or isinstance(options, Mapping):
+        return None
+    if not dataclasses.is_dataclass(options) or isinstance(options, type):
+        raise UsageError(f"options must be a backend's options (e.g. OpenVinoOptions) or a mapping, got {options!r}")
+    both = [name for name, value in keywords.items() if value is not None]
+    if both:
+        raise UsageError(f"give the backend's options once: options={type(options).__name__}(...) or "
+                         f"{', '.join(both)}=, not both")
+    return options
+
+
+def _merge(keywords: Mapping[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
+    """The option keywords and an options mapping together; a name given twice must agree."""
+    merged = dict(keywords)
+    for name, value in more.items():
+        if value is not None and merged.get(name) not in (None, value):
+            raise UsageError(f"option {name} given twice: {merged[name]!r} and {value!r}")
+        if value is not None or name not in merged:
+            merged[name] = value
+    return merged

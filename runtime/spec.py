@@ -178,32 +178,5 @@ class ModelSpec:
         return cls.from_dict(data)
 
 
-def check_output_shapes(spec: ModelSpec, shapes: Mapping[str, Sequence[Any]], source: Any) -> None:
-    """SpecError naming `source` when the network's outputs disagree with `spec`: the
-    outputs `spec.output_names` must be locs (B, P, 4) and confs (B, P, C) with
-    P = spec.num_priors and C = spec.num_classes (background included). `shapes` maps an
-    output's name to its shape; a dimension given as text, None or a negative number (a
-    dynamic one) is not checked. Run when a model is opened, before anything is sized
-    from the spec, so metadata that does not describe the network (fewer class names than
-    the network scores, feature maps it does not have) is refused instead of giving ghost
-    classes or sizing buffers from nonsense."""
-    locs_name, confs_name = spec.output_names
-    wanted = {locs_name: (spec.num_priors, 4, "default boxes", "box coordinates"),
-              confs_name: (spec.num_priors, spec.num_classes, "default boxes", "class scores")}
-    for name, (priors, width, what_rows, what_columns) in wanted.items():
-        shape = list(shapes.get(name, ()))
-        if len(shape) != 3:
-            raise SpecError(f"{source}: output '{name}' has shape {shape}; expected (batch, {priors}, {width})")
-        rows, columns = (d if isinstance(d, int) and d >= 0 else None for d in shape[1:])
-        if rows is not None and rows != priors:
-            raise SpecError(f"{source}: output '{name}' has {rows} {what_rows}, but the ModelSpec's default boxes "
-                            f"make {priors}; the metadata does not describe this network")
-        if columns is not None and columns != width:
-            detail = (f"; the ModelSpec lists {spec.num_classes} class names (background included)"
-                      if name == confs_name else "")
-            raise SpecError(f"{source}: output '{name}' has {columns} {what_columns} per box, expected "
-                            f"{width}{detail}; the metadata does not describe this network")
-
-
 def _tuples(rows: Sequence[Sequence[Any]], kind: type) -> tuple[tuple[Any, ...], ...]:
     return tuple(tuple(kind(v) for v in row) for row in rows)

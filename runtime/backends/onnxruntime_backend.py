@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, check_threads, on_off, option
 from ssd_edge.runtime.cuda.resources import GpuError
-from ssd_edge.common.errors import require
+from ssd_edge.common.errors import UsageError, require
 from ssd_edge.runtime.model_file import spec_from_onnx_metadata
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
-from ssd_edge.runtime.spec import SpecError, check_output_shapes
+from ssd_edge.runtime.spec import SpecError
 from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 
 DEFAULT_GPU_MAX_BATCH = 32
@@ -28,6 +30,23 @@ DEFAULT_SPINNING = False
 """Whether onnxruntime's idle intra-op threads spin waiting for work, unless the caller says.
 onnxruntime's own default is on; off measured faster under load, where capture, display or
 other processes share the cores (benchmarks/results/openvino_cpu.md, "spinning")."""
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    """onnxruntime's options. threads: intra-op threads (None: onnxruntime's default, one per
+    physical core). spinning: whether idle intra-op threads spin waiting for work (None:
+    DEFAULT_SPINNING); spinning burns CPU between and after runs, which on a shared CPU
+    slows the next run."""
+
+    threads: int | None = option(None, "intra-op threads (default: one per physical core)", parse=int, metavar="N")
+    spinning: bool | None = option(None, "whether idle intra-op threads spin waiting for work (default off)",
+                                   choices=("on", "off"), parse=on_off)
+
+    def __post_init__(self) -> None:
+        check_threads(self.threads)
+        if self.spinning is not None and not isinstance(self.spinning, bool):
+            raise UsageError(f"spinning is on (True) or off (False), got {self.spinning!r}")
 
 
 def import_onnxruntime():
@@ -78,10 +97,8 @@ class OnnxRuntimeBackend:
     """Network on onnxruntime, decode + NMS in NumPy (CPU) or in the CUDA kernel (GPU).
 
     overrides: the caller's changes to the ModelSpec's postprocessing defaults.
+    flavour: which providers (see choose_providers). options: OnnxRuntimeOptions.
     batch_size: the model's fixed batch, or None when its batch is dynamic.
-    threads: intra-op threads (None: onnxruntime's default, one per physical core).
-    spinning: whether idle intra-op threads spin waiting for work (None: DEFAULT_SPINNING).
-    Spinning burns CPU between and after runs, which on a shared CPU slows the next run.
     """
 
     def __init__(
@@ -89,44 +106,29 @@ class OnnxRuntimeBackend:
         path: str | os.PathLike,
         overrides: PostprocessOverrides = PostprocessOverrides(),
         flavour: str = "auto",
-        threads: int | None = None,
-        spinning: bool | None = None,
+        options: OnnxRuntimeOptions = OnnxRuntimeOptions(),
     ) -> None:
         ort = import_onnxruntime()
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such model file")
-        self.spinning = DEFAULT_SPINNING if spinning is None else spinning
+        self.options = options
+        self.spinning = DEFAULT_SPINNING if options.spinning is None else options.spinning
         providers = choose_providers(ort.get_available_providers(), flavour)
-        self.session = open_session(self.path, providers, threads, self.spinning)
+        self.session = open_session(self.path, providers, options.threads, self.spinning)
         self.spec = spec_from_onnx_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.config = overrides.apply(self.spec.postprocess)
         self.providers = self.session.get_providers()
         self.name = f"onnxruntime ({', '.join(self.providers)})"
-        self._check_io()
+        self.batch_size = check_network_io(
+            self.spec, {i.name: i.shape for i in self.session.get_inputs()},
+            {o.name: o.shape for o in self.session.get_outputs()}, self.path,
+        )
         self.priors = default_boxes(self.spec)
-        self._buffer = np.zeros((self.batch_size or 1, 3, *self.spec.input_size), np.float32)
+        self._input = HostInputBuffer(self.spec.input_size, self.batch_size)
         self._gpu = None
         if "CUDAExecutionProvider" in self.providers:
             self._gpu = _OrtGpuDecode.try_create(self)
-
-    def _check_io(self) -> None:
-        spec = self.spec
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        if spec.input_name not in inputs:
-            raise SpecError(f"{self.path}: no input '{spec.input_name}' (it has {', '.join(inputs)})")
-        shape = inputs[spec.input_name].shape
-        if len(shape) != 4 or list(shape[1:]) != [3, *spec.input_size]:
-            raise SpecError(
-                f"{self.path}: input shape {shape} does not match the ModelSpec's (B, 3, {spec.input_size[0]}, "
-                f"{spec.input_size[1]})"
-            )
-        self.batch_size = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-        outputs = [o.name for o in self.session.get_outputs()]
-        missing = [n for n in spec.output_names if n not in outputs]
-        if missing:
-            raise SpecError(f"{self.path}: outputs {missing} missing (it has {', '.join(outputs)})")
-        check_output_shapes(spec, {o.name: o.shape for o in self.session.get_outputs()}, self.path)
 
     @property
     def max_batch(self) -> int | None:
@@ -137,10 +139,7 @@ class OnnxRuntimeBackend:
 
     def input_buffer(self, batch: int) -> np.ndarray:
         """The reused (batch, 3, H, W) float32 array preprocessing writes into."""
-        rows = self.batch_size or batch
-        if self._buffer.shape[0] < rows:
-            self._buffer = np.zeros((rows, 3, *self.spec.input_size), np.float32)
-        return self._buffer[:batch]
+        return self._input.view(batch)
 
     def detect(
         self, batch: int, image_sizes: Sequence[tuple[int, int]], timer: StageTimer = NO_TIMER
@@ -149,8 +148,7 @@ class OnnxRuntimeBackend:
 
         timer (a StageTimer) times `network` (session.run; with the CUDA provider it
         includes onnxruntime's own input and output copies) and `decode_nms`."""
-        rows = self.batch_size or batch
-        images = self._buffer[:rows]
+        images = self._input.network_input(batch)
         if self._gpu is not None:
             return self._gpu.run(images, image_sizes, timer)
         with timer.stage("network"):

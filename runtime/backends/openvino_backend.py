@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, check_threads, option
 from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.common.errors import SSDEdgeError, UsageError, require
@@ -42,6 +44,24 @@ make by itself, made explicit."""
 # The key ssd-export --format int8 writes beside the ModelSpec (export.onnx_model.QUANTIZATION_KEY;
 # repeated here because the runtime does not import the export package, which needs `onnx`).
 QUANTIZATION_KEY = "ssd_edge.quantization"
+
+
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    """OpenVINO's options. device: one of DEVICES. precision: one of PRECISIONS. threads:
+    INFERENCE_NUM_THREADS (None: OpenVINO's default, one per physical core)."""
+
+    device: str = option("CPU", "OpenVINO's device (default CPU)", choices=DEVICES)
+    precision: str = option("f32", "OpenVINO's inference precision (default f32; bf16 runs f32 where the device "
+                                   "has no bf16)", choices=PRECISIONS)
+    threads: int | None = option(None, "inference threads (default: one per physical core)", parse=int, metavar="N")
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise UsageError(f"unknown OpenVINO device {self.device!r}; choose from {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        check_threads(self.threads)
 
 
 class OpenVinoError(SSDEdgeError, RuntimeError):
@@ -86,8 +106,7 @@ class OpenVinoBackend:
     """Network on OpenVINO, decode + NMS in NumPy.
 
     overrides: the caller's changes to the ModelSpec's postprocessing defaults.
-    device: one of DEVICES. precision: one of PRECISIONS. threads: INFERENCE_NUM_THREADS
-    (None: OpenVINO's default, one per physical core).
+    options: OpenVinoOptions (device, precision, threads).
     After construction: `precision` (what the compiled model computes in: 'f32', 'bf16',
     'f16'), `precision_note` (why it is not what was asked for, or None), `quantized`
     (the file is the project's INT8 QDQ model), `batch_size` (the model's fixed batch, or
@@ -98,17 +117,13 @@ class OpenVinoBackend:
         self,
         path: str | os.PathLike,
         overrides: PostprocessOverrides = PostprocessOverrides(),
-        device: str = "CPU",
-        precision: str = "f32",
-        threads: int | None = None,
+        options: OpenVinoOptions = OpenVinoOptions(),
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such model file")
-        if device not in DEVICES:
-            raise UsageError(f"unknown OpenVINO device {device!r}; choose from {', '.join(DEVICES)}")
-        if threads is not None and threads < 1:
-            raise UsageError(f"threads must be at least 1, got {threads}")
+        self.options = options
+        device, precision, threads = options.device, options.precision, options.threads
         ov = import_openvino()
         core = ov.Core()
         self.device = device
@@ -134,7 +149,7 @@ class OpenVinoBackend:
         self.request = self.compiled.create_infer_request()
         self._outputs = [self.compiled.output(name) for name in self.spec.output_names]
         self.priors = default_boxes(self.spec)
-        self._buffer = np.zeros((self.batch_size or 1, 3, *self.spec.input_size), np.float32)
+        self._input = HostInputBuffer(self.spec.input_size, self.batch_size)
 
     @staticmethod
     def _capabilities(core, device: str) -> list[str] | None:
@@ -173,22 +188,16 @@ class OpenVinoBackend:
         return f"openvino {version} ({', '.join(details)})"
 
     def _check_io(self, model) -> None:
-        spec = self.spec
-        inputs = {name: port for port in model.inputs for name in port.get_names()}
-        if spec.input_name not in inputs:
-            raise SpecError(f"{self.path}: no input '{spec.input_name}' (it has {', '.join(sorted(inputs))})")
-        shape = inputs[spec.input_name].get_partial_shape()
-        dims = [] if shape.rank.is_dynamic else [d.get_length() if d.is_static else -1 for d in shape]
-        if len(dims) != 4 or dims[1:] != [3, *spec.input_size]:
-            raise SpecError(
-                f"{self.path}: input shape {shape} does not match the ModelSpec's (B, 3, {spec.input_size[0]}, "
-                f"{spec.input_size[1]})"
-            )
-        self.batch_size = dims[0] if dims[0] > 0 else None
-        outputs = {name for port in model.outputs for name in port.get_names()}
-        missing = [n for n in spec.output_names if n not in outputs]
-        if missing:
-            raise SpecError(f"{self.path}: outputs {missing} missing (it has {', '.join(sorted(outputs))})")
+        """check_network_io on the model's ports (a dynamic dimension as None); sets batch_size."""
+        def shapes(ports) -> dict[str, list]:
+            found = {}
+            for port in ports:
+                shape = port.get_partial_shape()
+                dims = None if shape.rank.is_dynamic else [d.get_length() if d.is_static else None for d in shape]
+                found.update({name: dims if dims is not None else [] for name in port.get_names()})
+            return found
+
+        self.batch_size = check_network_io(self.spec, shapes(model.inputs), shapes(model.outputs), self.path)
 
     @property
     def max_batch(self) -> int | None:
@@ -197,10 +206,7 @@ class OpenVinoBackend:
 
     def input_buffer(self, batch: int) -> np.ndarray:
         """The reused (batch, 3, H, W) float32 array preprocessing writes into."""
-        rows = self.batch_size or batch
-        if self._buffer.shape[0] < rows:
-            self._buffer = np.zeros((rows, 3, *self.spec.input_size), np.float32)
-        return self._buffer[:batch]
+        return self._input.view(batch)
 
     def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """locs (B, P, 4) and confs (B, P, C) float32 for images (B, 3, H, W) float32. The
@@ -222,7 +228,7 @@ class OpenVinoBackend:
 
         timer (a StageTimer) times `network` (the infer request; on a GPU or NPU it includes
         OpenVINO's own input and output copies) and `decode_nms`."""
-        images = self._buffer[: self.batch_size or batch]
+        images = self._input.network_input(batch)
         with timer.stage("network"):
             locs, confs = self._infer(images)
         with timer.stage("decode_nms"):  # postprocess copies what it keeps: no view of locs/confs survives

@@ -10,6 +10,7 @@ output buffers are handed to the decode kernels directly: no round trip through 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +27,7 @@ from ssd_edge.runtime.cuda.resources import (
     import_pycuda,
     primary_context,
 )
+from ssd_edge.runtime.backends.base import check_network_io
 from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
 from ssd_edge.runtime.backends.tensorrt_support import load_tensorrt
 from ssd_edge.runtime.model_file import EngineSidecar, read_sidecar, sidecar_path
@@ -52,16 +54,10 @@ def import_tensorrt(path: Path, sidecar: EngineSidecar):
     return tensorrt
 
 
-def expected_shapes(spec, batch: int) -> dict[str, tuple[int, ...]]:
-    """{tensor name: shape} an engine of `spec` has, batch first (-1: dynamic): input
-    (B, 3, H, W), locs (B, P, 4), confs (B, P, C)."""
-    height, width = spec.input_size
-    locs, confs = spec.output_names
-    return {
-        spec.input_name: (batch, 3, height, width),
-        locs: (batch, spec.num_priors, 4),
-        confs: (batch, spec.num_priors, spec.num_classes),
-    }
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """TensorRT's options at run time: none (precision, batch and workspace are chosen when
+    the engine is built, by `ssd-export --format engine`; an engine has no thread pool)."""
 
 
 class EngineRunner:
@@ -109,26 +105,22 @@ class EngineRunner:
         another model or input size) would let TensorRT write past them, so it is refused."""
         trt, engine, spec = self._trt, self.engine, self.spec
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        wanted = [spec.input_name, *spec.output_names]
-        missing = [n for n in wanted if n not in names]
-        if missing:
-            raise EngineError(f"{path}: engine has no tensors {missing} (it has {names}); was it built from our ONNX?")
-        if engine.get_tensor_mode(spec.input_name) != trt.TensorIOMode.INPUT:
-            raise EngineError(f"{path}: engine tensor '{spec.input_name}' is not an input")
-        for name in wanted:
+        shapes = {name: tuple(int(d) for d in engine.get_tensor_shape(name)) for name in names}
+        inputs = {n: shape for n, shape in shapes.items() if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
+
+        def explain(name: str, shape: tuple, expected: tuple) -> str:
+            return (f"{path}: the engine's tensor '{name}' has shape {shape}, but its sidecar "
+                    f"{sidecar_path(path)} describes {expected} (input {spec.input_size[0]}x{spec.input_size[1]}, "
+                    f"{spec.num_priors} default boxes, {spec.num_classes} classes). The sidecar belongs to another "
+                    "model: export the engine and its sidecar together again with `ssd-export --format engine`")
+
+        outputs = {n: shape for n, shape in shapes.items() if n not in inputs}
+        check_network_io(spec, inputs, outputs, path, error=EngineError, explain=explain)
+        for name in [spec.input_name, *spec.output_names]:
             if engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
                 dtype = engine.get_tensor_dtype(name)
                 raise EngineError(f"{path}: engine tensor '{name}' is {dtype}; the runtime needs float32 inputs and outputs")
-        shapes = {name: tuple(int(d) for d in engine.get_tensor_shape(name)) for name in wanted}
-        batch = shapes[spec.input_name][0] if shapes[spec.input_name] else 0  # -1: dynamic
-        for name, expected in expected_shapes(spec, batch).items():
-            if shapes[name] != expected:
-                raise EngineError(
-                    f"{path}: the engine's tensor '{name}' has shape {shapes[name]}, but its sidecar "
-                    f"{sidecar_path(path)} describes {expected} (input {spec.input_size[0]}x{spec.input_size[1]}, "
-                    f"{spec.num_priors} default boxes, {spec.num_classes} classes). The sidecar belongs to another "
-                    "model: export the engine and its sidecar together again with `ssd-export --format engine`"
-                )
+        batch = shapes[spec.input_name][0]  # -1: dynamic
         if batch == -1:  # dynamic batch: the profile says how far
             low, _, high = engine.get_tensor_profile_shape(spec.input_name, 0)
             self.min_batch, self.max_batch, self.dynamic = int(low[0]), int(high[0]), True
@@ -174,8 +166,10 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(
-        self, path: str | os.PathLike, overrides: PostprocessOverrides = PostprocessOverrides(), sidecar: EngineSidecar | None = None
+        self, path: str | os.PathLike, overrides: PostprocessOverrides = PostprocessOverrides(),
+        sidecar: EngineSidecar | None = None, options: TensorRTOptions = TensorRTOptions(),
     ) -> None:
+        self.options = options
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such engine file")
