@@ -10,6 +10,26 @@ def tiny_coco(tmp_path_factory):
     return write_synthetic_dataset(root, train=10, val=4, seed=3, config=SynthConfig(min_side=160, max_side=260))
 
 
+@pytest.fixture(scope="module")
+def images(tiny_coco):
+    """Every image of tiny_coco, BGR uint8 arrays in path order (the export and OpenVINO tests;
+    test_predict.py has its own `images`, files in folders)."""
+    from tests.helpers.export import dataset_images
+
+    return dataset_images(tiny_coco)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """The demo tests' model, an ONNX path (str): an untrained mobilenetv3_small_ssd, 160x160,
+    classes tests.helpers.demo.CLASSES (test_serve.py has its own `model_path`). Skips
+    without torch, which exporting it needs."""
+    pytest.importorskip("torch", reason="exporting the demo tests' model needs torch")
+    from tests.helpers.demo import export_demo_model
+
+    return str(export_demo_model(tmp_path_factory.mktemp("model") / "demo.onnx"))
+
+
 TORCH_PACKAGES = ("torch", "torchvision")
 
 

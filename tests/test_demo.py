@@ -12,35 +12,19 @@ import sys
 import time
 
 import pytest
-import torch
 
-from tests.helpers.demo import CameraSite, count_frames, moving_shapes, write_video
-from ssd_edge.models.calibration import calibrate_batchnorm
+from tests.helpers.demo import CLASSES, CLIP_FRAMES, CameraSite, count_frames, write_video
 from ssd_edge.cli.demo import main
-from ssd_edge.export.to_onnx import export_onnx
-from ssd_edge.models import build_model
 from ssd_edge.runtime import Detector
 from ssd_edge.runtime.demo.capture import FrameGrabber, RetryPolicy
 from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
-from ssd_edge.runtime.preprocess import preprocess
 from tests.helpers.tracking_video import ShapeDetector
 
-CLASSES = ("__background__", "square", "circle")
 SCORE_THRESHOLD = "0.3"
-CLIP_FRAMES = 40
 RUN_WITHOUT_TORCH = (
     "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
     "from ssd_edge.cli.demo import main; main(sys.argv[1:])"
 )
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model("mobilenetv3_small_ssd", CLASSES, imgsz=160)
-    images = [moving_shapes(i) for i in range(0, CLIP_FRAMES, 4)]
-    calibrate_batchnorm(model, torch.from_numpy(preprocess(images, model.spec.input_size)))
-    return str(export_onnx(model, tmp_path_factory.mktemp("model") / "demo.onnx", simplified=False))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from tests.helpers.export import calibrated_model, dataset_images
+from tests.helpers.export import calibrated_model
 from ssd_edge.runtime.spec import SpecError
 from ssd_edge.export.onnx_model import ExportError, batch_size, fp16_graph, load_onnx, read_spec, simplify
 from ssd_edge.export.parity import FP32_RTOL, ParityError, check_parity, onnx_outputs
@@ -18,11 +18,6 @@ from ssd_edge.runtime.backends.onnxruntime_backend import open_session
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.spec import METADATA_KEY, ModelSpec
-
-
-@pytest.fixture(scope="module")
-def images(tiny_coco):
-    return dataset_images(tiny_coco)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.helpers.export import calibrated_model, correlation, dataset_images
+from tests.helpers.export import calibrated_model, correlation
 from ssd_edge.export.images import list_images
 from ssd_edge.export.onnx_model import QUANTIZATION_KEY, ExportError, metadata, read_spec
 from ssd_edge.runtime.image_io import ImageError
@@ -21,11 +21,6 @@ from ssd_edge.export.parity import compare_onnx, onnx_outputs
 from ssd_edge.export.quantize import CalibrationImages, quantize_int8, stem_conv
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.runtime.preprocess import preprocess
-
-
-@pytest.fixture(scope="module")
-def images(tiny_coco):
-    return dataset_images(tiny_coco)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from ssd_edge.cli.predict import main as predict_main
 from ssd_edge.runtime import Detector
 from ssd_edge.runtime.image_io import ImageError, read_image
 from ssd_edge.runtime.spec import METADATA_KEY, SpecError
-from tests.test_demo import model_path  # noqa: F401  (a fixture: a small exported SSD, 160x160, 3 classes)
 
 onnx = pytest.importorskip("onnx")
 

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.helpers.export import calibrated_model, dataset_images
+from tests.helpers.export import calibrated_model
 from ssd_edge.export.onnx_model import QUANTIZATION_KEY as EXPORT_QUANTIZATION_KEY
 from ssd_edge.export.parity import FP32_RTOL, OutputDifference
 from ssd_edge.export.quantize import quantize_int8
@@ -42,11 +42,6 @@ def cpu_has_bf16() -> bool:
 
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 (no AMX or AVX512_BF16)")
-
-
-@pytest.fixture(scope="module")
-def images(tiny_coco):
-    return dataset_images(tiny_coco)
 
 
 @pytest.fixture(scope="module")

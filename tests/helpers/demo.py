@@ -1,4 +1,5 @@
-"""Video material for the demo tests: generated video files and a simulated live camera.
+"""Video material for the demo tests: generated video files, a simulated live camera, and the
+demo tests' model (conftest's `model_path` fixture).
 
 The simulated camera stands in for the device only (a cv2.VideoCapture that a driver
 feeds); the capture thread, its reconnection and backoff, and the demo that reads from it
@@ -16,6 +17,8 @@ import numpy as np
 from ssd_edge.runtime.demo.sources import CameraError
 
 FRAME_SIZE = (160, 120)  # (width, height)
+CLASSES = ("__background__", "square", "circle")  # the demo model's classes: what moving_shapes draws
+CLIP_FRAMES = 40  # frames of the demo tests' generated clip
 
 
 def moving_shapes(index: int, size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
@@ -27,6 +30,24 @@ def moving_shapes(index: int, size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
     cv2.rectangle(image, (5 + shift, 20), (45 + shift, 60), (0, 200, 255), -1)
     cv2.circle(image, (width - 30 - shift // 2, height - 35), 22, (255, 60, 0), -1)
     return image
+
+
+def export_demo_model(path: Path) -> Path:
+    """An untrained mobilenetv3_small_ssd (160x160, CLASSES) whose BatchNorm statistics come
+    from every 4th frame of the generated clip, exported to ONNX at `path`. Needs torch
+    (imported here, so that the torch-free tests can import this module)."""
+    import torch
+
+    from ssd_edge.export.to_onnx import export_onnx
+    from ssd_edge.models import build_model
+    from ssd_edge.models.calibration import calibrate_batchnorm
+    from ssd_edge.runtime.preprocess import preprocess
+
+    torch.manual_seed(0)
+    model = build_model("mobilenetv3_small_ssd", CLASSES, imgsz=160)
+    images = [moving_shapes(i) for i in range(0, CLIP_FRAMES, 4)]
+    calibrate_batchnorm(model, torch.from_numpy(preprocess(images, model.spec.input_size)))
+    return export_onnx(model, path, simplified=False)
 
 
 def write_video(path: Path, frames: int, fps: float = 20.0, size: tuple[int, int] = FRAME_SIZE) -> Path:
