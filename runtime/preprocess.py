@@ -51,10 +51,12 @@ def preprocess_into(image_bgr: np.ndarray, out_chw: np.ndarray) -> None:
         np.multiply(plane, _SCALE, out=out_chw[channel], casting="unsafe")
 
 
-def preprocess(images_bgr: Sequence[np.ndarray], input_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+def preprocess(images_bgr: Sequence[np.ndarray], input_size: tuple[int, int], out: np.ndarray | None = None,
+               checked: bool = False) -> np.ndarray:
     """A batch of BGR uint8 images of any sizes -> (B, 3, H, W) float32 RGB in [0, 1].
 
-    `out` (a reusable buffer of at least B images) is filled and a view returned.
+    `out` (a reusable buffer of at least B images) is filled and a view returned. Each
+    image goes through `check_image` unless `checked` says the caller has done so.
     """
     if len(images_bgr) == 0:
         raise ValueError("no images to preprocess (empty list)")
@@ -64,6 +66,7 @@ def preprocess(images_bgr: Sequence[np.ndarray], input_size: tuple[int, int], ou
     elif out.shape[0] < batch or tuple(out.shape[1:]) != (3, *input_size):
         raise ValueError(f"buffer of shape {out.shape} cannot hold {batch} images of {input_size}")
     for i, image in enumerate(images_bgr):
-        check_image(image, f"image {i}")
+        if not checked:
+            check_image(image, f"image {i}")
         preprocess_into(image, out[i])
     return out[:batch]

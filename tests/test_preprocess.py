@@ -60,3 +60,12 @@ def test_an_image_the_scratch_buffers_do_not_fit_is_still_converted_from_itself(
     preprocess_into(np.random.default_rng(2).integers(0, 256, (50, 70, 3), dtype=np.uint8), out)
     preprocess_into(np.full((50, 70, 3), 200.0, np.float32), out)
     np.testing.assert_allclose(out, 200.0 / 255.0, rtol=1e-6)
+
+
+def test_images_are_checked_unless_the_caller_has_checked_them():
+    # The Detector checks each image once (naming its index in the whole call) and tells
+    # preprocess so; other callers get the check here.
+    wrong = np.full((50, 70, 3), 200.0, np.float32)
+    with pytest.raises(ValueError, match="image 0: expected dtype uint8"):
+        preprocess([wrong], (64, 64))
+    np.testing.assert_allclose(preprocess([wrong], (64, 64), checked=True), 200.0 / 255.0, rtol=1e-6)
