@@ -8,7 +8,7 @@ EXTRAS := train,export,runtime,openvino,dev,serve-client
 # ssd-serve runs in its own venv: nvidia-pytriton 0.7 needs numpy<2 (setup.cfg, extra serve)
 SERVE_VENV ?= .venv-serve
 
-.PHONY: setup test sample clean
+.PHONY: setup test lint sample clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,12 @@ $(TRT)/.installed: $(BIN)/.installed
 
 setup: $(BIN)/.installed $(SERVE_VENV)/bin/.installed $(TRT)/.installed
 
-test: setup
+# ruff (setup.cfg's dev extra; its rules in pyproject.toml): unused imports, undefined names,
+# import order, lines over 120 characters. `$(BIN)/ruff check --fix .` sorts imports and drops unused ones.
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+test: setup lint
 	$(BIN)/python -m pytest -q
 
 clean:
