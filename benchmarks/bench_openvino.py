@@ -80,7 +80,8 @@ def spinning_rows(model: Path, threads: int, runs: int, warmup: int, loaded: boo
     images = sample_images(16, seed=0)
     subjects = []
     for spinning in (True, False):
-        subject, _ = bench.detector_subject(model, "onnxruntime-cpu", threads, name=f"spinning {'on' if spinning else 'off'}",
+        subject, _ = bench.detector_subject(model, "onnxruntime-cpu", threads,
+                                            name=f"spinning {'on' if spinning else 'off'}",
                                             options={"spinning": spinning})
         subjects.append(subject)
     competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR]) if loaded else None
@@ -153,7 +154,8 @@ def preprocessing_rows(model: Path, threads: int, runs: int, warmup: int) -> lis
     a, b = [o.copy() for o in ours()], [o.copy() for o in theirs()]
     diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
     lines = ["| preprocessing | p50 ms | p90 ms |", "|---|---|---|"]
-    for name, label in (("ours", "ours (OpenCV resize, NumPy) + infer"), ("inside", "inside OpenVINO (PrePostProcessor)")):
+    for name, label in (("ours", "ours (OpenCV resize, NumPy) + infer"),
+                        ("inside", "inside OpenVINO (PrePostProcessor)")):
         p50, p90 = np.percentile(times[name], [50, 90])
         lines.append(f"| {label} | {p50:.2f} | {p90:.2f} |")
     lines += ["", f"Largest raw-output difference between the two (locs and confs logits): {diff:.3g} "

@@ -150,11 +150,14 @@ def direct_runs(args: argparse.Namespace, model: Path, payload: list[bytes], whe
     runs = []
     with Detector(model, threads=args.threads) as detector:
         def open_call():
-            return (lambda data: detector(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))), (lambda: None)
+            def call(data):
+                return detector(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+
+            return call, (lambda: None)
 
         for clients in args.clients:
-            runs.append(run_load(f"Detector, direct ({when})", clients, open_call, payload, args.requests, args.duration,
-                                 args.warmup))
+            runs.append(run_load(f"Detector, direct ({when})", clients, open_call, payload, args.requests,
+                                 args.duration, args.warmup))
             print(runs[-1].row(), flush=True)
     return runs
 

@@ -221,8 +221,8 @@ def main() -> None:
         f"- 1/5/15-minute load average before: {' '.join(load_before)}, "
         f"after: {' '.join(load_after)} (the machine is shared: wall-clock numbers are noisy, CPU time is the budget)",
         "",
-        f"Command: `python -m benchmarks.bench_train_vs_torchvision --data {args.data} --budget-min {args.budget_min:g} "
-        f"--batch-size {args.batch_size} --threads {args.threads}`",
+        f"Command: `python -m benchmarks.bench_train_vs_torchvision --data {args.data} "
+        f"--budget-min {args.budget_min:g} --batch-size {args.batch_size} --threads {args.threads}`",
         "",
         f"Data: {', '.join(s.summary() for s in splits.values())}; from scratch, no pretrained weights. "
         f"Budget: {args.budget_min:g} CPU-minutes of training per trainer (process CPU time, all threads; "

@@ -108,10 +108,12 @@ def markdown(args, spec, rows: list[tuple], agreement: dict) -> str:
     cpu, vnni = cpu_description()
     fp32_p50 = rows[0][2]
     lines = [
-        f"# INT8 vs FP32 latency on onnxruntime CPU: {spec.arch} {spec.input_size[0]}x{spec.input_size[1]}, batch {args.batch}",
+        f"# INT8 vs FP32 latency on onnxruntime CPU: {spec.arch} {spec.input_size[0]}x{spec.input_size[1]}, "
+        f"batch {args.batch}",
         "",
         f"- CPU: {cpu}; VNNI: {', '.join(vnni) if vnni else 'none'}",
-        f"- threads: {args.threads or 'onnxruntime default'}; onnxruntime {onnxruntime.__version__}; Python {platform.python_version()}",
+        f"- threads: {args.threads or 'onnxruntime default'}; onnxruntime {onnxruntime.__version__}; "
+        f"Python {platform.python_version()}",
         f"- 1-minute load average when the benchmark started: {args.load:.2f} (other processes on the machine)",
         f"- weights: {args.weights or 'random (latency only; INT8 accuracy is not meaningful)'}",
         f"- calibration: {args.calib_data or 'synthetic sample images'} ({args.calib_images} images)",
@@ -124,7 +126,8 @@ def markdown(args, spec, rows: list[tuple], agreement: dict) -> str:
     ]
     for name, size, p50, p90, p99 in rows:
         rel, agree = agreement.get(name, ("-", "-"))
-        lines.append(f"| {name} | {size:.1f} | {p50:.2f} | {p90:.2f} | {p99:.2f} | {fp32_p50 / p50:.2f}x | {rel} | {agree} |")
+        lines.append(f"| {name} | {size:.1f} | {p50:.2f} | {p90:.2f} | {p99:.2f} | {fp32_p50 / p50:.2f}x "
+                     f"| {rel} | {agree} |")
     slower = [name for name, _, p50, _, _ in rows[1:] if p50 > fp32_p50]
     lines.append("")
     if slower:
@@ -150,7 +153,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, help="intra-op threads (default: onnxruntime's choice)")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--out", type=Path, help="results markdown (default: benchmarks/results/int8_cpu_<arch>_b<batch>.md)")
+    parser.add_argument("--out", type=Path,
+                        help="results markdown (default: benchmarks/results/int8_cpu_<arch>_b<batch>.md)")
     args = parser.parse_args(argv)
     args.load = os.getloadavg()[0]
 

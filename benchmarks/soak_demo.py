@@ -209,8 +209,8 @@ def report(args, summary, blocks, memory, wall, sizes, load, spec) -> str:
         "",
         f"- Machine: {cpu}, {os.cpu_count()} cores visible, no GPU; {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}; {lib}",
-        f"- Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} (the 2 cores were shared with other jobs, "
-        "so the FPS of a block varies with their load)",
+        f"- Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} "
+        "(the 2 cores were shared with other jobs, so the FPS of a block varies with their load)",
         f"- Command: `python -m benchmarks.soak_demo {' '.join(sys.argv[1:])}`",
         f"- Model: {spec.arch}, input {spec.input_size[1]}x{spec.input_size[0]}, {len(spec.class_names) - 1} classes "
         f"({'given' if args.model else 'untrained, calibrated BatchNorm, made by the script'}), onnxruntime CPU, "
@@ -284,7 +284,8 @@ def main() -> None:
         p.error(f"--frames ({args.frames}) must be at least --block ({args.block})")
     unknown = {part for part in args.without.split(",") if part} - set(PARTS)
     if unknown:
-        p.error(f"--without {args.without}: unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+        p.error(f"--without {args.without}: unknown part(s) {', '.join(sorted(unknown))}; "
+                f"choose from {', '.join(PARTS)}")
     if args.python_heap:
         tracemalloc.start()
     with tempfile.TemporaryDirectory(prefix="soak_demo_") as tmp:

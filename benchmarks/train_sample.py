@@ -133,7 +133,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--save", default="runs/train_sample/ssd.pt")
     p.add_argument("--history", metavar="CHECKPOINT", help="report this finished run instead of training")
-    p.add_argument("--previous", metavar="METRICS_CSV", help="metrics.csv of the same command with the previous defaults")
+    p.add_argument("--previous", metavar="METRICS_CSV",
+                   help="metrics.csv of the same command with the previous defaults")
     p.add_argument("--note", default="", help="a sentence on how the run was made (load, threads)")
     p.add_argument("--throughput-steps", type=int, default=10)
     p.add_argument("--out", default="benchmarks/results/train_sample.md")
@@ -171,15 +172,16 @@ def main() -> None:
         f"--batch-size {batch} --lr {config.get('lr', args.lr)} --save ssd.pt` (the seed's, verbatim); "
         f"settings in effect: {settings}.",
         "",
-        f"Data: {', '.join(s.summary() for s in splits.values())} (`ssd-dataset synth --train 400 --val 100 --seed 0`).",
+        f"Data: {', '.join(s.summary() for s in splits.values())} "
+        "(`ssd-dataset synth --train 400 --val 100 --seed 0`).",
         "From scratch: no pretrained weights of any kind.",
     ]
     if args.note:
         lines += ["", args.note]
     lines += [
         "",
-        f"**After its {len(history)} epochs: mAP@0.5 {final.get('AP50', 0):.3f}, mAP@0.5:0.95 {final.get('AP', 0):.3f}** "
-        "(goal: mAP@0.5 >= 0.5).",
+        f"**After its {len(history)} epochs: mAP@0.5 {final.get('AP50', 0):.3f}, "
+        f"mAP@0.5:0.95 {final.get('AP', 0):.3f}** (goal: mAP@0.5 >= 0.5).",
         "",
         "| epoch | wall clock (min) | loss | train_acc | mAP@0.5 | mAP@0.5:0.95 | train img/s |",
         "|---:|---:|---:|---:|---:|---:|---:|",

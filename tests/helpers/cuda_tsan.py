@@ -174,7 +174,8 @@ class ThreadedDecodeNms:
         plan_file = self.work_dir / "launches.txt"
         plan_file.write_text(self._plan_text(batch, files, sizes))
         env = dict(os.environ)
-        env["TSAN_OPTIONS"] = f"halt_on_error={int(halt_on_error)} exitcode={TSAN_EXIT_CODE} history_size=4 " + env.get("TSAN_OPTIONS", "")
+        env["TSAN_OPTIONS"] = (f"halt_on_error={int(halt_on_error)} exitcode={TSAN_EXIT_CODE} history_size=4 "
+                               + env.get("TSAN_OPTIONS", ""))
         began = time.perf_counter()
         result = subprocess.run([str(self.executable), str(plan_file)], capture_output=True, text=True,
                                 env=env, timeout=timeout)

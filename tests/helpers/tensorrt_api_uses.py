@@ -239,7 +239,8 @@ def to_json(uses: list[Use]) -> list[dict]:
 
 
 def from_json(rows: list[dict]) -> list[Use]:
-    return [Use(**{**row, "keywords": tuple(row["keywords"]), "guards": tuple(map(tuple, row["guards"]))}) for row in rows]
+    return [Use(**{**row, "keywords": tuple(row["keywords"]), "guards": tuple(map(tuple, row["guards"]))})
+            for row in rows]
 
 
 # --- against a real module ---------------------------------------------------------------------
@@ -308,7 +309,9 @@ def problem(trt, use: Use) -> str | None:
         return None if settable else f"{use.key} cannot be set"
     if use.kind == "override":
         arities = [len(parameters) for parameters, _ in signatures(getattr(owner, use.name))]
-        return None if not arities or use.positional in arities else f"{use.key} takes {arities} arguments, the override {use.positional}"
+        if not arities or use.positional in arities:
+            return None
+        return f"{use.key} takes {arities} arguments, the override {use.positional}"
     if use.positional < 0:
         return None
     if isinstance(static, property):

@@ -47,9 +47,10 @@ def starting(reason: str | None) -> dict:
     return {
         "create Runtime": message(create, trt, "Runtime"),
         "create Builder": message(create, trt, "Builder", TensorRTUnavailable),
-        "runtime": message(EngineRunner, engine, sidecar, trt, SimpleNamespace(name="Orin", compute_capability=(8, 7)), None),
-        "export": message(_serialize, trt, Capabilities.of(trt), GpuInfo("Orin", (8, 7)), None, engine.with_suffix(".onnx"),
-                          EngineOptions(), {}),
+        "runtime": message(EngineRunner, engine, sidecar, trt, SimpleNamespace(name="Orin", compute_capability=(8, 7)),
+                           None),
+        "export": message(_serialize, trt, Capabilities.of(trt), GpuInfo("Orin", (8, 7)), None,
+                          engine.with_suffix(".onnx"), EngineOptions(), {}),
     }
 
 
