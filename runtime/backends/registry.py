@@ -130,6 +130,23 @@ def check_options_apply(name: str, given: Mapping[str, Any], label=lambda option
             raise UsageError(f"{label(option)} is {article} {owner} option; backend is {name!r}")
 
 
+def option_fields() -> dict[str, dataclasses.Field]:
+    """Every backend option by name, in the registry's order (where several backends take
+    one, e.g. threads, the first one's field: its help and flag)."""
+    found: dict[str, dataclasses.Field] = {}
+    for info in BACKENDS.values():
+        for field in dataclasses.fields(info.options):
+            found.setdefault(field.name, field)
+    return found
+
+
+def option_flag(name: str) -> str:
+    """The command-line flag of backend option `name`: its field's `flag`, else --name."""
+    field = option_fields().get(name)
+    flag = field.metadata.get("flag") if field is not None else None
+    return flag or "--" + name.replace("_", "-")
+
+
 def build_options(info: BackendInfo, given: Mapping[str, Any]):
     """info.options built from the values in `given` it takes (None: not given, its default);
     the options its backend ignores, or that 'auto' meant for another format, are dropped."""
@@ -138,4 +155,4 @@ def build_options(info: BackendInfo, given: Mapping[str, Any]):
 
 
 __all__ = ["AUTO", "AUTO_FOR", "BACKENDS", "CHOICES", "BackendInfo", "backend_info", "build_options",
-           "candidates", "check_backend_name", "check_options_apply", "families_taking", "resolve"]
+           "candidates", "check_backend_name", "check_options_apply", "families_taking", "option_fields", "option_flag", "resolve"]

@@ -85,11 +85,11 @@ def detector_subject(
     """A Detector on `path` as a Subject, and the Detector (its `config` sets the peers' thresholds).
 
     name: the subject's name (default: the path; several backends on one file need their own).
-    options: further Detector arguments (device, precision, spinning)."""
+    options: the backend's options, {name: value} (see runtime/backends/registry)."""
     from ssd_edge.runtime.detector import Detector
 
     path = Path(path)
-    detector = Detector(path, backend=backend, threads=threads, **(options or {}), **overrides)
+    detector = Detector(path, backend=backend, threads=threads, options=dict(options or {}), **overrides)
 
     def call(images: Sequence[np.ndarray], timer: StageTimer) -> object:
         return detector(list(images), timer=timer)

@@ -13,15 +13,17 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ssd_edge.bench import latency as bench, report as bench_report
 from ssd_edge.bench.latency import BenchError, Subject
 from ssd_edge.bench.machine import RUNTIME_LIBRARIES, describe
+from ssd_edge.common.errors import UsageError
+from ssd_edge.runtime.backends import registry
 from ssd_edge.runtime.spec import SpecError
 
 PEERS = ("torchvision",)
@@ -35,14 +37,13 @@ class BenchOptions:
     """The arguments of ssd-bench. threads None: every logical core (os.cpu_count()).
     source: 'images' (built-in synthetic sample images) or a folder of images.
     backend: one backend or several joined by commas ('onnxruntime-cpu,openvino'): every
-    model runs on each, side by side. device, precision: OpenVINO's (None: CPU, f32).
-    spinning: onnxruntime's intra-op spinning (None: the Detector's default)."""
+    model runs on each, side by side. backend_options: {backend option name: value}, e.g.
+    {"precision": "bf16", "spinning": True} (see runtime/backends/registry), each given to
+    the backends that take it; left out: the backend's default."""
 
     models: tuple[Path, ...]
     backend: str = "auto"
-    device: str | None = None
-    precision: str | None = None
-    spinning: bool | None = None
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
     batches: tuple[int, ...] = (1,)
     runs: int = 300
     warmup: int = 30
@@ -68,33 +69,52 @@ class BenchOptions:
         return tuple(part.strip() for part in self.backend.split(",") if part.strip())
 
     def detector_options(self, backend: str) -> dict:
-        """The Detector arguments that apply to `backend`."""
-        if backend == "openvino":
-            return {"device": self.device, "precision": self.precision}
-        return {"spinning": self.spinning} if backend.startswith("onnxruntime") or backend == "auto" else {}
+        """The backend options that apply to `backend` (the Detector's `options`)."""
+        takes = _taken_by([backend])
+        return {k: v for k, v in self.backend_options.items() if v is not None and k in takes}
 
     def subject_name(self, model: Path, backend: str) -> str:
         """The model's path, with the backend in brackets when several backends run."""
         return str(model) if len(self.backends) == 1 else f"{model} [{backend}]"
 
 
+def _taken_by(backends: list[str]) -> set[str]:
+    """The backend options some backend in `backends` takes (or accepts and ignores)."""
+    return {o for b in backends for info in registry.candidates(b) for o in (*info.option_names, *info.ignores)}
+
+
+def _check_backend_options(options: BenchOptions) -> None:
+    """BenchError when a backend option is given that no backend in --backend takes, naming
+    the flags of that library's own options, e.g. "--spinning is onnxruntime's: add
+    onnxruntime to --backend"; a bad value is refused as its options class refuses it."""
+    given = {k: v for k, v in options.backend_options.items() if v is not None}
+    refused = [name for name in given if name not in _taken_by(list(options.backends))]
+    if refused:
+        families = registry.families_taking(refused[0]) or ["no backend"]
+        own = [name for name in registry.option_fields() if registry.families_taking(name) == families[:1]]
+        flags = " and ".join(registry.option_flag(name) for name in own or refused[:1])
+        first = next((n for n, i in registry.BACKENDS.items() if i.family == families[0]), families[0])
+        raise BenchError(f"{flags} {'is' if len(own) <= 1 else 'are'} {families[0]}'s: add {first} to --backend")
+    for backend in options.backends:
+        for info in registry.candidates(backend):
+            try:
+                registry.build_options(info, given)
+            except UsageError as exc:
+                raise BenchError(str(exc)) from None
+
+
 def validate(options: BenchOptions) -> None:
     """Refuse impossible settings before anything is loaded; each message names the option."""
-    from ssd_edge.runtime.detector import BACKENDS
-
     if not options.models:
         raise BenchError("no model to benchmark: give --model PATH (.onnx or .engine), once per model")
     if not options.backends:
         raise BenchError("--backend needs at least one backend")
     for backend in options.backends:
-        if backend not in BACKENDS:
-            raise BenchError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if backend not in registry.CHOICES:
+            raise BenchError(f"unknown backend {backend!r}; choose from {', '.join(registry.CHOICES)}")
     if len(set(options.backends)) != len(options.backends):
         raise BenchError(f"--backend names a backend twice: {options.backend}")
-    if (options.device is not None or options.precision is not None) and "openvino" not in options.backends:
-        raise BenchError("--device and --precision are OpenVINO's: add openvino to --backend")
-    if options.spinning is not None and not any(b == "auto" or b.startswith("onnxruntime") for b in options.backends):
-        raise BenchError("--spinning is onnxruntime's: add onnxruntime to --backend")
+    _check_backend_options(options)
     for model in options.models:
         if not Path(model).is_file():
             raise BenchError(f"{model}: no such model file (--model takes an exported .onnx or .engine)")
@@ -229,8 +249,9 @@ def run_bench(options: BenchOptions, echo: Echo = print) -> dict:
         "tool": "ssd-bench",
         "machine": machine,
         "settings": {
-            "command": options.command, "backend": options.backend, "device": options.device,
-            "precision": options.precision, "spinning": options.spinning, "batches": list(options.batches),
+            "command": options.command, "backend": options.backend,
+            **{name: options.backend_options.get(name) for name in registry.option_fields() if name != "threads"},
+            "batches": list(options.batches),
             "runs": options.runs, "warmup": options.warmup, "threads": options.thread_count, "source": source,
             "images": len(images), "score_threshold": options.score_threshold,
             "data": str(options.data) if options.data else None,

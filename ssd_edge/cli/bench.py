@@ -9,10 +9,12 @@ Parses arguments and calls `ssd_edge.bench.run.run_bench`.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
 from ssd_edge.cli import run_command
+from ssd_edge.cli.backend_args import add_backend_arguments, backend_options
 
 
 def batch_sizes(text: str) -> tuple[int, ...]:
@@ -28,19 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "preprocess / host->device / network / device->host / decode+NMS.")
     p.add_argument("--model", dest="models", action="append", type=Path, required=True, metavar="PATH",
                    help="an exported .onnx (FP32 or INT8) or .engine; repeat for several models")
-    p.add_argument("--backend", default="auto", help="runtime backend: auto, onnxruntime, onnxruntime-cpu, "
-                                                      "onnxruntime-tensorrt, openvino, tensorrt; several joined "
-                                                      "by commas run side by side (default: auto)")
-    p.add_argument("--device", choices=("CPU", "GPU", "NPU", "AUTO"), help="OpenVINO's device (default CPU)")
-    p.add_argument("--precision", choices=("f32", "bf16", "auto"),
-                   help="OpenVINO's inference precision (default f32; bf16 runs f32 where the CPU has no bf16)")
-    p.add_argument("--spinning", choices=("on", "off"),
-                   help="onnxruntime's intra-op threads spin while idle (default: the Detector's, off)")
+    add_backend_arguments(p, several=True, helps={
+        "threads": "intra-op threads of onnxruntime and OpenVINO, and of the torch peers (default: every logical core)"})
     p.add_argument("--batch", type=batch_sizes, default=(1,), metavar="B[,B...]", help="batch sizes (default 1)")
     p.add_argument("--runs", type=int, default=300, help="timed calls per model and batch size (default 300)")
     p.add_argument("--warmup", type=int, default=30, help="untimed calls first (default 30)")
-    p.add_argument("--threads", type=int, help="intra-op threads of onnxruntime and of the torch peers "
-                                               "(default: every logical core)")
     p.add_argument("--source", default="images", metavar="images|DIR",
                    help="'images': built-in synthetic sample images; or a folder of images (default: images)")
     p.add_argument("--peer", dest="peers", action="append", default=[], metavar="NAME",
@@ -59,14 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ssd_edge.bench.run import BenchOptions, command_line, run_bench
 
+    chosen = backend_options(args)
+    threads = chosen.pop("threads", None)  # also the peers': BenchOptions.threads (default: every logical core)
     options = BenchOptions(
-        models=tuple(args.models), backend=args.backend, device=args.device, precision=args.precision,
-        spinning=None if args.spinning is None else args.spinning == "on", batches=args.batch, runs=args.runs, warmup=args.warmup,
-        threads=args.threads, source=args.source, peers=tuple(args.peers), peer_weights=args.peer_weights,
+        models=tuple(args.models), backend=args.backend, backend_options=chosen,
+        batches=args.batch, runs=args.runs, warmup=args.warmup, threads=threads,
+        source=args.source, peers=tuple(args.peers), peer_weights=args.peer_weights,
         compare_torch=args.compare_torch, data=args.data, score_threshold=args.score_threshold,
         json_path=args.json_path, markdown_path=args.markdown_path, plot_path=args.plot_path,
         progress=args.progress, command=command_line(None if argv is None else list(argv)),
@@ -77,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return run_bench(options)
 
     run_command("ssd-bench", work)
+    return 0
 
 
 def _check_reports(args: argparse.Namespace) -> None:
@@ -93,4 +90,4 @@ def _check_reports(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
