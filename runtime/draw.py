@@ -24,25 +24,15 @@ def class_colour(label: int) -> tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
-def _label_text(label: int, score: float, class_names: Sequence[str]) -> str:
-    name = class_names[label] if 0 <= label < len(class_names) else str(label)
-    return f"{name} {score:.2f}"
-
-
-def draw_detections(
-    image_bgr: np.ndarray,
-    detections: Detections,
-    class_names: Sequence[str] = (),
-    status: str | None = None,
-) -> np.ndarray:
+def draw_detections(image_bgr: np.ndarray, detections: Detections, *, status: str | None = None) -> np.ndarray:
     """A copy of image_bgr (H, W, 3) uint8 with every detection's box (xyxy pixels) and
-    "name score" label drawn, and `status` (e.g. frame rates) in the top-left corner.
-    class_names: all names, background first (default: the detections' own)."""
+    "name score" label drawn (the names the detections carry: `Detections.names`), and
+    `status` (e.g. frame rates) in the top-left corner."""
     canvas = np.ascontiguousarray(image_bgr).copy()
-    names = tuple(class_names) or tuple(detections.class_names)
     scale = _scale(canvas)
-    labels = [_draw_box(canvas, box, class_colour(label), _label_text(label, score, names), scale)
-              for box, label, score in zip(detections.boxes, detections.labels.tolist(), detections.scores.tolist())]
+    labels = [_draw_box(canvas, box, class_colour(label), f"{name} {score:.2f}", scale)
+              for box, label, name, score in zip(detections.boxes, detections.labels.tolist(), detections.names,
+                                                 detections.scores.tolist())]
     _draw_labels(canvas, labels, status, scale)
     return canvas
 
@@ -88,7 +78,7 @@ def draw_tracks(
     image_bgr: np.ndarray,
     tracks: "Tracks",
     trails: Mapping[int, np.ndarray] | None = None,
-    class_names: Sequence[str] = (),
+    *,
     status: str | None = None,
     line: tuple[tuple[float, float], tuple[float, float]] | None = None,
     counts: Mapping[str, Mapping[str, int]] | None = None,
@@ -97,21 +87,19 @@ def draw_tracks(
     "#id name score" label in the track's own colour, its trail ({track id: (P, 2) centres,
     oldest first}) as a line, the counting line ((x1, y1), (x2, y2)) and `counts`
     ({class name: {"left_to_right": n, "right_to_left": m}}) in the bottom-left corner, and
-    `status` in the top-left corner. class_names: all names, background first (default: the tracks')."""
+    `status` in the top-left corner. Names are the tracks' own (`Tracks.names`)."""
     canvas = np.ascontiguousarray(image_bgr).copy()
-    names = tuple(class_names) or tuple(tracks.class_names)
     scale = _scale(canvas)
     thickness = max(1, int(round(2 * scale)))
     trails = trails or {}
     labels = []
-    for track_id, box, label, score in zip(tracks.ids.tolist(), tracks.boxes, tracks.labels.tolist(),
-                                           tracks.scores.tolist()):
+    for track_id, box, name, score in zip(tracks.ids.tolist(), tracks.boxes, tracks.names, tracks.scores.tolist()):
         colour = class_colour(track_id)  # per ID: two objects of one class look apart
         points = trails.get(track_id)
         if points is not None and len(points) >= 2:
             cv2.polylines(canvas, [np.round(points).astype(np.int32).reshape(-1, 1, 2)], False, colour, thickness,
                           cv2.LINE_AA)
-        labels.append(_draw_box(canvas, box, colour, f"#{track_id} {_label_text(label, score, names)}", scale))
+        labels.append(_draw_box(canvas, box, colour, f"#{track_id} {name} {score:.2f}", scale))
     if line is not None:
         _draw_count_line(canvas, line, counts or {}, scale)
     _draw_labels(canvas, labels, status, scale)

@@ -23,7 +23,7 @@ from tests.helpers.tracking_video import ShapeDetector
 SCORE_THRESHOLD = "0.3"
 RUN_WITHOUT_TORCH = (
     "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-    "from ssd_edge.cli.demo import main; main(sys.argv[1:])"
+    "from ssd_edge.cli.demo import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -23,10 +23,9 @@ TIMEOUT_S = STREAM_TIMEOUT_MS / 1000.0
 
 def run_demo_cli(argv) -> int:
     try:
-        main(argv)
+        return main(argv)
     except SystemExit as exc:
         return exc.code
-    return 0
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ def test_runtime_detects_with_torch_unimportable(onnx_path, tiny_coco):
         image = read_image({str(image_path)!r})
         with Detector({str(onnx_path)!r}, score_threshold=0.05) as detector:
             found = detector(image)
-            drawn = draw_detections(image, found, detector.class_names)
+            drawn = draw_detections(image, found)
         assert len(found.scores) > 0 and drawn.ndim == 3
         assert not [n for n, m in sys.modules.items() if m is not None and (n == "torch" or n.startswith("torch."))]
         print(len(found.scores))

@@ -15,6 +15,7 @@ place from their temporary files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,16 +25,16 @@ from typing import TYPE_CHECKING, Any, Callable
 import cv2
 import numpy as np
 
+from ssd_edge.common.errors import UsageError
+from ssd_edge.common.output_paths import check_outputs
 from ssd_edge.runtime.demo.capture import CaptureStats, Frame, FrameGrabber, RetryPolicy
-from ssd_edge.runtime.detector import Detector
 from ssd_edge.runtime.demo.display import Window, check_display
-from ssd_edge.runtime.draw import draw_detections, draw_tracks
-from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.demo.rates import DurationMeter
 from ssd_edge.runtime.demo.recording import JsonLinesLog, VideoRecorder
 from ssd_edge.runtime.demo.sources import STREAM_TIMEOUT_MS, Source, describe_capture, open_capture, parse_source
-from ssd_edge.common.errors import UsageError
-from ssd_edge.common.output_paths import check_outputs
+from ssd_edge.runtime.detections import Detections
+from ssd_edge.runtime.detector import Detector
+from ssd_edge.runtime.draw import draw_detections, draw_tracks
 
 if TYPE_CHECKING:  # imported when tracking is asked for: it needs SciPy
     from ssd_edge.runtime.tracking import StreamTracking
@@ -50,7 +51,12 @@ class DemoSettings:
     .jsonl unless `log` is given); headless without an output records to a timestamped
     file in the working directory. track: follow objects across frames (IDs, trails,
     "tracks" in the log); count_line: ((x1, y1), (x2, y2)) in pixels, count crossings of
-    it (implies track)."""
+    it (implies track). score_threshold: the plain detections drawn and logged are those
+    scoring above it (None: the model's own threshold). With tracking the Detector runs at
+    the tracker's low score instead, so that ByteTrack's low-score band (which keeps partly
+    hidden objects' tracks alive) reaches the tracker; tracks are drawn and logged by the
+    tracker's rules, and a detection a reported track took is logged whatever its score
+    (a track's "detection" is its row in the logged detections)."""
 
     model: str
     source: str
@@ -120,8 +126,9 @@ class DemoSummary:
 class DemoLoop:
     """Runs frames from a started FrameGrabber through `detector` until something ends it.
 
-    detector: image_bgr -> Detections (a runtime Detector). recorder/log/window: optional
-    outputs, closed by the caller. realtime_fps: show at most this many frames a second
+    detector: image_bgr -> Detections (a runtime Detector). score_threshold: plain detections
+    are drawn and logged when they score above it (None: all of them; see DemoSettings).
+    recorder/log/window: optional outputs, closed by the caller. realtime_fps: show at most this many frames a second
     (a video file in a window plays at its own rate, not as fast as the model runs).
     tracking: follows the detections across frames (drawn as tracks, logged) when given.
     status: receives the progress lines. stop: set it (from
@@ -132,16 +139,17 @@ class DemoLoop:
     def __init__(self, detector: Callable[[np.ndarray], Detections], grabber: FrameGrabber, *,
                  recorder: VideoRecorder | None = None, log: JsonLinesLog | None = None,
                  window: Window | None = None, max_frames: int | None = None, realtime_fps: float | None = None,
-                 tracking: StreamTracking | None = None, status: Status = lambda line: None,
-                 status_every_s: float = STATUS_EVERY_S, stop: threading.Event | None = None) -> None:
+                 tracking: StreamTracking | None = None, score_threshold: float | None = None,
+                 status: Status = lambda line: None, status_every_s: float = STATUS_EVERY_S,
+                 stop: threading.Event | None = None) -> None:
         self.detector, self.grabber, self.tracking = detector, grabber, tracking
+        self.score_threshold = score_threshold
         self.stop = stop or threading.Event()
         self.recorder, self.log, self.window = recorder, log, window
         self.max_frames = max_frames
         self._period_s = 1.0 / realtime_fps if realtime_fps else 0.0
         self._next_show = 0.0
         self.status, self.status_every_s = status, status_every_s
-        self.class_names = tuple(getattr(detector, "class_names", ()))
         self.inference = DurationMeter()
         self.frames = 0
         self._all_inference_s = 0.0
@@ -193,25 +201,42 @@ class DemoLoop:
         self._all_inference_s += seconds
         rates = f"capture {frame.capture_fps:.1f} fps | inference {self.inference.per_second:.1f} fps"
         if self.tracking is None:
-            annotated = draw_detections(frame.image, detections, self.class_names, status=rates)
+            shown = _select(detections, self._shown(detections))
+            annotated = draw_detections(frame.image, shown, status=rates)
             tracking_fields: dict[str, Any] = {}
         else:
-            annotated, tracking_fields = self._track(frame, detections, rates)
+            annotated, shown, tracking_fields = self._track(frame, detections, rates)
         if self.recorder is not None:
             self.recorder.write(annotated)
         if self.log is not None:
-            self.log.write({**self._record(frame, detections, seconds), **tracking_fields})
+            self.log.write({**self._record(frame, shown, seconds), **tracking_fields})
         return annotated
 
-    def _track(self, frame: Frame, detections: Detections, rates: str) -> tuple[np.ndarray, dict[str, Any]]:
-        """The frame with its tracks drawn, and the log's tracking fields (tracking_ms: the
-        tracker's time for this frame; tracks; with a counting line, crossings and counts)."""
+    def _shown(self, detections: Detections) -> np.ndarray | None:
+        """Which detections score above score_threshold (None: all)."""
+        if self.score_threshold is None:
+            return None
+        return np.asarray(detections.scores) > self.score_threshold
+
+    def _track(self, frame: Frame, detections: Detections,
+               rates: str) -> tuple[np.ndarray, Detections, dict[str, Any]]:
+        """The frame with its tracks drawn, the detections to log (those shown, and those a
+        reported track took) and the log's tracking fields (tracking_ms: the tracker's time
+        for this frame; tracks, each with its row in the logged detections; with a counting
+        line, crossings and counts)."""
         begin = time.perf_counter()
         tracked = self.tracking.update(detections, frame=frame.index)
         seconds = time.perf_counter() - begin
-        annotated = draw_tracks(frame.image, tracked.tracks, tracked.trails, self.class_names, status=rates,
-                                line=self.tracking.line, counts=self.tracking.counts())
-        return annotated, {"tracking_ms": round(1000.0 * seconds, 3), **self.tracking.record(tracked)}
+        annotated = draw_tracks(frame.image, tracked.tracks, tracked.trails, status=rates,
+                                line=self.tracking.line, counts=tracked.counts)
+        keep = self._shown(detections)
+        if keep is not None:
+            taken = tracked.tracks.detection_index
+            keep[taken] = True
+            rows = np.cumsum(keep) - 1  # a kept detection's row among the kept ones
+            tracked = tracked._replace(tracks=tracked.tracks._replace(detection_index=rows[taken]))
+        fields = {"tracking_ms": round(1000.0 * seconds, 3), **self.tracking.record(tracked)}
+        return annotated, _select(detections, keep), fields
 
     def _record(self, frame: Frame, detections: Detections, seconds: float) -> dict[str, Any]:
         return {
@@ -238,6 +263,7 @@ def run_demo(settings: DemoSettings, status: Status = lambda line: None,
     status: receives progress lines; stop: an event that ends the demo (see DemoLoop)."""
     source = parse_source(settings.source, settings.width, settings.height, settings.fps)
     settings.check_outputs(source)
+    tracking = _stream_tracking(settings)  # a bad counting line ends the demo before anything opens
     with contextlib.ExitStack() as stack:
         first, attempt = open_capture(source, stop)  # a missing camera is the first thing to say
         stack.callback(first.release)  # the grabber releases it once started; twice is harmless
@@ -246,28 +272,35 @@ def run_demo(settings: DemoSettings, status: Status = lambda line: None,
         status(f"source {source.text}: {attempt.describe()}")
         status(f"the source delivers {describe_capture(first)}")
         source_fps, announced = first.get(cv2.CAP_PROP_FPS), int(first.get(cv2.CAP_PROP_FRAME_COUNT))
-        detector = stack.enter_context(Detector(settings.model, backend=settings.backend,
-                                                score_threshold=settings.score_threshold,
-                                                iou_threshold=settings.iou_threshold))
+        detector, settings = _open_detector(settings, tracking)
+        stack.enter_context(detector)
         status(f"model {settings.model}: {_describe_detector(detector)}")
+        if tracking is not None:
+            status(f"detections scoring above {detector.config.score_threshold:g} go to the tracker, "
+                   f"those above {settings.score_threshold:g} are logged as detections")
         grabber = FrameGrabber(_reader_factory(source, first, stop), live=source.live, loop=settings.loop,
                                retry=settings.retry, notify=status,
                                read_timeout_s=STREAM_TIMEOUT_MS / 1000.0 if source.kind == "stream" else None)
         summary = record_demo(detector, grabber, settings, settings.fps or source_fps, status, stop,
-                              realtime=source.kind == "file")
+                              realtime=source.kind == "file", tracking=tracking)
     summary.end_reason = _explain_end(summary, source, announced, settings.loop)
     return summary
 
 
 def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrabber, settings: DemoSettings,
                 fps: float | None = None, status: Status = lambda line: None,
-                stop: threading.Event | None = None, realtime: bool = False) -> DemoSummary:
+                stop: threading.Event | None = None, realtime: bool = False,
+                tracking: StreamTracking | None = None) -> DemoSummary:
     """Open the window and outputs `settings` asks for, start `grabber` and run the loop;
     whatever ends it, the grabber is stopped and the video and log finalised. `fps` is
     the frame rate written into the video (default 30) and, with `realtime` (a file
-    source), the rate the window shows frames at; headless runs never wait."""
+    source), the rate the window shows frames at; headless runs never wait. `tracking`:
+    the StreamTracking to run (default: the one `settings` asks for, if any). `detector`
+    should keep what the tracker needs (see DemoSettings); `settings.score_threshold`
+    filters the plain detections drawn and logged."""
     video_path, log_path = settings.output_paths()
-    tracking = _stream_tracking(settings)  # before any output: a bad counting line ends the demo here
+    if tracking is None:
+        tracking = _stream_tracking(settings)  # before any output: a bad counting line ends the demo here
     with contextlib.ExitStack() as stack:
         window = None if settings.headless else stack.enter_context(Window())
         recorder = stack.enter_context(VideoRecorder(video_path, fps)) if video_path else None
@@ -281,7 +314,7 @@ def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrab
         grabber.start()
         loop = DemoLoop(detector, grabber, recorder=recorder, log=log, window=window,
                         max_frames=settings.max_frames, realtime_fps=fps if realtime and window is not None else None,
-                        tracking=tracking, status=status, stop=stop)
+                        tracking=tracking, score_threshold=settings.score_threshold, status=status, stop=stop)
         summary = loop.run()
     summary.video = recorder.close() if recorder else None
     summary.log = log.close() if log else None
@@ -295,6 +328,28 @@ def _stream_tracking(settings: DemoSettings) -> StreamTracking | None:
     from ssd_edge.runtime.tracking import StreamTracking
 
     return StreamTracking(line=settings.count_line)
+
+
+def _open_detector(settings: DemoSettings, tracking: StreamTracking | None) -> tuple[Detector, DemoSettings]:
+    """The Detector for `settings` and the settings with the score threshold of the plain
+    detections filled in. Without tracking the Detector runs at settings.score_threshold.
+    With tracking it runs at the lower of that and the tracker's low score (the model's
+    own threshold standing in for None), so that the tracker gets its low-score band."""
+    def open_at(score_threshold: float | None) -> Detector:
+        return Detector(settings.model, backend=settings.backend, score_threshold=score_threshold,
+                        iou_threshold=settings.iou_threshold)
+
+    if tracking is None:
+        return open_at(settings.score_threshold), settings
+    low_score = tracking.tracker.config.low_score
+    shown = settings.score_threshold
+    detector = open_at(None if shown is None else min(shown, low_score))
+    if shown is None:
+        shown = detector.config.score_threshold  # the model's own
+        if shown > low_score:
+            detector.close()
+            detector = open_at(low_score)
+    return detector, dataclasses.replace(settings, score_threshold=shown)
 
 
 def _reader_factory(source: Source, first: cv2.VideoCapture,
@@ -313,6 +368,14 @@ def _describe_detector(detector: Detector) -> str:
     spec = detector.spec
     height, width = spec.input_size
     return f"{spec.arch}, input {width}x{height}, {len(spec.class_names) - 1} classes, {detector.backend}"
+
+
+def _select(detections: Detections, keep: np.ndarray | None) -> Detections:
+    """The detections where `keep` (N,) bool is true (all of them for None)."""
+    if keep is None or keep.all():
+        return detections
+    return detections._replace(boxes=detections.boxes[keep], labels=detections.labels[keep],
+                               scores=detections.scores[keep], confs=detections.confs[keep])
 
 
 def _explain_end(summary: DemoSummary, source: Source, announced_frames: int, loop: bool) -> str:

@@ -22,11 +22,12 @@ EPILOG = """sources:
 """
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-demo", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="an .onnx, int8 .onnx or .engine model")
-    p.add_argument("--source", default="0", help="camera index, /dev/videoN, csi://N, rtsp://..., or a video file (default 0)")
+    p.add_argument("--source", default="0",
+                   help="camera index, /dev/videoN, csi://N, rtsp://..., or a video file (default 0)")
     p.add_argument("--output", metavar="VIDEO",
                    help="record the annotated video here (.mp4, .avi, ...) and its log beside it (.jsonl)")
     p.add_argument("--log", metavar="JSONL", help="the per-frame log (default: the output with .jsonl)")
@@ -34,14 +35,17 @@ def parser() -> argparse.ArgumentParser:
                    help="no window; record the video and the log (default ssd-demo-<time>.mp4)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
     p.add_argument("--score-threshold", type=float, default=SHOW_SCORE_THRESHOLD,
-                   help=f"minimum class score (default {SHOW_SCORE_THRESHOLD}; the model's own is for mAP)")
+                   help=f"minimum class score of the detections drawn and logged (default {SHOW_SCORE_THRESHOLD}; "
+                        "the model's own is for mAP); with --track the model runs at the tracker's low score "
+                        "and tracks are drawn and logged by the tracker's rules")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold (default: the model's)")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="Detector backend (default auto)")
     p.add_argument("--width", type=int, help="ask the camera for this width (with --height)")
     p.add_argument("--height", type=int, help="ask the camera for this height (with --width)")
     p.add_argument("--fps", type=float, help="ask the camera for this frame rate")
     p.add_argument("--loop", action="store_true", help="start a video file again at its end")
-    p.add_argument("--retries", type=int, default=5, help="reconnection attempts when a live source drops out (default 5)")
+    p.add_argument("--retries", type=int, default=5,
+                   help="reconnection attempts when a live source drops out (default 5)")
     p.add_argument("--retry-delay", type=float, default=0.5, metavar="S",
                    help="first wait before reconnecting, doubled each attempt up to 8 s (default 0.5)")
     p.add_argument("--track", action="store_true",
@@ -91,8 +95,10 @@ def _status(line: str) -> None:
     print(f"ssd-demo: {line}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """Run ssd-demo; 0 when it ended normally, 1 when a live source was lost for good (the
+    outputs are finalised either way; a service manager may restart the demo)."""
+    args = build_parser().parse_args(argv)
     from ssd_edge.runtime.demo.capture import RetryPolicy
     from ssd_edge.runtime.demo.loop import DemoSettings, run_demo
 
@@ -109,9 +115,8 @@ def main(argv: list[str] | None = None) -> None:
 
     summary = run_command("ssd-demo", work)
     _status(summary.describe())
-    if summary.capture.source_lost:
-        sys.exit(1)  # outputs are finalised; a service manager may restart the demo
+    return 1 if summary.capture.source_lost else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
