@@ -33,13 +33,18 @@ def _logit(p: float) -> float:
 
 @pytest.fixture(scope="module")
 def fixed_model(tmp_path_factory):
+    return write_fixed_model(tmp_path_factory.mktemp("fixed") / "fixed.onnx")
+
+
+def write_fixed_model(path, **spec_changes):
     """An ONNX SSD whose outputs are set by hand: the object (class "box", its default box
     the top-left cell's) scores 0.9 in a bright frame and 0.2 in a dark one; a "stray" box
     in the bottom-right cell scores 0.2 in every frame; every other default box is
     background. Scores are nearly a sigmoid of the class-1 or class-2 logit (the third
-    class's is -20)."""
+    class's is -20). spec_changes: the ModelSpec's fields to change."""
     spec = ModelSpec(arch="fixed", input_size=(64, 64), class_names=CLASSES,
-                     default_boxes=DefaultBoxConfig(feature_maps=((2, 2),), scales=(0.4, 0.5), aspect_ratios=((),)))
+                     default_boxes=DefaultBoxConfig(feature_maps=((2, 2),), scales=(0.4, 0.5), aspect_ratios=((),)),
+                     **spec_changes)
     priors = default_boxes(spec)  # (P, 4) cx, cy, w, h in [0, 1]
     num_priors = len(priors)
     first = min(range(num_priors), key=lambda i: priors[i, 0] + priors[i, 1])
@@ -76,7 +81,6 @@ def fixed_model(tmp_path_factory):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     helper.set_model_props(model, {METADATA_KEY: spec.to_json()})
-    path = tmp_path_factory.mktemp("fixed") / "fixed.onnx"
     onnx.save(model, str(path))
     return str(path)
 
@@ -138,6 +142,20 @@ def test_without_tracking_the_detector_runs_at_the_score_threshold(fixed_model, 
     log = read_log(run_demo(settings, status=lines.append).log)
     assert [len(r["detections"]) for r in log] == [1 if level == BRIGHT else 0 for level in FRAMES]
     assert not any("tracker" in line for line in lines)
+
+
+def test_without_a_score_threshold_the_models_own_filters_the_plain_detections(clip, tmp_path):
+    """A model whose own threshold (0.5) is above the tracker's low score: the Detector
+    still runs at the low score, and the plain detections logged are those above 0.5."""
+    model = write_fixed_model(tmp_path / "strict.onnx", score_threshold=0.5)
+    lines = []
+    settings = DemoSettings(model=model, source=str(clip), headless=True, output=str(tmp_path / "strict.mp4"),
+                            track=True)
+    log = read_log(run_demo(settings, status=lines.append).log)
+    dark = [r for r, level in zip(log, FRAMES) if level == DARK]
+    assert all([t["score"] < 0.3 for t in r["tracks"]] == [True] for r in dark)
+    assert all([d["name"] for d in r["detections"]] == ["box"] for r in log)  # the stray 0.2: not logged
+    assert any("above 0.1 go to the tracker, those above 0.5 are logged" in line for line in lines), lines
 
 
 def test_the_cli_tracks_with_the_low_score_band(fixed_model, clip, tmp_path, capsys):
