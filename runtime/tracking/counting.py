@@ -12,8 +12,17 @@ the horizontal segment above, drawn left to right, that is top to bottom.
 
 A track is followed by one anchor point of its box (default the bottom centre, where an
 object meets the ground). It crosses when its anchor moves from one side to the other
-through the segment itself (not the line beyond its ends). Points closer than `margin_px`
-to the line have no side, so a track jittering on the line counts once, not every frame.
+through the segment itself (not the line beyond its ends). Points closer to the line than
+the margin have no side (hysteresis): the margin is the larger of `margin_px` and
+`margin_ratio` times the box's height, because the jitter of a real tracker's box (its
+bottom edge moves 10-60 px on a pedestrian) grows with the box.
+
+Counting (`count="net"`, the default): each track counts at most once, in its net
+direction: the first time it crosses from the side it was first seen on, it is counted in
+that direction; if it crosses back, that count is withdrawn (a Crossing with
+`withdrawn=True` reports it), and crossing out again counts it again. A person standing on
+the line, or a track whose box bottom jumps across it, so adds at most one, and nothing once
+back where it started. `count="every"` counts every crossing (the behaviour before).
 """
 
 from __future__ import annotations
@@ -30,14 +39,19 @@ ANCHORS = ("bottom_center", "center", "top_center")
 LEFT_TO_RIGHT, RIGHT_TO_LEFT = "left_to_right", "right_to_left"
 
 
+COUNT_MODES = ("net", "every")
+
+
 class Crossing(NamedTuple):
     """One crossing: the track, its label, "left_to_right" or "right_to_left", and the anchor
-    point (x, y) in pixels where it was seen after crossing."""
+    point (x, y) in pixels where it was seen after crossing. withdrawn: the track went back
+    across, so its earlier crossing in `direction` no longer counts (net counting)."""
 
     track_id: int
     label: int
     direction: str
     point: tuple[float, float]
+    withdrawn: bool = False
 
 
 def parse_line(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -66,19 +80,24 @@ class _Followed(NamedTuple):
     side: int  # -1 left, +1 right: the last side the anchor was clearly on
     point: np.ndarray  # the anchor when it was last clearly on that side
     last_update: int
+    origin: int = 0  # the side it was first clearly seen on (net counting)
+    counted: tuple[int, str] | None = None  # (label, direction) it is counted in (net counting)
 
 
 class LineCounter:
     """Counts crossings of the segment start -> end; see the module docstring.
 
-    anchor: "bottom_center", "center" or "top_center" of each box. margin_px: the band
-    around the line where a point has no side. forget_after: updates after which a track
-    that was not seen is forgotten (bounds memory on long streams; a track that comes back
-    later starts unsided).
+    anchor: "bottom_center", "center" or "top_center" of each box. margin_px, margin_ratio:
+    the band around the line where a point has no side is max(margin_px, margin_ratio x the
+    box's height) wide on each side. count: "net" (each track once, in its net direction)
+    or "every" (every crossing). forget_after: updates after which a track that was not
+    seen is forgotten (bounds memory on long streams; a track that comes back later starts
+    unsided, and counts anew).
     """
 
     def __init__(self, start: Sequence[float], end: Sequence[float], *, anchor: str = "bottom_center",
-                 margin_px: float = 2.0, forget_after: int = 300) -> None:
+                 margin_px: float = 2.0, margin_ratio: float = 0.1, count: str = "net",
+                 forget_after: int = 300) -> None:
         self.start = np.asarray(start, dtype=np.float64).reshape(-1)
         self.end = np.asarray(end, dtype=np.float64).reshape(-1)
         if self.start.shape != (2,) or self.end.shape != (2,):
@@ -90,9 +109,14 @@ class LineCounter:
             raise TrackingError(f"counting line has zero length: both ends are {tuple(self.start)}")
         if anchor not in ANCHORS:
             raise TrackingError(f"unknown anchor {anchor!r}; choose from {', '.join(ANCHORS)}")
-        if margin_px < 0:
+        if not margin_px >= 0:
             raise TrackingError(f"margin_px must be at least 0, got {margin_px}")
+        if not 0 <= margin_ratio < 1:
+            raise TrackingError(f"margin_ratio must lie in [0, 1), got {margin_ratio}")
+        if count not in COUNT_MODES:
+            raise TrackingError(f"unknown count mode {count!r}; choose from {', '.join(COUNT_MODES)}")
         self.anchor, self.margin_px, self.forget_after = anchor, float(margin_px), int(forget_after)
+        self.margin_ratio, self.count_mode = float(margin_ratio), count
         self.counts: Counter[tuple[int, str]] = Counter()
         self._followed: dict[int, _Followed] = {}
         self._updates = 0
@@ -113,25 +137,57 @@ class LineCounter:
 
     def update(self, tracks: Any) -> list[Crossing]:
         """Take one frame's tracks (ids (K,), boxes (K, 4) xyxy, labels (K,): a Tracks) and
-        return the crossings made since each track's previous sided point."""
+        return the crossings made (and, net counting, withdrawn) since each track's previous
+        sided point."""
         self._updates += 1
-        points = anchor_points(np.asarray(tracks.boxes, dtype=np.float64).reshape(-1, 4), self.anchor)
+        boxes = np.asarray(tracks.boxes, dtype=np.float64).reshape(-1, 4)
+        points = anchor_points(boxes, self.anchor)
         distances = self.signed_distance(points)
-        crossings = []
-        for track_id, label, point, distance in zip(tracks.ids.tolist(), tracks.labels.tolist(), points, distances):
-            if abs(distance) <= self.margin_px:
-                if track_id in self._followed:  # on the line: still followed, side unchanged
-                    self._followed[track_id] = self._followed[track_id]._replace(last_update=self._updates)
+        margins = np.maximum(self.margin_px, self.margin_ratio * (boxes[:, 3] - boxes[:, 1]))
+        crossings: list[Crossing] = []
+        for track_id, label, point, distance, margin in zip(np.asarray(tracks.ids).tolist(),
+                                                            np.asarray(tracks.labels).tolist(), points, distances,
+                                                            margins):
+            before = self._followed.get(track_id)
+            if abs(distance) <= margin:
+                if before is not None:  # on the line: still followed, side unchanged
+                    self._followed[track_id] = before._replace(last_update=self._updates)
                 continue
             side = 1 if distance > 0 else -1
-            before = self._followed.get(track_id)
-            if before is not None and before.side != side and self._through_segment(before.point, point):
-                direction = LEFT_TO_RIGHT if side > 0 else RIGHT_TO_LEFT
-                self.counts[(label, direction)] += 1
-                crossings.append(Crossing(track_id, label, direction, (float(point[0]), float(point[1]))))
-            self._followed[track_id] = _Followed(side, point, self._updates)
+            if before is None:
+                self._followed[track_id] = _Followed(side, point, self._updates, origin=side)
+                continue
+            followed = before._replace(side=side, point=point, last_update=self._updates)
+            if before.side != side:
+                if self._through_segment(before.point, point):
+                    followed = self._crossed(followed, track_id, label, side, point, crossings)
+                elif followed.counted is None:  # went round an end of the segment: starts over there
+                    followed = followed._replace(origin=side)
+            self._followed[track_id] = followed
         self._forget()
         return crossings
+
+    def _crossed(self, followed: _Followed, track_id: int, label: int, side: int, point: np.ndarray,
+                 crossings: list[Crossing]) -> _Followed:
+        """Count (or withdraw) one crossing through the segment onto `side`."""
+        direction = LEFT_TO_RIGHT if side > 0 else RIGHT_TO_LEFT
+        where = (float(point[0]), float(point[1]))
+        if self.count_mode == "every":
+            self.counts[(label, direction)] += 1
+            crossings.append(Crossing(track_id, label, direction, where))
+            return followed
+        if side != followed.origin and followed.counted is None:
+            self.counts[(label, direction)] += 1
+            crossings.append(Crossing(track_id, label, direction, where))
+            return followed._replace(counted=(label, direction))
+        if side == followed.origin and followed.counted is not None:
+            key = followed.counted
+            self.counts[key] -= 1
+            if self.counts[key] <= 0:
+                del self.counts[key]
+            crossings.append(Crossing(track_id, key[0], key[1], where, withdrawn=True))
+            return followed._replace(counted=None)
+        return followed
 
     def _forget(self) -> None:
         if self._updates % 32:
