@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -29,6 +29,7 @@ from ssd_edge.common.errors import UsageError
 from ssd_edge.common.output_paths import check_outputs
 from ssd_edge.runtime.demo.capture import CaptureStats, Frame, FrameGrabber, RetryPolicy
 from ssd_edge.runtime.demo.display import Window, check_display
+from ssd_edge.runtime.demo.observers import DemoObserver
 from ssd_edge.runtime.demo.rates import DurationMeter
 from ssd_edge.runtime.demo.recording import JsonLinesLog, VideoRecorder
 from ssd_edge.runtime.demo.sources import STREAM_TIMEOUT_MS, Source, describe_capture, open_capture, parse_source
@@ -131,6 +132,8 @@ class DemoLoop:
     recorder/log/window: optional outputs, closed by the caller. realtime_fps: show at most this many frames a second
     (a video file in a window plays at its own rate, not as fast as the model runs).
     tracking: follows the detections across frames (drawn as tracks, logged) when given.
+    observers: each gets on_frame(source, annotated, record) after every processed frame
+    (the record the log gets) and close() when the loop ends, however it ends.
     status: receives the progress lines. stop: set it (from
     a signal handler, another thread) to end the loop between two frames; a
     KeyboardInterrupt raised inside the loop ends it too, possibly mid-frame.
@@ -141,8 +144,9 @@ class DemoLoop:
                  window: Window | None = None, max_frames: int | None = None, realtime_fps: float | None = None,
                  tracking: StreamTracking | None = None, score_threshold: float | None = None,
                  status: Status = lambda line: None, status_every_s: float = STATUS_EVERY_S,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, observers: Sequence[DemoObserver] = ()) -> None:
         self.detector, self.grabber, self.tracking = detector, grabber, tracking
+        self.observers = tuple(observers)
         self.score_threshold = score_threshold
         self.stop = stop or threading.Event()
         self.recorder, self.log, self.window = recorder, log, window
@@ -168,6 +172,7 @@ class DemoLoop:
             end_reason = INTERRUPTED
         finally:
             self.grabber.stop()
+            close_observers(self.observers, self.status)
         mean_ms = 1000.0 * self._all_inference_s / self.frames if self.frames else 0.0
         return DemoSummary(self.frames, time.monotonic() - self._started, end_reason, self.grabber.stats, mean_ms)
 
@@ -208,8 +213,12 @@ class DemoLoop:
             annotated, shown, tracking_fields = self._track(frame, detections, rates)
         if self.recorder is not None:
             self.recorder.write(annotated)
-        if self.log is not None:
-            self.log.write({**self._record(frame, shown, seconds), **tracking_fields})
+        if self.log is not None or self.observers:
+            record = {**self._record(frame, shown, seconds), **tracking_fields}
+            if self.log is not None:
+                self.log.write(record)
+            for observer in self.observers:
+                observer.on_frame(0, annotated, record)
         return annotated
 
     def _shown(self, detections: Detections) -> np.ndarray | None:
@@ -257,14 +266,25 @@ class DemoLoop:
                 f"{stats.frames_dropped} skipped, {stats.reconnects} reconnections")
 
 
+def close_observers(observers: Sequence[DemoObserver], status: Status) -> None:
+    """Close every observer; one that fails is reported and does not keep the others open."""
+    for observer in observers:
+        try:
+            observer.close()
+        except Exception as exc:  # the demo's outputs matter more than an observer's shutdown
+            status(f"closing {type(observer).__name__} failed: {type(exc).__name__}: {exc}")
+
+
 def run_demo(settings: DemoSettings, status: Status = lambda line: None,
-             stop: threading.Event | None = None) -> DemoSummary:
+             stop: threading.Event | None = None, observers: Sequence[DemoObserver] = ()) -> DemoSummary:
     """Open the source and the model of `settings`, run the demo, finalise its outputs.
-    status: receives progress lines; stop: an event that ends the demo (see DemoLoop)."""
-    source = parse_source(settings.source, settings.width, settings.height, settings.fps)
-    settings.check_outputs(source)
-    tracking = _stream_tracking(settings)  # a bad counting line ends the demo before anything opens
+    status: receives progress lines; stop: an event that ends the demo (see DemoLoop);
+    observers: see DemoLoop (closed however the demo ends, also when it fails to start)."""
     with contextlib.ExitStack() as stack:
+        stack.callback(close_observers, observers, status)  # closing twice is harmless (DemoObserver.close)
+        source = parse_source(settings.source, settings.width, settings.height, settings.fps)
+        settings.check_outputs(source)
+        tracking = _stream_tracking(settings)  # a bad counting line ends the demo before anything opens
         first, attempt = open_capture(source, stop)  # a missing camera is the first thing to say
         stack.callback(first.release)  # the grabber releases it once started; twice is harmless
         if not settings.headless:
@@ -282,7 +302,7 @@ def run_demo(settings: DemoSettings, status: Status = lambda line: None,
                                retry=settings.retry, notify=status,
                                read_timeout_s=STREAM_TIMEOUT_MS / 1000.0 if source.kind == "stream" else None)
         summary = record_demo(detector, grabber, settings, settings.fps or source_fps, status, stop,
-                              realtime=source.kind == "file", tracking=tracking)
+                              realtime=source.kind == "file", tracking=tracking, observers=observers)
     summary.end_reason = _explain_end(summary, source, announced, settings.loop)
     return summary
 
@@ -290,7 +310,7 @@ def run_demo(settings: DemoSettings, status: Status = lambda line: None,
 def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrabber, settings: DemoSettings,
                 fps: float | None = None, status: Status = lambda line: None,
                 stop: threading.Event | None = None, realtime: bool = False,
-                tracking: StreamTracking | None = None) -> DemoSummary:
+                tracking: StreamTracking | None = None, observers: Sequence[DemoObserver] = ()) -> DemoSummary:
     """Open the window and outputs `settings` asks for, start `grabber` and run the loop;
     whatever ends it, the grabber is stopped and the video and log finalised. `fps` is
     the frame rate written into the video (default 30) and, with `realtime` (a file
@@ -302,6 +322,7 @@ def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrab
     if tracking is None:
         tracking = _stream_tracking(settings)  # before any output: a bad counting line ends the demo here
     with contextlib.ExitStack() as stack:
+        stack.callback(close_observers, observers, status)  # also when an output fails to open
         window = None if settings.headless else stack.enter_context(Window())
         recorder = stack.enter_context(VideoRecorder(video_path, fps)) if video_path else None
         log = stack.enter_context(JsonLinesLog(log_path)) if log_path else None
@@ -314,7 +335,8 @@ def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrab
         grabber.start()
         loop = DemoLoop(detector, grabber, recorder=recorder, log=log, window=window,
                         max_frames=settings.max_frames, realtime_fps=fps if realtime and window is not None else None,
-                        tracking=tracking, score_threshold=settings.score_threshold, status=status, stop=stop)
+                        tracking=tracking, score_threshold=settings.score_threshold, status=status, stop=stop,
+                        observers=observers)
         summary = loop.run()
     summary.video = recorder.close() if recorder else None
     summary.log = log.close() if log else None
