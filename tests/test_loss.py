@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
+from ssd_edge.models import build_model
 from ssd_edge.training.loss import MultiBoxLoss
 from ssd_edge.training.matching import match
-from ssd_edge.models import build_model
 
 
 def planted_batch(model):
@@ -35,7 +35,7 @@ def test_loss_falls_when_overfitting_a_few_images():
         loss.backward()
         optimizer.step()
         history.append((loss.item(), acc.item()))
-    assert all(np.isfinite(l) for l, _ in history)
+    assert all(np.isfinite(loss) for loss, _ in history)
     assert history[-1][0] < 0.3 * history[0][0]
     assert history[-1][1] > 0.9
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ssd_edge.common.errors import UsageError
-from ssd_edge.evaluation.predictor import TorchPredictor, open_predictor as open_evaluated
+from ssd_edge.evaluation.predictor import TorchPredictor
+from ssd_edge.evaluation.predictor import open_predictor as open_evaluated
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.models import build_model
 from ssd_edge.runtime.detector import Detector

@@ -19,10 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.boxes import decode, pairwise_iou
+from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.postprocess.sparse_nms import class_edges, greedy_keep, overlapping_pairs
-
 
 # Candidates taken in the first prefix, per detection to keep: large enough that one pass
 # usually suffices (on SSDLite outputs at threshold 0.001, 8x was 27-30% faster than 2x,

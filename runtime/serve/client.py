@@ -31,11 +31,17 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.common.errors import SSDEdgeError, UsageError, require
+from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.image_io import encode_image
 from ssd_edge.runtime.serve.protocol import (
-    BYTES_INPUT, OUTPUTS, RAW_INPUT, first_error, raw_model, read_parameters, unpack,
+    BYTES_INPUT,
+    OUTPUTS,
+    RAW_INPUT,
+    first_error,
+    raw_model,
+    read_parameters,
+    unpack,
 )
 
 Item = Union[np.ndarray, bytes, str, os.PathLike]

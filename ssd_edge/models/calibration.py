@@ -9,7 +9,9 @@ import torch
 from torch import Tensor, nn
 
 
-def calibrate_batchnorm(model: nn.Module, images: Tensor, forward: Callable[[Tensor], object] | None = None) -> nn.Module:
+def calibrate_batchnorm(
+    model: nn.Module, images: Tensor, forward: Callable[[Tensor], object] | None = None
+) -> nn.Module:
     """Set every BatchNorm's running statistics to those of one batch, then switch `model`
     to eval mode; returns it.
 

@@ -11,13 +11,13 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ssd_edge.common.errors import UsageError
 from ssd_edge.models import mobilenet, vgg
-from ssd_edge.models.ssd import SSD
 from ssd_edge.models.postprocessor import PostProcessor
+from ssd_edge.models.ssd import SSD
 from ssd_edge.runtime.detections import DEFAULT_POSTPROCESS
 from ssd_edge.runtime.priors import scales_linear
 from ssd_edge.runtime.spec import DefaultBoxConfig, ModelSpec
-from ssd_edge.common.errors import UsageError
 
 Body = tuple[nn.Module, nn.ModuleList]
 
@@ -200,4 +200,5 @@ def model_from_spec(spec: ModelSpec, input_size: int | Sequence[int] | None = No
             f"the stored ModelSpec's default boxes do not match what {spec.arch} builds at "
             f"{spec.input_size}: stored {spec.default_boxes}, built {built}"
         )
-    return _assemble(chosen, spec.replace(input_size=size, default_boxes=built, arch_options=arch_options), body, channels)
+    spec = spec.replace(input_size=size, default_boxes=built, arch_options=arch_options)
+    return _assemble(chosen, spec, body, channels)

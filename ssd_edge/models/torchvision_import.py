@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 from torchvision.models import vgg16
 
+from ssd_edge.common.errors import UsageError
 from ssd_edge.models import mobilenet, vgg
 from ssd_edge.models.ssd import SSD
-from ssd_edge.common.errors import UsageError
 
 # torchvision detector key prefix -> ours, per architecture family, first match wins.
 _DETECTOR_RENAMES = {
@@ -70,7 +70,8 @@ def _load(model_part: torch.nn.Module, state_dict: Mapping[str, Tensor], what: s
             details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if wrong:
             k = wrong[0]
-            details.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})")
+            details.append(f"{len(wrong)} of another shape "
+                           f"(e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})")
         raise UsageError(f"{what} does not fit this model: " + "; ".join(details))
     model_part.load_state_dict(state_dict)
 
@@ -103,8 +104,10 @@ def load_torchvision_backbone(model: SSD, state_dict: Mapping[str, Tensor]) -> S
         cut = lambda net: mobilenet.MobileNetV3Features(net.features)  # noqa: E731
     features = {k: v for k, v in state_dict.items() if k.startswith("features.")}
     if not features:
-        raise UsageError(f"no 'features.*' weights: this is not a torchvision ImageNet classifier state dict for {arch}")
-    hint = "" if arch == "vgg16_ssd" else f" (ImageNet MobileNetV3 weights need reduced_tail=False; this model has {options})"
+        raise UsageError(f"no 'features.*' weights: this is not a torchvision ImageNet classifier state dict "
+                         f"for {arch}")
+    hint = "" if arch == "vgg16_ssd" else (f" (ImageNet MobileNetV3 weights need reduced_tail=False; "
+                                           f"this model has {options})")
     _load(classifier.features, {k[len("features."):]: v for k, v in features.items()}, f"ImageNet weights{hint}")
     backbone = cut(classifier)
     if arch == "vgg16_ssd":  # fc6 / fc7 are new layers: keep the model's own initialisation

@@ -68,7 +68,9 @@ def heads(channels: list[int], boxes_per_location: tuple[int, ...], num_classes:
     classification = nn.ModuleList(
         nn.Conv2d(c, a * num_classes, kernel_size=3, padding=1) for c, a in zip(channels, boxes_per_location)
     )
-    regression = nn.ModuleList(nn.Conv2d(c, a * 4, kernel_size=3, padding=1) for c, a in zip(channels, boxes_per_location))
+    regression = nn.ModuleList(
+        nn.Conv2d(c, a * 4, kernel_size=3, padding=1) for c, a in zip(channels, boxes_per_location)
+    )
     xavier_init(classification)
     xavier_init(regression)
     return classification, regression

@@ -16,6 +16,7 @@ from typing import Iterator
 from ssd_edge.common.atomic import PartialFile, remove_stale_partials
 from ssd_edge.common.errors import SSDEdgeError
 
+
 class RunFileError(SSDEdgeError, OSError):
     """A training output that cannot be written; the message names the file and the reason."""
 
@@ -49,7 +50,8 @@ class RunFiles:
         except OSError as exc:
             raise RunFileError(f"{self.save}: its folder {folder} cannot be made ({exc.strerror or exc})") from None
         if self.save.is_dir():
-            raise RunFileError(f"{self.save}: is a folder; --save takes the checkpoint's file name, e.g. {self.save / 'ssd.pt'}")
+            raise RunFileError(f"{self.save}: is a folder; --save takes the checkpoint's file name, "
+                               f"e.g. {self.save / 'ssd.pt'}")
         try:
             PartialFile(self.save).discard()
         except OSError as exc:
