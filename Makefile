@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The exact torch build this kind of machine keeps on disk; setup.cfg asks only for torch>=2.1.
 TORCH  := torch==2.14.1 torchvision==0.29.1
-EXTRAS := train,export,runtime,openvino,dev,serve-client
+EXTRAS := train,export,runtime,openvino,dev,serve-client,demo-mqtt
 # ssd-serve runs in its own venv: nvidia-pytriton 0.7 needs numpy<2 (setup.cfg, extra serve)
 SERVE_VENV ?= .venv-serve
 
