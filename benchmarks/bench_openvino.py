@@ -39,7 +39,7 @@ from pathlib import Path
 from benchmarks.e2e_cpu import calibration_folder, describe_weights, torchvision_weights
 
 from ssd_edge.bench.run import BenchOptions, run_bench
-from ssd_edge.export.images import sample_images
+from ssd_edge.data.synth import sample_images
 from ssd_edge.export.pipeline import ExportOptions, run_export
 from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.bench import latency as bench, report as bench_report

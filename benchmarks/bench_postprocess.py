@@ -109,7 +109,7 @@ def percentiles(runs: list[float]) -> tuple[float, float, float]:
 
 def cpu_benchmark(batch: int, runs: int, warmup: int):
     spec, locs, confs = model_outputs(batch)
-    config = PostprocessConfig.from_spec(spec)
+    config = spec.postprocess
     priors = default_boxes(spec)
     locs_np, confs_np = locs.numpy(), confs.numpy()
     ours = lambda: postprocess(locs_np, confs_np, priors, [IMAGE_HW] * batch, config)  # noqa: E731
@@ -130,7 +130,7 @@ def cuda_benchmark(batch: int, runs: int, warmup: int):
     from ssd_edge.runtime.cuda.resources import DeviceBuffer, Stream, primary_context
 
     spec, locs, confs = model_outputs(batch)
-    config = PostprocessConfig.from_spec(spec)
+    config = spec.postprocess
     priors = default_boxes(spec)
     reference = postprocess(locs.numpy(), confs.numpy(), priors, [IMAGE_HW] * batch, config)
     locs_gpu, confs_gpu = locs.cuda(), confs.cuda()

@@ -39,7 +39,7 @@ import numpy as np
 
 from benchmarks.bench_tracking import export_model
 
-from ssd_edge.export.images import sample_images
+from ssd_edge.data.synth import sample_images
 from ssd_edge.runtime import Detector
 from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.bench import machine

@@ -90,7 +90,7 @@ def export_model(folder: Path) -> Path:
     images, exported to ONNX FP32 (what `ssd-export` writes for the CPU)."""
     import torch
 
-    from ssd_edge.export.images import sample_images
+    from ssd_edge.data.synth import sample_images
     from ssd_edge.export.to_onnx import export_onnx
     from ssd_edge.models import build_model
     from ssd_edge.models.calibration import calibrate_batchnorm
@@ -103,7 +103,7 @@ def export_model(folder: Path) -> Path:
 
 
 def detector_row(model: Path, warmup: int, frames: int, threads: int | None) -> dict:
-    from ssd_edge.export.images import sample_images
+    from ssd_edge.data.synth import sample_images
 
     images = [cv2.resize(image, (640, 480)) for image in sample_images(16, seed=5)]
     with Detector(model, score_threshold=SCORE_THRESHOLD, threads=threads) as detector:

@@ -56,7 +56,7 @@ PHASE_NAMES = {"imported": "runtime imported", "loaded": "model loaded", "first"
 def make_model(folder: Path) -> Path:
     import torch
 
-    from ssd_edge.export.images import sample_images
+    from ssd_edge.data.synth import sample_images
     from ssd_edge.export.to_onnx import export_onnx
     from ssd_edge.models import build_model
     from ssd_edge.runtime.preprocess import preprocess
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "cold_start_cpu.md")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "benchmarks.cold_start", *(sys.argv[1:] if argv is None else argv)])
-    from ssd_edge.export.images import sample_images
+    from ssd_edge.data.synth import sample_images
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

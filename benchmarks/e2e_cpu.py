@@ -35,7 +35,7 @@ import cv2
 import torch
 
 from ssd_edge.bench.run import BenchOptions, run_bench
-from ssd_edge.export.images import sample_images
+from ssd_edge.data.synth import sample_images
 from ssd_edge.export.pipeline import ExportOptions, run_export
 from ssd_edge.bench import report as bench_report
 from ssd_edge.common.atomic import write_text_atomic

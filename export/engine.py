@@ -13,7 +13,8 @@ What the installed TensorRT offers decides how to build, never its version strin
   `default_device_type`/`DLA_core` with `BuilderFlag.GPU_FALLBACK`; a timing cache per GPU
   and TensorRT version reused across builds; `build_serialized_network` only.
 
-Writes `<name>.engine` and `<name>.engine.json` (see `sidecar`). Without TensorRT or an
+Writes `<name>.engine` and its sidecar `<name>.engine.json` (see `sidecar`, and
+`model_file.sidecar_path`, the one place that names it). Without TensorRT or an
 NVIDIA GPU (the CPU-only machines that run the test suite cannot install TensorRT) every
 build is refused with one line saying what is missing (`TensorRTUnavailable`).
 """
@@ -29,7 +30,6 @@ from types import ModuleType
 
 from ssd_edge.runtime.cuda.device import GpuInfo, NoGpu, gpu_info
 from ssd_edge.export.onnx_model import (
-    QUANTIZATION_KEY,
     ExportError,
     batch_size,
     fp16_graph,
@@ -40,8 +40,8 @@ from ssd_edge.export.onnx_model import (
 )
 from ssd_edge.common.atomic import atomic_path
 from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
-from ssd_edge.runtime.backends.tensorrt_support import load_tensorrt, no_dla_cores
-from ssd_edge.runtime.model_file import EngineSidecar, sidecar_path
+from ssd_edge.runtime.backends.tensorrt_support import Capabilities, load_tensorrt, no_dla_cores
+from ssd_edge.runtime.model_file import QUANTIZATION_KEY, EngineSidecar, sidecar_path
 from ssd_edge.runtime.spec import ModelSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -68,42 +68,6 @@ class EngineOptions:
     progress: bool = True
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    """What the installed TensorRT's Python API offers, by feature."""
-
-    fp16_flag: bool  # BuilderFlag.FP16: weak typing still there (10.x)
-    strongly_typed_flag: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED
-    only_strongly_typed: bool  # no precision flags at all: every network is strongly typed (11.x)
-    memory_pools: bool
-    progress_monitor: bool
-    dla: bool
-
-    @classmethod
-    def of(cls, trt: ModuleType) -> "Capabilities":
-        flags, creation = trt.BuilderFlag, trt.NetworkDefinitionCreationFlag
-        return cls(
-            fp16_flag=hasattr(flags, "FP16"),
-            strongly_typed_flag=hasattr(creation, "STRONGLY_TYPED"),
-            only_strongly_typed=not hasattr(flags, "FP16") and not hasattr(flags, "INT8"),
-            memory_pools=hasattr(trt.IBuilderConfig, "set_memory_pool_limit") and hasattr(trt, "MemoryPoolType"),
-            progress_monitor=hasattr(trt, "IProgressMonitor"),
-            dla=hasattr(trt.DeviceType, "DLA") and hasattr(flags, "GPU_FALLBACK"),
-        )
-
-    def missing(self) -> str | None:
-        """What keeps this TensorRT from building our engines, or None."""
-        if not self.memory_pools:
-            return "this TensorRT has no memory-pool API (IBuilderConfig.set_memory_pool_limit); install TensorRT 10 or newer"
-        if not (self.strongly_typed_flag or self.only_strongly_typed):
-            return "this TensorRT cannot build strongly typed networks; install TensorRT 10 or newer"
-        return None
-
-    def fp16_from_graph(self) -> bool:
-        """True when FP16 must come from an FP16 graph (no builder flag for it)."""
-        return not self.fp16_flag
-
-
 def import_tensorrt() -> ModuleType:
     """tensorrt, or TensorRTUnavailable: not installed, older than 10, or an old JetPack."""
     try:
@@ -116,7 +80,10 @@ def import_tensorrt() -> ModuleType:
     return tensorrt
 
 
-def build_environment() -> tuple[ModuleType, Capabilities, GpuInfo]:
+Environment = tuple[ModuleType, Capabilities, GpuInfo]  # tensorrt, what it offers, the GPU
+
+
+def build_environment() -> Environment:
     """tensorrt, what it offers and the GPU it builds for; TensorRTUnavailable if any is missing."""
     trt = import_tensorrt()
     capabilities = Capabilities.of(trt)
@@ -252,17 +219,26 @@ def _serialize(trt, capabilities: Capabilities, gpu: GpuInfo, proto, onnx_path: 
     return serialized
 
 
-def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, options: EngineOptions = EngineOptions()) -> Path:
-    """Build `engine_path` (and `engine_path` + ".json") from the ONNX at `onnx_path`.
+def build_engine(
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    options: EngineOptions = EngineOptions(),
+    *,
+    environment: Environment | None = None,
+    proto=None,
+) -> Path:
+    """Build `engine_path` (and its sidecar, `sidecar_path(engine_path)`) from the ONNX at
+    `onnx_path`. A caller that has probed `build_environment()` or loaded the ONNX (`proto`)
+    already passes them, so neither is done twice.
 
     Both files are replaced only once both are complete. Raises TensorRTUnavailable when
     TensorRT or a GPU is missing, ExportError for an unusable ONNX or option.
     """
     if options.precision not in PRECISIONS:
         raise ExportError(f"unknown engine precision {options.precision!r}; choose from {', '.join(PRECISIONS)}")
-    trt, capabilities, gpu = build_environment()
+    trt, capabilities, gpu = environment or build_environment()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    proto = load_onnx(onnx_path)
+    proto = load_onnx(onnx_path) if proto is None else proto
     spec = spec_of(proto, onnx_path)
     _check_source(proto, onnx_path, options)
     fixed_batch = batch_size(proto)

@@ -10,11 +10,9 @@ import os
 import warnings
 from pathlib import Path
 
+from ssd_edge.common.errors import SSDEdgeError
 from ssd_edge.runtime.model_file import spec_from_onnx_metadata
 from ssd_edge.runtime.spec import ModelSpec
-from ssd_edge.common.errors import SSDEdgeError
-
-QUANTIZATION_KEY = "ssd_edge.quantization"
 
 
 class ExportError(SSDEdgeError, ValueError):

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ssd_edge.export.onnx_model import QUANTIZATION_KEY, ExportError, batch_size, load_onnx, metadata, spec_of
-from ssd_edge.export.parity import ParityReport
 from ssd_edge.common.atomic import atomic_path
 from ssd_edge.common.errors import MissingDependency
-from ssd_edge.runtime.model_file import sidecar_path
 from ssd_edge.common.output_paths import OutputFolder, check_outputs
+from ssd_edge.export.onnx_model import ExportError, batch_size, load_onnx, metadata, spec_of
+from ssd_edge.runtime.model_file import QUANTIZATION_KEY, sidecar_path
+from ssd_edge.runtime.parity import ParityReport
 from ssd_edge.runtime.spec import ModelSpec
 
 FORMATS = ("onnx", "int8", "engine")
@@ -126,10 +126,11 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
     ONNX disagrees with PyTorch), TensorRTUnavailable before any work when an engine cannot
     be built here."""
     options = validate(options)
+    environment = None
     if "engine" in options.formats:
         from ssd_edge.export.engine import build_environment
 
-        build_environment()
+        environment = build_environment()  # probed once, before any work, and handed to the build
     source = _onnx_source(options) if options.from_onnx else None
     quantize = ("int8" in options.formats or options.int8) and not (source and source.quantized)
     calibration = _calibration_images(options) if quantize else []
@@ -141,25 +142,44 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
                   | {"the engine's sidecar": sidecar_path(planned["engine"]) if planned["engine"] else None},
                   {"--weights": options.weights, "--calib-data": calibration})
     result = ExportResult()
+    parity_images = _ParityImages(options)
     with OutputFolder(out):  # a failed export leaves no empty folder behind
         if source is None:
-            source = _export_fp32(options, planned["onnx"], result, echo)
-        engine_source = source.path
+            source = _export_fp32(options, planned["onnx"], parity_images, result, echo)
+        engine_source = source
         if quantize:
-            int8_path = _quantize(options, source, calibration, planned["int8"], result, echo)
-            engine_source = int8_path if options.int8 else source.path
+            int8 = _quantize(options, source, calibration, planned["int8"], parity_images, result, echo)
+            engine_source = int8 if options.int8 else source
         if "engine" in options.formats:
-            _build(options, engine_source, planned["engine"], result, echo)
+            _build(options, engine_source, planned["engine"], environment, result, echo)
     return result
 
 
 @dataclass(frozen=True)
 class _Source:
-    """The ONNX everything else is made from."""
+    """An ONNX the export makes something from, with what is known of it, so nothing parses
+    it again: its ModelSpec, fixed batch (None: dynamic), whether it is an INT8 QDQ model,
+    and its loaded ModelProto where one was loaded (None: the engine build loads it)."""
 
     path: Path
     spec: ModelSpec
+    batch: int | None
     quantized: bool = False
+    proto: object = field(default=None, compare=False, repr=False)
+
+
+class _ParityImages:
+    """The parity images (BGR), decoded once per export: the FP32 ONNX against PyTorch and
+    the INT8 ONNX against the FP32 one see the same list."""
+
+    def __init__(self, options: ExportOptions) -> None:
+        self.options = options
+        self.images: list | None = None
+
+    def take(self, count: int) -> list:
+        if self.images is None or len(self.images) != count:
+            self.images = _parity_images(self.options, count)
+        return self.images
 
 
 def _written(path: Path, result: ExportResult, echo: Echo) -> None:
@@ -182,15 +202,15 @@ def _onnx_source(options: ExportOptions) -> _Source:
         raise ExportError(f"{path}: exported with a fixed batch of {fixed}; --dynamic needs the weights (.pt)")
     if fixed and options.batch not in (None, fixed):
         raise ExportError(f"{path}: exported with a fixed batch of {fixed}; --batch {options.batch} needs the weights (.pt)")
-    return _Source(path, spec, quantized)
+    return _Source(path, spec, fixed, quantized, proto)
 
 
 def _calibration_images(options: ExportOptions) -> list[Path]:
-    from ssd_edge.export.images import list_images
+    from ssd_edge.runtime.image_io import list_images
 
     if options.calib_data is None:
         raise ExportError("INT8 needs calibration images: pass --calib-data DIR (a few hundred images like those the model will see)")
-    return list_images(options.calib_data, options.calib_images)
+    return list_images(options.calib_data, options.calib_images, recursive=True)
 
 
 def _at_input_size(model, imgsz: tuple[int, int] | None):
@@ -227,7 +247,7 @@ def _load_model(options: ExportOptions):
     return _at_input_size(model, options.imgsz)
 
 
-def _export_fp32(options: ExportOptions, path: Path, result: ExportResult, echo: Echo) -> _Source:
+def _export_fp32(options: ExportOptions, path: Path, images: _ParityImages, result: ExportResult, echo: Echo) -> _Source:
     """Export and parity-check; `path` is replaced only when the new ONNX passes."""
     from ssd_edge.export.parity import FP32_RTOL, ParityError
     from ssd_edge.export.to_onnx import DEFAULT_OPSET, export_onnx
@@ -239,53 +259,55 @@ def _export_fp32(options: ExportOptions, path: Path, result: ExportResult, echo:
     with atomic_path(path) as tmp:
         export_onnx(model, tmp, batch=1 if options.dynamic else batch, dynamic=options.dynamic,
                     opset=options.opset or DEFAULT_OPSET, simplified=options.simplify)
-        result.parity = _parity(options, model, tmp)
+        result.parity = _parity(options, model, tmp, images)
         echo(f"parity (onnxruntime CPU vs PyTorch): {result.parity.summary()}")
         if not result.parity.within(FP32_RTOL):
             raise ParityError(f"{path}: not written: the ONNX differs from the PyTorch model past the relative "
                               f"tolerance {FP32_RTOL:g} ({result.parity.summary()})")
     _written(path, result, echo)
-    return _Source(path, model.spec)
+    return _Source(path, model.spec, None if options.dynamic else batch)
 
 
 def _parity_images(options: ExportOptions, count: int) -> list:
-    from ssd_edge.export.images import list_images, sample_images
-    from ssd_edge.runtime.image_io import read_image
+    from ssd_edge.data.synth import sample_images
+    from ssd_edge.runtime.image_io import list_images, read_image
 
     if options.calib_data is None:
         return sample_images(count)
-    return [read_image(p) for p in list_images(options.calib_data, count)]
+    return [read_image(p) for p in list_images(options.calib_data, count, recursive=True)]
 
 
-def _parity(options: ExportOptions, model, path: Path) -> ParityReport:
+def _parity(options: ExportOptions, model, path: Path, images: _ParityImages) -> ParityReport:
     from ssd_edge.export.parity import check_parity
 
     batch = PARITY_IMAGES if options.dynamic else options.batch or 1
-    return check_parity(model, path, _parity_images(options, max(PARITY_IMAGES, batch)), batch, rtol=None)
+    return check_parity(model, path, images.take(max(PARITY_IMAGES, batch)), batch, rtol=None)
 
 
-def _quantize(options: ExportOptions, source: _Source, images: list[Path], path: Path, result: ExportResult, echo: Echo) -> Path:
+def _quantize(options: ExportOptions, source: _Source, calibration: list[Path], path: Path, images: _ParityImages,
+              result: ExportResult, echo: Echo) -> _Source:
+    """The INT8 QDQ copy of `source`, compared with it; it keeps the source's input shape,
+    so its batch is the source's."""
     from ssd_edge.export.parity import compare_onnx
     from ssd_edge.export.quantize import quantize_int8
 
-    echo(f"quantizing to INT8 ({options.flavour} flavour), calibrating on {len(images)} images from {options.calib_data}")
-    quantize_int8(source.path, path, images, options.flavour, progress=options.progress)
+    echo(f"quantizing to INT8 ({options.flavour} flavour), calibrating on {len(calibration)} images from {options.calib_data}")
+    quantize_int8(source.path, path, calibration, options.flavour, progress=options.progress)
     _written(path, result, echo)
-    batch = batch_size(load_onnx(path)) or PARITY_IMAGES
-    parity_images = _parity_images(options, max(PARITY_IMAGES, batch))
-    result.int8_vs_fp32 = compare_onnx(source.spec, path, source.path, parity_images, batch)
+    batch = source.batch or PARITY_IMAGES
+    result.int8_vs_fp32 = compare_onnx(source.spec, path, source.path, images.take(max(PARITY_IMAGES, batch)), batch)
     echo(f"INT8 vs FP32 (onnxruntime CPU): {result.int8_vs_fp32.summary()}")
-    return path
+    return _Source(path, source.spec, source.batch, quantized=True)
 
 
-def _build(options: ExportOptions, source: Path, path: Path, result: ExportResult, echo: Echo) -> None:
+def _build(options: ExportOptions, source: _Source, path: Path, environment, result: ExportResult, echo: Echo) -> None:
     from ssd_edge.export.engine import EngineOptions, build_engine
 
     precision = "int8" if options.int8 else "fp16" if options.half else "fp32"
-    batch = options.batch or batch_size(load_onnx(source)) or DYNAMIC_ENGINE_BATCH
-    echo(f"building a TensorRT {precision} engine from {source}")
+    batch = options.batch or source.batch or DYNAMIC_ENGINE_BATCH
+    echo(f"building a TensorRT {precision} engine from {source.path}")
     engine_options = EngineOptions(precision=precision, batch=batch, workspace_gib=options.workspace,
                                    dla_core=options.dla_core, progress=options.progress)
-    build_engine(source, path, engine_options)
+    build_engine(source.path, path, engine_options, environment=environment, proto=source.proto)
     _written(path, result, echo)
-    _written(Path(f"{path}.json"), result, echo)
+    _written(sidecar_path(path), result, echo)

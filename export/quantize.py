@@ -29,8 +29,8 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from ssd_edge.runtime.image_io import read_image
+from ssd_edge.runtime.model_file import QUANTIZATION_KEY
 from ssd_edge.export.onnx_model import (
-    QUANTIZATION_KEY,
     ExportError,
     batch_size,
     load_onnx,

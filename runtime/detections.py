@@ -3,8 +3,9 @@ and `PostprocessConfig` (thresholds and counts, validated once, here).
 
 Every implementation of the postprocessing rule (the NumPy reference and fast path, the
 torch `PostProcessor`, the CUDA kernel) takes a `PostprocessConfig` and returns
-`Detections`; a `ModelSpec` stores the model's defaults, which a caller overrides with
-`config.replace(score_threshold=0.3)` or `PostprocessConfig.from_spec(spec, ...)`.
+`Detections`; a `ModelSpec` stores the model's defaults (`spec.postprocess`, built by the
+spec: this module knows nothing of specs), which a caller overrides with
+`spec.postprocess.replace(score_threshold=0.3)`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from ssd_edge.common.errors import SSDEdgeError
-
-if TYPE_CHECKING:
-    from ssd_edge.runtime.spec import ModelSpec
 
 
 class ConfigError(SSDEdgeError, ValueError):
@@ -119,17 +117,6 @@ class PostprocessConfig:
     def replace(self, **overrides: Any) -> "PostprocessConfig":
         """A copy with the given fields changed; None leaves a field as it is."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    @classmethod
-    def from_spec(cls, spec: "ModelSpec", **overrides: Any) -> "PostprocessConfig":
-        """The model's own defaults, with `overrides` (None: keep the model's)."""
-        return cls(
-            score_threshold=spec.score_threshold,
-            iou_threshold=spec.iou_threshold,
-            top_k=spec.top_k,
-            max_detections=spec.max_detections,
-            variances=tuple(spec.variances),
-        ).replace(**overrides)
 
 
 DEFAULT_POSTPROCESS = PostprocessConfig()

@@ -1,7 +1,8 @@
 """Reading and writing images for the runtime's tools, with errors that name the file.
 
 `read_image` is the project's one image reader (runtime, export calibration, evaluation,
-training data, dataset checks). It reads the file's bytes with Python and decodes them with
+training data, dataset checks) and `list_images` its one image-folder lister (ssd-predict,
+ssd-bench, export calibration and parity). `read_image` reads the file's bytes with Python and decodes them with
 `cv2.imdecode` rather than calling `cv2.imread`: OpenCV's own file opening crashes the
 process (SIGSEGV) on a file name that is not valid UTF-8, such as a Latin-1 `café.jpg`
 copied from an old camera card, and an absurd header (a PNG claiming 100000 x 100000
@@ -26,14 +27,24 @@ class ImageError(SSDEdgeError, ValueError):
     """An image file that cannot be read or written; the message names the file."""
 
 
-def images_in_folder(folder: str | os.PathLike) -> list[Path]:
-    """The image files directly inside `folder` (by suffix, see IMAGE_SUFFIXES), sorted by
-    name; ImageError naming the folder when it holds none."""
+def list_images(folder: str | os.PathLike, limit: int | None = None, recursive: bool = False) -> list[Path]:
+    """The project's one image-folder lister: the image files in `folder` (by suffix, see
+    IMAGE_SUFFIXES; with `recursive`, in its subfolders too), sorted by path. With `limit`,
+    that many spread evenly over the sorted list, so a dataset's splits and classes all show
+    up. ImageError naming the folder when it is missing or holds no images."""
     folder = Path(folder)
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not folder.is_dir():
+        raise ImageError(f"{shown_path(folder)}: no such directory (expected a folder of images or a dataset)")
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    paths = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise ImageError(f"{shown_path(folder)}: a folder with no images in it "
-                         f"(looked for {', '.join(IMAGE_SUFFIXES)} files)")
+        where = ", recursively" if recursive else ""
+        raise ImageError(f"{shown_path(folder)}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files{where})")
+    if limit is not None and limit < len(paths):
+        if limit < 1:
+            raise ImageError(f"asked for {limit} images from {shown_path(folder)}; need at least 1")
+        picks = np.linspace(0, len(paths) - 1, limit).round().astype(int)
+        paths = [paths[i] for i in picks]
     return paths
 
 

@@ -18,6 +18,9 @@ ENGINE_SUFFIXES = (".engine", ".trt", ".plan")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 SIDECAR_FORMAT = "ssd_edge.engine"
 SIDECAR_VERSION = 1
+# The metadata_props key ssd-export --format int8 writes beside the ModelSpec's (METADATA_KEY):
+# the quantization record (flavour, calibration), present only in an INT8 QDQ model.
+QUANTIZATION_KEY = "ssd_edge.quantization"
 
 
 def model_format(path: str | os.PathLike, allow_checkpoint: bool = False) -> str:
@@ -38,11 +41,26 @@ def model_format(path: str | os.PathLike, allow_checkpoint: bool = False) -> str
 
 
 def format_label(path: str | os.PathLike) -> str:
-    """How reports name a model's format: 'ONNX', 'ONNX int8', 'TensorRT' or 'PyTorch'."""
+    """How reports name a model's format: 'ONNX', 'ONNX int8' (its metadata holds a
+    quantization record, whatever the file is called), 'TensorRT' or 'PyTorch'."""
     kind = model_format(path, allow_checkpoint=True)
     if kind == "onnx":
-        return "ONNX int8" if ".int8" in Path(path).name else "ONNX"
+        return "ONNX int8" if QUANTIZATION_KEY in onnx_metadata(path) else "ONNX"
     return {"engine": "TensorRT", "pytorch": "PyTorch"}[kind]
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """An ONNX model's metadata_props, read through onnxruntime (graph not optimised, so
+    this costs a parse, not a session's set-up); SpecError naming the file if unreadable."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+        raise SpecError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def spec_from_onnx_metadata(metadata: dict[str, str], source: str | os.PathLike) -> ModelSpec:

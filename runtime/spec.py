@@ -110,8 +110,9 @@ class ModelSpec:
 
     @property
     def postprocess(self) -> PostprocessConfig:
-        """The model's postprocessing defaults."""
-        return PostprocessConfig.from_spec(self)
+        """The model's postprocessing defaults (a caller overrides them with `.replace(...)`)."""
+        return PostprocessConfig(score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
+                                 top_k=self.top_k, max_detections=self.max_detections, variances=tuple(self.variances))
 
     @property
     def num_classes(self) -> int:

@@ -19,7 +19,6 @@ import pytest
 from tests.helpers.decode_nms_cases import assert_same_detections, edge_cases, model_case, prefilter_cases, random_batches
 from tests.helpers.gpu_probe import require_gpu, require_tensorrt
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
-from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
 
@@ -114,7 +113,7 @@ def onnx_run(path, images, batch):
 @pytest.mark.parametrize("batch", [1, 8, 32])
 def test_kernel_equals_numpy_on_model_outputs(kernels, exported, batch):
     spec, (locs, confs) = onnx_run(exported, sample_images(batch, seed=batch), batch)
-    case = model_case(locs, confs, default_boxes(spec), PostprocessConfig.from_spec(spec))
+    case = model_case(locs, confs, default_boxes(spec), spec.postprocess)
     assert_same_detections(kernels(case), reference(case), case.name)
 
 

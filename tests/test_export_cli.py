@@ -41,7 +41,12 @@ def run(argv, capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_onnx_and_int8_end_to_end(checkpoint, tiny_coco, tmp_path, capsys):
+def test_onnx_and_int8_end_to_end(checkpoint, tiny_coco, tmp_path, capsys, monkeypatch):
+    from ssd_edge.export import pipeline
+
+    decoded, parsed = [], []  # the parity images decoded, the ONNX files parsed by the pipeline
+    monkeypatch.setattr(pipeline, "_parity_images", lambda *a, real=pipeline._parity_images: decoded.append(a) or real(*a))
+    monkeypatch.setattr(pipeline, "load_onnx", lambda path, real=pipeline.load_onnx: parsed.append(path) or real(path))
     weights, spec = checkpoint
     out = tmp_path / "out"
     code, stdout, stderr = run(["--weights", weights, "--format", "onnx", "--format", "int8", "--dynamic",
@@ -55,6 +60,8 @@ def test_onnx_and_int8_end_to_end(checkpoint, tiny_coco, tmp_path, capsys):
     assert "parity (onnxruntime CPU vs PyTorch)" in stdout and "detections agree" in stdout
     assert "INT8 vs FP32" in stdout and "cpu flavour" in stdout
     assert "calibrating" in stderr  # the progress bar
+    assert len(decoded) == 1  # one image list for both comparisons (FP32 vs PyTorch, INT8 vs FP32)
+    assert parsed == []  # what the pipeline wrote, it knows: no file is parsed again for its batch
 
 
 def test_exported_onnx_quantizes_without_torch(model, tiny_coco, tmp_path):

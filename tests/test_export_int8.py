@@ -14,10 +14,11 @@ import pytest
 from onnx import numpy_helper
 
 from tests.helpers.export import calibrated_model, correlation
-from ssd_edge.export.images import list_images
-from ssd_edge.export.onnx_model import QUANTIZATION_KEY, ExportError, metadata, read_spec
-from ssd_edge.runtime.image_io import ImageError
-from ssd_edge.export.parity import compare_onnx, onnx_outputs
+from ssd_edge.export.onnx_model import ExportError, metadata, read_spec
+from ssd_edge.runtime.model_file import QUANTIZATION_KEY
+from ssd_edge.runtime.image_io import ImageError, list_images
+from ssd_edge.export.parity import compare_onnx
+from ssd_edge.runtime.parity import onnx_outputs
 from ssd_edge.export.quantize import CalibrationImages, quantize_int8, stem_conv
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.runtime.preprocess import preprocess
@@ -34,7 +35,7 @@ def quantized(fp32, tiny_coco, tmp_path_factory):
     """Both flavours of the FP32 model, calibrated on 8 dataset images."""
     _, path = fp32
     folder = tmp_path_factory.mktemp("int8")
-    calibration = list_images(tiny_coco, 8)
+    calibration = list_images(tiny_coco, 8, recursive=True)
     return {
         flavour: quantize_int8(path, folder / f"model.int8-{flavour}.onnx", calibration, flavour, progress=False)
         for flavour in ("tensorrt", "cpu")
@@ -132,5 +133,5 @@ def test_unknown_flavour_and_empty_folder(fp32, tmp_path):
     _, path = fp32
     with pytest.raises(ExportError, match="unknown INT8 flavour 'gpu'"):
         quantize_int8(path, tmp_path / "out.onnx", [], "gpu")
-    with pytest.raises(ExportError, match="no images found"):
-        list_images(tmp_path)
+    with pytest.raises(ImageError, match="no images found"):
+        list_images(tmp_path, recursive=True)

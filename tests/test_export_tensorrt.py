@@ -12,18 +12,18 @@ import pytest
 
 from tests.helpers.export import calibrated_model, dataset_images
 from ssd_edge.export.engine import (
-    Capabilities,
     EngineOptions,
     TensorRTUnavailable,
     build_engine,
     build_environment,
     profile_shapes,
 )
-from ssd_edge.export.images import list_images
-from ssd_edge.export.parity import onnx_outputs
 from ssd_edge.export.quantize import quantize_int8
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.runtime.backends.tensorrt_logging import create
+from ssd_edge.runtime.backends.tensorrt_support import Capabilities
+from ssd_edge.runtime.image_io import list_images
+from ssd_edge.runtime.parity import onnx_outputs
 from ssd_edge.runtime.preprocess import preprocess
 
 
@@ -126,7 +126,7 @@ def exported(trt, tiny_coco, tmp_path_factory):
     folder = tmp_path_factory.mktemp("engines")
     static = export_onnx(model, folder / "static.onnx", batch=2)
     dynamic = export_onnx(model, folder / "dynamic.onnx", dynamic=True)
-    int8 = quantize_int8(dynamic, folder / "dynamic.int8.onnx", list_images(tiny_coco, 8), "tensorrt", progress=False)
+    int8 = quantize_int8(dynamic, folder / "dynamic.int8.onnx", list_images(tiny_coco, 8, recursive=True), "tensorrt", progress=False)
     return SimpleNamespace(spec=model.spec, static=static, dynamic=dynamic, int8=int8, images=images, folder=folder)
 
 
@@ -192,7 +192,7 @@ def test_int8_engine_from_the_tensorrt_flavour(trt, exported):
 
 @pytest.mark.tensorrt
 def test_int8_refuses_the_cpu_flavour(trt, exported, tiny_coco):
-    cpu = quantize_int8(exported.dynamic, exported.folder / "cpu.int8.onnx", list_images(tiny_coco, 4), "cpu", progress=False)
+    cpu = quantize_int8(exported.dynamic, exported.folder / "cpu.int8.onnx", list_images(tiny_coco, 4, recursive=True), "cpu", progress=False)
     with pytest.raises(Exception, match="'cpu' flavour; TensorRT needs the 'tensorrt' flavour"):
         build_engine(cpu, exported.folder / "cpu.engine", EngineOptions(precision="int8", progress=False))
 

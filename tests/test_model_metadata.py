@@ -98,3 +98,24 @@ def test_a_latin1_file_name_is_read_and_predicted(model_path, tmp_path):
     assert read_image(path).shape == (40, 50, 3)
     assert predict_main(["--model", model_path, str(tmp_path), "--output", str(tmp_path / "out")]) == 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 1
+
+
+def test_an_int8_model_is_known_by_its_metadata_not_its_name(model_path, tmp_path):
+    """Reports call a model 'ONNX int8' when its metadata holds the quantization record
+    ssd-export writes (QUANTIZATION_KEY, beside the ModelSpec's key), whatever its file name."""
+    from pathlib import Path
+
+    from ssd_edge.runtime.model_file import QUANTIZATION_KEY, format_label
+
+    model_path = Path(model_path)
+    proto = onnx.load(str(model_path))
+    prop = proto.metadata_props.add()
+    prop.key, prop.value = QUANTIZATION_KEY, json.dumps({"flavour": "cpu", "format": "QDQ"})
+    onnx.save(proto, str(tmp_path / "renamed.onnx"))
+    (tmp_path / "plain.int8.onnx").write_bytes(model_path.read_bytes())
+    assert format_label(tmp_path / "renamed.onnx") == "ONNX int8"
+    assert format_label(tmp_path / "plain.int8.onnx") == "ONNX"
+    assert format_label(model_path) == "ONNX"
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(SpecError, match="broken.onnx: not a readable ONNX model"):
+        format_label(tmp_path / "broken.onnx")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.export import calibrated_model
-from ssd_edge.export.onnx_model import QUANTIZATION_KEY as EXPORT_QUANTIZATION_KEY
+from ssd_edge.runtime.model_file import QUANTIZATION_KEY as EXPORT_QUANTIZATION_KEY
 from ssd_edge.export.parity import FP32_RTOL, OutputDifference
 from ssd_edge.export.quantize import quantize_int8
 from ssd_edge.export.to_onnx import export_onnx
@@ -171,7 +171,7 @@ def test_int8_qdq_model_runs_and_is_as_close_to_fp32_as_on_onnxruntime(onnx_path
         # Both round differently inside (OpenVINO runs the Q/DQ pairs as its own int8
         # kernels); neither may be much further from the float model than the other.
         assert correlation(ours, reference) >= correlation(theirs, reference) - 0.05
-    assert QUANTIZATION_KEY == EXPORT_QUANTIZATION_KEY  # the runtime's copy of the export's key
+    assert QUANTIZATION_KEY == EXPORT_QUANTIZATION_KEY  # the backend reads the one key the export writes (model_file)
 
 
 def test_precision_choice_from_device_capabilities():

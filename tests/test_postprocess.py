@@ -150,7 +150,7 @@ def test_numpy_equals_torchvision_on_model_outputs():
     with torch.no_grad():
         locs, logits = model.raw(torch.rand(2, 3, 320, 320))
     priors = default_boxes(model.spec)
-    cfg = PostprocessConfig.from_spec(model.spec, score_threshold=0.1)
+    cfg = model.spec.postprocess.replace(score_threshold=0.1)
     sizes = [(480, 640), (320, 320)]
     ours = postprocess(locs.numpy(), logits.numpy(), priors, sizes, cfg)
     for b, det in enumerate(ours):

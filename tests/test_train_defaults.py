@@ -7,7 +7,7 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from ssd_edge.cli.train import parser
+from ssd_edge.cli.train import build_parser
 from ssd_edge.data.dataset import DetectionDataset, collate
 from ssd_edge.data.sources import load_splits
 from ssd_edge.data.transforms import TrainAugment
@@ -23,7 +23,7 @@ PREVIOUS = dict(optimizer="sgd", momentum=0.9, weight_decay=4e-5, foreground_pri
 
 
 def test_the_seed_command_trains_with_the_config_defaults():
-    config = TrainConfig(**vars(parser().parse_args(SEED_COMMAND.split())))
+    config = TrainConfig(**vars(build_parser().parse_args(SEED_COMMAND.split())))
     assert (config.optimizer, config.lr, config.foreground_prior) == ("adamw", 0.001, 0.01)
     given = {"arch", "datapath", "epochs", "batch_size", "lr", "save"}
     defaults = TrainConfig(datapath="dataset_coco")
@@ -33,7 +33,7 @@ def test_the_seed_command_trains_with_the_config_defaults():
 
 
 def test_flags_still_override_the_defaults():
-    args = parser().parse_args([*SEED_COMMAND.split(), "--optimizer", "sgd", "--foreground-prior", "0"])
+    args = build_parser().parse_args([*SEED_COMMAND.split(), "--optimizer", "sgd", "--foreground-prior", "0"])
     config = TrainConfig(**vars(args))
     assert config.optimizer == "sgd" and not config.foreground_prior
 

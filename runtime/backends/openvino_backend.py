@@ -28,7 +28,7 @@ from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, ch
 from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.common.errors import SSDEdgeError, UsageError, require
-from ssd_edge.runtime.model_file import spec_from_onnx_metadata
+from ssd_edge.runtime.model_file import QUANTIZATION_KEY, spec_from_onnx_metadata
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.spec import METADATA_KEY, SpecError
@@ -40,10 +40,6 @@ bf16: bfloat16 where the device supports it (CPUs with AMX or AVX512_BF16); else
 with a RuntimeWarning and `precision_note` saying why. auto: the device's fast native
 precision (bf16 on such CPUs, f16 on GPUs and NPUs, else f32), the choice OpenVINO would
 make by itself, made explicit."""
-
-# The key ssd-export --format int8 writes beside the ModelSpec (export.onnx_model.QUANTIZATION_KEY;
-# repeated here because the runtime does not import the export package, which needs `onnx`).
-QUANTIZATION_KEY = "ssd_edge.quantization"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ of "TensorRT is not installed".
 
     trt = load_tensorrt(error=GpuError)   # the module, or `error` saying what is unsupported
     # ImportError where TensorRT is simply absent: the caller words that for its users
+    Capabilities.of(trt).missing()        # what keeps it from building our engines, or None
 
 tensorrt is imported only inside `load_tensorrt`.
 """
@@ -17,6 +18,7 @@ tensorrt is imported only inside `load_tensorrt`.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -107,3 +109,39 @@ def load_tensorrt(error: type[Exception]) -> ModuleType:
     if problem:
         raise error(f"{problem}. Install TensorRT 10 or newer (on a Jetson: JetPack 6), or run the ONNX model with backend='onnxruntime'")
     return tensorrt
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the installed TensorRT's Python API offers, by feature."""
+
+    fp16_flag: bool  # BuilderFlag.FP16: weak typing still there (10.x)
+    strongly_typed_flag: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    only_strongly_typed: bool  # no precision flags at all: every network is strongly typed (11.x)
+    memory_pools: bool
+    progress_monitor: bool
+    dla: bool
+
+    @classmethod
+    def of(cls, trt: ModuleType) -> "Capabilities":
+        flags, creation = trt.BuilderFlag, trt.NetworkDefinitionCreationFlag
+        return cls(
+            fp16_flag=hasattr(flags, "FP16"),
+            strongly_typed_flag=hasattr(creation, "STRONGLY_TYPED"),
+            only_strongly_typed=not hasattr(flags, "FP16") and not hasattr(flags, "INT8"),
+            memory_pools=hasattr(trt.IBuilderConfig, "set_memory_pool_limit") and hasattr(trt, "MemoryPoolType"),
+            progress_monitor=hasattr(trt, "IProgressMonitor"),
+            dla=hasattr(trt.DeviceType, "DLA") and hasattr(flags, "GPU_FALLBACK"),
+        )
+
+    def missing(self) -> str | None:
+        """What keeps this TensorRT from building our engines, or None."""
+        if not self.memory_pools:
+            return "this TensorRT has no memory-pool API (IBuilderConfig.set_memory_pool_limit); install TensorRT 10 or newer"
+        if not (self.strongly_typed_flag or self.only_strongly_typed):
+            return "this TensorRT cannot build strongly typed networks; install TensorRT 10 or newer"
+        return None
+
+    def fp16_from_graph(self) -> bool:
+        """True when FP16 must come from an FP16 graph (no builder flag for it)."""
+        return not self.fp16_flag

@@ -129,7 +129,7 @@ def check_onnxruntime(machine: Machine) -> list[Verdict]:
 
 
 def check_tensorrt(machine: Machine) -> list[Verdict]:
-    from ssd_edge.runtime.backends.tensorrt_support import NOT_SUPPORTED, old_jetpack, unsupported
+    from ssd_edge.runtime.backends.tensorrt_support import NOT_SUPPORTED, Capabilities, old_jetpack, unsupported
 
     upgrade = "JetPack 6 or newer (TensorRT 10.3+); on a PC: pip install 'tensorrt>=10'"
     trt, error = _import("tensorrt")
@@ -140,8 +140,6 @@ def check_tensorrt(machine: Machine) -> list[Verdict]:
         return _not_imported("TensorRT", "tensorrt", error,
                              "its libraries (libnvinfer) must match the Python bindings: " + TENSORRT_FIX,
                              "not installed: .engine files cannot be built or run here", TENSORRT_FIX)
-    from ssd_edge.export.engine import Capabilities
-
     version = getattr(trt, "__version__", "(unknown version)")
     problem = unsupported(version) or Capabilities.of(trt).missing()
     if problem:

@@ -36,7 +36,7 @@ def _plans(spec=None) -> list[tuple[str, int, int, PostprocessConfig]]:
               PostprocessConfig(top_k=300, max_detections=300))]
     if spec is not None:
         plans.append((f"this model ({spec.num_priors} boxes x {spec.num_classes} classes)", spec.num_priors,
-                      spec.num_classes, PostprocessConfig.from_spec(spec)))
+                      spec.num_classes, spec.postprocess))
     return plans
 
 

@@ -6,7 +6,7 @@
 * `--engine x.engine` (with its .engine.json): the engine runs through the runtime's own
   engine runner (`TensorRTBackend`: pycuda buffers, TensorRT, the CUDA decode + NMS).
   With `--model` too, the engine's raw outputs are compared with the ONNX model's on
-  onnxruntime's CPU provider, and their detections matched (export.parity); and the
+  onnxruntime's CPU provider, and their detections matched (runtime.parity); and the
   kernel's detections must equal NumPy's decode of the engine's own outputs.
 """
 
@@ -137,7 +137,7 @@ def check_engine(machine: Machine, engine: Path, model: Path | None) -> list[Ver
 
 def _against_onnx(engine: Path, model: Path, spec, images, engine_outputs, batch: int) -> list[Verdict]:
     """The engine's raw outputs and detections against the ONNX model's on onnxruntime CPU."""
-    from ssd_edge.export.parity import compare, onnx_outputs
+    from ssd_edge.runtime.parity import compare, onnx_outputs
     from ssd_edge.runtime.backends.onnxruntime_backend import open_session
     from ssd_edge.runtime.model_file import spec_from_onnx_metadata
     from ssd_edge.runtime.preprocess import preprocess

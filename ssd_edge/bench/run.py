@@ -138,17 +138,16 @@ def validate(options: BenchOptions) -> None:
 
 def load_images(source: str) -> tuple[list[np.ndarray], str]:
     """The benchmark images (BGR uint8) and how to name their source."""
-    from ssd_edge.export.images import list_images, sample_images
-    from ssd_edge.runtime.image_io import read_image
-    from ssd_edge.export.onnx_model import ExportError
+    from ssd_edge.data.synth import sample_images
+    from ssd_edge.runtime.image_io import ImageError, list_images, read_image
 
     if source == "images":
         return sample_images(SAMPLE_IMAGES, seed=0), "built-in synthetic sample images (240-480 px)"
     try:
-        paths = list_images(source, MAX_DIR_IMAGES)
-        return [read_image(p) for p in paths], f"{source}"
-    except ExportError as exc:
+        paths = list_images(source, MAX_DIR_IMAGES, recursive=True)
+    except ImageError as exc:
         raise BenchError(f"--source: {exc}") from None
+    return [read_image(p) for p in paths], f"{source}"
 
 
 def open_subjects(options: BenchOptions, images: list[np.ndarray]) -> tuple[list[Subject], dict[str, str]]:

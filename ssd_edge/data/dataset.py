@@ -1,16 +1,22 @@
-"""The torch Dataset for training: read, augment, match to the default boxes (in the
-workers, so the loss only reduces), and a collate that skips unreadable images."""
+"""The torch Dataset for training: read, augment, encode the targets (match to the default
+boxes, in the workers, so the loss only reduces), and a collate that skips unreadable images.
+
+The target encoder is given by the caller (training's `matching.target_encoder`): the data
+layer knows images and boxes, not how a detector is trained on them."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ssd_edge.data.sources import ImageRecord
-from ssd_edge.training.matching import match
+
+# (boxes (G, 4) xyxy in [0, 1], labels (G,)) -> (target_locs (P, 4) float32, target_labels (P,) int64);
+# picklable, since DataLoader workers receive the dataset.
+TargetEncoder = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
 
 class DetectionDataset(Dataset):
@@ -25,16 +31,12 @@ class DetectionDataset(Dataset):
         self,
         records: Sequence[ImageRecord],
         transform: Callable,
-        priors_cxcywh: np.ndarray,
-        matcher: str = "hungarian_iou",
-        variances: tuple[float, float] = (0.1, 0.2),
+        encode_targets: TargetEncoder,
         seed: int = 0,
     ) -> None:
         self.records = list(records)
         self.transform = transform
-        self.priors = priors_cxcywh
-        self.matcher = matcher
-        self.variances = variances
+        self.encode_targets = encode_targets
         self.seed = seed
         self.epoch = 0
 
@@ -52,7 +54,7 @@ class DetectionDataset(Dataset):
             boxes = boxes * np.array([width / record.width, height / record.height] * 2, np.float32)
         rng = np.random.default_rng((self.seed, self.epoch, index))
         chw, boxes01, labels = self.transform(image, boxes, labels, rng)
-        target_locs, target_labels = match(boxes01, labels, self.priors, self.matcher, variances=self.variances)
+        target_locs, target_labels = self.encode_targets(boxes01, labels)
         return torch.from_numpy(chw), torch.from_numpy(target_locs), torch.from_numpy(target_labels)
 
 

@@ -158,6 +158,13 @@ def _coco_split(
     write_text_atomic(out / "annotations" / f"instances_{split}.json", json.dumps(document))
 
 
+
+def sample_images(count: int, seed: int = 0) -> list[np.ndarray]:
+    """`count` BGR images from the generator (shapes on textures), made in memory: real image
+    statistics with nothing to download (export's parity and calibration default, ssd-bench)."""
+    rng = np.random.default_rng(seed)
+    return [make_image(rng, SynthConfig())[0] for _ in range(count)]
+
 def write_synthetic_dataset(
     out: str | Path, train: int = 400, val: int = 100, seed: int = 0, config: SynthConfig = SynthConfig(),
     progress: bool = False,

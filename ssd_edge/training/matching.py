@@ -8,6 +8,9 @@ pick the same default box, and the loser may then get no default box at all.
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -94,3 +97,10 @@ def match(
     target_locs = np.zeros((len(priors_cxcywh), 4), np.float32)
     target_locs[positive] = encode(gt_boxes_xyxy[assigned[positive]], priors_cxcywh[positive], variances)
     return target_locs, target_labels
+
+
+def target_encoder(priors_cxcywh: np.ndarray, matcher: str = "hungarian_iou",
+                   variances: tuple[float, float] = (0.1, 0.2)) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """`match` for these default boxes, matcher and variances: the dataset's target encoder,
+    (gt_boxes_xyxy, gt_labels) -> (target_locs, target_labels). Picklable for DataLoader workers."""
+    return functools.partial(match, priors_cxcywh=priors_cxcywh, matcher=matcher, variances=variances)
