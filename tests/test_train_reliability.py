@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from ssd_edge.checkpoint import load_checkpoint, save_checkpoint
-from ssd_edge.models import build_model
 from ssd_edge.common.errors import SSDEdgeError
+from ssd_edge.models import build_model
 from ssd_edge.training.outputs import RunFileError, RunFiles, writing
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
 from ssd_edge.training.train import TrainConfig, TrainingError, train
@@ -247,7 +247,8 @@ def test_ssd_train_that_cannot_write_its_checkpoint_ends_in_one_line(tiny_coco, 
 def test_no_space_left_is_said_with_the_file_named(tmp_path):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
-    with pytest.raises(RunFileError, match=r"/dev/full: could not be written \(No space left on device\); .*ssd.pt holds"):
+    full = r"/dev/full: could not be written \(No space left on device\); .*ssd.pt holds"
+    with pytest.raises(RunFileError, match=full):
         with writing(Path("/dev/full"), tmp_path / "ssd.pt"):
             with open("/dev/full", "w") as handle:
                 handle.write("epoch,loss\n" * 1000)
@@ -259,7 +260,8 @@ def test_no_space_left_is_said_with_the_file_named(tmp_path):
 def test_two_runs_in_one_folder_keep_their_own_files_and_clear_their_own_leftovers(tiny_coco, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
-    mine = [runs / ".a.pt.x1y2z3.partial.pt", runs / ".a.metrics.csv.k9.partial.csv", runs / ".a.curves.png.q.partial.png"]
+    mine = [runs / ".a.pt.x1y2z3.partial.pt", runs / ".a.metrics.csv.k9.partial.csv",
+            runs / ".a.curves.png.q.partial.png"]
     others = [runs / ".b.pt.x1y2z3.partial.pt", runs / "notes.partial.pt", runs / ".a.pt.x.partial.pth"]
     live = runs / ".a.pt.live01.partial.pt"  # being written right now (another run of the same name)
     for path in mine + others + [live]:
