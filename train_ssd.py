@@ -2,7 +2,9 @@
 
 The same as the installed `ssd-train` command (needs `pip install -e .`; see README)."""
 
+import sys
+
 from ssd_edge.cli.train import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

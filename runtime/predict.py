@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ssd_edge.common.atomic import write_bytes_atomic
 from ssd_edge.runtime.draw import draw_detections
@@ -76,13 +76,15 @@ def predict_images(
     progress: Callable[[int, int], None] | None = None,
     notify: Callable[[str], None] = lambda line: None,
     server: str | None = None,
+    backend_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Detect in `images` (files, or folders of them) with `model`; write the annotated
     images and RESULTS_NAME into `output` (created if needed, and removed again if the run
     fails before writing into it). Returns the JSON's path. An input is never replaced:
     an annotated image whose name is taken gets another, which `notify` is told.
     `progress(done, total)` is called after each batch. With `server` ("HOST:PORT") an
-    ssd-serve server detects instead of `model` (None then; see predictor.open_predictor)."""
+    ssd-serve server detects instead of `model` (None then; see predictor.open_predictor).
+    backend_options: {backend option name: value} (see runtime/backends/registry)."""
     if batch < 1:
         raise UsageError(f"batch must be at least 1, got {batch}")
     paths = check_images(images)
@@ -90,7 +92,8 @@ def predict_images(
     with OutputFolder(output) as out_dir:
         return _detect_and_write(model, paths, names, out_dir, batch, progress,
                                  dict(backend=backend, score_threshold=score_threshold, iou_threshold=iou_threshold,
-                                      max_detections=max_detections, server=server))
+                                      max_detections=max_detections, server=server,
+                                      **({"options": dict(backend_options)} if backend_options else {})))
 
 
 def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Sequence[str], out_dir: Path,

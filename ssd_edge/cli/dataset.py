@@ -8,7 +8,7 @@ import sys
 from ssd_edge.cli import run_command
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-dataset", description=__doc__)
     commands = p.add_subparsers(dest="command", required=True)
     synth = commands.add_parser("synth", help="write a synthetic COCO-layout dataset of JPEG images")
@@ -21,12 +21,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    run_command("ssd-dataset", lambda: _run(args))
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if run_command("ssd-dataset", lambda: _run(args)) != 0:
+        sys.exit(1)  # `check` found problems: the report says which
+    return 0
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int:
+    """The command's work; its exit status (1: `check` found problems)."""
     from ssd_edge.data.sources import describe, load_splits
 
     if args.command == "synth":
@@ -34,14 +37,14 @@ def _run(args: argparse.Namespace) -> None:
 
         write_synthetic_dataset(args.out, args.train, args.val, args.seed, progress=True)
         print(describe(args.out, load_splits(args.out)))
+        return 0
     else:
         from ssd_edge.data.check import check_dataset
 
         report = check_dataset(args.path)
         print(report.render())
-        if not report.ok:
-            sys.exit(1)
+        return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

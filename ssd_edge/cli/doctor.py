@@ -14,7 +14,7 @@ from ssd_edge.cli import run_command
 DEFAULT_REPORT = "ssd-doctor-report.md"
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-doctor", description=__doc__)
     p.add_argument("--model", metavar="X.onnx", help="also run this ONNX model on onnxruntime")
     p.add_argument("--engine", metavar="X.engine",
@@ -28,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     from ssd_edge import __version__
     from ssd_edge.runtime.doctor import FAILED, diagnose
     from ssd_edge.runtime.doctor.report import check_report_path, markdown, summary, write_report

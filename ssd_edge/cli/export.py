@@ -68,12 +68,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         run_command("ssd-export", lambda: run_export(options_from(args), echo=print))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,10 +7,10 @@ import argparse
 import sys
 
 from ssd_edge.cli import SHOW_SCORE_THRESHOLD, run_command
-from ssd_edge.runtime.detector import BACKENDS
+from ssd_edge.cli.backend_args import add_backend_arguments, backend_options
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-predict", description=__doc__)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help=".onnx model or .engine (with its .engine.json)")
@@ -23,15 +23,14 @@ def parser() -> argparse.ArgumentParser:
                    help=f"minimum class score (default {SHOW_SCORE_THRESHOLD}; the model's own is for mAP)")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold; default: the model's")
     p.add_argument("--max-detections", type=int, help="per image; default: the model's")
-    p.add_argument("--backend", default="auto",
-                   choices=BACKENDS)
+    add_backend_arguments(p)
     p.add_argument("--batch", type=int, default=8, help="images per network run")
     p.add_argument("--quiet", action="store_true", help="print only errors")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     from ssd_edge.runtime.predict import predict_images
 
     def progress(done: int, total: int) -> None:
@@ -42,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         args.model, args.images, args.output, backend=args.backend, score_threshold=args.score_threshold,
         iou_threshold=args.iou_threshold, max_detections=args.max_detections, batch=args.batch,
         progress=progress, notify=lambda line: print(f"ssd-predict: {line}", file=sys.stderr), server=args.server,
+        backend_options=backend_options(args),
     ))
     if not args.quiet:
         print(f"wrote {results}")

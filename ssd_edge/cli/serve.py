@@ -10,16 +10,16 @@ import logging
 import sys
 
 from ssd_edge.cli import run_command
-from ssd_edge.runtime.detector import BACKENDS
+from ssd_edge.cli.backend_args import add_backend_arguments, backend_options
 
 LOG = logging.getLogger("ssd-serve")
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-serve", description=__doc__)
     p.add_argument("--model", required=True, help=".onnx model or .engine (with its .engine.json)")
-    p.add_argument("--backend", default="auto",
-                   choices=BACKENDS)
+    add_backend_arguments(p, helps={"threads": "intra-op threads of each instance's Detector "
+                                             "(onnxruntime, OpenVINO)"})
     p.add_argument("--name", default="ssd", help="Triton model name; raw BGR arrays go to NAME_raw (default ssd)")
     p.add_argument("--address", default="0.0.0.0", help="interface to listen on (default all; 127.0.0.1: loopback)")
     p.add_argument("--http-port", type=int, default=8000)
@@ -29,7 +29,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=8, help="most images in one execution (default 8)")
     p.add_argument("--max-queue-delay-us", type=int, default=2000,
                    help="how long Triton may hold a request to form a bigger batch (default 2000)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads per instance")
     p.add_argument("--score-threshold", type=float, help="default: the model's (clients may raise it, not lower it)")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold; default: the model's")
     p.add_argument("--max-detections", type=int, help="per image; default: the model's")
@@ -38,19 +37,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("pytriton").setLevel(logging.WARNING)
     from ssd_edge.runtime.serve.server import DetectorServer, ServeConfig, stop_on_signals
+
+    chosen = backend_options(args)
+    threads = chosen.pop("threads", None)  # ServeConfig's: each instance's Detector gets it
 
     def serve() -> None:
         config = ServeConfig(
             model_name=args.name, address=args.address, http_port=args.http_port, grpc_port=args.grpc_port,
             metrics_port=args.metrics_port, max_batch_size=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
-            instances=args.instances, threads=args.threads, log_verbose=int(args.verbose),
+            instances=args.instances, threads=threads, log_verbose=int(args.verbose),
         )
         server = DetectorServer(args.model, config, backend=args.backend, score_threshold=args.score_threshold,
-                                iou_threshold=args.iou_threshold, max_detections=args.max_detections)
+                                iou_threshold=args.iou_threshold, max_detections=args.max_detections, options=chosen)
         stop_on_signals(server)
         with server.start():
             LOG.info("serving %s as %s: HTTP %s:%d, gRPC %s:%d, metrics http://%s:%d/metrics", args.model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields
 
 from ssd_edge.training.matching import MATCHERS
@@ -17,24 +18,25 @@ def config_defaults() -> dict:
     return {f.name: f.default for f in fields(TrainConfig) if f.name != "datapath"}
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every default is TrainConfig's (set from it at the end)."""
     p = argparse.ArgumentParser(prog="ssd-train", description=__doc__,
                                 epilog="Defaults: AdamW, lr 1e-3 peak after a 1-epoch linear warm-up, cosine "
                                        "decay to 0, classification bias prior 0.01 (see README, Training).")
-    p.add_argument("--arch", default="mobilenetv3_ssd", choices=sorted(ARCHS))
+    p.add_argument("--arch", choices=sorted(ARCHS), help="architecture (default %(default)s)")
     p.add_argument("--datapath", help="dataset root (COCO, flat or VOC layout); with --resume, the run's own by default")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8, help="images per process and step")
+    p.add_argument("--epochs", type=int, help="default %(default)s")
+    p.add_argument("--batch-size", type=int, help="images per process and step (default %(default)s)")
     p.add_argument("--lr", type=float, help="peak learning rate (after warm-up)")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), help="AdamW, or SGD with Nesterov momentum")
     p.add_argument("--momentum", type=float, help="SGD only")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay")
-    p.add_argument("--imgsz", type=int, default=None, help="input side in pixels (default: the architecture's)")
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--matcher", choices=MATCHERS, default="hungarian_iou")
+    p.add_argument("--imgsz", type=int, help="input side in pixels (default: the architecture's)")
+    p.add_argument("--workers", type=int, help="data-loading processes (default %(default)s)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default %(default)s)")
+    p.add_argument("--seed", type=int, help="default %(default)s")
+    p.add_argument("--matcher", choices=MATCHERS, help="default %(default)s")
     p.add_argument("--foreground-prior", type=float,
                    help="a new model's classification biases start at this foreground probability "
                         "(RetinaNet's prior; 0 keeps them at zero)")
@@ -44,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run exactly, with the settings it stores (epochs, optimizer, lr, "
                         "--save...; flags that contradict them are refused) and its optimizer, schedule and RNG state")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--save", default="ssd.pt", help="checkpoint path; best, metrics.csv and curves.png go beside it")
+    p.add_argument("--save", help="checkpoint path; best, metrics.csv and curves.png go beside it (default %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(**config_defaults())
     return p
@@ -56,7 +58,7 @@ class _Unset:
 
 def parse(argv: list[str] | None) -> tuple[dict, set[str]]:
     """The settings (TrainConfig's fields) and the names of those the command line gave."""
-    p = parser()
+    p = build_parser()
     names = [*config_defaults(), "datapath"]
     given = vars(p.parse_args(argv, argparse.Namespace(**{name: _Unset for name in names})))
     if given["datapath"] is _Unset and given["resume"] is _Unset:
@@ -65,7 +67,7 @@ def parse(argv: list[str] | None) -> tuple[dict, set[str]]:
     return settings, {name for name, value in given.items() if value is not _Unset}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     settings, given = parse(argv)
     from ssd_edge.training.train import TrainConfig, train
 
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         return train(config)
 
     run_command("ssd-train", work, interrupted="interrupted; the last checkpoint written is intact")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

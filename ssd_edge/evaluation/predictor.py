@@ -6,7 +6,7 @@ what is measured is what is deployed. Importable without torch: only a .pt needs
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -69,7 +69,7 @@ class TorchPredictor:
 
 
 def open_predictor(path: Path, arch: str | None = None, device: str = "cpu", backend: str = "auto",
-                   notify=print) -> Predictor:
+                   notify=print, backend_options: Mapping[str, Any] | None = None) -> Predictor:
     """The runtime's `open_predictor` for an exported model (.onnx, .engine; `backend`), and
     a `TorchPredictor` on `device` for a PyTorch checkpoint. `arch` names the architecture of
     a torchvision state dict; our checkpoints and exported models carry their own: one that
@@ -78,7 +78,8 @@ def open_predictor(path: Path, arch: str | None = None, device: str = "cpu", bac
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     if model_format(path, allow_checkpoint=True) != "pytorch":
-        predictor = runtime_predictor.open_predictor(path, backend=backend)
+        options = {"options": dict(backend_options)} if backend_options else {}  # the backend's own (threads...)
+        predictor = runtime_predictor.open_predictor(path, backend=backend, **options)
         if arch is not None:
             notify(f"note: --arch {arch} is not used for {path}: an exported model carries its own architecture "
                    f"({predictor.spec.arch})")
