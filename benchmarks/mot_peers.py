@@ -183,3 +183,71 @@ class SortPeer:
                                np.asarray(scores, np.float64).reshape(-1, 1)], axis=1)
         out = self.tracker.update(dets)  # x1, y1, x2, y2, score (the package's one addition), id
         return out[:, -1].astype(np.int64), out[:, :4]
+
+
+# --- ablation: ssd-edge's Tracker as it was before issue 23 ----------------------------------
+
+
+def _assign_by_count(similarity: np.ndarray, min_similarity: float):
+    """The assignment before issue 23: pairs under the threshold cost 1e6, so the solver
+    first maximises the number of pairs, then their similarity."""
+    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415
+
+    from ssd_edge.runtime.tracking.association import _matches  # noqa: PLC0415
+
+    feasible = similarity >= min_similarity
+    rows, cols = linear_sum_assignment(np.where(feasible, 1.0 - similarity, 1e6))
+    kept = feasible[rows, cols]
+    return _matches([np.stack([rows[kept], cols[kept]], axis=1)], *similarity.shape)
+
+
+class _StdFloorKalman:
+    """Mixin: the noise floor before issue 23, on each std (inflating the velocity noise of
+    boxes under 160 px) instead of on the size."""
+
+    def noise_std(self, means: np.ndarray, fraction: float) -> np.ndarray:
+        wh = np.maximum(means[:, 2:4], 0.0)
+        return np.maximum(fraction * np.concatenate([wh, wh], axis=1), self.noise.min_std_px)
+
+
+class LegacySsdEdgePeer(SsdEdgePeer):
+    """ssd-edge's Tracker with any of issue 23's fixes undone: `assignment` (count-first
+    matching), `noise_floor` (the floor on each std), `first_frame` (no tracks reported in
+    the first frame)."""
+
+    def __init__(self, config: TrackerConfig, *, assignment: bool = True, noise_floor: bool = True,
+                 first_frame: bool = True) -> None:
+        from ssd_edge.runtime.tracking import association  # noqa: PLC0415
+        from ssd_edge.runtime.tracking.kalman import BoxKalman  # noqa: PLC0415
+
+        super().__init__(config)
+        self._association, self._undo_assignment, self._undo_first = association, assignment, first_frame
+        if noise_floor:
+            self.tracker.kalman = type("StdFloorKalman", (_StdFloorKalman, BoxKalman), {})(self.tracker.kalman.noise)
+
+    def update(self, boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        saved = self._association.assign
+        if self._undo_assignment:
+            self._association.assign = _assign_by_count
+        try:
+            if self._undo_first and self.tracker.frame is None:  # the first frame's births stay tentative
+                ids, out = self._first_update(boxes, scores)
+            else:
+                ids, out = super().update(boxes, scores)
+        finally:
+            self._association.assign = saved
+        return ids, out
+
+    def _first_update(self, boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tracker = self.tracker
+        original = tracker._births
+
+        def births(*args, **kwargs):
+            tracker._first_frame = None
+            return original(*args, **kwargs)
+
+        tracker._births = births
+        try:
+            return super().update(boxes, scores)
+        finally:
+            del tracker._births
