@@ -1,11 +1,14 @@
 """ssd-demo: live detection from a camera, a Jetson CSI camera, a stream or a video file,
 shown in a window (q or Esc quits) or, with --headless, recorded to a video and a
 per-frame JSON-lines log. --track follows objects across frames (IDs and trails drawn,
-IDs logged); --count-line counts the tracks crossing a line, per class and direction."""
+IDs logged); --count-line counts the tracks crossing a line, per class and direction.
+--web serves the live video and detections to a browser (127.0.0.1 unless told otherwise;
+any other address needs the access token printed at start)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -52,7 +55,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="track objects across frames: draw their IDs and trails, log them as \"tracks\"")
     p.add_argument("--count-line", type=_count_line, metavar="X1,Y1,X2,Y2",
                    help="count tracks crossing this line (pixels), per class and direction; implies --track")
+    p.add_argument("--web", type=_web_address, metavar="[HOST:]PORT",
+                   help="serve the live video, detections and frame rates to browsers at http://HOST:PORT/ "
+                        "(HOST 127.0.0.1 unless given; PORT 0: any free port); any address beyond loopback "
+                        "needs an access token")
+    p.add_argument("--web-token", type=_web_token, metavar="TOKEN",
+                   help="the token every web request must carry (?token=...); default: $SSD_DEMO_WEB_TOKEN, else "
+                        "one generated and printed at start when --web is beyond loopback")
+    p.add_argument("--web-viewers", type=int, default=4, metavar="N",
+                   help="at most N browsers at once (each watching every source; default 4); more get 503")
     return p
+
+
+def _web_address(text: str):
+    """--web's value as a WebAddress; argparse reports a malformed one."""
+    from ssd_edge.runtime.demo.web.address import parse_web_address
+
+    try:
+        return parse_web_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _web_token(text: str) -> str:
+    from ssd_edge.runtime.demo.web.address import check_token
+
+    try:
+        return check_token(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _count_line(text: str):
@@ -98,7 +129,10 @@ def _status(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ssd-demo; 0 when it ended normally, 1 when a live source was lost for good (the
     outputs are finalised either way; a service manager may restart the demo)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.web is None and args.web_token is not None:
+        parser.error("--web-token needs --web")
     from ssd_edge.runtime.demo.capture import RetryPolicy
     from ssd_edge.runtime.demo.loop import DemoSettings, run_demo
 
@@ -110,12 +144,24 @@ def main(argv: list[str] | None = None) -> int:
             retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
             track=args.track, count_line=args.count_line,
         )
+        observers = [_open_web_viewer(args)] if args.web is not None else []
         with _StopOnSignal() as stop:
-            return run_demo(settings, status=_status, stop=stop.event)
+            return run_demo(settings, status=_status, stop=stop.event, observers=observers)
 
     summary = run_command("ssd-demo", work)
     _status(summary.describe())
     return 1 if summary.capture.source_lost else 0
+
+
+def _open_web_viewer(args):
+    """The --web viewer, listening (run_demo closes it); its URL, token included, printed."""
+    from ssd_edge.runtime.demo.web.address import TOKEN_ENV, access_token
+    from ssd_edge.runtime.demo.web.server import WebViewer, WebViewerConfig
+
+    token = access_token(args.web, args.web_token or os.environ.get(TOKEN_ENV) or None)
+    viewer = WebViewer(args.web, token, WebViewerConfig(max_viewers=args.web_viewers))
+    _status(viewer.describe(generated=token is not None and not (args.web_token or os.environ.get(TOKEN_ENV))))
+    return viewer
 
 
 if __name__ == "__main__":

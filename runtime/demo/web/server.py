@@ -124,6 +124,17 @@ class WebViewer:
     def url(self) -> str:
         return self.address.url(self.port, self.token)
 
+    def describe(self, generated: bool = False) -> str:
+        """The line to print at start: where to point a browser, and how the token came."""
+        if self.token is None:
+            return (f"web viewer (this machine only; from a laptop: ssh -N -L {self.port}:127.0.0.1:{self.port} "
+                    f"<this device>, then open the same URL there): {self.url}")
+        how = ("access token generated for this run (--web-token or $SSD_DEMO_WEB_TOKEN keep one)" if generated
+               else "access token required")
+        elsewhere = (" (from another machine, this machine's address in place of the host)"
+                     if self.address.host in ("0.0.0.0", "::") else "")
+        return f"web viewer on {self.address.host}:{self.port}, {how}{elsewhere}: {self.url}"
+
     def on_frame(self, source: int, annotated_bgr: np.ndarray, record: dict[str, Any]) -> None:
         if not self._closing.is_set():
             self.hub.on_frame(source, annotated_bgr, record)
