@@ -79,9 +79,10 @@ def in_batches(run: Callable[[np.ndarray], Outputs], images: np.ndarray, batch: 
     return np.concatenate(locs), np.concatenate(confs)
 
 
-def onnx_outputs(path: str | os.PathLike, images: np.ndarray, batch: int) -> Outputs:
-    """locs (N, P, 4) and confs (N, P, C) of the ONNX model at `path` on onnxruntime CPU."""
-    session = open_session(path)
+def onnx_outputs(path: str | os.PathLike, images: np.ndarray, batch: int, session=None) -> Outputs:
+    """locs (N, P, 4) and confs (N, P, C) of the ONNX model at `path` on onnxruntime CPU
+    (through `session`, when the caller has opened it already)."""
+    session = session or open_session(path)
     input_name = session.get_inputs()[0].name
     fixed = session.get_inputs()[0].shape[0]
     if isinstance(fixed, int) and fixed != batch:

@@ -101,7 +101,7 @@ def test_kernel_equals_numpy_at_the_prefilter_bound(kernels, case):
 
 def onnx_run(path, images, batch):
     """locs and confs of the ONNX model on onnxruntime's CPU provider for BGR `images`."""
-    from ssd_edge.export.parity import onnx_outputs
+    from ssd_edge.runtime.parity import onnx_outputs
     from ssd_edge.runtime import Detector
     from ssd_edge.runtime.preprocess import preprocess
 
