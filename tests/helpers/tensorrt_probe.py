@@ -16,9 +16,10 @@ from types import SimpleNamespace
 
 import tensorrt as trt
 
-from ssd_edge.export.engine import Capabilities, EngineOptions, TensorRTUnavailable, _serialize, build_environment
+from ssd_edge.export.engine import EngineOptions, TensorRTUnavailable, _serialize, build_environment
 from ssd_edge.runtime.backends.tensorrt_backend import EngineRunner, import_tensorrt
 from ssd_edge.runtime.backends.tensorrt_logging import create
+from ssd_edge.runtime.backends.tensorrt_support import Capabilities
 from ssd_edge.runtime.cuda.device import GpuInfo
 from ssd_edge.runtime.cuda.resources import GpuError
 from tests.helpers import tensorrt_api_uses, tensorrt_fakes
