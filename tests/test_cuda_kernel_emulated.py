@@ -85,7 +85,7 @@ def test_emulated_kernels_equal_numpy_on_model_outputs(emulation):
     model = calibrate_batchnorm(build_model("mobilenetv3_ssd", 91), torch.rand(2, 3, 320, 320))
     with torch.no_grad():
         locs, confs = model.raw(torch.rand(1, 3, 320, 320))
-    config = PostprocessConfig.from_spec(model.spec)  # SSDLite: 3234 boxes x 91 classes, top_k 300
+    config = model.spec.postprocess  # SSDLite: 3234 boxes x 91 classes, top_k 300
     got = run_case(emulation, model_case(locs.numpy(), confs.numpy(), default_boxes(model.spec), config))
     assert len(got[0].scores) == config.max_detections
 
