@@ -143,12 +143,20 @@ class FrameGrabber:
     it raises CameraError when the source cannot be opened). notify: receives one line per
     event worth telling the user (drop-out, reconnection attempts, loop). read_timeout_s:
     a live source that delivers no frame for this long counts as dropped out (see
-    TimedReader); None waits as long as the backend does.
+    TimedReader); None waits as long as the backend does. wake: set whenever a frame is
+    ready or the source ended (one event shared by several grabbers lets a consumer wait
+    for whichever delivers first). on_event: called from the reader thread with
+    ("dropped", line) when a live source stops delivering, ("reconnected", line),
+    ("lost", reason) when the attempts are spent and ("ended", reason) when reading ends
+    (after "lost" too); it must return at once.
     """
 
     def __init__(self, open_reader: Callable[[], Reader], *, live: bool, loop: bool = False,
                  retry: RetryPolicy = RetryPolicy(), notify: Callable[[str], None] = lambda line: None,
-                 read_timeout_s: float | None = None) -> None:
+                 read_timeout_s: float | None = None, wake: threading.Event | None = None,
+                 on_event: Callable[[str, str], None] = lambda event, detail: None) -> None:
+        self._wake = wake
+        self._on_event = on_event
         self._read_timeout_s = read_timeout_s if live else None
         self._open_reader = open_reader
         self.live = live
@@ -227,6 +235,9 @@ class FrameGrabber:
             with self._cond:
                 self._ended = True
                 self._cond.notify_all()
+            if self._wake is not None:
+                self._wake.set()
+            self._on_event("ended", self.stats.end_reason)
 
     def _publish(self, image: np.ndarray) -> None:
         now = time.monotonic()
@@ -243,6 +254,8 @@ class FrameGrabber:
                 self.stats.frames_dropped += 1
             self._slot = frame
             self._cond.notify_all()
+        if self._wake is not None:
+            self._wake.set()
 
     def _after_last_frame(self) -> Reader | None:
         """The reader gave no frame: the next reader to read, or None to end."""
@@ -258,7 +271,9 @@ class FrameGrabber:
         return None
 
     def _reconnect(self) -> Reader | None:
-        self._notify(f"source stopped delivering frames after {self.stats.frames_read} frames; reconnecting")
+        line = f"source stopped delivering frames after {self.stats.frames_read} frames; reconnecting"
+        self._notify(line)
+        self._on_event("dropped", line)
         while self._failures < self.retry.attempts:
             delay = self.retry.delay(self._failures)
             self._failures += 1
@@ -273,7 +288,9 @@ class FrameGrabber:
             self.stats.reconnects += 1
             self._frames_this_open = 0
             self._notify("source reopened")
+            self._on_event("reconnected", f"source reopened after {self.stats.reconnects} reconnection(s)")
             return reader
         self.stats.source_lost = True
         self.stats.end_reason = f"source lost: no frames after {self.retry.attempts} reconnection attempts"
+        self._on_event("lost", self.stats.end_reason)
         return None

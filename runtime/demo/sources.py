@@ -32,7 +32,9 @@ CSI_DEFAULT_SIZE = (1280, 720)
 CSI_DEFAULT_FPS = 30
 
 SOURCE_FORMS = ("a camera index (0), a V4L2 device (/dev/video0), a Jetson CSI camera (csi://0), "
-                "a stream (rtsp://...) or a video file")
+                "a stream (rtsp://...), a video file or an image sequence (frames/%06d.jpg)")
+SEQUENCE_PATTERN = re.compile(r"%0?\d*d")  # printf-style frame number of an image sequence
+SEQUENCE_FIRST = 5  # the sequence's first number is one of 0..4 (as OpenCV's CAP_IMAGES looks)
 
 HINTS = {
     "camera": "Check that the camera is plugged in (`ls /dev/video*` on Linux), that no other program holds it, "
@@ -41,6 +43,7 @@ HINTS = {
     "stream": "Check the URL and its credentials, and that the stream is reachable from this machine",
     "pipeline": "Run the pipeline with `gst-launch-1.0` to see GStreamer's own error",
     "file": "The file may be damaged or use a codec this OpenCV cannot decode",
+    "sequence": "Check that the pattern's numbers match the files (frames/%06d.jpg: frames/000000.jpg, ...)",
 }
 
 
@@ -70,8 +73,9 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Source:
-    """A parsed source. kind: camera | csi | stream | pipeline | file. A live source
-    (everything but a file) is reconnected when it drops out; a file ends."""
+    """A parsed source. kind: camera | csi | stream | pipeline | file | sequence (numbered
+    image files). A live source (everything but a file or a sequence) is reconnected when
+    it drops out; a file or a sequence ends."""
 
     text: str
     kind: str
@@ -81,7 +85,15 @@ class Source:
 
     @property
     def live(self) -> bool:
-        return self.kind != "file"
+        return self.kind not in ("file", "sequence")
+
+    def input_files(self) -> list[Path]:
+        """The files this source reads (outputs must not replace them)."""
+        if self.kind == "file":
+            return [Path(self.text)]
+        if self.kind == "sequence":
+            return _sequence_files(self.text)
+        return []
 
     @property
     def needs_gstreamer(self) -> bool:
@@ -108,6 +120,8 @@ def parse_source(text: str | int, width: int | None = None, height: int | None =
     if text.startswith("gst:") or " ! " in text:
         pipeline = text[4:].strip() if text.startswith("gst:") else text
         return Source(text, "pipeline", (Attempt(pipeline, cv2.CAP_GSTREAMER, "CAP_GSTREAMER"),), size, fps)
+    if SEQUENCE_PATTERN.search(Path(text).name):
+        return _sequence_source(text)
     return _file_source(text)
 
 
@@ -148,6 +162,26 @@ def _file_source(text: str) -> Source:
         raise CameraError(f"source {text!r}: {what}; give {SOURCE_FORMS}")
     attempts = (Attempt(str(path), cv2.CAP_FFMPEG, "CAP_FFMPEG"), Attempt(str(path), cv2.CAP_ANY, "CAP_ANY"))
     return Source(text, "file", attempts)
+
+
+def _sequence_files(pattern: str, limit: int = 100_000) -> list[Path]:
+    """The files of an image sequence, from its first number (0..SEQUENCE_FIRST-1) on while
+    they exist."""
+    def name(number: int) -> Path:
+        return Path(SEQUENCE_PATTERN.sub(lambda m: m.group(0) % number, pattern, count=1))
+
+    first = next((n for n in range(SEQUENCE_FIRST) if name(n).is_file()), None)
+    files = []
+    while first is not None and len(files) < limit and name(first + len(files)).is_file():
+        files.append(name(first + len(files)))
+    return files
+
+
+def _sequence_source(text: str) -> Source:
+    if not _sequence_files(text, limit=1):
+        raise CameraError(f"source {text!r}: no image of this sequence exists (its first number is "
+                          f"0 to {SEQUENCE_FIRST - 1}); give {SOURCE_FORMS}")
+    return Source(text, "sequence", (Attempt(text, cv2.CAP_IMAGES, "CAP_IMAGES"),))
 
 
 def open_capture(source: Source, stop: threading.Event | None = None) -> tuple[cv2.VideoCapture, Attempt]:
