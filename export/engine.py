@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ssd_edge.runtime.cuda.device import GpuInfo, NoGpu, gpu_info
+from ssd_edge.common.atomic import atomic_path
 from ssd_edge.export.onnx_model import (
     ExportError,
     batch_size,
@@ -38,9 +38,9 @@ from ssd_edge.export.onnx_model import (
     save,
     spec_of,
 )
-from ssd_edge.common.atomic import atomic_path
 from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
 from ssd_edge.runtime.backends.tensorrt_support import Capabilities, load_tensorrt, no_dla_cores
+from ssd_edge.runtime.cuda.device import GpuInfo, NoGpu, gpu_info
 from ssd_edge.runtime.model_file import QUANTIZATION_KEY, EngineSidecar, sidecar_path
 from ssd_edge.runtime.spec import ModelSpec
 

@@ -28,8 +28,7 @@ from typing import Iterator, Sequence, Union
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from ssd_edge.runtime.image_io import read_image
-from ssd_edge.runtime.model_file import QUANTIZATION_KEY
+from ssd_edge.common.atomic import atomic_path
 from ssd_edge.export.onnx_model import (
     ExportError,
     batch_size,
@@ -39,7 +38,8 @@ from ssd_edge.export.onnx_model import (
     set_metadata,
     spec_of,
 )
-from ssd_edge.common.atomic import atomic_path
+from ssd_edge.runtime.image_io import read_image
+from ssd_edge.runtime.model_file import QUANTIZATION_KEY
 from ssd_edge.runtime.preprocess import preprocess
 
 ImageSource = Union[str, os.PathLike, np.ndarray]  # a file to read, or a BGR uint8 image

@@ -10,8 +10,8 @@ import os
 import warnings
 from pathlib import Path
 
-from ssd_edge.export.onnx_model import ExportError, save, set_metadata, simplify
 from ssd_edge.common.atomic import atomic_path
+from ssd_edge.export.onnx_model import ExportError, save, set_metadata, simplify
 from ssd_edge.runtime.spec import METADATA_KEY
 
 __all__ = ["DEFAULT_OPSET", "MAX_OPSET", "MIN_OPSET", "export_onnx", "set_metadata"]

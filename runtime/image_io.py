@@ -19,7 +19,6 @@ import numpy as np
 
 from ssd_edge.common.errors import SSDEdgeError
 
-
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ssd_edge.runtime.detections import DEFAULT_POSTPROCESS, ConfigError, PostprocessConfig
 from ssd_edge.common.errors import SSDEdgeError
+from ssd_edge.runtime.detections import DEFAULT_POSTPROCESS, ConfigError, PostprocessConfig
 
 FORMAT_VERSION = 1
 METADATA_KEY = "ssd_edge.model_spec"

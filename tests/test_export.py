@@ -10,15 +10,14 @@ import onnx
 import pytest
 import torch
 
-from tests.helpers.export import calibrated_model
-from ssd_edge.runtime.spec import SpecError
 from ssd_edge.export.onnx_model import ExportError, batch_size, fp16_graph, load_onnx, read_spec, simplify
 from ssd_edge.export.parity import FP32_RTOL, ParityError, check_parity
-from ssd_edge.runtime.parity import onnx_outputs
-from ssd_edge.runtime.backends.onnxruntime_backend import open_session
 from ssd_edge.export.to_onnx import export_onnx
+from ssd_edge.runtime.backends.onnxruntime_backend import open_session
+from ssd_edge.runtime.parity import onnx_outputs
 from ssd_edge.runtime.preprocess import preprocess
-from ssd_edge.runtime.spec import METADATA_KEY, ModelSpec
+from ssd_edge.runtime.spec import METADATA_KEY, ModelSpec, SpecError
+from tests.helpers.export import calibrated_model
 
 
 @pytest.fixture(scope="module")

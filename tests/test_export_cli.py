@@ -10,12 +10,12 @@ import onnx
 import pytest
 import torch
 
-from tests.helpers.export import calibrated_model, dataset_images, torchvision_ssdlite_state_dict
 from ssd_edge.checkpoint import save_checkpoint
 from ssd_edge.cli.export import main
 from ssd_edge.export.onnx_model import batch_size, load_onnx, read_spec
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.models.torchvision_import import coco_category_names
+from tests.helpers.export import calibrated_model, dataset_images, torchvision_ssdlite_state_dict
 
 
 @pytest.fixture(scope="module")

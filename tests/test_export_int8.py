@@ -13,15 +13,15 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.helpers.export import calibrated_model, correlation
 from ssd_edge.export.onnx_model import ExportError, metadata, read_spec
-from ssd_edge.runtime.model_file import QUANTIZATION_KEY
-from ssd_edge.runtime.image_io import ImageError, list_images
 from ssd_edge.export.parity import compare_onnx
-from ssd_edge.runtime.parity import onnx_outputs
 from ssd_edge.export.quantize import CalibrationImages, quantize_int8, stem_conv
 from ssd_edge.export.to_onnx import export_onnx
+from ssd_edge.runtime.image_io import ImageError, list_images
+from ssd_edge.runtime.model_file import QUANTIZATION_KEY
+from ssd_edge.runtime.parity import onnx_outputs
 from ssd_edge.runtime.preprocess import preprocess
+from tests.helpers.export import calibrated_model, correlation
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ variances and tensor names keeps them through `--imgsz` and into the ONNX graph.
 import onnx
 import pytest
 
-from tests.helpers.export import calibrated_model
 from ssd_edge.checkpoint import save_checkpoint
 from ssd_edge.data.synth import sample_images
 from ssd_edge.export.onnx_model import spec_of
 from ssd_edge.export.pipeline import ExportOptions, run_export
 from ssd_edge.models import build_model, model_from_spec
+from tests.helpers.export import calibrated_model
 
 VARIANCES = (0.15, 0.25)
 NAMES = ("pixels", ("deltas", "logits"))

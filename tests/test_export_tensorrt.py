@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tests.helpers.export import calibrated_model, dataset_images
 from ssd_edge.export.engine import (
     EngineOptions,
     TensorRTUnavailable,
@@ -25,7 +24,7 @@ from ssd_edge.runtime.backends.tensorrt_support import Capabilities
 from ssd_edge.runtime.image_io import list_images
 from ssd_edge.runtime.parity import onnx_outputs
 from ssd_edge.runtime.preprocess import preprocess
-
+from tests.helpers.export import calibrated_model, dataset_images
 
 # What TensorRT 10.3 offers (test_tensorrt_bindings.py checks Capabilities.of on the real 10.3 and 11.4 bindings).
 TENSORRT_10 = Capabilities(fp16_flag=True, strongly_typed_flag=True, only_strongly_typed=False, memory_pools=True,

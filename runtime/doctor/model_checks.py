@@ -52,8 +52,8 @@ def check_model(machine: Machine, model: Path) -> list[Verdict]:
     if not machine.opencv:
         return [missing("model (onnxruntime)", f"{model} cannot run: OpenCV is not installed",
                         "pip install 'ssd-edge[runtime]'")]
-    from ssd_edge.runtime.detector import Detector
     from ssd_edge.common.errors import SSDEdgeError
+    from ssd_edge.runtime.detector import Detector
 
     try:
         detector = Detector(model, backend="onnxruntime")
@@ -137,9 +137,9 @@ def check_engine(machine: Machine, engine: Path, model: Path | None) -> list[Ver
 
 def _against_onnx(engine: Path, model: Path, spec, images, engine_outputs, batch: int) -> list[Verdict]:
     """The engine's raw outputs and detections against the ONNX model's on onnxruntime CPU."""
-    from ssd_edge.runtime.parity import compare, onnx_outputs
     from ssd_edge.runtime.backends.onnxruntime_backend import open_session
     from ssd_edge.runtime.model_file import spec_from_onnx_metadata
+    from ssd_edge.runtime.parity import compare, onnx_outputs
     from ssd_edge.runtime.preprocess import preprocess
 
     name = "engine vs ONNX"

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ssd_edge.common.atomic import write_text_atomic
-from ssd_edge.runtime.doctor.verdict import FAILED, MISSING, Verdict
 from ssd_edge.common.errors import UsageError
+from ssd_edge.runtime.doctor.verdict import FAILED, MISSING, Verdict
 
 TITLE = "# ssd-doctor report"
 
