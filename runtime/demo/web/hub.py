@@ -104,7 +104,8 @@ class FrameHub:
             return None if self._closed else (state.jpeg, state.jpeg_seq)
 
     def snapshot(self, source: int, timeout: float = 2.0) -> bytes | None:
-        """A JPEG of the source's newest frame (encoded for it when nobody watches), or None."""
+        """A JPEG of the source's newest frame when a viewer's JPEG shows it, else of the next
+        frame (kept and encoded for this), or None when none comes within `timeout` seconds."""
         with self.watch(source):
             with self._lock:
                 state = self._sources[source]

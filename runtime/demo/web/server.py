@@ -9,7 +9,7 @@ Served (each request needs the token when there is one: ?token=, or Authorizatio
   /                    the page: the video of every source in a grid, detections, tracks,
                        counts, frame rate and latency plot (no external assets, no CDN)
   /video/N.mjpg        source N's annotated video, MJPEG (multipart/x-mixed-replace)
-  /snapshot/N.jpg      one JPEG of source N's newest frame
+  /snapshot/N.jpg      one JPEG of source N's next frame (503 when none comes within 2 s)
   /events              the state as JSON, pushed by Server-Sent Events (at most events_hz a second)
   /api/state           the same JSON, once, for scripts
 
@@ -37,6 +37,7 @@ import functools
 import hmac
 import re
 import secrets
+import select
 import socket
 import threading
 import time
@@ -328,7 +329,9 @@ class _Handler(BaseHTTPRequestHandler):
             with viewer.hub.watch(source):
                 while not viewer._closing.is_set():
                     found = viewer.hub.wait_jpeg(source, after=last, timeout=1.0)
-                    if found is None:
+                    if found is None:  # no new frame for a second (a source reconnecting...)
+                        if self._peer_gone():
+                            return
                         continue
                     jpeg, seq = found
                     # the next boundary right after the picture: browsers show a part when it ends
@@ -354,7 +357,18 @@ class _Handler(BaseHTTPRequestHandler):
             elif time.monotonic() - last_sent >= KEEPALIVE_S:
                 self.wfile.write(b": keepalive\n\n")
                 last_sent = time.monotonic()
+            elif self._peer_gone():
+                return
             viewer._closing.wait(period)
+
+    def _peer_gone(self) -> bool:
+        """The viewer closed its side (noticed without sending: its slot is freed even while
+        there is nothing new to send)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):
+            return True
 
     def _start_stream(self, content_type: str) -> None:
         self.send_response(HTTPStatus.OK)
