@@ -16,7 +16,8 @@ from ssd_edge.runtime.detections import Detections
 
 def perfect(record):
     n = len(record.labels)
-    return Detections(record.boxes.copy(), record.labels.copy(), np.linspace(1.0, 0.5, n, dtype=np.float32), np.zeros((n, 4)))
+    scores = np.linspace(1.0, 0.5, n, dtype=np.float32)
+    return Detections(record.boxes.copy(), record.labels.copy(), scores, np.zeros((n, 4)))
 
 
 def test_detections_equal_to_ground_truth_score_ap_one(tiny_coco):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from ssd_edge.training.matching import MatchingError, assign, match
 from ssd_edge.runtime.boxes import decode
+from ssd_edge.training.matching import MatchingError, assign, match
 
 
 def planted_collision():
@@ -53,7 +53,8 @@ def test_targets_decode_back_to_the_ground_truth():
     assert set(target_labels) == {0, 1, 3}
     for label, box in ((3, gt[0]), (1, gt[1])):
         positives = target_labels == label
-        np.testing.assert_allclose(decode(target_locs[positives], priors[positives]), np.tile(box, (positives.sum(), 1)), atol=1e-5)
+        decoded = decode(target_locs[positives], priors[positives])
+        np.testing.assert_allclose(decoded, np.tile(box, (positives.sum(), 1)), atol=1e-5)
     assert np.all(target_locs[target_labels == 0] == 0)
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.cli import SHOW_SCORE_THRESHOLD
 from ssd_edge.cli.predict import main
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.models import build_model
+from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.runtime import Detections, draw_detections
 
 

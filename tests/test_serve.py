@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 import tritonclient.http as triton_http
 
 from ssd_edge.export.to_onnx import export_onnx
@@ -24,8 +23,8 @@ from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.runtime import Detections, Detector
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.serve.client import DetectionClient, ServeRequestError, parse_server
+from ssd_edge.runtime.serve.protocol import first_error, pack, pack_error, unpack
 from tests.helpers.serve_launch import launch_server
-from ssd_edge.runtime.serve.protocol import pack, pack_error, first_error, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_PYTHON = Path(os.environ.get("SSD_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
@@ -260,7 +259,8 @@ def test_ssd_predict_on_a_server_writes_what_local_predict_writes(server, model_
     assert sum(len(entry["detections"]) for entry in local["images"]) > 0
     for mine, theirs in zip(remote["images"], local["images"]):
         assert (mine["image"], mine["width"], mine["height"]) == (theirs["image"], theirs["width"], theirs["height"])
-        assert [(d["label"], d["name"]) for d in mine["detections"]] == [(d["label"], d["name"]) for d in theirs["detections"]]
+        assert ([(d["label"], d["name"]) for d in mine["detections"]]
+                == [(d["label"], d["name"]) for d in theirs["detections"]])
         for d, e in zip(mine["detections"], theirs["detections"]):
             np.testing.assert_allclose(d["box"], e["box"], atol=0.011)
             assert abs(d["score"] - e["score"]) <= 1.1e-5

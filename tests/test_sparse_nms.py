@@ -6,11 +6,18 @@ import importlib
 import numpy as np
 import pytest
 
-from tests.helpers.postprocess_cases import random_outputs, random_priors
-from ssd_edge.runtime.detections import PostprocessConfig
-from ssd_edge.runtime.postprocess.fast import greedy_nms_mask, possible_boxes, postprocess, ranked_candidates, softmax, top_k_per_class
-from ssd_edge.runtime.postprocess.sparse_nms import DENSE_UP_TO, overlapping_pairs
 from ssd_edge.runtime.boxes import decode, pairwise_iou
+from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import (
+    greedy_nms_mask,
+    possible_boxes,
+    postprocess,
+    ranked_candidates,
+    softmax,
+    top_k_per_class,
+)
+from ssd_edge.runtime.postprocess.sparse_nms import DENSE_UP_TO, overlapping_pairs
+from tests.helpers.postprocess_cases import random_outputs, random_priors
 
 
 def dense_postprocess_image(locs, probs, priors, image_hw, cfg):

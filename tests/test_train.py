@@ -112,7 +112,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_coco, tmp_path):
 def test_torchrun_two_processes_gloo(tiny_coco, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(REPO / "train_ssd.py"), "--arch", "mobilenetv3_small_ssd", "--imgsz", "160", "--datapath",
-               str(tiny_coco), "--epochs", "1", "--batch-size", "2", "--workers", "0", "--save", "ssd.pt", "--no-progress"]
+               str(tiny_coco), "--epochs", "1", "--batch-size", "2", "--workers", "0", "--save", "ssd.pt",
+               "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

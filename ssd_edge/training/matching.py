@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ssd_edge.runtime.boxes import cxcywh_to_xyxy, encode, pairwise_iou
 from ssd_edge.common.errors import SSDEdgeError, UsageError
+from ssd_edge.runtime.boxes import cxcywh_to_xyxy, encode, pairwise_iou
 
 MATCHERS = ("hungarian_iou", "hungarian", "greedy_iou")
 
@@ -99,8 +99,9 @@ def match(
     return target_locs, target_labels
 
 
-def target_encoder(priors_cxcywh: np.ndarray, matcher: str = "hungarian_iou",
-                   variances: tuple[float, float] = (0.1, 0.2)) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def target_encoder(
+    priors_cxcywh: np.ndarray, matcher: str = "hungarian_iou", variances: tuple[float, float] = (0.1, 0.2)
+) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """`match` for these default boxes, matcher and variances: the dataset's target encoder,
     (gt_boxes_xyxy, gt_labels) -> (target_locs, target_labels). Picklable for DataLoader workers."""
     return functools.partial(match, priors_cxcywh=priors_cxcywh, matcher=matcher, variances=variances)

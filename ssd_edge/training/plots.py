@@ -14,7 +14,9 @@ FIELDS = ("epoch", "loss", "train_acc", "lr", "AP", "AP50", "images_per_s", "ski
 def write_metrics_csv(path: str | os.PathLike, history: Sequence[dict]) -> None:
     lines = [",".join(FIELDS)]
     for row in history:
-        lines.append(",".join("" if row.get(k) is None else f"{row[k]:.6g}" if isinstance(row[k], float) else str(row[k]) for k in FIELDS))
+        cells = ("" if row.get(k) is None else f"{row[k]:.6g}" if isinstance(row[k], float) else str(row[k])
+                 for k in FIELDS)
+        lines.append(",".join(cells))
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 

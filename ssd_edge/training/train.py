@@ -18,23 +18,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ssd_edge.checkpoint import load_checkpoint, load_model, model_from_checkpoint, read_weights_file, save_checkpoint
+from ssd_edge.common.errors import SSDEdgeError, UsageError
 from ssd_edge.data.dataset import DetectionDataset, collate, has_readable_image
 from ssd_edge.data.sources import Split, describe, load_splits
 from ssd_edge.data.transforms import TrainAugment
-from ssd_edge.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from ssd_edge.evaluation.coco import evaluate
-from ssd_edge.training.loss import MultiBoxLoss
-from ssd_edge.training.matching import MATCHERS, target_encoder
+from ssd_edge.evaluation.predictor import TorchPredictor
 from ssd_edge.models.registry import build_model
 from ssd_edge.models.ssd import SSD
 from ssd_edge.models.torchvision_import import load_torchvision_backbone
+from ssd_edge.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from ssd_edge.training.interrupt import StopRequest, ignore_sigint_in_worker
+from ssd_edge.training.loss import MultiBoxLoss
+from ssd_edge.training.matching import MATCHERS, target_encoder
 from ssd_edge.training.outputs import RunFiles, writing
 from ssd_edge.training.plots import plot_curves, write_metrics_csv
 from ssd_edge.training.resume import check_batches_per_epoch, check_resumable, check_same_run, restore, rng_state
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
-from ssd_edge.evaluation.predictor import TorchPredictor
-from ssd_edge.common.errors import SSDEdgeError, UsageError
 
 
 class TrainingError(SSDEdgeError, RuntimeError):
@@ -306,10 +306,12 @@ def training_split(config: TrainConfig, splits: dict[str, Split]) -> Split:
 def make_loader(config: TrainConfig, dataset: DetectionDataset, info: DistInfo, device: torch.device) -> DataLoader:
     """Shuffled batches, the same on any number of workers; any dataset and batch size
     trains (see small_batches: a last batch of one image is dropped)."""
-    sampler = DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=config.seed) if info.enabled else None
+    sampler = (DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=config.seed)
+               if info.enabled else None)
     per_process = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                      num_workers=config.workers, collate_fn=collate, drop_last=drop_last_batch(per_process, config.batch_size),
+                      num_workers=config.workers, collate_fn=collate,
+                      drop_last=drop_last_batch(per_process, config.batch_size),
                       generator=torch.Generator().manual_seed(config.seed) if sampler is None else None,
                       pin_memory=device.type == "cuda", worker_init_fn=ignore_sigint_in_worker)
 
@@ -343,7 +345,8 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
     loader = make_loader(config, dataset, info, device)
     if resume is not None:
         check_batches_per_epoch(resume, config.resume, len(loader), config.datapath)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
+    device_ids = [device.index] if device.type == "cuda" else None
+    net = DistributedDataParallel(model, device_ids=device_ids) if info.enabled else model
     optimizer = make_optimizer(config, model)
     total = config.epochs * len(loader)
     warmup = min(total // 2, max(1, round(config.warmup_epochs * len(loader))))
@@ -401,7 +404,8 @@ def train(config: TrainConfig) -> list[dict]:
             prepare_outputs(config, info)
             run = setup(config, info, device)
             if run.start_epoch >= config.epochs:
-                log(info, f"nothing to do: {config.resume} already finished {run.start_epoch} of {config.epochs} epochs")
+                log(info, f"nothing to do: {config.resume} already finished {run.start_epoch} "
+                          f"of {config.epochs} epochs")
             criterion = MultiBoxLoss()
             began = time.perf_counter()
             with running_stats_for_single_values(run.model):
@@ -433,5 +437,6 @@ def summary_line(row: dict, epochs: int) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['loss']:.4f}", f"train_acc {row['train_acc']:.3f}"]
     if "AP50" in row:
         parts += [f"mAP@0.5 {row['AP50']:.3f}", f"mAP@0.5:0.95 {row['AP']:.3f}"]
-    parts += [f"lr {row['lr']:.2e}", f"{row['images_per_s']:.1f} img/s", f"skipped {row['skipped']}", f"{row['seconds']:.0f} s"]
+    parts += [f"lr {row['lr']:.2e}", f"{row['images_per_s']:.1f} img/s", f"skipped {row['skipped']}",
+              f"{row['seconds']:.0f} s"]
     return "  ".join(parts)
