@@ -1,0 +1,159 @@
+"""ssd-demo --web in a real browser: Debian's headless Chromium, driven by Selenium through
+the system chromedriver (nothing downloaded), loads the page of a running `ssd-demo --web`
+(the test model over a generated clip, on a free loopback port) and sees the video element
+receive changing frames and the detections list update; a screenshot is kept in the test's
+tmp dir (SSD_EDGE_WEB_SCREENSHOT=path also saves one there, as README's).
+
+Without Chromium or Selenium the test skips with the reason, except in CI (CI=true), where
+.ci/run installs them and their absence is a failure."""
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.demo import write_video
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+PAGE_SIZE = (1280, 760)
+# a hash of the video element's pixels as the browser shows them (a canvas copy of the img)
+PIXELS_HASH = """
+const img = document.querySelector('#grid img');
+if (!img || !img.complete || img.naturalWidth === 0) return null;
+const canvas = document.createElement('canvas');
+canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+const ctx = canvas.getContext('2d'); ctx.drawImage(img, 0, 0);
+const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+let h = 0; for (let i = 0; i < data.length; i += 5) h = (h * 31 + data[i]) >>> 0;
+return h;
+"""
+
+
+def require_browser():
+    """Selenium's webdriver module, or a skip (a failure in CI) naming what is missing."""
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
+    try:
+        from selenium import webdriver
+    except ImportError:
+        webdriver = None
+        missing.append("the selenium package (setup.cfg's dev extra)")
+    if missing:
+        reason = f"the browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}: .ci/run installs them")
+        pytest.skip(reason)
+    return webdriver
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = require_browser()
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run",
+                     "--disable-dev-shm-usage", f"--window-size={PAGE_SIZE[0]},{PAGE_SIZE[1]}",
+                     f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+class Demo:
+    """`ssd-demo --web 127.0.0.1:0` in a subprocess; its output lines read on a thread."""
+
+    def __init__(self, argv):
+        self.process = subprocess.Popen([sys.executable, "-m", "ssd_edge.cli.demo", *argv], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def wait_for(self, pattern, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            found = re.search(pattern, line)
+            if found:
+                return found
+        raise AssertionError(f"ssd-demo printed no {pattern!r}:\n{''.join(self.output)}")
+
+    def stop(self, timeout=15):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+def poll(driver, script, accept, timeout, what):
+    deadline, value = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if accept(value):
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: last seen {value!r}")
+
+
+@pytest.mark.slow
+def test_the_page_shows_live_video_and_detections(browser, model_path, tmp_path):
+    clip = write_video(tmp_path / "clip.mp4", 40, size=(480, 320))
+    demo = Demo(["--model", model_path, "--source", str(clip), "--loop", "--headless",
+                 "--output", str(tmp_path / "out.mp4"), "--score-threshold", "0.3",
+                 "--count-line", "240,0,240,320", "--web", "127.0.0.1:0"])
+    try:
+        url = demo.wait_for(r"web viewer .*: (http://127\.0\.0\.1:\d+/)\s*$", timeout=60)[1]
+        demo.wait_for(r"recording to", timeout=60)
+        browser.get(url)
+        poll(browser, "const i = document.querySelector('#grid img'); return i ? i.naturalWidth : 0",
+             lambda width: width == 480, 30, "the video element shows no frame of the clip's width")
+        first = poll(browser, PIXELS_HASH, lambda h: h is not None, 10, "no pixels in the video element")
+        poll(browser, PIXELS_HASH, lambda h: h is not None and h != first, 15,
+             "the video element's frame never changes")
+        updates = int(browser.find_element("id", "updates").text)
+        frames = browser.find_element("id", "detections").get_attribute("data-frames")
+        assert re.fullmatch(r"source 0 frame \d+", frames), frames
+        poll(browser, "return document.getElementById('detections').dataset.frames",
+             lambda now: now != frames, 10, "the detections list never updates")
+        poll(browser, "return Number(document.getElementById('updates').textContent)",
+             lambda now: now > updates, 10, "the page's update counter stays still")
+        assert browser.find_element("id", "status").text == "live"
+        assert browser.find_elements("css selector", "#detections li")
+        time.sleep(2.0)  # some plot history for the picture
+        screenshot = tmp_path / "web_viewer.png"
+        assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+        if os.environ.get("SSD_EDGE_WEB_SCREENSHOT"):
+            shutil.copyfile(screenshot, Path(os.environ["SSD_EDGE_WEB_SCREENSHOT"]))
+        begin = time.monotonic()
+        code = demo.stop()  # with the page still connected
+        assert code == 0, "".join(demo.output)
+        assert time.monotonic() - begin < 10
+        assert "stopped: interrupted" in "".join(demo.output)
+    finally:
+        demo.stop()
