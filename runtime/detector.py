@@ -21,15 +21,15 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
+from ssd_edge.common.errors import UsageError
 from ssd_edge.runtime.backends import registry
 from ssd_edge.runtime.backends.base import Backend
+from ssd_edge.runtime.detections import Detections, PostprocessConfig, PostprocessOverrides
 from ssd_edge.runtime.image_io import read_image
 from ssd_edge.runtime.model_file import model_format
-from ssd_edge.runtime.detections import Detections, PostprocessConfig, PostprocessOverrides
 from ssd_edge.runtime.preprocess import check_image, preprocess
 from ssd_edge.runtime.spec import ModelSpec
 from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
-from ssd_edge.common.errors import UsageError
 
 BACKENDS = registry.CHOICES
 """Every backend name the Detector takes (from the registry of backends)."""

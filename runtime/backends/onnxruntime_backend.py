@@ -14,11 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
+from ssd_edge.common.errors import UsageError, require
 from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, check_threads, on_off, option
 from ssd_edge.runtime.cuda.resources import GpuError
-from ssd_edge.common.errors import UsageError, require
-from ssd_edge.runtime.model_file import spec_from_onnx_metadata
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
+from ssd_edge.runtime.model_file import spec_from_onnx_metadata
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.spec import SpecError

@@ -24,14 +24,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, check_threads, option
-from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
-from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.common.errors import SSDEdgeError, UsageError, require
+from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, check_threads, option
+from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.model_file import QUANTIZATION_KEY, spec_from_onnx_metadata
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.spec import METADATA_KEY, SpecError
+from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PRECISIONS = ("f32", "bf16", "auto")

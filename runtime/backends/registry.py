@@ -155,4 +155,5 @@ def build_options(info: BackendInfo, given: Mapping[str, Any]):
 
 
 __all__ = ["AUTO", "AUTO_FOR", "BACKENDS", "CHOICES", "BackendInfo", "backend_info", "build_options",
-           "candidates", "check_backend_name", "check_options_apply", "families_taking", "option_fields", "option_flag", "resolve"]
+           "candidates", "check_backend_name", "check_options_apply", "families_taking", "option_fields",
+           "option_flag", "resolve"]

@@ -16,6 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ssd_edge.runtime.backends.base import check_network_io
+from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
+from ssd_edge.runtime.backends.tensorrt_support import load_tensorrt
 from ssd_edge.runtime.cuda.decode_nms import CudaDecodeNms
 from ssd_edge.runtime.cuda.resources import (
     CudaContext,
@@ -27,11 +30,8 @@ from ssd_edge.runtime.cuda.resources import (
     import_pycuda,
     primary_context,
 )
-from ssd_edge.runtime.backends.base import check_network_io
-from ssd_edge.runtime.backends.tensorrt_logging import create, process_logger
-from ssd_edge.runtime.backends.tensorrt_support import load_tensorrt
-from ssd_edge.runtime.model_file import EngineSidecar, read_sidecar, sidecar_path
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
+from ssd_edge.runtime.model_file import EngineSidecar, read_sidecar, sidecar_path
 from ssd_edge.runtime.priors import default_boxes
 from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 
@@ -119,7 +119,9 @@ class EngineRunner:
         for name in [spec.input_name, *spec.output_names]:
             if engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
                 dtype = engine.get_tensor_dtype(name)
-                raise EngineError(f"{path}: engine tensor '{name}' is {dtype}; the runtime needs float32 inputs and outputs")
+                raise EngineError(
+                    f"{path}: engine tensor '{name}' is {dtype}; the runtime needs float32 inputs and outputs"
+                )
         batch = shapes[spec.input_name][0]  # -1: dynamic
         if batch == -1:  # dynamic batch: the profile says how far
             low, _, high = engine.get_tensor_profile_shape(spec.input_name, 0)

@@ -20,9 +20,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ssd_edge.runtime.stage_timer import STAGES, StageTimer
-from ssd_edge.runtime.model_file import format_label
 from ssd_edge.common.errors import SSDEdgeError
+from ssd_edge.runtime.model_file import format_label
+from ssd_edge.runtime.stage_timer import STAGES, StageTimer
 
 PERCENTILES = (50, 90, 99)
 ROUNDS = 10  # timed calls alternate between subjects in this many rounds

@@ -22,11 +22,11 @@ from typing import Sequence
 import numpy as np
 
 from ssd_edge.bench.latency import BenchError, Subject
-from ssd_edge.runtime.stage_timer import StageTimer
-from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.common.errors import require
+from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.runtime.spec import ModelSpec
+from ssd_edge.runtime.stage_timer import StageTimer
 
 PURPOSE = "ssd-bench's PyTorch peers (--peer torchvision, --compare-torch)"
 torch = require("torch", "train", PURPOSE)  # a one-line 'install ssd-edge[train]' where torch is missing

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ssd_edge.common.atomic import atomic_path
 from ssd_edge.bench.report import display_name
+from ssd_edge.common.atomic import atomic_path
 
 QUANTILES = (0.5, 0.9, 0.99)
 

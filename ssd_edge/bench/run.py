@@ -19,7 +19,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ssd_edge.bench import latency as bench, report as bench_report
+from ssd_edge.bench import latency as bench
+from ssd_edge.bench import report as bench_report
 from ssd_edge.bench.latency import BenchError, Subject
 from ssd_edge.bench.machine import RUNTIME_LIBRARIES, describe
 from ssd_edge.common.errors import UsageError

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", dest="models", action="append", type=Path, required=True, metavar="PATH",
                    help="an exported .onnx (FP32 or INT8) or .engine; repeat for several models")
     add_backend_arguments(p, several=True, helps={
-        "threads": "intra-op threads of onnxruntime and OpenVINO, and of the torch peers (default: every logical core)"})
+        "threads": "intra-op threads of onnxruntime and OpenVINO, and of the torch peers "
+                   "(default: every logical core)"})
     p.add_argument("--batch", type=batch_sizes, default=(1,), metavar="B[,B...]", help="batch sizes (default 1)")
     p.add_argument("--runs", type=int, default=300, help="timed calls per model and batch size (default 300)")
     p.add_argument("--warmup", type=int, default=30, help="untimed calls first (default 30)")

@@ -11,7 +11,8 @@ from ssd_edge.cli.backend_args import add_backend_arguments, backend_options
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-eval", description=__doc__)
-    p.add_argument("--weights", nargs="+", required=True, metavar="MODEL", help=".pt checkpoints, .onnx models, .engine files")
+    p.add_argument("--weights", nargs="+", required=True, metavar="MODEL",
+                   help=".pt checkpoints, .onnx models, .engine files")
     p.add_argument("--datapath", required=True, help="dataset root (COCO, flat or VOC layout)")
     p.add_argument("--split", default="val", choices=("val", "train"))
     p.add_argument("--arch", help="architecture of a torchvision state dict given as --weights")

@@ -9,9 +9,9 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from ssd_edge.cli import run_command
 from ssd_edge.export.onnx_model import ExportError
 from ssd_edge.export.pipeline import FORMATS, ExportOptions, run_export
-from ssd_edge.cli import run_command
 
 
 def parse_formats(text: str) -> list[str]:
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{' | '.join(FORMATS)}; repeat it or give a comma list (default: onnx)")
     parser.add_argument("--imgsz", type=int, nargs="+", metavar="N",
                         help="input size: one number (square) or H W (default: the model's own)")
-    parser.add_argument("--batch", type=int, help="batch size (default 1); with --dynamic the largest batch an engine takes (default 8)")
+    parser.add_argument("--batch", type=int,
+                        help="batch size (default 1); with --dynamic the largest batch an engine takes (default 8)")
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
     parser.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     parser.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True,
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--int8", action="store_true", help="INT8 TensorRT engine (calibrated on --calib-data)")
     parser.add_argument("--calib-data", type=Path, metavar="DIR",
                         help="images for INT8 calibration and parity checks (searched recursively)")
-    parser.add_argument("--calib-images", type=int, default=300, metavar="N", help="calibration images to use (default 300)")
+    parser.add_argument("--calib-images", type=int, default=300, metavar="N",
+                        help="calibration images to use (default 300)")
     parser.add_argument("--int8-flavour", choices=("tensorrt", "cpu"),
                         help="INT8 ONNX flavour (default: tensorrt for an INT8 engine, else cpu)")
     parser.add_argument("--workspace", type=float, metavar="GiB", help="TensorRT builder workspace limit")

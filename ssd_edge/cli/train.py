@@ -6,9 +6,9 @@ import argparse
 import sys
 from dataclasses import fields
 
-from ssd_edge.training.matching import MATCHERS
-from ssd_edge.models.registry import ARCHS
 from ssd_edge.cli import run_command
+from ssd_edge.models.registry import ARCHS
+from ssd_edge.training.matching import MATCHERS
 
 
 def config_defaults() -> dict:
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="Defaults: AdamW, lr 1e-3 peak after a 1-epoch linear warm-up, cosine "
                                        "decay to 0, classification bias prior 0.01 (see README, Training).")
     p.add_argument("--arch", choices=sorted(ARCHS), help="architecture (default %(default)s)")
-    p.add_argument("--datapath", help="dataset root (COCO, flat or VOC layout); with --resume, the run's own by default")
+    p.add_argument("--datapath",
+                   help="dataset root (COCO, flat or VOC layout); with --resume, the run's own by default")
     p.add_argument("--epochs", type=int, help="default %(default)s")
     p.add_argument("--batch-size", type=int, help="images per process and step (default %(default)s)")
     p.add_argument("--lr", type=float, help="peak learning rate (after warm-up)")
@@ -40,13 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--foreground-prior", type=float,
                    help="a new model's classification biases start at this foreground probability "
                         "(RetinaNet's prior; 0 keeps them at zero)")
-    p.add_argument("--pretrained-backbone", metavar="PATH", help="torchvision ImageNet classifier weights (a local file)")
+    p.add_argument("--pretrained-backbone", metavar="PATH",
+                   help="torchvision ImageNet classifier weights (a local file)")
     p.add_argument("--weights", metavar="PATH", help="start from our checkpoint or a torchvision COCO state dict")
     p.add_argument("--resume", metavar="PATH",
                    help="continue an interrupted run exactly, with the settings it stores (epochs, optimizer, lr, "
                         "--save...; flags that contradict them are refused) and its optimizer, schedule and RNG state")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--save", help="checkpoint path; best, metrics.csv and curves.png go beside it (default %(default)s)")
+    p.add_argument("--save",
+                   help="checkpoint path; best, metrics.csv and curves.png go beside it (default %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(**config_defaults())
     return p
