@@ -11,7 +11,7 @@ machine without torch, such as a Jetson). torch is imported only to read `.pt` w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -57,6 +57,39 @@ class ExportOptions:
     output: Path | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Check the options against each other before any work (formats deduplicated);
+        every refusal names the option to change."""
+        formats = tuple(dict.fromkeys(self.formats))
+        unknown = [f for f in formats if f not in FORMATS]
+        if unknown or not formats:
+            raise ExportError(f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+        engine = "engine" in formats
+        for flag, given in (("--half", self.half), ("--int8", self.int8), ("--dla-core", self.dla_core is not None),
+                            ("--workspace", self.workspace is not None)):
+            if given and not engine:
+                hint = " (an INT8 ONNX is --format int8)" if flag == "--int8" else ""
+                raise ExportError(f"{flag} applies to TensorRT engines: add --format engine{hint}")
+        if self.dla_core is not None and not (self.half or self.int8):
+            raise ExportError("DLA runs FP16 and INT8 layers only: add --half or --int8 to use --dla-core")
+        if self.half and self.int8:
+            raise ExportError("--half and --int8 together: an INT8 engine keeps its unquantized layers as the QDQ "
+                              "graph has them; choose one")
+        if self.int8 and self.int8_flavour not in (None, "tensorrt"):
+            raise ExportError(f"--int8-flavour {self.int8_flavour}: an INT8 TensorRT engine needs the "
+                              "'tensorrt' flavour")
+        for flag, value, low in (("--batch", self.batch, 1), ("--calib-images", self.calib_images, 1),
+                                 ("--dla-core", self.dla_core, 0)):
+            if value is not None and value < low:
+                raise ExportError(f"{flag} must be at least {low}, got {value}")
+        if self.imgsz is not None and (len(self.imgsz) != 2 or min(self.imgsz) < 1):
+            raise ExportError(f"--imgsz must be one positive number or H W, got {' '.join(map(str, self.imgsz))}")
+        if self.workspace is not None and self.workspace <= 0:
+            raise ExportError(f"--workspace must be a positive number of GiB, got {self.workspace}")
+        if self.from_onnx and "onnx" in formats:
+            raise ExportError(f"{self.weights}: already an ONNX model; ask for --format int8 or engine")
+        object.__setattr__(self, "formats", formats)
+
     @property
     def from_onnx(self) -> bool:
         return Path(self.weights).suffix.lower() == ".onnx"
@@ -84,37 +117,6 @@ class ExportResult:
     int8_vs_fp32: ParityReport | None = None
 
 
-def validate(options: ExportOptions) -> ExportOptions:
-    """Check the options against each other before any work; returns them with formats
-    deduplicated. Every refusal names the option to change."""
-    formats = tuple(dict.fromkeys(options.formats))
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ExportError(f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
-    engine = "engine" in formats
-    for flag, given in (("--half", options.half), ("--int8", options.int8), ("--dla-core", options.dla_core is not None),
-                        ("--workspace", options.workspace is not None)):
-        if given and not engine:
-            hint = " (an INT8 ONNX is --format int8)" if flag == "--int8" else ""
-            raise ExportError(f"{flag} applies to TensorRT engines: add --format engine{hint}")
-    if options.dla_core is not None and not (options.half or options.int8):
-        raise ExportError("DLA runs FP16 and INT8 layers only: add --half or --int8 to use --dla-core")
-    if options.half and options.int8:
-        raise ExportError("--half and --int8 together: an INT8 engine keeps its unquantized layers as the QDQ graph has them; choose one")
-    if options.int8 and options.int8_flavour not in (None, "tensorrt"):
-        raise ExportError(f"--int8-flavour {options.int8_flavour}: an INT8 TensorRT engine needs the 'tensorrt' flavour")
-    for flag, value, low in (("--batch", options.batch, 1), ("--calib-images", options.calib_images, 1), ("--dla-core", options.dla_core, 0)):
-        if value is not None and value < low:
-            raise ExportError(f"{flag} must be at least {low}, got {value}")
-    if options.imgsz is not None and (len(options.imgsz) != 2 or min(options.imgsz) < 1):
-        raise ExportError(f"--imgsz must be one positive number or H W, got {' '.join(map(str, options.imgsz))}")
-    if options.workspace is not None and options.workspace <= 0:
-        raise ExportError(f"--workspace must be a positive number of GiB, got {options.workspace}")
-    if options.from_onnx and "onnx" in formats:
-        raise ExportError(f"{options.weights}: already an ONNX model; ask for --format int8 or engine")
-    return replace(options, formats=formats)
-
-
 def size_text(path: Path) -> str:
     size = path.stat().st_size
     return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
@@ -125,7 +127,6 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
     file written. Raises ExportError with one clear line on bad input (ParityError when the
     ONNX disagrees with PyTorch), TensorRTUnavailable before any work when an engine cannot
     be built here."""
-    options = validate(options)
     environment = None
     if "engine" in options.formats:
         from ssd_edge.export.engine import build_environment

@@ -183,3 +183,16 @@ def test_an_export_never_replaces_its_weights(model, tiny_coco, tmp_path, capsys
     code, _, stderr = run(["--weights", weights, "--format", "int8", "--calib-data", tiny_coco / "val"], capsys)
     assert code == 2 and "is the same file as the input --weights" in stderr
     assert weights.read_bytes() == before
+
+
+def test_export_options_are_refused_where_they_are_built_and_formats_deduplicated():
+    from dataclasses import replace
+
+    from ssd_edge.export.onnx_model import ExportError
+    from ssd_edge.export.pipeline import ExportOptions
+
+    assert ExportOptions(weights="ssd.pt", formats=("onnx", "int8", "onnx")).formats == ("onnx", "int8")
+    with pytest.raises(ExportError, match="--half applies to TensorRT engines: add --format engine"):
+        ExportOptions(weights="ssd.pt", half=True)
+    with pytest.raises(ExportError, match="--calib-images must be at least 1, got 0"):
+        replace(ExportOptions(weights="ssd.pt"), calib_images=0)
