@@ -37,13 +37,14 @@ import warnings
 from pathlib import Path
 
 from benchmarks.e2e_cpu import calibration_folder, describe_weights, torchvision_weights
-
+from ssd_edge.bench import latency as bench
+from ssd_edge.bench import report as bench_report
+from ssd_edge.bench.machine import RUNTIME_LIBRARIES, describe
+from ssd_edge.bench.machine import markdown as machine_markdown
 from ssd_edge.bench.run import BenchOptions, run_bench
+from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.data.synth import sample_images
 from ssd_edge.export.pipeline import ExportOptions, run_export
-from ssd_edge.common.atomic import write_text_atomic
-from ssd_edge.bench import latency as bench, report as bench_report
-from ssd_edge.bench.machine import RUNTIME_LIBRARIES, describe, markdown as machine_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEER = "torchvision"

@@ -30,9 +30,9 @@ import torchvision
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.ssd import SSD
 
+from ssd_edge.bench.machine import cpu_model_and_flags
 from ssd_edge.models import build_model
 from ssd_edge.models.calibration import calibrate_batchnorm
-from ssd_edge.bench.machine import cpu_model_and_flags
 from ssd_edge.runtime.cuda.device import describe_gpu, gpu_text
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import postprocess

@@ -27,8 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.bench import machine
+from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.runtime.demo.recording import VideoRecorder
 
 SIZES = ((640, 480), (1280, 720))

@@ -38,11 +38,10 @@ import cv2
 import numpy as np
 
 from benchmarks.bench_tracking import export_model
-
+from ssd_edge.bench import machine
+from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.data.synth import sample_images
 from ssd_edge.runtime import Detector
-from ssd_edge.common.atomic import write_text_atomic
-from ssd_edge.bench import machine
 from ssd_edge.runtime.image_io import encode_image
 from ssd_edge.runtime.serve.client import DetectionClient
 from tests.helpers.serve_launch import launch_server

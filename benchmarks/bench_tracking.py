@@ -32,9 +32,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ssd_edge.runtime import Detector
-from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.bench import machine
+from ssd_edge.common.atomic import write_text_atomic
+from ssd_edge.runtime import Detector
 from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.tracking import Tracker
 

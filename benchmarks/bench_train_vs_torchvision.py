@@ -40,14 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssd_edge.bench.machine import describe, markdown
+from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.data.sources import Split, load_splits
 from ssd_edge.data.synth import write_synthetic_dataset
 from ssd_edge.data.transforms import TrainAugment
 from ssd_edge.evaluation.coco import evaluate
 from ssd_edge.evaluation.predictor import TorchPredictor
 from ssd_edge.models import build_model
-from ssd_edge.common.atomic import write_text_atomic
-from ssd_edge.bench.machine import describe, markdown
 from ssd_edge.runtime.detections import Detections
 from ssd_edge.training.loss import MultiBoxLoss
 from ssd_edge.training.matching import match

@@ -31,8 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.bench.machine import describe, markdown
+from ssd_edge.common.atomic import write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_S = 0.5

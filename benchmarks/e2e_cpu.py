@@ -34,12 +34,12 @@ from pathlib import Path
 import cv2
 import torch
 
+from ssd_edge.bench import report as bench_report
+from ssd_edge.bench.latency import overhead_ratio
 from ssd_edge.bench.run import BenchOptions, run_bench
+from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.data.synth import sample_images
 from ssd_edge.export.pipeline import ExportOptions, run_export
-from ssd_edge.bench import report as bench_report
-from ssd_edge.common.atomic import write_text_atomic
-from ssd_edge.bench.latency import overhead_ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEER = "torchvision"

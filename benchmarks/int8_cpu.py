@@ -78,9 +78,9 @@ def random_model(arch: str, images: list[np.ndarray]):
 def export_all(args, work: Path) -> tuple[dict[str, Path], object, list]:
     """FP32, INT8 cpu and INT8 tensorrt ONNX files of the model, and the images used."""
     from ssd_edge.data.synth import sample_images
-    from ssd_edge.runtime.image_io import list_images, read_image
     from ssd_edge.export.quantize import quantize_int8
     from ssd_edge.export.to_onnx import export_onnx
+    from ssd_edge.runtime.image_io import list_images, read_image
 
     if args.calib_data:
         calibration = list_images(args.calib_data, args.calib_images, recursive=True)

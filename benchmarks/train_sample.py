@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from ssd_edge.bench.machine import describe, markdown
+from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.data.sources import load_splits
 from ssd_edge.data.synth import write_synthetic_dataset
-from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.training.train import TrainConfig, train
 
 
@@ -36,9 +36,9 @@ def step_throughput(batch_size: int, imgsz: int, steps: int, warmup: int) -> dic
     """Images/s of one training step, ours vs torchvision's, same images, same threads."""
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
+    from ssd_edge.models import build_model
     from ssd_edge.training.loss import MultiBoxLoss
     from ssd_edge.training.matching import match
-    from ssd_edge.models import build_model
 
     torch.manual_seed(0)
     ours = build_model("mobilenetv3_ssd", 4, imgsz).train()

@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tests.helpers.cuda_emulator import DYNAMIC_SHARED, compiler
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
+from tests.helpers.cuda_emulator import DYNAMIC_SHARED, compiler
 
 HERE = Path(__file__).resolve().parents[1] / "cuda_emulation"
 TSAN_EXIT_CODE = 66

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssd_edge.models import build_model
 from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.runtime.image_io import list_images, read_image
-from ssd_edge.models import build_model
 from ssd_edge.runtime.preprocess import preprocess
 
 CLASSES = ("__background__", "circle", "square", "triangle")
