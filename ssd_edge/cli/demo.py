@@ -22,6 +22,18 @@ EPILOG = """sources:
   csi://0           a Jetson CSI camera (GStreamer nvarguscamerasrc; needs JetPack's OpenCV)
   rtsp://host/path  a network stream (also http(s)://, rtmp://, udp://)
   video.mp4         a video file (ends the demo at its end, or --loop)
+  frames/%06d.jpg   an image sequence (numbered files; ends at the last)
+
+several sources (--source repeated, numbered 0, 1, ... in the order given) go through the
+model as one batch per tick; each has its own tracking, counting line, video and log
+(--output out.mp4 writes out.src0.mp4, out.src1.mp4, ...); a source that ends or drops
+out leaves the batch while the others go on. A --count-line applies to every source,
+--count-line N:X1,Y1,X2,Y2 to source N only (it replaces the common one there).
+
+--mqtt HOST[:PORT] publishes events as JSON (QoS 1) under --mqtt-topic (default
+ssd-edge/<host name>): <prefix>/source/<N>/crossing, .../enter, .../leave (with --track or
+--count-line), .../health (frame rate and state, every --mqtt-health-every seconds and when
+a source drops out or reconnects) and <prefix>/status (online/offline, retained).
 """
 
 
@@ -29,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-demo", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="an .onnx, int8 .onnx or .engine model")
-    p.add_argument("--source", default="0",
-                   help="camera index, /dev/videoN, csi://N, rtsp://..., or a video file (default 0)")
+    p.add_argument("--source", action="append", metavar="SOURCE",
+                   help="camera index, /dev/videoN, csi://N, rtsp://..., a video file or an image sequence "
+                        "(default 0); repeat it for several sources in one batch")
     p.add_argument("--output", metavar="VIDEO",
                    help="record the annotated video here (.mp4, .avi, ...) and its log beside it (.jsonl)")
     p.add_argument("--log", metavar="JSONL", help="the per-frame log (default: the output with .jsonl)")
@@ -53,8 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first wait before reconnecting, doubled each attempt up to 8 s (default 0.5)")
     p.add_argument("--track", action="store_true",
                    help="track objects across frames: draw their IDs and trails, log them as \"tracks\"")
-    p.add_argument("--count-line", type=_count_line, metavar="X1,Y1,X2,Y2",
-                   help="count tracks crossing this line (pixels), per class and direction; implies --track")
+    p.add_argument("--count-line", type=_count_line, action="append", metavar="[N:]X1,Y1,X2,Y2",
+                   help="count tracks crossing this line (pixels), per class and direction; implies --track. "
+                        "With several sources it applies to each; N:X1,Y1,X2,Y2 to source N only (repeatable)")
+    p.add_argument("--mqtt", type=_mqtt_address, metavar="HOST[:PORT]",
+                   help="publish line crossings, objects entering/leaving and source health to this MQTT broker "
+                        "(port 1883 unless given; needs the demo-mqtt extra: paho-mqtt)")
+    p.add_argument("--mqtt-topic", metavar="PREFIX",
+                   help="topic prefix of the events (default ssd-edge/<host name>)")
+    p.add_argument("--mqtt-health-every", type=float, default=5.0, metavar="S",
+                   help="seconds between health messages (frame rate, state, dropped events; default 5)")
+    p.add_argument("--mqtt-queue", type=int, default=1000, metavar="N",
+                   help="events kept while the broker is away (default 1000); newer ones are dropped and counted")
     p.add_argument("--web", type=_web_address, metavar="[HOST:]PORT",
                    help="serve the live video, detections and frame rates to browsers at http://HOST:PORT/ "
                         "(HOST 127.0.0.1 unless given; PORT 0: any free port); any address beyond loopback "
@@ -87,13 +110,45 @@ def _web_token(text: str) -> str:
 
 
 def _count_line(text: str):
-    """--count-line's value as ((x1, y1), (x2, y2)); argparse reports a malformed one."""
+    """--count-line's value as (source number or None, ((x1, y1), (x2, y2))); argparse
+    reports a malformed one."""
     from ssd_edge.runtime.tracking.counting import parse_line
 
+    index, colon, rest = text.partition(":")
+    source = None
+    if colon:
+        if not index.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"a counting line is '[N:]x1,y1,x2,y2' (N: a source number), got {text!r}")
+        source, text = int(index), rest
     try:
-        return parse_line(text)
+        return source, parse_line(text)
     except (ValueError, ImportError) as error:  # a TrackingError, or MissingDependency without SciPy
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _mqtt_address(text: str):
+    """--mqtt's value as (host, port); argparse reports a malformed one."""
+    from ssd_edge.runtime.demo.events import parse_broker
+
+    try:
+        return parse_broker(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _count_lines(parser: argparse.ArgumentParser, given: list | None) -> tuple[object, dict[int, object]]:
+    """(the common counting line or None, {source number: its own line})."""
+    common, own = None, {}
+    for source, line in given or []:
+        if source is None:
+            if common is not None:
+                parser.error("argument --count-line: give one line for every source (N:X1,Y1,X2,Y2 for source N)")
+            common = line
+        elif source in own:
+            parser.error(f"argument --count-line: two lines for source {source}")
+        else:
+            own[source] = line
+    return common, own
 
 
 class _StopOnSignal:
@@ -133,24 +188,50 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.web is None and args.web_token is not None:
         parser.error("--web-token needs --web")
+    count_line, count_lines = _count_lines(parser, args.count_line)
+    if args.mqtt is None and args.mqtt_topic is not None:
+        parser.error("--mqtt-topic needs --mqtt")
     from ssd_edge.runtime.demo.capture import RetryPolicy
     from ssd_edge.runtime.demo.loop import DemoSettings, run_demo
 
+    sources = args.source or ["0"]
+
     def work():
         settings = DemoSettings(
-            model=args.model, source=args.source, backend=args.backend, score_threshold=args.score_threshold,
+            model=args.model, source=sources[0] if len(sources) == 1 else sources, backend=args.backend,
+            score_threshold=args.score_threshold,
             iou_threshold=args.iou_threshold, width=args.width, height=args.height, fps=args.fps,
             headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
             retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
-            track=args.track, count_line=args.count_line,
+            track=args.track, count_line=count_line, count_lines=count_lines,
         )
-        observers = [_open_web_viewer(args)] if args.web is not None else []
+        observers = []
+        try:
+            if args.web is not None:
+                observers.append(_open_web_viewer(args))
+            if args.mqtt is not None:
+                observers.append(_open_mqtt(args, settings))
+        except BaseException:
+            for observer in observers:  # run_demo closes them once it has them
+                observer.close()
+            raise
         with _StopOnSignal() as stop:
             return run_demo(settings, status=_status, stop=stop.event, observers=observers)
 
     summary = run_command("ssd-demo", work)
     _status(summary.describe())
     return 1 if summary.capture.source_lost else 0
+
+
+def _open_mqtt(args, settings):
+    """The --mqtt publisher, connecting in the background (run_demo closes it)."""
+    from ssd_edge.runtime.demo.events import MqttPublisher, default_prefix
+
+    host, port = args.mqtt
+    publisher = MqttPublisher(host, port, prefix=args.mqtt_topic or default_prefix(), sources=settings.sources,
+                              health_every_s=args.mqtt_health_every, max_queued=args.mqtt_queue, status=_status)
+    _status(publisher.describe())
+    return publisher
 
 
 def _open_web_viewer(args):
