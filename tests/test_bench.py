@@ -191,3 +191,16 @@ def test_backends_side_by_side_with_their_precision_and_spinning(models, tmp_pat
     assert (settings["backend"], settings["precision"], settings["spinning"]) == ("onnxruntime-cpu,openvino", "bf16",
                                                                                   True)
     assert "small.onnx [openvino] | ONNX | openvino " in (tmp_path / "b.md").read_text()
+
+
+def test_bench_options_are_refused_where_they_are_built(models):
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ssd_edge.bench.run import BenchError, BenchOptions
+
+    options = BenchOptions(models=(Path(models["fp32"]),))
+    with pytest.raises(BenchError, match="--warmup must be at least 0, got -1"):
+        replace(options, warmup=-1)
+    with pytest.raises(BenchError, match="no model to benchmark"):
+        BenchOptions(models=())

@@ -61,6 +61,39 @@ class BenchOptions:
     progress: bool = True
     command: str = ""
 
+    def __post_init__(self) -> None:
+        """Refuse impossible settings where they are given, before anything is loaded; each
+        message names the option."""
+        if not self.models:
+            raise BenchError("no model to benchmark: give --model PATH (.onnx or .engine), once per model")
+        if not self.backends:
+            raise BenchError("--backend needs at least one backend")
+        for backend in self.backends:
+            if backend not in registry.CHOICES:
+                raise BenchError(f"unknown backend {backend!r}; choose from {', '.join(registry.CHOICES)}")
+        if len(set(self.backends)) != len(self.backends):
+            raise BenchError(f"--backend names a backend twice: {self.backend}")
+        _check_backend_options(self)
+        for model in self.models:
+            if not Path(model).is_file():
+                raise BenchError(f"{model}: no such model file (--model takes an exported .onnx or .engine)")
+        unknown = [p for p in self.peers if p not in PEERS]
+        if unknown:
+            raise BenchError(f"unknown peer {', '.join(unknown)}; --peer takes {', '.join(PEERS)}")
+        for flag, value, low in (("--runs", self.runs, 1), ("--warmup", self.warmup, 0),
+                                 ("--threads", self.threads, 1), *(("--batch", b, 1) for b in self.batches)):
+            if value is not None and value < low:
+                raise BenchError(f"{flag} must be at least {low}, got {value}")
+        if not self.batches:
+            raise BenchError("--batch needs at least one batch size")
+        for flag, path in (("--compare-torch", self.compare_torch), ("--peer-weights", self.peer_weights)):
+            if path is not None and not Path(path).is_file():
+                raise BenchError(f"{path}: no such file ({flag})")
+        if self.peer_weights is not None and "torchvision" not in self.peers:
+            raise BenchError("--peer-weights is for the torchvision peer: add --peer torchvision")
+        if self.data is not None and not Path(self.data).is_dir():
+            raise BenchError(f"{self.data}: no such dataset folder (--data)")
+
     @property
     def thread_count(self) -> int:
         return self.threads if self.threads is not None else (os.cpu_count() or 1)
@@ -102,39 +135,6 @@ def _check_backend_options(options: BenchOptions) -> None:
                 registry.build_options(info, given)
             except UsageError as exc:
                 raise BenchError(str(exc)) from None
-
-
-def validate(options: BenchOptions) -> None:
-    """Refuse impossible settings before anything is loaded; each message names the option."""
-    if not options.models:
-        raise BenchError("no model to benchmark: give --model PATH (.onnx or .engine), once per model")
-    if not options.backends:
-        raise BenchError("--backend needs at least one backend")
-    for backend in options.backends:
-        if backend not in registry.CHOICES:
-            raise BenchError(f"unknown backend {backend!r}; choose from {', '.join(registry.CHOICES)}")
-    if len(set(options.backends)) != len(options.backends):
-        raise BenchError(f"--backend names a backend twice: {options.backend}")
-    _check_backend_options(options)
-    for model in options.models:
-        if not Path(model).is_file():
-            raise BenchError(f"{model}: no such model file (--model takes an exported .onnx or .engine)")
-    unknown = [p for p in options.peers if p not in PEERS]
-    if unknown:
-        raise BenchError(f"unknown peer {', '.join(unknown)}; --peer takes {', '.join(PEERS)}")
-    for flag, value, low in (("--runs", options.runs, 1), ("--warmup", options.warmup, 0),
-                             ("--threads", options.threads, 1), *(("--batch", b, 1) for b in options.batches)):
-        if value is not None and value < low:
-            raise BenchError(f"{flag} must be at least {low}, got {value}")
-    if not options.batches:
-        raise BenchError("--batch needs at least one batch size")
-    for flag, path in (("--compare-torch", options.compare_torch), ("--peer-weights", options.peer_weights)):
-        if path is not None and not Path(path).is_file():
-            raise BenchError(f"{path}: no such file ({flag})")
-    if options.peer_weights is not None and "torchvision" not in options.peers:
-        raise BenchError("--peer-weights is for the torchvision peer: add --peer torchvision")
-    if options.data is not None and not Path(options.data).is_dir():
-        raise BenchError(f"{options.data}: no such dataset folder (--data)")
 
 
 def load_images(source: str) -> tuple[list[np.ndarray], str]:
@@ -230,7 +230,6 @@ def subject_entry(subject: Subject, label: str | None) -> dict:
 
 def run_bench(options: BenchOptions, echo: Echo = print) -> dict:
     """Benchmark, print the table, write the files asked for; returns the report."""
-    validate(options)
     images, source = load_images(options.source)
     load_start = os.getloadavg()[0]
     subjects, peer_labels = open_subjects(options, images)
@@ -287,4 +286,4 @@ def command_line(argv: list[str] | None) -> str:
     return shlex.join(["ssd-bench", *(sys.argv[1:] if argv is None else argv)])
 
 
-__all__ = ["BenchError", "BenchOptions", "PEERS", "SpecError", "command_line", "run_bench", "validate"]
+__all__ = ["BenchError", "BenchOptions", "PEERS", "SpecError", "command_line", "run_bench"]

@@ -60,17 +60,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     chosen = backend_options(args)
     threads = chosen.pop("threads", None)  # also the peers': BenchOptions.threads (default: every logical core)
-    options = BenchOptions(
-        models=tuple(args.models), backend=args.backend, backend_options=chosen,
-        batches=args.batch, runs=args.runs, warmup=args.warmup, threads=threads,
-        source=args.source, peers=tuple(args.peers), peer_weights=args.peer_weights,
-        compare_torch=args.compare_torch, data=args.data, score_threshold=args.score_threshold,
-        json_path=args.json_path, markdown_path=args.markdown_path, plot_path=args.plot_path,
-        progress=args.progress, command=command_line(None if argv is None else list(argv)),
-    )
 
     def work():
         _check_reports(args)  # before the run: a report that cannot be written is found out now
+        options = BenchOptions(  # refuses impossible settings as it is built
+            models=tuple(args.models), backend=args.backend, backend_options=chosen,
+            batches=args.batch, runs=args.runs, warmup=args.warmup, threads=threads,
+            source=args.source, peers=tuple(args.peers), peer_weights=args.peer_weights,
+            compare_torch=args.compare_torch, data=args.data, score_threshold=args.score_threshold,
+            json_path=args.json_path, markdown_path=args.markdown_path, plot_path=args.plot_path,
+            progress=args.progress, command=command_line(None if argv is None else list(argv)),
+        )
         return run_bench(options)
 
     run_command("ssd-bench", work)
