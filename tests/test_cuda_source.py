@@ -55,3 +55,21 @@ def test_kernel_source_compiles_for_every_jetson(arch, tmp_path):
     text = ptx.read_text()
     for kernel in KERNELS:
         assert f".entry {kernel}(" in text, f"{kernel} missing from the PTX"
+
+
+def test_softmax_uses_accurate_expf_and_ieee_division(tmp_path):
+    """The float32 softmax must be CUDA's accurate expf (its range reduction rounds down,
+    fma.rm.f32, which __expf and fast-math lack) and IEEE division (div.rn.f32, not
+    div.approx / div.full), never contracted: the comparison rule's 1e-6 is budgeted on it."""
+    source = KERNEL_SOURCE.read_text()
+    assert "__expf(" not in source and "use_fast_math" not in source
+    if NVCC is None or "sm_87" not in supported_architectures():
+        pytest.skip("no nvcc that targets sm_87 to read the PTX")
+    ptx = tmp_path / "decode_nms.ptx"
+    subprocess.run([NVCC, "--ptx", "-arch=sm_87", "-O3", str(KERNEL_SOURCE), "-o", str(ptx)], check=True)
+    text = ptx.read_text()
+    softmax = text[text.index(".entry ssd_softmax("):]
+    softmax = softmax[:softmax.index("\n}\n")]
+    assert "fma.rm.f32" in softmax and "ex2.approx.ftz.f32" in softmax  # libdevice __nv_expf
+    assert "div.rn.f32" in softmax and "div.approx" not in softmax and "div.full" not in softmax
+    assert not re.search(r"\.f64\b", softmax)  # no float64 left in the softmax

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import cuda_emulator
 from ssd_edge.cli.doctor import DEFAULT_REPORT, main
 from ssd_edge.runtime.cuda.plan import DecodeNmsPlan
 from ssd_edge.runtime.doctor import FAILED, MISSING, OK, checking
@@ -24,7 +23,8 @@ from ssd_edge.runtime.doctor.gpu_checks import compare_with_numpy
 from ssd_edge.runtime.doctor.kernel_cases import kernel_cases
 from ssd_edge.runtime.doctor.report import TITLE, write_report
 from ssd_edge.runtime.doctor.verdict import Verdict
-from ssd_edge.runtime.postprocess.fast import postprocess
+from ssd_edge.runtime.postprocess.fast import possible_boxes, postprocess, softmax
+from tests.helpers import cuda_emulator
 
 STATUSES = (OK, MISSING, FAILED)
 
@@ -194,8 +194,14 @@ def test_the_reference_agrees_with_the_fast_path_on_the_doctors_cases():
     """The doctor compares the GPU with both; on the cases it runs them on they agree."""
     small = [case for case in kernel_cases() if case.reference]
     assert small and {1, 8} <= {len(case.locs) for case in kernel_cases()}
-    problem, notes = compare_with_numpy(
-        lambda case: postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config), small)
+    def numpy_path(case):  # NumPy's fast path, with its float32 scores as a kernel's
+        scores = softmax(case.confs).transpose(0, 2, 1)
+        possible = np.zeros(scores.shape[::2], bool)
+        for b, image in enumerate(case.confs):
+            possible[b, possible_boxes(np.ascontiguousarray(image.T), case.config.score_threshold)] = True
+        return postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config), scores, possible
+
+    problem, notes = compare_with_numpy(numpy_path, small)
     assert problem is None and len(notes) == len(small)
 
 
@@ -209,7 +215,9 @@ def emulation(tmp_path_factory):
 def emulated(library):
     def decode(case):
         plan = DecodeNmsPlan(len(case.priors), case.confs.shape[2], len(case.locs), case.config)
-        return cuda_emulator.EmulatedDecodeNms(library, plan, case.priors)(case.locs, case.confs, case.image_sizes)
+        kernels = cuda_emulator.EmulatedDecodeNms(library, plan, case.priors)
+        found = kernels(case.locs, case.confs, case.image_sizes)
+        return found, kernels.probabilities(), kernels.possible()
 
     return decode
 
@@ -225,13 +233,14 @@ def test_the_doctors_kernel_check_passes_the_kernel_run_on_the_cpu_emulation(emu
 
 def test_the_doctors_kernel_check_catches_a_kernel_whose_scores_are_off(emulation):
     def nudged(case):
-        found = emulated(emulation)(case)
+        found, probs, possible = emulated(emulation)(case)
         found[0].scores[:1] *= np.float32(1 - 1e-5)  # 10x the float32 rounding the check allows
-        return found
+        return found, probs, possible
 
     case = next(c for c in kernel_cases() if c.name == "random-b8-0")
     problem, _ = compare_with_numpy(nudged, [case])
-    assert problem is not None and problem.startswith("differs from the NumPy fast path on random-b8-0: image 0: scores")
+    assert problem is not None and problem.startswith(
+        "differs from the NumPy fast path on random-b8-0: NumPy on the kernel's scores: image 0: scores")
 
 
 def test_the_doctor_and_what_it_runs_import_without_torch():
@@ -341,9 +350,9 @@ def test_the_nvrtc_check_holds_the_models_own_plan_against_the_kernels_limits(on
     import dataclasses
 
     from ssd_edge.runtime.cuda import kernel_resources
+    from ssd_edge.runtime.detector import Detector
     from ssd_edge.runtime.doctor.checks import Machine
     from ssd_edge.runtime.doctor.gpu_checks import check_nvrtc
-    from ssd_edge.runtime.detector import Detector
 
     try:
         kernel_resources.find_nvrtc()

@@ -68,7 +68,7 @@ def test_class_nms_stack_is_the_greedy_pass_bit_words(compiled, arch):
     """ssd_class_nms's only local memory is `u64 removed[8]`: 8 x 64 = MAX_TOP_K bits. If the
     plan's MAX_TOP_K grows without the array, this notices."""
     assert compiled[arch]["ssd_class_nms"].local_bytes == MAX_TOP_K // 64 * 8
-    assert all(compiled[arch][k].local_bytes == 0 for k in ("ssd_prefilter", "ssd_softmax", "ssd_merge", "ssd_pack"))
+    assert all(compiled[arch][k].local_bytes == 0 for k in ("ssd_softmax", "ssd_merge"))
 
 
 @pytest.mark.parametrize("arch", kr.ARCHITECTURES)
@@ -149,11 +149,11 @@ def test_cubin_and_ptxas_disagreeing_is_an_error(monkeypatch):
 
     def off_by_one(log):
         parsed = real(log)
-        parsed["ssd_pack"]["registers"] += 1
+        parsed["ssd_merge"]["registers"] += 1
         return parsed
 
     monkeypatch.setattr(kr, "parse_ptxas_log", off_by_one)
-    with pytest.raises(kr.KernelResourceError, match="ssd_pack: registers"):
+    with pytest.raises(kr.KernelResourceError, match="ssd_merge: registers"):
         kr.kernel_resources(KERNEL_SOURCE.read_text(), "sm_87", nvrtc=NVRTC)
 
 

@@ -1,26 +1,31 @@
 // SSD decode + per-class NMS for a whole batch on the GPU: ssd-edge's CUDA kernels.
 //
-// The same semantics as the NumPy path (runtime/postprocess/fast.py), operation for
-// operation, so the results agree to the bit: softmax over classes; per class c >= 1 the
-// default boxes scoring > score_threshold; the top_k best of each class (score
-// descending, ties by lower default-box index); decode against the default boxes
+// The semantics of the NumPy path (runtime/postprocess/fast.py): softmax over classes; per
+// class c >= 1 the default boxes scoring > score_threshold; the top_k best of each class
+// (score descending, ties by lower default-box index); decode against the default boxes
 // (variances, log-size clamp) and clip to [0, 1]; greedy NMS per class at iou_threshold;
 // merge and keep the best max_detections (score descending, then default box, then class).
-// Exponentials are computed in double and rounded once to float, the box and IoU
-// arithmetic uses the explicitly rounded float intrinsics (never contracted into FMAs).
-// The float64 softmax runs only for default boxes that a float32 bound cannot rule out
-// (the NumPy path's possible_boxes, the same bound): every score that can pass the
-// threshold, and so every score and softmax vector that is returned, is the exact one.
+//
+// The softmax runs in float32 (CUDA's accurate expf, a fixed-order sum, IEEE division): its
+// scores are within about 1e-6 (relative) of NumPy's float64 softmax, not equal to the bit.
+// Everything after it is exact: given the kernel's scores, NumPy's own threshold, top-k,
+// decode, NMS and merge give the kernel's detections to the bit. The box decode keeps its
+// two exponentials in double, rounded once to float (as runtime.boxes.decode does), and the
+// box and IoU arithmetic uses the explicitly rounded float intrinsics (never contracted into
+// FMAs). The softmax runs only for default boxes that a float32 bound cannot rule out (the
+// NumPy path's possible_boxes, the same bound). The comparison rule that the tests and
+// ssd-doctor apply: runtime/doctor/kernel_cases.py (kernel_difference).
 //
 // Plain extern "C" kernels, no includes, no host code: loadable by pycuda's SourceModule
-// (no_extern_c=True) and by CuPy's RawModule / NVRTC alike. Launch sequence, grid, block
-// and shared-memory sizes are set by runtime/cuda/plan.py:
-//   1. ssd_prefilter   grid (ceil(B*P / 128)), block 128           possible (B, P), each row's max logit
-//   2. ssd_softmax     grid (ceil(P / 4), B), block 128 (4 warps)  probs (B, C, P) of the possible rows
-//   3. ssd_class_nms   grid (C - 1, B), block 256, dynamic shared  per class: kept keys and boxes
+// (no_extern_c=True) and by CuPy's RawModule / NVRTC alike; never compile with fast-math.
+// Launch sequence, grid, block and shared-memory sizes are set by runtime/cuda/plan.py:
+//   1. ssd_softmax     grid (ceil(P / 8), B), block 256 (8 warps)  possible (B, P) and probs (B, C, P)
+//                                                                   of the possible rows
+//   2. ssd_class_nms   grid (C - 1, B), block 256, dynamic shared  per class: kept keys and boxes
 //                      (not launched for a background-only model, C = 1)
-//   4. ssd_merge       grid (B), block 256, dynamic shared         per image: the best max_detections
-//   5. ssd_pack        grid (B), block 256                         all images' rows, back to back
+//   3. ssd_merge       grid (B), block 256, dynamic shared         per image: the best max_detections,
+//                      written as records right after those of the images before it, so that
+//                      det_count (B) and the records are one contiguous span to copy back
 // Limits (checked by the plan): P < 2^20, 1 <= C <= 4096, min(top_k, P) <= 512, max_detections <= 1024.
 
 typedef unsigned long long u64;
@@ -33,6 +38,9 @@ typedef unsigned long long u64;
 
 // ---------------------------------------------------------------- exact float arithmetic
 
+// The box decode's exponential: double, rounded once, as runtime.boxes.decode computes it,
+// so that the boxes are NumPy's to the bit. Two per decoded candidate, a small share of the
+// work (the softmax's exponentials are float32 expf).
 __device__ __forceinline__ float exp_rounded(float x)
 {
     return __double2float_rn(exp((double)x));
@@ -275,90 +283,108 @@ __device__ void sort_descending(u64* keys, int* payload, int n)
 
 // ---------------------------------------------------------------- kernels
 
-// Rows r = (image, p) < rows of logits (B, P, C), one thread per row: possible[r] =
-// whether some foreground class c >= 1 of default box p can score over the threshold, and
-// for those rows top[r] = max_c logits[r, c]. Only possible rows get the float64 softmax
-// (ssd_softmax): Jetson GPUs run float64 at 1/32 to 1/64 of float32. The float32 bound is
-// exactly the NumPy path's possible_boxes (runtime/postprocess/fast.py): a score
-// exp(d_c) / sum, d_c = fl(l_c - max), sum >= 1, exceeds t only if d_c > log t, and
-// log_bound is log t less a generous margin (rounded to float32 by the plan).
-// max_c fl(l_c - max) = fl(max_c l_c - max), as rounding is monotonic. NaN logits give NaN
-// there, which is never over the bound (nor a score over the threshold). every_row
-// (threshold <= 0): every row is possible, unless the model has no foreground class
-// (C = 1), as in possible_boxes.
-extern "C" __global__ void ssd_prefilter(const float* __restrict__ logits, unsigned char* __restrict__ possible,
-                                         float* __restrict__ tops, int rows, int num_classes, float log_bound,
-                                         int every_row)
+// Scores of the possible default boxes: the softmax over classes, in float32.
+//
+// One warp per default box (SOFTMAX_ROWS boxes per block, blockDim.x = 32 * SOFTMAX_ROWS,
+// grid (ceil(P / SOFTMAX_ROWS), B)); lane l reads classes l, l + 32, ..., so a row's reads
+// are coalesced. In one pass over the row:
+//   1. top = max_c logits[c] and the best foreground logit (NaN wins, as np.max); the box is
+//      possible when some class c >= 1 may score over the threshold: fl(best - top) >
+//      log_bound (the NumPy path's possible_box_bound; every_row when the threshold is
+//      <= 0), never for a background-only model (C = 1). possible[row] says which.
+//   2. for the possible boxes only: e_c = expf(fl(l_c - top)), CUDA's accurate expf (never
+//      __expf: the kernel is compiled without fast-math); the sum in a fixed order with no
+//      atomics (each lane adds its classes in order, then a fixed pairwise tree over the 32
+//      lanes, the same in every lane), so a box's scores do not depend on timing or on the
+//      other boxes; probs[image, c, p] = e_c / sum, IEEE division.
+// The scores are within about 1e-6 (relative) of the float64 softmax, the rule the tests
+// and ssd-doctor hold it to (runtime/doctor/kernel_cases.py); every later step (threshold,
+// top-k, decode, NMS, merge) is exact on these scores. probs is classes first, (B, C, P),
+// so that the class kernel's reads are coalesced. Rows that are not possible leave probs
+// unwritten: the class kernel skips them, and no record copies them. Each exponential is
+// computed once for C <= 32 * SOFTMAX_KEPT (kept in registers for the division), twice
+// beyond.
+#define SOFTMAX_ROWS 8
+#define SOFTMAX_KEPT 4  // each lane keeps the exponentials of its first 4 classes (all, for C <= 128)
+
+__device__ __forceinline__ float max_keep_nan(float a, float b) { return b > a || b != b ? b : a; }
+
+// ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)), each addition rounded on its own.
+__device__ __forceinline__ float pairwise_sum8(const float* p)
 {
-    int row = blockIdx.x * blockDim.x + threadIdx.x;
-    if (row >= rows) return;
-    const float* in = logits + (long long)row * num_classes;
-    float top = in[0], foreground = num_classes > 1 ? in[1] : 0.0f;
-    for (int c = 1; c < num_classes; ++c) {
-        float x = in[c];
-        top = x > top || x != x ? x : top;  // NaN wins, as np.max
-        foreground = x > foreground || x != x ? x : foreground;
-    }
-    bool exact = num_classes > 1 && (every_row != 0 || __fsub_rn(foreground, top) > log_bound);
-    possible[row] = exact ? 1 : 0;
-    if (exact) tops[row] = top;
+    return __fadd_rn(__fadd_rn(__fadd_rn(p[0], p[1]), __fadd_rn(p[2], p[3])),
+                     __fadd_rn(__fadd_rn(p[4], p[5]), __fadd_rn(p[6], p[7])));
 }
 
-// probs[image, :, p] = softmax(logits[image, p, :]) for the possible rows, one warp per row
-// (blockDim.x / 32 rows per block, at most SOFTMAX_MAX_ROWS; grid (ceil(P / rows), B)).
-// A warp rather than a thread per row: a warp whose one thread has a row to do takes as
-// long as a full one, so a thread per row would make a single possible row cost the
-// float64 time of 32. Lane l takes classes l, l + 32, ...; lane 0 adds the exponentials
-// in class order, as NumPy does, so the sum is the same to the bit. Each exponential is
-// computed once for C <= 32 * SOFTMAX_KEPT (kept in registers for the division), twice beyond. probs is classes first,
-// (B, C, P), so that the class kernel's reads are coalesced. Rows that are not possible
-// leave probs unwritten: the class kernel skips them, and no record copies them.
-#define SOFTMAX_MAX_ROWS 8
-#define SOFTMAX_KEPT 4  // each lane keeps the exponentials of its first 4 classes (all, for C <= 128)
-extern "C" __global__ void ssd_softmax(const float* __restrict__ logits, const unsigned char* __restrict__ possible,
-                                       const float* __restrict__ tops, float* __restrict__ probs, int num_priors,
-                                       int num_classes)
+extern "C" __global__ void ssd_softmax(const float* __restrict__ logits, unsigned char* __restrict__ possible,
+                                       float* __restrict__ probs, int num_priors, int num_classes, float log_bound,
+                                       int every_row)
 {
-    __shared__ double part[SOFTMAX_MAX_ROWS][32];
-    __shared__ double total[SOFTMAX_MAX_ROWS];
-    const int rows = min((int)blockDim.x / 32, SOFTMAX_MAX_ROWS), slot = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int image = blockIdx.y, first = blockIdx.x * rows;
-    const unsigned char* image_possible = possible + (long long)image * num_priors;
-    bool any = false;  // the same in every thread: the block leaves as a whole, before any barrier
-    for (int r = first; r < first + rows && r < num_priors; ++r) any = any || image_possible[r] != 0;
-    if (!any) return;
-
-    const int prior = first + slot;  // threads past `rows` warps take part in the barriers only
-    const bool mine = slot < rows && prior < num_priors && image_possible[prior] != 0;
+    __shared__ float part_top[SOFTMAX_ROWS][32];
+    __shared__ float part_best[SOFTMAX_ROWS][32];
+    __shared__ float part_sum[SOFTMAX_ROWS][32];
+    const int slot = threadIdx.x / 32, lane = threadIdx.x % 32, image = blockIdx.y;
+    const int prior = blockIdx.x * SOFTMAX_ROWS + slot;
+    const bool in_row = slot < SOFTMAX_ROWS && prior < num_priors;  // other threads only meet the barriers
     const long long row = (long long)image * num_priors + prior;
     const float* in = logits + row * num_classes;
-    const float top = mine ? tops[row] : 0.0f;
-    double sum = 0.0;  // lane 0's
-    double kept[SOFTMAX_KEPT];  // this lane's exponentials of classes 32 k + lane, k < SOFTMAX_KEPT
+    const float minus_inf = __uint_as_float(0xFF800000u);
+
+    float top = minus_inf, best = minus_inf;  // this lane's classes
+    if (in_row)
+        for (int c = lane; c < num_classes; c += 32) {
+            const float x = in[c];
+            top = max_keep_nan(top, x);
+            if (c > 0) best = max_keep_nan(best, x);
+        }
+    if (slot < SOFTMAX_ROWS) {
+        part_top[slot][lane] = top;
+        part_best[slot][lane] = best;
+    }
+    __syncthreads();
+    bool exact = false;
+    if (in_row) {
+        top = part_top[slot][0];  // the same order in every lane: the same top in every lane
+        best = part_best[slot][0];
+        for (int j = 1; j < 32; ++j) {
+            top = max_keep_nan(top, part_top[slot][j]);
+            best = max_keep_nan(best, part_best[slot][j]);
+        }
+        exact = num_classes > 1 && (every_row != 0 || __fsub_rn(best, top) > log_bound);
+        if (lane == 0) possible[row] = exact ? 1 : 0;
+    }
+
+    float kept[SOFTMAX_KEPT];  // this lane's exponentials of classes 32 k + lane, k < SOFTMAX_KEPT
 #pragma unroll
-    for (int k = 0; k < SOFTMAX_KEPT; ++k) kept[k] = 0.0;
+    for (int k = 0; k < SOFTMAX_KEPT; ++k) kept[k] = 0.0f;
+    float partial = 0.0f;  // this lane's classes, in order
+    if (exact)
+        for (int base = 0; base < num_classes; base += 32) {
+            const int c = base + lane;
+            if (c >= num_classes) break;
+            const float e = expf(__fsub_rn(in[c], top));
+#pragma unroll
+            for (int k = 0; k < SOFTMAX_KEPT; ++k)  // constant indices: kept stays in registers
+                if (base == 32 * k) kept[k] = e;
+            partial = __fadd_rn(partial, e);
+        }
+    if (slot < SOFTMAX_ROWS) part_sum[slot][lane] = partial;
+    __syncthreads();
+    if (!exact) return;
+
+    const float* lanes = part_sum[slot];  // the lanes' partial sums, added pairwise in a fixed order
+    const float total = __fadd_rn(__fadd_rn(pairwise_sum8(lanes), pairwise_sum8(lanes + 8)),
+                                  __fadd_rn(pairwise_sum8(lanes + 16), pairwise_sum8(lanes + 24)));
+
+    float* out = probs + (long long)image * num_classes * num_priors + prior;  // class c at out[c * P]
     for (int base = 0; base < num_classes; base += 32) {
         const int c = base + lane;
-        const double e = mine && c < num_classes ? exp((double)__fsub_rn(in[c], top)) : 0.0;
-#pragma unroll
-        for (int k = 0; k < SOFTMAX_KEPT; ++k)  // constant indices: kept stays in registers
-            if (base == 32 * k) kept[k] = e;
-        if (slot < rows) part[slot][lane] = e;
-        __syncthreads();
-        if (mine && lane == 0)
-            for (int j = 0; j < 32 && base + j < num_classes; ++j) sum += part[slot][j];
-        __syncthreads();  // part is rewritten by the next chunk
-    }
-    if (slot < rows && lane == 0) total[slot] = sum;
-    __syncthreads();
-    if (!mine) return;
-    float* out = probs + (long long)image * num_classes * num_priors + prior;  // class c at out[c * P]
-    for (int c = lane; c < num_classes; c += 32) {
-        double e = c < 32 * SOFTMAX_KEPT ? 0.0 : exp((double)__fsub_rn(in[c], top));  // beyond kept: again
+        if (c >= num_classes) break;
+        float e = base < 32 * SOFTMAX_KEPT ? 0.0f : expf(__fsub_rn(in[c], top));  // beyond kept: again
 #pragma unroll
         for (int k = 0; k < SOFTMAX_KEPT; ++k)
-            if (c - lane == 32 * k) e = kept[k];
-        out[(long long)c * num_priors] = __double2float_rn(e / total[slot]);
+            if (base == 32 * k) e = kept[k];
+        out[(long long)c * num_priors] = __fdiv_rn(e, total);
     }
 }
 
@@ -453,17 +479,21 @@ extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const 
 }
 
 // One block per image: the best max_detections of all classes' kept boxes, in the final
-// order, as records (x1, y1, x2, y2, score, label, C softmax scores) in rows [0, count) of
-// this image's staging area. Dynamic shared memory: m_pad u64 keys | m_pad int indices |
-// C int prefix sums of the kept counts (classes 1..C-1, then the total).
+// order, as records (x1, y1, x2, y2, score, label, C softmax scores): rows [0, count) of this
+// image start right after the records of the images before it (their counts are
+// min(kept, max_detections), summed from kept_count), so all images' records are packed
+// back to back and the host copies back exactly what was found. det_count[image] = count.
+// Dynamic shared memory: m_pad u64 keys | m_pad int indices | C int prefix sums of the kept
+// counts (classes 1..C-1, then the total).
 extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64* __restrict__ kept_keys,
                                      const float4* __restrict__ kept_boxes, const int* __restrict__ kept_count,
                                      int num_priors, int num_classes, int top_k, int max_detections, int m_pad,
-                                     float* __restrict__ staging, int* __restrict__ det_count)
+                                     float* __restrict__ packed, int* __restrict__ det_count)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     __shared__ unsigned int hist[256];
     __shared__ SelectState state;
+    __shared__ int records_before;  // of the images before this one
 
     const int image = blockIdx.x, groups = num_classes - 1, width = RECORD_HEAD + num_classes;
     const long long slot_base = (long long)image * groups * top_k;
@@ -479,8 +509,17 @@ extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64*
             total += counts[g];
         }
         first[groups] = total;
+        records_before = 0;
     }
     __syncthreads();
+    int before = 0;  // this thread's share of the images before this one; integer sums: exact in any order
+    for (int i = threadIdx.x; i < image; i += blockDim.x) {
+        const int* counts = kept_count + (long long)i * groups;
+        int kept_i = 0;
+        for (int g = 0; g < groups; ++g) kept_i += counts[g];
+        before += min(kept_i, max_detections);
+    }
+    if (before) atomicAdd(&records_before, before);  // read after the sort's barriers
     MergeSource source;
     source.keys = kept_keys + slot_base;
     source.first = first;
@@ -491,14 +530,15 @@ extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64*
     int m = min(kept, max_detections);
     u64 cutoff = kept > m ? radix_select(source, kept, m, hist, &state) : 1ull;
     gather_keys(source, kept, cutoff, keys, index, &state);
-    sort_descending(keys, index, m);  // sort_length(m) <= m_pad
+    sort_descending(keys, index, m);  // sort_length(m) <= m_pad; ends with a barrier
+    const long long offset = records_before;
 
     const float* image_probs = probs + (long long)image * num_priors * num_classes;
     for (int r = threadIdx.x; r < m; r += blockDim.x) {
         u64 key = keys[r];
         int prior = merge_key_prior(key);
         float4 box = kept_boxes[slot_base + index[r]];
-        float* record = staging + ((long long)image * max_detections + r) * width;
+        float* record = packed + (offset + r) * width;
         record[0] = box.x;
         record[1] = box.y;
         record[2] = box.z;
@@ -509,18 +549,4 @@ extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64*
         for (int c = 0; c < num_classes; ++c, column += num_priors) record[RECORD_HEAD + c] = *column;
     }
     if (threadIdx.x == 0) det_count[image] = m;
-}
-
-// One block per image: copy its det_count[image] records to `packed`, right after those of
-// the images before it, so the host copies back exactly sum(det_count) records.
-extern "C" __global__ void ssd_pack(const float* __restrict__ staging, const int* __restrict__ det_count,
-                                    int max_detections, int width, float* __restrict__ packed)
-{
-    const int image = blockIdx.x;
-    long long offset = 0;
-    for (int i = 0; i < image; ++i) offset += det_count[i];
-    const long long values = (long long)det_count[image] * width;
-    const float* from = staging + (long long)image * max_detections * width;
-    float* to = packed + offset * width;
-    for (long long v = threadIdx.x; v < values; v += blockDim.x) to[v] = from[v];
 }

@@ -1,6 +1,7 @@
 """How the CUDA decode + NMS (`decode_nms.cu`) is run: its limits, the layout of its one
-device workspace, the five kernel launches with their grids, shared memory and
-arguments, and the conversion of the records it copies back into `Detections`.
+device workspace, the three kernel launches with their grids, shared memory and
+arguments, the span the host copies back (the per-image counts, then the packed records),
+and the conversion of those records into `Detections`.
 
 Pure NumPy, no CUDA: the pycuda launcher (`decode_nms.py`) executes the plan on a
 GPU, and the tests execute the very same plan on a CPU emulation of the kernels.
@@ -19,15 +20,14 @@ from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import possible_box_bound
 
 KERNEL_SOURCE = Path(__file__).with_name("decode_nms.cu")
-KERNELS = ("ssd_prefilter", "ssd_softmax", "ssd_class_nms", "ssd_merge", "ssd_pack")
+KERNELS = ("ssd_softmax", "ssd_class_nms", "ssd_merge")
 
 MAX_PRIORS = (1 << 20) - 1  # the merge key holds a default-box index in 20 bits
 MAX_CLASSES = 1 << 12  # ... and a class in 12
 MAX_TOP_K = 512  # candidates per class: the suppression bit matrix must fit in shared memory
 MAX_DETECTIONS = 1024  # merge sort in shared memory
 RECORD_HEAD = 6  # x1, y1, x2, y2, score, label; then the C softmax scores
-PREFILTER_BLOCK = 128  # one thread per default box
-SOFTMAX_ROWS = 4  # default boxes per ssd_softmax block: one warp each (the kernel allows up to 8)
+SOFTMAX_ROWS = 8  # default boxes per ssd_softmax block, one warp each (the kernel's SOFTMAX_ROWS)
 WARP = 32
 BLOCK = 256
 ALIGNMENT = 256
@@ -85,12 +85,11 @@ class DecodeNmsPlan:
         sizes = {
             "priors": num_priors * 4 * 4,
             "probs": max_batch * num_classes * num_priors * 4,  # (B, C, P): classes first
-            "possible": max_batch * num_priors,  # (B, P) uint8: rows with the exact softmax
-            "tops": max_batch * num_priors * 4,  # (B, P) float32: their max logit
+            "possible": max_batch * num_priors,  # (B, P) uint8: rows whose softmax is computed
             "kept_keys": max_batch * groups * self.top_k * 8,
             "kept_boxes": max_batch * groups * self.top_k * 16,
             "kept_count": max_batch * groups * 4,
-            "staging": max_batch * self.max_detections * self.record_width * 4,
+            # det_count and packed last and back to back: the host copies both in one span.
             "det_count": max_batch * 4,
             "packed": max_batch * self.max_detections * self.record_width * 4,
         }
@@ -112,49 +111,69 @@ class DecodeNmsPlan:
         """Dynamic shared memory of ssd_merge: keys, their slots, the kept counts' prefix sums."""
         return self.m_pad * (8 + 4) + self.num_classes * 4
 
+    @property
+    def result_offset(self) -> int:
+        """Workspace offset of what the host copies back: det_count (max_batch int32), padded
+        to the alignment, then the packed records."""
+        return self.offsets["det_count"]
+
+    @property
+    def records_offset(self) -> int:
+        """Where the packed records start, in bytes from `result_offset`."""
+        return self.offsets["packed"] - self.offsets["det_count"]
+
+    def result_bytes(self, batch: int, records: int) -> int:
+        """Bytes to copy back for a batch's counts and its first `records` records."""
+        if not 0 <= records <= batch * self.max_detections:
+            raise ValueError(f"{records} records outside 0..{batch * self.max_detections} for a batch of {batch}")
+        return self.records_offset + records * self.record_width * 4
+
+    def argument_formats(self) -> dict[str, str]:
+        """Each kernel's argument list as a `struct` format (P pointer, i int32, f float32),
+        for pycuda's prepared calls: the same for every batch."""
+        codes = {np.uintp: "P", np.int32: "i", np.float32: "f"}
+        return {launch.kernel: "".join(codes[type(arg)] for arg in launch.args)
+                for launch in self._launches(0, 0, 0, 1)}
+
     def launches(self, workspace: int, locs: int, confs: int, batch: int) -> list[Launch]:
         """The kernel launches for one batch. workspace: device address of the workspace
         (with the default boxes already at offsets["priors"]); locs (B, P, 4) and confs
         (B, P, C): device addresses of float32 network outputs.
 
-        ssd_prefilter marks the default boxes that the NumPy path's `possible_box_bound`
-        cannot rule out (every box when the threshold is <= 0); ssd_softmax takes the
-        float64 softmax of those only, one warp per box."""
+        ssd_softmax marks the default boxes that the NumPy path's `possible_box_bound`
+        cannot rule out (every box when the threshold is <= 0) and takes the float32
+        softmax of those only, one warp per box; ssd_merge writes the records packed, so
+        that det_count and the records are one span (`result_offset`, `result_bytes`)."""
         if not 1 <= batch <= self.max_batch:
             raise ValueError(f"batch {batch} outside 1..{self.max_batch}")
+        launches = self._launches(workspace, locs, confs, batch)
+        if self.num_classes == 1:  # background only: no class to search (a grid of 0 blocks is not a launch)
+            launches = [launch for launch in launches if launch.kernel != "ssd_class_nms"]
+        return launches
+
+    def _launches(self, workspace: int, locs: int, confs: int, batch: int) -> list[Launch]:
         at = {name: np.uintp(workspace + offset) for name, offset in self.offsets.items()}
         cfg, p, c, i32, f32 = self.config, self.num_priors, self.num_classes, np.int32, np.float32
-        rows = batch * p
         log_bound = possible_box_bound(cfg.score_threshold)
         every_row = log_bound is None
         launches = [
             Launch(
-                "ssd_prefilter", (-(-rows // PREFILTER_BLOCK), 1, 1), (PREFILTER_BLOCK, 1, 1), 0,
-                (np.uintp(confs), at["possible"], at["tops"], i32(rows), i32(c),
-                 f32(0.0 if every_row else log_bound), i32(every_row)),
-            ),
-            Launch(
                 "ssd_softmax", (-(-p // SOFTMAX_ROWS), batch, 1), (SOFTMAX_ROWS * WARP, 1, 1), 0,
-                (np.uintp(confs), at["possible"], at["tops"], at["probs"], i32(p), i32(c)),
+                (np.uintp(confs), at["possible"], at["probs"], i32(p), i32(c),
+                 f32(0.0 if every_row else log_bound), i32(every_row)),
             ),
             Launch(
                 "ssd_class_nms", (c - 1, batch, 1), (BLOCK, 1, 1), self.class_shared_bytes,
                 (at["probs"], at["possible"], np.uintp(locs), at["priors"], i32(p), i32(c), i32(self.top_k),
-                 i32(self.k_pad), f32(cfg.score_threshold), f32(cfg.iou_threshold), f32(cfg.variances[0]), f32(cfg.variances[1]),
-                 f32(BBOX_XFORM_CLIP), at["kept_keys"], at["kept_boxes"], at["kept_count"]),
+                 i32(self.k_pad), f32(cfg.score_threshold), f32(cfg.iou_threshold), f32(cfg.variances[0]),
+                 f32(cfg.variances[1]), f32(BBOX_XFORM_CLIP), at["kept_keys"], at["kept_boxes"], at["kept_count"]),
             ),
             Launch(
                 "ssd_merge", (batch, 1, 1), (BLOCK, 1, 1), self.merge_shared_bytes,
                 (at["probs"], at["kept_keys"], at["kept_boxes"], at["kept_count"], i32(p), i32(c), i32(self.top_k),
-                 i32(self.max_detections), i32(self.m_pad), at["staging"], at["det_count"]),
-            ),
-            Launch(
-                "ssd_pack", (batch, 1, 1), (BLOCK, 1, 1), 0,
-                (at["staging"], at["det_count"], i32(self.max_detections), i32(self.record_width), at["packed"]),
+                 i32(self.max_detections), i32(self.m_pad), at["packed"], at["det_count"]),
             ),
         ]
-        if c == 1:  # background only: no class to search (a grid of 0 blocks is not a launch)
-            launches = [launch for launch in launches if launch.kernel != "ssd_class_nms"]
         return launches
 
     def detections(

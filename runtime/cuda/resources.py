@@ -123,10 +123,11 @@ def _release_contexts() -> None:
 
 
 class DeviceBuffer:
-    """`nbytes` of device memory, allocated once. Use inside the context."""
+    """`nbytes` of device memory, allocated once. Use inside the context. driver: the
+    pycuda.driver-like module to call (default: pycuda.driver itself)."""
 
-    def __init__(self, nbytes: int, what: str = "buffer") -> None:
-        cuda = import_pycuda()
+    def __init__(self, nbytes: int, what: str = "buffer", driver=None) -> None:
+        cuda = driver if driver is not None else import_pycuda()
         self.nbytes = int(nbytes)
         self.what = what
         self._allocation = check(f"cuMemAlloc({what}, {self.nbytes} bytes)", cuda.mem_alloc, max(self.nbytes, 1))
@@ -145,8 +146,8 @@ class PinnedBuffer:
     """Page-locked host memory seen as a NumPy array, so copies to and from the device are
     truly asynchronous. Use inside the context."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: Any, what: str = "buffer") -> None:
-        cuda = import_pycuda()
+    def __init__(self, shape: tuple[int, ...], dtype: Any, what: str = "buffer", driver=None) -> None:
+        cuda = driver if driver is not None else import_pycuda()
         self.what = what
         self.array: np.ndarray | None = check(f"cuMemHostAlloc({what})", cuda.pagelocked_empty, shape, np.dtype(dtype))
 
@@ -159,8 +160,8 @@ class PinnedBuffer:
 class Stream:
     """One CUDA stream: every copy and launch of a Detector is queued on it, in order."""
 
-    def __init__(self) -> None:
-        cuda = import_pycuda()
+    def __init__(self, driver=None) -> None:
+        cuda = driver if driver is not None else import_pycuda()
         self._cuda = cuda
         self._stream = check("cuStreamCreate", cuda.Stream)
 

@@ -1,5 +1,6 @@
-"""Raw network outputs on which the CUDA decode + NMS must equal the NumPy reference, and
-the comparison itself; ssd-doctor runs them on the user's GPU.
+"""Raw network outputs on which the CUDA decode + NMS must agree with the NumPy reference,
+and the comparison rule itself (`kernel_difference`); ssd-doctor runs them on the user's
+GPU, the tests on the CPU emulations of the kernel.
 
 Random outputs at batch 1 and 8 under varied thresholds, and the edge cases: no box
 above the threshold, every box above it with NMS off, identical boxes and scores (ties
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
-from ssd_edge.runtime.postprocess.fast import possible_box_bound
+from ssd_edge.runtime.postprocess.fast import possible_box_bound, possible_boxes, postprocess, postprocess_image, softmax
 
 SSDLITE_PRIORS, COCO_CLASSES = 3234, 91
 
@@ -185,3 +186,179 @@ def first_difference(got: list[Detections], expected: list[Detections]) -> str |
                 worst = float(np.nanmax(np.abs(a.astype(np.float64) - b))) if a.shape == b.shape else float("nan")
                 return f"image {i}: {what} differ (largest difference {worst:.3g}, shapes {a.shape} vs {b.shape})"
     return None
+
+
+# ---------------------------------------------------------------- the float32 kernel's rule
+# The kernel's softmax runs in float32 (CUDA's expf, a fixed-order sum, IEEE division), so
+# its scores are not the float64 reference's to the bit; everything after the softmax is
+# exact. `kernel_difference` holds a kernel run to that, in three parts:
+#   1. its scores: within rtol 1e-6 / atol 1e-30 of the float64 softmax, on exactly the
+#      default boxes that `possible_boxes` keeps;
+#   2. its detections: NumPy's own threshold, top-k, decode, NMS and merge run on the
+#      kernel's scores give them exactly (labels, order, scores, boxes, softmax vectors);
+#   3. end to end against the float64 NumPy path, tie-aware: with tau = 1e-6 s, a detection
+#      clearly above the threshold and the top-k / max-detections cuts (by more than tau) is
+#      in both, each one found in both has its score and softmax vector within 1e-6 and the
+#      very same box, and the order differs only inside near-tie clusters (|ds| <= 2 tau).
+
+PROBABILITY_RTOL, PROBABILITY_ATOL = 1e-6, 1e-30
+TIE_RTOL = 1e-6
+
+
+def float64_softmax(confs: np.ndarray) -> np.ndarray:
+    """(B, C, P) float64 softmax of logits (B, P, C): the float32 differences l_c - max that
+    the kernel and the NumPy path exponentiate, then exp, sum and division in float64,
+    not rounded."""
+    logits = np.asarray(confs, np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, -3e38 - 3e38: as on the GPU
+        d = logits - logits.max(axis=-1, keepdims=True)
+        e = np.exp(d, dtype=np.float64)
+        probs = e / e.sum(axis=-1, keepdims=True)
+    return np.ascontiguousarray(probs.transpose(0, 2, 1))
+
+
+def prefilter_difference(case: KernelCase, possible: np.ndarray) -> str | None:
+    """The kernel's possible default boxes (B, P) against `possible_boxes`."""
+    for b, (image, mine) in enumerate(zip(case.confs, possible)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = possible_boxes(np.ascontiguousarray(np.asarray(image, np.float32).T), case.config.score_threshold)
+        found = np.flatnonzero(mine)
+        if found.tolist() != expected.tolist():
+            extra, missing = np.setdiff1d(found, expected), np.setdiff1d(expected, found)
+            return (f"image {b}: the kernel took the softmax of {found.size} default boxes, possible_boxes keeps "
+                    f"{expected.size} (extra {extra[:5].tolist()}, missing {missing[:5].tolist()})")
+    return None
+
+
+def probability_difference(case: KernelCase, probs: np.ndarray, possible: np.ndarray) -> str | None:
+    """The kernel's scores (B, C, P) on its possible default boxes against the float64
+    softmax: within rtol 1e-6 / atol 1e-30, NaN where the reference is NaN."""
+    reference = float64_softmax(case.confs)
+    for b in range(len(probs)):
+        columns = np.flatnonzero(possible[b])
+        got, expected = probs[b][:, columns].astype(np.float64), reference[b][:, columns]
+        close = np.isclose(got, expected, rtol=PROBABILITY_RTOL, atol=PROBABILITY_ATOL, equal_nan=True)
+        if not close.all():
+            c, j = np.argwhere(~close)[0]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                relative = np.nanmax(np.abs(got - expected)[~close] / np.abs(expected[~close]))
+            return (f"image {b}: {int((~close).sum())} scores off the float64 softmax by more than rtol "
+                    f"{PROBABILITY_RTOL:g} (largest relative {relative:.3g}; class {c}, default box {columns[j]}: "
+                    f"{got[c, j]!r} vs {expected[c, j]!r})")
+    return None
+
+
+def numpy_on_kernel_scores(case: KernelCase, probs: np.ndarray, possible: np.ndarray) -> list[Detections]:
+    """NumPy's threshold, top-k, decode, NMS and merge (runtime.postprocess.fast) run on the
+    kernel's scores of its possible default boxes."""
+    found = []
+    priors = np.asarray(case.priors, np.float32)
+    for b in range(len(probs)):
+        boxes = np.flatnonzero(possible[b])
+        scores = np.ascontiguousarray(probs[b][:, boxes])
+        found.append(postprocess_image(np.asarray(case.locs[b], np.float32)[boxes], scores, priors[boxes],
+                                       case.image_sizes[b], case.config))
+    return found
+
+
+def exact_difference(got: list[Detections], expected: list[Detections]) -> str | None:
+    """Where two batches of detections differ at all (NaN equals NaN), or None."""
+    if len(got) != len(expected):
+        return f"{len(got)} images, expected {len(expected)}"
+    for i, (g, e) in enumerate(zip(got, expected)):
+        for what, a, b in (("labels", g.labels, e.labels), ("scores", g.scores, e.scores),
+                           ("boxes", g.boxes, e.boxes), ("softmax vectors", g.confs, e.confs)):
+            if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
+                if a.shape != b.shape:
+                    return f"image {i}: {what} shaped {a.shape}, expected {b.shape}"
+                at = np.argwhere(~((a == b) | (np.isnan(a) & np.isnan(b))))[0]
+                return f"image {i}: {what} differ first at {tuple(at.tolist())}: {a[tuple(at)]!r} vs {b[tuple(at)]!r}"
+    return None
+
+
+def _box_key(label: int, box: np.ndarray) -> tuple:
+    canonical = np.where(np.isnan(box), np.float32(np.nan), box).astype(np.float32)
+    return int(label), canonical.tobytes()
+
+
+def tie_aware_difference(got: list[Detections], expected: list[Detections], config: PostprocessConfig,
+                         reference_scores: np.ndarray | None = None) -> str | None:
+    """End to end against the float64 NumPy path (`expected`), tie-aware (rule 3 above).
+    A detection is the same in both when its label and box are (the boxes are exact);
+    one found in one list only must be borderline: within tau of the threshold, within 2 tau
+    of the other list's max-detections cut (when that list is full), of its class's top-k
+    cut (the top_k-th best score in `reference_scores` (B, C, P), when given), or of another
+    detection of its class (greedy NMS keeps one of a near-tied overlapping pair)."""
+    if len(got) != len(expected):
+        return f"{len(got)} images, expected {len(expected)}"
+    threshold = float(np.float32(config.score_threshold))
+    for i, (g, e) in enumerate(zip(got, expected)):
+        lists = {"kernel": g, "reference": e}
+        keyed: dict[tuple, dict[str, list[int]]] = {}
+        for side, d in lists.items():
+            for j in range(len(d.labels)):
+                keyed.setdefault(_box_key(d.labels[j], d.boxes[j]), {"kernel": [], "reference": []})[side].append(j)
+        pairs, lonely = [], []
+        for key, sides in keyed.items():
+            mine = sorted(sides["kernel"], key=lambda j: -float(g.scores[j]))
+            theirs = sorted(sides["reference"], key=lambda j: -float(e.scores[j]))
+            pairs += list(zip(mine, theirs))
+            lonely += [("kernel", j) for j in mine[len(theirs):]] + [("reference", j) for j in theirs[len(mine):]]
+        for a, b in pairs:
+            sa, sb = float(g.scores[a]), float(e.scores[b])
+            if not abs(sa - sb) <= TIE_RTOL * abs(sb):
+                return f"image {i}: detection {b} (label {e.labels[b]}) scores {sa!r} on the kernel, {sb!r} in float64"
+            if not np.allclose(g.confs[a], e.confs[b], rtol=PROBABILITY_RTOL, atol=PROBABILITY_ATOL, equal_nan=True):
+                return f"image {i}: detection {b} (label {e.labels[b]}): softmax vectors differ by more than 1e-6"
+        for side, j in lonely:
+            d, other = lists[side], lists["reference" if side == "kernel" else "kernel"]
+            s, label = float(d.scores[j]), int(d.labels[j])
+            tau = TIE_RTOL * abs(s)
+            borderline = s <= threshold + tau
+            if len(other.scores) >= config.max_detections and len(other.scores):
+                borderline |= s <= float(other.scores.min()) + 2 * tau
+            if reference_scores is not None:
+                column = reference_scores[i, label]
+                candidates = np.sort(column[column > np.float32(threshold)])[::-1]
+                if len(candidates) > config.top_k:
+                    borderline |= s <= float(candidates[config.top_k - 1]) + 2 * tau
+            for d2 in lists.values():
+                same = (d2.labels == label) & (np.abs(d2.scores.astype(np.float64) - s) <= 2 * tau)
+                borderline |= int(same.sum()) > (1 if d2 is d else 0)
+            if not borderline:
+                return (f"image {i}: a detection (label {label}, score {s!r}) only in the {side} output, clearly "
+                        f"above the threshold and the cuts and not near-tied with another of its class")
+        if pairs:
+            order = np.array(sorted(pairs), dtype=np.intp)  # by position in the kernel's output
+            theirs = order[:, 1]
+            scores = e.scores[theirs].astype(np.float64)
+            inverted = np.triu(theirs[:, None] > theirs[None, :], k=1)
+            apart = np.abs(scores[:, None] - scores[None, :]) > 2 * TIE_RTOL * np.maximum(scores[:, None], scores[None, :])
+            bad = np.argwhere(inverted & apart)
+            if bad.size:
+                a, b = bad[0]
+                return (f"image {i}: the kernel orders scores {scores[a]!r} (label {e.labels[theirs[a]]}) and "
+                        f"{scores[b]!r} (label {e.labels[theirs[b]]}) the other way round; they are not near-tied")
+    return None
+
+
+def kernel_difference(case: KernelCase, got: list[Detections], probs: np.ndarray, possible: np.ndarray) -> str | None:
+    """Where a kernel run on `case` breaks the float32 kernel's rule (see above), or None.
+    got: its detections; probs (B, C, P) float32 and possible (B, P) bool: its scores and
+    the default boxes it took the softmax of (read back from its workspace)."""
+    for what, difference in (("prefilter", lambda: prefilter_difference(case, possible)),
+                             ("scores", lambda: probability_difference(case, probs, possible)),
+                             ("NumPy on the kernel's scores", lambda: exact_difference(
+                                 got, numpy_on_kernel_scores(case, probs, possible))),
+                             ("float64 NumPy, tie-aware", lambda: _end_to_end(case, got))):
+        found = difference()
+        if found is not None:
+            return f"{what}: {found}"
+    return None
+
+
+def _end_to_end(case: KernelCase, got: list[Detections]) -> str | None:
+    with np.errstate(over="ignore", invalid="ignore"):  # huge logits: a float32 difference overflowing is meant
+        expected = postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config)
+        scores = softmax(np.asarray(case.confs, np.float32)).transpose(0, 2, 1)
+    return tie_aware_difference(got, expected, case.config, scores)

@@ -11,16 +11,10 @@ T arg(void** args, int i)
     return *static_cast<T*>(args[i]);
 }
 
-void run_prefilter(void** a)
-{
-    ssd_prefilter(arg<const float*>(a, 0), arg<unsigned char*>(a, 1), arg<float*>(a, 2), arg<int>(a, 3),
-                  arg<int>(a, 4), arg<float>(a, 5), arg<int>(a, 6));
-}
-
 void run_softmax(void** a)
 {
-    ssd_softmax(arg<const float*>(a, 0), arg<const unsigned char*>(a, 1), arg<const float*>(a, 2), arg<float*>(a, 3),
-                arg<int>(a, 4), arg<int>(a, 5));
+    ssd_softmax(arg<const float*>(a, 0), arg<unsigned char*>(a, 1), arg<float*>(a, 2), arg<int>(a, 3), arg<int>(a, 4),
+                arg<float>(a, 5), arg<int>(a, 6));
 }
 
 void run_class_nms(void** a)
@@ -36,11 +30,6 @@ void run_merge(void** a)
     ssd_merge(arg<const float*>(a, 0), arg<const u64*>(a, 1), arg<const float4*>(a, 2), arg<const int*>(a, 3),
               arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<int>(a, 7), arg<int>(a, 8), arg<float*>(a, 9),
               arg<int*>(a, 10));
-}
-
-void run_pack(void** a)
-{
-    ssd_pack(arg<const float*>(a, 0), arg<const int*>(a, 1), arg<int>(a, 2), arg<int>(a, 3), arg<float*>(a, 4));
 }
 
 }  // namespace

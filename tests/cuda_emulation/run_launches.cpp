@@ -10,7 +10,11 @@
 // Exit status: 0; 2 for a bad plan or file; 3 when the emulation found an error (stderr).
 #include "cuda_threads.h"
 
+#define expf cuda_expf  // the kernel's exponentials are CUDA's (cuda_keywords.h)
+#define exp cuda_exp
 #include "decode_nms_threads.cu"
+#undef expf
+#undef exp
 
 #include <cstdio>
 #include <fstream>
@@ -52,8 +56,7 @@ struct PendingLaunch {
 void execute(const PendingLaunch& launch)
 {
     static const std::map<std::string, void (*)(void**)> kernels = {
-        {"ssd_prefilter", run_prefilter}, {"ssd_softmax", run_softmax}, {"ssd_class_nms", run_class_nms},
-        {"ssd_merge", run_merge}, {"ssd_pack", run_pack}};
+        {"ssd_softmax", run_softmax}, {"ssd_class_nms", run_class_nms}, {"ssd_merge", run_merge}};
     auto found = kernels.find(launch.kernel);
     if (found == kernels.end()) fail("unknown kernel " + launch.kernel);
     std::vector<void*> args;

@@ -95,6 +95,12 @@ class EmulatedDecodeNms:
         return self.plan.detections(det_count, records, image_sizes)
 
     def possible(self) -> np.ndarray:
-        """(B, P) bool of the last run: the default boxes ssd_prefilter marked for the exact softmax."""
+        """(B, P) bool of the last run: the default boxes ssd_softmax took the softmax of."""
         rows = self.view("possible", np.uint8, self.last_batch * self.plan.num_priors)
         return rows.reshape(self.last_batch, self.plan.num_priors).astype(bool)
+
+    def probabilities(self) -> np.ndarray:
+        """(B, C, P) float32 of the last run: the kernel's softmax (only the possible default
+        boxes' columns are written)."""
+        shape = (self.last_batch, self.plan.num_classes, self.plan.num_priors)
+        return self.view("probs", np.float32, int(np.prod(shape))).reshape(shape).copy()

@@ -35,7 +35,7 @@ REGION_BITS = 40  # fake device addresses: region number << 40 | offset
 REGIONS = ("workspace", "locs", "confs")
 # Kernels with a block per class or image, written for any blockDim (the others' grids are
 # sized from their block).
-BLOCK_PER_GROUP = ("ssd_class_nms", "ssd_merge", "ssd_pack")
+BLOCK_PER_GROUP = ("ssd_class_nms", "ssd_merge")
 
 
 class SanitizerUnavailable(RuntimeError):
@@ -118,6 +118,8 @@ class ThreadedRun:
     reports: list[TsanReport]
     seconds: float
     stderr: str
+    possible: np.ndarray | None = None  # (B, P) bool: the default boxes ssd_softmax took the softmax of
+    probabilities: np.ndarray | None = None  # (B, C, P) float32: the kernel's softmax (possible columns)
 
 
 class ThreadedDecodeNms:
@@ -188,7 +190,10 @@ class ThreadedDecodeNms:
         packed = out[self.plan.offsets["packed"]:][:int(counts.sum()) * width * 4].view(np.float32)
         records = packed.reshape(-1, width).copy()
         detections = self.plan.detections(counts, records, image_sizes)
-        return ThreadedRun(detections, parse_tsan_reports(result.stderr), seconds, result.stderr)
+        p, c = self.plan.num_priors, self.plan.num_classes
+        possible = out[self.plan.offsets["possible"]:][:batch * p].reshape(batch, p).astype(bool)
+        probs = out[self.plan.offsets["probs"]:][:batch * c * p * 4].view(np.float32).reshape(batch, c, p).copy()
+        return ThreadedRun(detections, parse_tsan_reports(result.stderr), seconds, result.stderr, possible, probs)
 
 
 def mutate(source: str, find: str, replace: str, occurrence: int = 1,
