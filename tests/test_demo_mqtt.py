@@ -201,3 +201,33 @@ def test_on_frame_returns_at_once_while_the_broker_is_away(tmp_path):
         publisher.close()
     assert publisher.published == 10 and publisher.dropped == 990 + 2  # the queue holds 10: the closing health and "offline" are dropped too
     assert per_call_ms < 5, per_call_ms
+
+
+def test_the_command_line_publishes_with_two_sources(model_path, clip, tmp_path, broker, capsys):
+    from ssd_edge.cli.demo import main
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(frames / f"{i:04d}.png"), moving_shapes(i))
+    subscriber = Subscriber(broker.port, "cli/edge/#", client_id="sub-cli")
+    code = main(["--model", model_path, "--source", str(clip), "--source", str(frames / "%04d.png"), "--headless",
+                 "--output", str(tmp_path / "cli.mp4"), "--score-threshold", "0.3", "--track", "--max-frames", "8",
+                 "--mqtt", f"127.0.0.1:{broker.port}", "--mqtt-topic", "cli/edge"])
+    messages = subscriber.wait_for(lambda got: any(p.get("state") == "offline" for t, p in got if t.endswith("/status")))
+    subscriber.close()
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"publishing events to MQTT broker 127.0.0.1:{broker.port} under cli/edge/" in printed
+    assert "0 dropped" in printed
+    ended = {p["source"]: p for t, p in messages if t.endswith("/health") and p["event"] == "ended"}
+    assert sorted(ended) == [0, 1] and ended[1]["detail"] == "end of file"  # the 6-image sequence ends first
+    closing = {p["source"]: p["frames"] for t, p in messages if t.endswith("/health") and p["event"] == "closing"}
+    assert closing == {0: 8, 1: 6}
+    status = [p for t, p in messages if t == "cli/edge/status"]
+    assert status[0]["state"] == "online" and status[0]["sources"] == [str(clip), str(frames / "%04d.png")]
+    assert len(read_log_lines(tmp_path / "cli.src1.jsonl")) == 6
+
+
+def read_log_lines(path):
+    return path.read_text().splitlines()

@@ -105,3 +105,21 @@ def test_a_damaged_file_fails_to_open_with_the_attempts(tmp_path):
     damaged.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     with pytest.raises(CameraError, match="via cv2.CAP_FFMPEG: did not open.*codec"):
         open_capture(parse_source(str(damaged)))
+
+
+def test_image_sequence_source(tmp_path):
+    import numpy as np
+
+    for i in range(1, 4):
+        cv2.imwrite(str(tmp_path / f"img_{i:03d}.png"), np.full((30, 40, 3), 40 * i, np.uint8))
+    source = parse_source(str(tmp_path / "img_%03d.png"))
+    assert source.kind == "sequence" and not source.live
+    assert source.input_files() == [tmp_path / f"img_{i:03d}.png" for i in range(1, 4)]
+    capture, attempt = open_capture(source)
+    read = 0
+    while capture.read()[0]:
+        read += 1
+    capture.release()
+    assert read == 3 and attempt.api_name == "CAP_IMAGES"
+    with pytest.raises(CameraError, match="no image of this sequence exists"):
+        parse_source(str(tmp_path / "none_%03d.png"))
