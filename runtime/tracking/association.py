@@ -54,6 +54,8 @@ def assign(similarity: np.ndarray, min_similarity: float) -> Matches:
     similarity of the pairs kept, every kept pair having similarity >= `min_similarity`."""
     num_tracks, num_detections = similarity.shape
     feasible = similarity >= min_similarity
+    if not feasible.any():
+        return Matches(np.zeros((0, 2), np.int64), np.arange(num_tracks), np.arange(num_detections))
     unique = _unique_pairs(feasible)
     rows, cols = np.nonzero(unique)
     pairs = [np.stack([rows, cols], axis=1)]
@@ -88,7 +90,8 @@ def associate(track_boxes_xyxy: np.ndarray, track_labels: np.ndarray, det_boxes_
     num_tracks, num_dets = len(track_boxes_xyxy), len(det_boxes_xyxy)
     if num_tracks == 0 or num_dets == 0:
         return Matches(np.zeros((0, 2), np.int64), np.arange(num_tracks), np.arange(num_dets))
-    if not same_class:
+    lowest, highest = min(track_labels.min(), det_labels.min()), max(track_labels.max(), det_labels.max())
+    if not same_class or lowest == highest:  # one class on both sides: nothing to split
         return assign(_similarity(track_boxes_xyxy, det_boxes_xyxy, det_scores, fuse_score), min_similarity)
     pairs = []
     for label in np.intersect1d(track_labels, det_labels):
