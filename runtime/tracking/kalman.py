@@ -33,6 +33,9 @@ from ssd_edge.runtime.tracking.errors import TrackingError
 
 STATE_SIZE = 8
 MEASUREMENT_SIZE = 4
+_TRANSITION = np.eye(STATE_SIZE)  # one frame: position += velocity
+_TRANSITION[:4, 4:] = np.eye(4)
+_DIAGONAL = np.arange(STATE_SIZE)
 
 
 def measure(boxes_xyxy: np.ndarray) -> np.ndarray:
@@ -115,14 +118,11 @@ class BoxKalman:
         new arrays; the inputs are left as they were."""
         if steps < 1:
             raise TrackingError(f"predict needs steps >= 1, got {steps}")
-        transition = np.eye(STATE_SIZE)
-        transition[:4, 4:] = np.eye(4)
-        diagonal = np.arange(STATE_SIZE)
         for _ in range(steps):
             variance = self.process_noise(means)
-            means = means @ transition.T
-            covariances = transition @ covariances @ transition.T
-            covariances[:, diagonal, diagonal] += variance
+            means = means @ _TRANSITION.T
+            covariances = _TRANSITION @ covariances @ _TRANSITION.T
+            covariances[:, _DIAGONAL, _DIAGONAL] += variance
         return means, covariances
 
     def update(self, means: np.ndarray, covariances: np.ndarray,

@@ -182,11 +182,13 @@ class _Table:
         return len(self.ids)
 
     def select(self, rows: np.ndarray) -> "_Table":
-        return _Table(**{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
+        return _Table(**{name: getattr(self, name)[rows] for name in _TABLE_FIELDS})
 
     def extend(self, other: "_Table") -> "_Table":
-        return _Table(**{f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)])
-                         for f in dataclasses.fields(self)})
+        return _Table(**{name: np.concatenate([getattr(self, name), getattr(other, name)]) for name in _TABLE_FIELDS})
+
+
+_TABLE_FIELDS = tuple(f.name for f in dataclasses.fields(_Table))
 
 
 class Tracker:
