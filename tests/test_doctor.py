@@ -139,9 +139,21 @@ def test_a_corrupt_model_is_one_failed_line_naming_the_file(tmp_path, capsys):
     assert "| FAILED | model (onnxruntime) |" in (tmp_path / "r.md").read_text()
 
 
+def write_engine_with_sidecar(path: Path) -> Path:
+    """A stand-in engine file (not a real engine) with a valid sidecar beside it."""
+    from ssd_edge.runtime.model_file import EngineSidecar, sidecar_path
+    from ssd_edge.runtime.spec import DefaultBoxConfig, ModelSpec
+
+    spec = ModelSpec(arch="mobilenetv3_ssd", input_size=(64, 64), class_names=("bg", "a", "b"),
+                     default_boxes=DefaultBoxConfig(feature_maps=((4, 4), (2, 2)), scales=(0.2, 0.5, 1.0),
+                                                    aspect_ratios=((2.0,), (2.0,))))
+    path.write_bytes(b"\x00" * 64)
+    sidecar_path(path).write_text(EngineSidecar(spec=spec, tensorrt_version="10.3.0").to_json())
+    return path
+
+
 def test_an_engine_that_cannot_run_here_is_said_plainly(tmp_path, capsys):
-    engine = tmp_path / "model.engine"
-    engine.write_bytes(b"\x00" * 64)
+    engine = write_engine_with_sidecar(tmp_path / "model.engine")
     status, lines, output = doctor(capsys, "--engine", str(engine), "--report", str(tmp_path / "r.md"))
     state, detail = lines["engine (TensorRT)"]
     if importlib.util.find_spec("tensorrt") is None:
@@ -150,6 +162,52 @@ def test_an_engine_that_cannot_run_here_is_said_plainly(tmp_path, capsys):
     status, lines, _ = doctor(capsys, "--engine", str(missing_file), "--report", str(tmp_path / "r.md"))
     assert status == 1 and lines["engine (TensorRT)"] == (FAILED, f"{missing_file}: no such file. Fix: give the "
                                                                    "path of a .engine built by ssd-export")
+
+
+def test_a_folder_or_an_engine_without_its_sidecar_is_named_as_such(tmp_path, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    status, lines, output = doctor(capsys, "--model", str(folder), "--engine", str(folder),
+                                   "--report", str(tmp_path / "r.md"))
+    assert status == 1 and "Traceback" not in output
+    for name, kind in (("model (onnxruntime)", "an .onnx model"), ("engine (TensorRT)", "a .engine")):
+        state, detail = lines[name]
+        assert state == FAILED and detail.startswith(f"{folder}: is a folder, not {kind} file. Fix: "), detail
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\x00" * 64)
+    status, lines, _ = doctor(capsys, "--engine", str(engine), "--report", str(tmp_path / "r.md"))
+    state, detail = lines["engine (TensorRT)"]
+    assert status == 1 and state == FAILED
+    assert detail.startswith(f"{engine}: its sidecar is missing (expected {tmp_path / 'model.engine.json'},"), detail
+    (tmp_path / "model.engine.json").write_text("{not json")
+    status, lines, _ = doctor(capsys, "--engine", str(engine), "--report", str(tmp_path / "r.md"))
+    state, detail = lines["engine (TensorRT)"]
+    assert status == 1 and state == FAILED and "not a readable engine sidecar" in detail, detail
+
+
+def test_a_report_path_that_cannot_be_written_is_refused_before_any_check(tmp_path, capsys):
+    missing_folder = tmp_path / "nowhere" / "r.md"
+    status, lines, output = doctor(capsys, "--report", str(missing_folder))
+    assert status == 2 and not lines, output  # refused before any check runs
+    assert f"--report {missing_folder}: the folder {missing_folder.parent} does not exist" in output
+    # /proc takes no new files, not even from root (whom a folder's mode bits do not stop)
+    status, lines, output = doctor(capsys, "--report", "/proc/r.md")
+    assert status == 2 and not lines, output
+    assert "--report /proc/r.md: the folder /proc is not writable" in output
+
+
+def test_a_report_that_cannot_be_written_after_the_checks_keeps_the_failed_status(tmp_path, capsys, monkeypatch):
+    def vanished(path, text):  # the folder removed while the checks ran
+        raise FileNotFoundError(f"{path}: the directory {path.parent} does not exist")
+
+    monkeypatch.setattr("ssd_edge.runtime.doctor.report.write_report", vanished)  # the CLI imports it per call
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a protobuf" * 10)
+    status, lines, output = doctor(capsys, "--model", str(bad), "--report", str(tmp_path / "r.md"))
+    assert status == 1 and lines["model (onnxruntime)"][0] == FAILED
+    assert "no report written" in output and "the directory" in output and "Traceback" not in output
+    status, lines, output = doctor(capsys, "--report", str(tmp_path / "r.md"))
+    assert status == 2 and "no report written" in output
 
 
 def test_an_earlier_report_is_replaced_and_said_so_any_other_file_is_left_alone(tmp_path, capsys):
@@ -275,8 +333,7 @@ def test_the_doctor_on_nvidias_real_tensorrt_bindings(label, tmp_path):
     libraries = build_standins(tmp_path / "lib", int(label.split(".")[0]))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(STANDIN / "front_end")]))
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libraries), os.environ.get("LD_LIBRARY_PATH")]))
-    engine = tmp_path / "model.engine"
-    engine.write_bytes(b"\x00" * 64)
+    engine = write_engine_with_sidecar(tmp_path / "model.engine")
     result = run_doctor_without_torch(tmp_path, "--no-nvrtc", "--engine", str(engine), env=env)
     status, detail = verdict_lines(result.stdout)["TensorRT"]
     if label == "8.6":

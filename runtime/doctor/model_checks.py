@@ -20,6 +20,7 @@ import numpy as np
 from ssd_edge.runtime.doctor.checks import NVCC_FIX, ORT_FIX, PYCUDA_FIX, TENSORRT_FIX, Machine
 from ssd_edge.runtime.doctor.kernel_cases import first_difference
 from ssd_edge.runtime.doctor.verdict import Verdict, failed, missing, ok
+from ssd_edge.runtime.model_file import read_sidecar, sidecar_path
 
 MODEL_FIX = "check the file: re-export it with `ssd-export` (an ONNX from ssd-export carries its ModelSpec)"
 ENGINE_FIX = "rebuild the engine on this machine: ssd-export --format engine (engines are tied to the " \
@@ -39,14 +40,24 @@ def synthetic_images(count: int, seed: int = 0) -> list[np.ndarray]:
     return images
 
 
+def _not_a_file(name: str, path: Path, kind: str, fix: str) -> Verdict | None:
+    """A FAILED verdict when `path` is a folder or does not exist, else None."""
+    if path.is_dir():
+        return failed(name, f"{path}: is a folder, not {kind} file", f"{fix} (a file, not a folder)")
+    if not path.is_file():
+        return failed(name, f"{path}: no such file", fix)
+    return None
+
+
 def _unreadable(name: str, path: Path, exc: BaseException) -> Verdict:
     return failed(name, f"{path}: cannot be loaded ({type(exc).__name__}: {exc})", MODEL_FIX)
 
 
 def check_model(machine: Machine, model: Path) -> list[Verdict]:
     """The ONNX model detects on synthetic images through Detector on onnxruntime."""
-    if not model.is_file():
-        return [failed("model (onnxruntime)", f"{model}: no such file", "give the path of an .onnx model")]
+    wrong = _not_a_file("model (onnxruntime)", model, "an .onnx model", "give the path of an .onnx model")
+    if wrong is not None:
+        return [wrong]
     if "CPUExecutionProvider" not in machine.providers:
         return [missing("model (onnxruntime)", f"{model} cannot run: onnxruntime is not installed", ORT_FIX)]
     if not machine.opencv:
@@ -101,8 +112,20 @@ def _engine_outputs(backend, batch: int) -> tuple[np.ndarray, np.ndarray]:
 def check_engine(machine: Machine, engine: Path, model: Path | None) -> list[Verdict]:
     """The engine through the runtime's TensorRT backend; against the ONNX model when given."""
     name = "engine (TensorRT)"
-    if not engine.is_file():
-        return [failed(name, f"{engine}: no such file", "give the path of a .engine built by ssd-export")]
+    wrong = _not_a_file(name, engine, "a .engine", "give the path of a .engine built by ssd-export")
+    if wrong is not None:
+        return [wrong]
+    sidecar = sidecar_path(engine)
+    if not sidecar.is_file():  # the engine cannot run anywhere without it: said before what this machine lacks
+        return [failed(name, f"{engine}: its sidecar is missing (expected {sidecar}, written by ssd-export beside "
+                             "the engine)", f"copy {sidecar.name} from where the engine was built, or rebuild the "
+                                            "engine with ssd-export --format engine")]
+    from ssd_edge.common.errors import SSDEdgeError
+
+    try:
+        read_sidecar(engine)
+    except SSDEdgeError as exc:
+        return [failed(name, str(exc), ENGINE_FIX)]
     absent = _engine_missing(machine)
     if absent is not None:
         return [missing(name, f"{engine} cannot run here: {absent[0]}", absent[1])]
