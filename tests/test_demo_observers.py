@@ -5,7 +5,6 @@ demo ends, whatever ends it."""
 import json
 
 import cv2
-import numpy as np
 import pytest
 
 from ssd_edge.runtime.demo.capture import FrameGrabber

@@ -5,9 +5,9 @@ import sys
 import cv2
 import pytest
 
-from tests.helpers.demo import write_video
 from ssd_edge.runtime.demo.gstreamer import GStreamerUnavailable, csi_pipeline, gstreamer_available, require_gstreamer
 from ssd_edge.runtime.demo.sources import CameraError, open_capture, parse_source
+from tests.helpers.demo import write_video
 
 BUILD_INFO_WITHOUT = "  Video I/O:\n    FFMPEG:                      YES\n    GStreamer:                   NO\n"
 BUILD_INFO_WITH = "  Video I/O:\n    FFMPEG:                      NO\n    GStreamer:                   YES (1.20.3)\n"

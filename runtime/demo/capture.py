@@ -23,9 +23,9 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
+from ssd_edge.common.errors import UsageError
 from ssd_edge.runtime.demo.rates import RateMeter
 from ssd_edge.runtime.demo.sources import CameraError
-from ssd_edge.common.errors import UsageError
 
 JOIN_TIMEOUT_S = 1.0  # a read blocked inside a driver is left to its daemon thread after this (SIGTERM stops fast)
 POLL_S = 0.05  # how often a wait for a frame looks at the stop event

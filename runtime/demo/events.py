@@ -134,7 +134,8 @@ class MqttPublisher:
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         self._client.max_queued_messages_set(max_queued)
         self._client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=reconnect_max_s)  # type: ignore[arg-type]
-        self._client.will_set(f"{self.prefix}/status", json.dumps(self._status_payload("offline")), qos=QOS, retain=True)
+        will = json.dumps(self._status_payload("offline"))
+        self._client.will_set(f"{self.prefix}/status", will, qos=QOS, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish

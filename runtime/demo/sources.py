@@ -22,8 +22,8 @@ from typing import Iterator
 
 import cv2
 
-from ssd_edge.runtime.demo.gstreamer import csi_pipeline, require_gstreamer
 from ssd_edge.common.errors import SSDEdgeError, UsageError
+from ssd_edge.runtime.demo.gstreamer import csi_pipeline, require_gstreamer
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 STREAM_TIMEOUT_MS = 5000  # open and read timeouts of network streams, so a dead one fails instead of hanging
@@ -39,7 +39,8 @@ SEQUENCE_FIRST = 5  # the sequence's first number is one of 0..4 (as OpenCV's CA
 HINTS = {
     "camera": "Check that the camera is plugged in (`ls /dev/video*` on Linux), that no other program holds it, "
               "and that your user may read it (the 'video' group)",
-    "csi": "Check the ribbon cable and the sensor id, and that nvargus-daemon runs (`sudo systemctl restart nvargus-daemon`)",
+    "csi": "Check the ribbon cable and the sensor id, and that nvargus-daemon runs "
+           "(`sudo systemctl restart nvargus-daemon`)",
     "stream": "Check the URL and its credentials, and that the stream is reachable from this machine",
     "pipeline": "Run the pipeline with `gst-launch-1.0` to see GStreamer's own error",
     "file": "The file may be damaged or use a codec this OpenCV cannot decode",
@@ -100,7 +101,8 @@ class Source:
         return all(a.api_name == "CAP_GSTREAMER" for a in self.attempts)
 
 
-def parse_source(text: str | int, width: int | None = None, height: int | None = None, fps: float | None = None) -> Source:
+def parse_source(text: str | int, width: int | None = None, height: int | None = None,
+                 fps: float | None = None) -> Source:
     """What to try for a source given as on the command line; see SOURCE_FORMS."""
     text = str(text).strip()
     if (width is None) != (height is None):
