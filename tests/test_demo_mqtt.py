@@ -197,7 +197,9 @@ def test_the_publisher_starts_without_a_broker_and_delivers_once_it_comes(tmp_pa
 
 def test_on_frame_returns_at_once_while_the_broker_is_away(tmp_path):
     port = Mosquitto(tmp_path / "never").port  # nothing listens there
-    publisher = MqttPublisher("127.0.0.1", port, prefix=PREFIX, health_every_s=0, max_queued=10)
+    lines = []
+    publisher = MqttPublisher("127.0.0.1", port, prefix=PREFIX, health_every_s=0, max_queued=10,
+                              status=lines.append, reconnect_min_s=0.1, reconnect_max_s=0.2)
     try:
         frame = np.zeros((8, 8, 3), np.uint8)
         record = {"source_frame": 0, "time": 1.0, "crossings": [{"id": 1, "label": 1, "name": "a",
@@ -206,8 +208,13 @@ def test_on_frame_returns_at_once_while_the_broker_is_away(tmp_path):
         for _ in range(1000):
             publisher.on_frame(0, frame, record)
         per_call_ms = 1000 * (time.perf_counter() - begin) / 1000
+        deadline = time.monotonic() + 5
+        while not any("cannot reach the broker" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         publisher.close()
+    assert any(f"cannot reach the broker 127.0.0.1:{port} yet" in line for line in lines), lines
+    assert "10 messages queued, 0 acknowledged" in lines[-1] and "992 dropped" in lines[-1] and "10 unsent" in lines[-1]
     # the queue holds 10; the closing health and "offline" are dropped too
     assert publisher.published == 10 and publisher.dropped == 990 + 2
     assert per_call_ms < 5, per_call_ms

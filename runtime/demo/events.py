@@ -139,6 +139,8 @@ class MqttPublisher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_connect_fail = self._on_connect_fail
+        self._told_unreachable = False
         try:
             self._client.connect_async(host, port, keepalive=keepalive_s)
         except (OSError, ValueError) as exc:
@@ -255,8 +257,15 @@ class MqttPublisher:
             self.broker_connects += 1
             again = self.broker_connects > 1
         self.connected.set()
+        self._told_unreachable = False
         self.status(f"mqtt: {'reconnected' if again else 'connected'} to {self.host}:{self.port}")
         self._publish("status", self._status_payload("online"), retain=True)
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        if not self._told_unreachable:  # once; paho goes on trying with backoff
+            self._told_unreachable = True
+            self.status(f"mqtt: cannot reach the broker {self.host}:{self.port} yet; retrying in the background, "
+                        f"events queued meanwhile (at most {self.max_queued})")
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.connected.clear()
