@@ -286,7 +286,7 @@ class DemoLoop:
         self.window = window
         self.max_frames = max_frames
         self._wake = wake
-        self._period_s = 1.0 / realtime_fps if realtime_fps else 0.0
+        self._period_s = 1.0 / realtime_fps if realtime_fps and realtime_fps > 0 else 0.0  # unknown: -1
         self._next_show = 0.0
         self.status, self.status_every_s = status, status_every_s
         self.inference = DurationMeter()
