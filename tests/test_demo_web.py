@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ssd_edge.cli.demo import build_parser
+from ssd_edge.cli.demo import build_parser, main
 from ssd_edge.common.errors import UsageError
 from ssd_edge.runtime.demo.capture import FrameGrabber
 from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
@@ -152,8 +152,6 @@ def test_the_command_line_refuses_a_weak_or_lone_token(capsys):
     for argv, problem in ((["--web", "8080", "--web-token", "short"], "at least 16"),
                           (["--web-token", TOKEN], "--web-token needs --web")):
         with pytest.raises(SystemExit):
-            from ssd_edge.cli.demo import main
-
             main(["--model", "m.onnx", *argv])
         assert problem in capsys.readouterr().err
 
@@ -167,6 +165,24 @@ def test_a_taken_port_is_one_clear_error(open_viewers):
     first = open_viewers()
     with pytest.raises(WebViewerError, match=f"127.0.0.1:{first.port}: cannot listen there"):
         WebViewer(WebAddress("127.0.0.1", first.port), None)
+
+
+def test_several_sources_each_have_their_video_and_state(open_viewers):
+    viewer = open_viewers()
+    for source in (0, 1, 2):
+        feed(viewer, 2 + source, source=source, size=(120, 160 + 40 * source))
+    state = json.loads(get(base(viewer) + "/api/state")[2])
+    assert [(s["source"], s["frames"]) for s in state["sources"]] == [(0, 2), (1, 3), (2, 4)]
+    stream = open_stream(viewer, "/video/2.mjpg")
+    assert status_of(stream) == 200
+    feed(viewer, 1, source=2, first=10, size=(120, 240))
+    stream.settimeout(5.0)
+    data = b""
+    while data.count(b"\xff\xd9") < 1:  # the end of one JPEG
+        data += stream.recv(1 << 16)
+    jpeg = data[data.index(b"\xff\xd8"):data.index(b"\xff\xd9") + 2]
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (120, 240, 3)
+    stream.close()
 
 
 # -- refusals -------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.demo import write_video
+from ssd_edge.runtime.demo.web.address import WebAddress
+from ssd_edge.runtime.demo.web.server import WebViewer
+from tests.helpers.demo import moving_shapes, write_video
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -157,3 +159,36 @@ def test_the_page_shows_live_video_and_detections(browser, model_path, tmp_path)
         assert "stopped: interrupted" in "".join(demo.output)
     finally:
         demo.stop()
+
+
+def test_the_page_makes_a_grid_of_the_sources(browser, tmp_path):
+    """Four sources handed to the viewer as the loop hands them (source numbers 0-3): the
+    page makes a tile for each, and each tile's video shows its own source's frames."""
+    viewer = WebViewer(WebAddress("127.0.0.1", 0), None)
+    stop = threading.Event()
+
+    def loop():
+        frame = 0
+        while not stop.is_set():
+            frame += 1
+            for source in range(4):
+                record = {"frame": frame, "latency_ms": 20.0 + 5 * source, "inference_fps": 30.0 - source,
+                          "inference_ms": 8.0, "detections": [{"box": [5.0, 20.0, 45.0, 60.0], "label": 1,
+                                                               "name": "square", "score": 0.9}]}
+                viewer.on_frame(source, moving_shapes(frame + 10 * source, (320 - 40 * source, 240)), record)
+            time.sleep(0.04)
+
+    feeder = threading.Thread(target=loop, daemon=True)
+    feeder.start()
+    try:
+        browser.get(viewer.url)
+        widths = poll(browser, "return [...document.querySelectorAll('#grid img')].map((i) => i.naturalWidth)",
+                      lambda seen: seen == [320, 280, 240, 200], 30, "the grid's tiles do not show their sources")
+        assert len(widths) == 4
+        assert browser.find_element("id", "video-3").get_attribute("alt") == "source 3"
+        time.sleep(1.0)
+        assert browser.save_screenshot(str(tmp_path / "web_viewer_grid.png"))
+    finally:
+        stop.set()
+        feeder.join()
+        viewer.close()

@@ -322,11 +322,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _video(self, source: int) -> None:
         viewer = self.server.viewer
-        self._start_stream(f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        self.wfile.write(f"--{BOUNDARY}\r\n".encode())
         last = sent = dropped = 0
         try:
-            with viewer.hub.watch(source):
+            with viewer.hub.watch(source):  # before the answer: the next frame is kept for this viewer
+                self._start_stream(f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+                self.wfile.write(f"--{BOUNDARY}\r\n".encode())
                 while not viewer._closing.is_set():
                     found = viewer.hub.wait_jpeg(source, after=last, timeout=1.0)
                     if found is None:  # no new frame for a second (a source reconnecting...)
