@@ -17,7 +17,7 @@ from tests.helpers.demo import CLASSES, CLIP_FRAMES, CameraSite, count_frames, w
 from ssd_edge.cli.demo import main
 from ssd_edge.runtime import Detector
 from ssd_edge.runtime.demo.capture import FrameGrabber, RetryPolicy
-from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
+from ssd_edge.runtime.demo.loop import DemoOptions, record_demo
 from tests.helpers.tracking_video import ShapeDetector
 
 SCORE_THRESHOLD = "0.3"
@@ -123,7 +123,7 @@ def test_live_source_lost_mid_run_retries_then_finalises(model_path, tmp_path):
     events = []
     retry = RetryPolicy(attempts=3, first_delay_s=0.02, max_delay_s=0.1)
     out = tmp_path / "live.mp4"
-    settings = DemoSettings(model=model_path, source="simulated", headless=True, output=str(out))
+    settings = DemoOptions(model=model_path, source="simulated", headless=True, output=str(out))
     with Detector(model_path, score_threshold=float(SCORE_THRESHOLD)) as detector:
         grabber = FrameGrabber(site.open, live=True, retry=retry, notify=events.append)
         summary = record_demo(detector, grabber, settings, fps=25, status=events.append)
@@ -171,13 +171,14 @@ def test_track_keeps_ids_and_counts_crossings_on_a_clip_of_moving_shapes(tmp_pat
 
     clip = write_video(tmp_path / "shapes.avi", TRACKED_FRAMES)
     out = tmp_path / "tracked.mp4"
-    settings = DemoSettings(model="unused", source=str(clip), headless=True, output=str(out), track=True,
+    settings = DemoOptions(model="unused", source=str(clip), headless=True, output=str(out), track=True,
                             count_line=((100.0, 120.0), (100.0, 0.0)))
     grabber = FrameGrabber(lambda: cv2.VideoCapture(str(clip)), live=False)
     summary = record_demo(ShapeDetector(), grabber, settings, fps=20)
     log = read_log(summary.log)
     assert count_frames(out) == len(log) == TRACKED_FRAMES
-    assert log[0]["tracks"] == []  # a track is reported from its second hit (min_hits=2)
+    # the first frame's detections start confirmed tracks at once (as ByteTrack's first frame does)
+    assert sorted(t["name"] for t in log[0]["tracks"]) == ["circle", "square"]
     ids = {"square": set(), "circle": set()}
     for record in log[1:]:
         assert sorted(t["name"] for t in record["tracks"]) == ["circle", "square"]
