@@ -92,14 +92,6 @@ MUTATIONS = [
     ("barrier-before-state-read", "__syncthreads();\n        prefix |= (u64)state->digit", None, 1,
      lines_of("state->digit = digit;", "state->remaining = remaining - above;", "state->done = (int)hist[digit]",
               "prefix |= (u64)state->digit", "remaining = state->remaining;", "int done = state->done;")),
-    ("softmax-barrier-before-maxima", "__syncthreads();\n    bool exact = false;", None, 1,
-     lines_of("part_top[slot][lane] = top;", "part_best[slot][lane] = best;", "top = part_top[slot][0];",
-              "best = part_best[slot][0];", "top = max_keep_nan(top, part_top[slot][j]);",
-              "best = max_keep_nan(best, part_best[slot][j]);")),
-    ("softmax-barrier-before-sum", "__syncthreads();\n    if (!exact) return;", None, 1,
-     lines_of("part_sum[slot][lane] = partial;", "const float* lanes = part_sum[slot];",
-              "return __fadd_rn(__fadd_rn(__fadd_rn(p[0], p[1])", "__fadd_rn(__fadd_rn(p[4], p[5])",
-              "const float total = __fadd_rn(", "__fadd_rn(pairwise_sum8(lanes + 16)")),
     ("merge-barrier-after-prefix-sums", "__syncthreads();\n    int before = 0;", None, 1,
      lines_of("first[g] = total;", "first[groups] = total;", "records_before = 0;",
               "if (before) atomicAdd(&records_before, before);", "const int kept = first[groups];",
@@ -170,4 +162,14 @@ def test_barrier_in_divergent_code_is_an_error(build_dir, tmp_path):
                                  "    if (threadIdx.x) return; sort_descending(keys, index, m);")
     executable = cuda_tsan.build(build_dir, source=source, source_name="decode_nms.cu")
     with pytest.raises(RuntimeError, match="reached by some threads after others returned"):
+        run(executable, selecting_case(), tmp_path)
+
+
+def test_shuffle_in_divergent_code_is_an_error(build_dir, tmp_path):
+    """A warp shuffle that some lanes never reach (here lane 5 of every warp returns before
+    the softmax's first shuffle) is reported instead of hanging."""
+    source, _ = cuda_tsan.mutate(SOURCE, "    float best = minus_inf;",
+                                 "    if (lane == 5) return; float best = minus_inf;")
+    executable = cuda_tsan.build(build_dir, source=source, source_name="decode_nms.cu")
+    with pytest.raises(RuntimeError, match="shuffle reached by some lanes after others returned"):
         run(executable, selecting_case(), tmp_path)

@@ -165,3 +165,15 @@ def test_elf_register_count_is_read_from_nv_info(compiled):
         if name.startswith(".text."):
             assert info >> 24 == compiled["sm_87"][name[len(".text."):]].registers
     assert struct.unpack_from("<H", cubin, 0x12)[0] == 190  # e_machine EM_CUDA
+
+
+@pytest.mark.parametrize("arch", kr.ARCHITECTURES)
+def test_prepared_call_argument_sizes_match_the_cubin(compiled, arch):
+    """The launcher's prepared calls pack each kernel's arguments with `struct` in the plan's
+    format (native alignment, as pycuda's prepared_async_call does): the packed size must be
+    the CUBIN's parameter bank size (EIATTR_CBANK_PARAM_SIZE). Sizes only: the per-parameter
+    offsets (EIATTR_KPARAM_INFO) are left to a fuller layout check."""
+    formats = DecodeNmsPlan(3234, 91, 8, PostprocessConfig()).argument_formats()
+    assert set(formats) == set(KERNELS)
+    for kernel, fmt in formats.items():
+        assert struct.calcsize(fmt) == compiled[arch][kernel].param_bytes, (kernel, fmt)

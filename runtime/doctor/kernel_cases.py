@@ -143,7 +143,7 @@ def huge_logits_case() -> KernelCase:
 
 
 def prefilter_cases() -> list[KernelCase]:
-    """Cases at the edges of the rule that decides which default boxes get the exact
+    """Cases at the edges of the rule that decides which default boxes get the
     softmax (`possible_box_bound`): scores at the threshold and logits at the bound, all
     scores tied, every box possible by the bound (not by a threshold <= 0), a
     background-only model, huge and non-finite logits, more classes than the kernel keeps

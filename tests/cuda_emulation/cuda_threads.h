@@ -8,6 +8,11 @@
 //     also counts threads that have returned, so a kernel that returns early in some
 //     threads cannot deadlock the emulation; a barrier reached after some threads of the
 //     block returned is reported as an error (CUDA leaves it undefined).
+//   * __shfl_xor_sync is an exchange among the 32 lanes of a warp under the warp's own
+//     mutex: every lane of the warp must reach it (a lane that has returned makes it an
+//     error). Being a mutex, it also orders the lanes' other memory accesses, which a
+//     real shuffle does not (only __syncwarp does): an intra-warp race that a shuffle
+//     seems to order is out of this emulation's sight.
 //   * atomicAdd & co. are __atomic builtins with relaxed ordering, as CUDA's are: they
 //     order nothing, so code that leans on them for ordering is reported too.
 //   * Blocks run one after another on the same OS threads (a full barrier between two
@@ -92,10 +97,71 @@ private:
     bool diverged_ = false;
 };
 
+// The shuffles of one warp: each lane leaves its value and the lane it reads, the last to
+// arrive hands every lane its result.
+class WarpExchange {
+public:
+    void start(unsigned int lanes)
+    {
+        lanes_ = lanes;
+        arrived_ = exited_ = 0;
+        diverged_ = false;
+    }
+
+    uint32_t exchange(unsigned int lane, uint32_t value, unsigned int source)
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (exited_ > 0) diverged_ = true;
+        value_[lane] = value;
+        source_[lane] = source;
+        const unsigned long generation = generation_;
+        if (++arrived_ >= lanes_ - exited_) {
+            release();
+        } else {
+            wake_.wait(lock, [&] { return generation_ != generation; });
+        }
+        return result_[lane];
+    }
+
+    void exit()  // a lane of the warp has returned from the kernel for this block
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ++exited_;
+        if (arrived_ > 0) {
+            diverged_ = true;  // lanes wait at a shuffle this lane never reaches
+            if (arrived_ >= lanes_ - exited_) release();
+        }
+    }
+
+    bool diverged()
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        return diverged_;
+    }
+
+private:
+    void release()
+    {
+        for (unsigned int l = 0; l < lanes_; ++l) result_[l] = source_[l] < lanes_ ? value_[source_[l]] : value_[l];
+        arrived_ = 0;
+        ++generation_;
+        wake_.notify_all();
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    unsigned int lanes_ = 32, arrived_ = 0, exited_ = 0;
+    unsigned long generation_ = 0;
+    bool diverged_ = false;
+    uint32_t value_[32] = {}, result_[32] = {};
+    unsigned int source_[32] = {};
+};
+
 struct Launch {
     dim3 grid, block;
     std::vector<unsigned char> dynamic_shared;
     BlockBarrier barrier;
+    std::vector<WarpExchange> warps;
     std::string error;  // written under the barrier's lock, read after the join
 };
 
@@ -106,6 +172,7 @@ inline Launch*& current_launch()
 }
 
 inline thread_local dim3 thread_index, block_index;
+inline thread_local unsigned int linear_thread;  // threadIdx as one number: its warp is linear_thread / 32
 
 inline unsigned char* dynamic_shared() { return current_launch()->dynamic_shared.data(); }
 
@@ -123,6 +190,9 @@ inline void launch(void (*body)(void**), void** args, dim3 grid, dim3 block, siz
     const unsigned int threads = block.x * block.y * block.z;
     const unsigned long blocks = (unsigned long)grid.x * grid.y * grid.z;
     state.barrier.start(threads);
+    const unsigned int warps = (threads + 31) / 32;
+    state.warps = std::vector<WarpExchange>(warps);
+    for (unsigned int w = 0; w < warps; ++w) state.warps[w].start(threads - 32 * w < 32 ? threads - 32 * w : 32);
     current_launch() = &state;
 
     std::vector<std::thread> workers;
@@ -131,14 +201,24 @@ inline void launch(void (*body)(void**), void** args, dim3 grid, dim3 block, siz
         workers.emplace_back([&state, body, args, t, blocks] {
             const dim3 g = state.grid, b = state.block;
             thread_index = dim3{t % b.x, (t / b.x) % b.y, t / (b.x * b.y)};
+            linear_thread = t;
             for (unsigned long n = 0; n < blocks; ++n) {
                 block_index = dim3{(unsigned int)(n % g.x), (unsigned int)((n / g.x) % g.y),
                                    (unsigned int)(n / ((unsigned long)g.x * g.y))};
                 body(args);
+                state.warps[t / 32].exit();
                 state.barrier.finish_block([&state, n](bool diverged) {
                     if (diverged && state.error.empty())
                         state.error = "block " + std::to_string(n) +
                                       ": __syncthreads() reached by some threads after others returned";
+                    for (WarpExchange& warp : state.warps) {
+                        if (warp.diverged() && state.error.empty())
+                            state.error = "block " + std::to_string(n) +
+                                          ": a warp shuffle reached by some lanes after others returned";
+                    }
+                    const unsigned int all = state.block.x * state.block.y * state.block.z;
+                    for (unsigned int w = 0; w < state.warps.size(); ++w)
+                        state.warps[w].start(all - 32 * w < 32 ? all - 32 * w : 32);
                     fill_garbage(state.dynamic_shared);  // shared memory does not outlive a block
                 });
             }
@@ -157,6 +237,21 @@ inline void launch(void (*body)(void**), void** args, dim3 grid, dim3 block, siz
 #define gridDim (emu::current_launch()->grid)
 
 inline void __syncthreads() { emu::current_launch()->barrier.sync(); }
+
+// __shfl_xor_sync(0xffffffff, value, lane_mask) of a 4-byte value (the full mask only).
+template <class T>
+inline T __shfl_xor_sync(unsigned int mask, T value, int lane_mask)
+{
+    static_assert(sizeof(T) == 4, "4-byte shuffles only");
+    if (mask != 0xFFFFFFFFu) throw std::runtime_error("__shfl_xor_sync: only the full mask is emulated");
+    const unsigned int lane = emu::linear_thread % 32;
+    uint32_t bits;
+    std::memcpy(&bits, &value, 4);
+    bits = emu::current_launch()->warps[emu::linear_thread / 32].exchange(lane, bits, lane ^ ((unsigned int)lane_mask & 31u));
+    T result;
+    std::memcpy(&result, &bits, 4);
+    return result;
+}
 
 // CUDA's atomics are relaxed: they make the update indivisible and order nothing else.
 template <class T>
