@@ -176,14 +176,14 @@ def soak(model: Path, frames: int, block: int, work: Path, width: int, height: i
          trim: bool = False, suffix: str = ".mp4", clip_frames: int = 300):
     from ssd_edge.runtime import Detector
     from ssd_edge.runtime.demo.capture import FrameGrabber
-    from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
+    from ssd_edge.runtime.demo.loop import DemoOptions, record_demo
     from ssd_edge.runtime.demo.sources import open_capture, parse_source
 
     clip = write_clip(work / "clip.mp4", clip_frames, width, height)
     memory = {"start": rss_mb()}
     load = [os.getloadavg()[0]]
     source = parse_source(str(clip))
-    settings = DemoSettings(model=str(model), source=str(clip), headless=True, output=str(work / f"soak{suffix}"),
+    settings = DemoOptions(model=str(model), source=str(clip), headless=True, output=str(work / f"soak{suffix}"),
                             max_frames=frames, loop=True)
     with Detector(str(model), score_threshold=score_threshold) as detector:
         memory["model loaded"] = rss_mb()

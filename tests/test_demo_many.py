@@ -11,7 +11,7 @@ from ssd_edge.cli.demo import main
 from ssd_edge.common.output_paths import OutputPathError
 from ssd_edge.runtime import Detector
 from ssd_edge.runtime.demo.capture import FrameGrabber, RetryPolicy
-from ssd_edge.runtime.demo.loop import DemoSettings, Presence, grid, record_demo, run_demo
+from ssd_edge.runtime.demo.loop import DemoOptions, Presence, grid, record_demo, run_demo
 from tests.helpers.demo import CameraSite, count_frames, write_video
 from tests.helpers.tracking_video import ShapeDetector
 
@@ -52,7 +52,7 @@ def file_grabber(path, **kwargs):
 def test_two_files_go_through_one_batch_with_their_own_tracking_lines_and_outputs(clips, tmp_path):
     long, short = clips
     out = tmp_path / "out.mp4"
-    settings = DemoSettings(model="unused", source=[str(long), str(short)], headless=True, output=str(out),
+    settings = DemoOptions(model="unused", source=[str(long), str(short)], headless=True, output=str(out),
                             count_line=LINE, count_lines={1: ((0.0, 60.0), (160.0, 60.0))})
     detector = BatchCounter()
     lines = []
@@ -83,7 +83,7 @@ def test_a_lost_live_source_does_not_stall_a_file(clips, tmp_path):
     long, _ = clips
     site = CameraSite([8, None, None], fps=100.0)  # 8 frames, then it never opens again
     retry = RetryPolicy(attempts=2, first_delay_s=0.02, max_delay_s=0.05)
-    settings = DemoSettings(model="unused", source=[str(long), "simulated"], headless=True,
+    settings = DemoOptions(model="unused", source=[str(long), "simulated"], headless=True,
                             output=str(tmp_path / "mixed.mp4"))
     camera = FrameGrabber(site.open, live=True, retry=retry)
     summary = record_demo(ShapeDetector(), [file_grabber(long), camera], settings, fps=[20, 25])
@@ -117,7 +117,7 @@ def test_per_source_outputs_never_replace_a_source(clips, tmp_path):
     long, short = clips
     victim = tmp_path / "run.src1.mp4"
     victim.write_bytes(short.read_bytes())
-    settings = DemoSettings(model="unused", source=[str(long), str(victim)], headless=True,
+    settings = DemoOptions(model="unused", source=[str(long), str(victim)], headless=True,
                             output=str(tmp_path / "run.mp4"))
     with pytest.raises(OutputPathError, match="run.src1.mp4"):
         run_demo(settings)

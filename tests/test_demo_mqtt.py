@@ -12,7 +12,7 @@ import pytest
 
 from ssd_edge.runtime.demo.capture import FrameGrabber
 from ssd_edge.runtime.demo.events import MqttPublisher, parse_broker
-from ssd_edge.runtime.demo.loop import DemoSettings, record_demo, source_events
+from ssd_edge.runtime.demo.loop import DemoOptions, record_demo, source_events
 from tests.helpers.demo import FRAME_SIZE, moving_shapes
 from tests.helpers.mqtt import Mosquitto, Subscriber
 from tests.helpers.tracking_video import ShapeDetector
@@ -53,7 +53,7 @@ def broker(tmp_path):
 
 
 def run_clip(clip, tmp_path, observers):
-    settings = DemoSettings(model="unused", source=str(clip), headless=True, output=str(tmp_path / "out.mp4"),
+    settings = DemoOptions(model="unused", source=str(clip), headless=True, output=str(tmp_path / "out.mp4"),
                             count_line=LINE)
     grabber = FrameGrabber(lambda: cv2.VideoCapture(str(clip)), live=False, on_event=source_events(observers, 0))
     return record_demo(ShapeDetector(), grabber, settings, fps=20, observers=observers)

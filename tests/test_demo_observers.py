@@ -8,7 +8,7 @@ import cv2
 import pytest
 
 from ssd_edge.runtime.demo.capture import FrameGrabber
-from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
+from ssd_edge.runtime.demo.loop import DemoOptions, record_demo
 from tests.helpers.demo import write_video
 from tests.helpers.tracking_video import ShapeDetector
 
@@ -29,7 +29,7 @@ class Recorder:
 
 def test_observers_get_every_frame_and_the_logged_record(tmp_path):
     clip = write_video(tmp_path / "shapes.avi", 12)
-    settings = DemoSettings(model="unused", source=str(clip), headless=True, output=str(tmp_path / "out.mp4"),
+    settings = DemoOptions(model="unused", source=str(clip), headless=True, output=str(tmp_path / "out.mp4"),
                             count_line=((100.0, 120.0), (100.0, 0.0)))
     observers = [Recorder(), Recorder()]
     summary = record_demo(ShapeDetector(), FrameGrabber(lambda: cv2.VideoCapture(str(clip)), live=False), settings,
@@ -50,7 +50,7 @@ class Failing:
 
 def test_observers_are_closed_when_the_loop_fails(tmp_path):
     clip = write_video(tmp_path / "shapes.avi", 5)
-    settings = DemoSettings(model="unused", source=str(clip), headless=True, output=str(tmp_path / "out.mp4"))
+    settings = DemoOptions(model="unused", source=str(clip), headless=True, output=str(tmp_path / "out.mp4"))
     observer = Recorder()
     with pytest.raises(RuntimeError, match="the model broke"):
         record_demo(Failing(), FrameGrabber(lambda: cv2.VideoCapture(str(clip)), live=False), settings,

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ssd_edge.cli.demo import build_parser, main
 from ssd_edge.runtime.demo.capture import FrameGrabber
-from ssd_edge.runtime.demo.loop import DemoSettings, record_demo, run_demo
+from ssd_edge.runtime.demo.loop import DemoOptions, record_demo, run_demo
 from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.draw import draw_detections, draw_tracks
 from ssd_edge.runtime.priors import default_boxes
@@ -116,7 +116,7 @@ def test_tracking_gets_the_low_score_band_and_the_score_threshold_filters_only_p
         fixed_model, clip, tmp_path):
     out = tmp_path / "tracked.mp4"
     lines = []
-    settings = DemoSettings(model=fixed_model, source=str(clip), headless=True, output=str(out), track=True,
+    settings = DemoOptions(model=fixed_model, source=str(clip), headless=True, output=str(out), track=True,
                             score_threshold=0.3)
     summary = run_demo(settings, status=lines.append)
     log = read_log(summary.log)
@@ -137,7 +137,7 @@ def test_tracking_gets_the_low_score_band_and_the_score_threshold_filters_only_p
 
 def test_without_tracking_the_detector_runs_at_the_score_threshold(fixed_model, clip, tmp_path):
     lines = []
-    settings = DemoSettings(model=fixed_model, source=str(clip), headless=True, output=str(tmp_path / "plain.mp4"),
+    settings = DemoOptions(model=fixed_model, source=str(clip), headless=True, output=str(tmp_path / "plain.mp4"),
                             score_threshold=0.3)
     log = read_log(run_demo(settings, status=lines.append).log)
     assert [len(r["detections"]) for r in log] == [1 if level == BRIGHT else 0 for level in FRAMES]
@@ -149,7 +149,7 @@ def test_without_a_score_threshold_the_models_own_filters_the_plain_detections(c
     still runs at the low score, and the plain detections logged are those above 0.5."""
     model = write_fixed_model(tmp_path / "strict.onnx", score_threshold=0.5)
     lines = []
-    settings = DemoSettings(model=model, source=str(clip), headless=True, output=str(tmp_path / "strict.mp4"),
+    settings = DemoOptions(model=model, source=str(clip), headless=True, output=str(tmp_path / "strict.mp4"),
                             track=True)
     log = read_log(run_demo(settings, status=lines.append).log)
     dark = [r for r, level in zip(log, FRAMES) if level == DARK]
@@ -178,7 +178,7 @@ def test_record_demo_filters_plain_detections_by_the_settings_threshold(clip, tm
         return Detections(np.array([[10, 10, 40, 40], [60, 60, 100, 100]], np.float32), np.array([1, 2]), scores,
                           np.zeros((2, 3), np.float32), CLASSES)
 
-    settings = DemoSettings(model="unused", source=str(clip), headless=True, output=str(tmp_path / "own.mp4"),
+    settings = DemoOptions(model="unused", source=str(clip), headless=True, output=str(tmp_path / "own.mp4"),
                             score_threshold=0.3)
     grabber = FrameGrabber(lambda: cv2.VideoCapture(str(clip)), live=False)
     log = read_log(record_demo(detector, grabber, settings, fps=10).log)

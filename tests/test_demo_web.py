@@ -17,7 +17,7 @@ import pytest
 from ssd_edge.cli.demo import build_parser, main
 from ssd_edge.common.errors import UsageError
 from ssd_edge.runtime.demo.capture import FrameGrabber
-from ssd_edge.runtime.demo.loop import DemoSettings, record_demo
+from ssd_edge.runtime.demo.loop import DemoOptions, record_demo
 from ssd_edge.runtime.demo.web.address import WebAddress, access_token, check_token, parse_web_address
 from ssd_edge.runtime.demo.web.server import WebViewer, WebViewerConfig, WebViewerError
 from tests.helpers.demo import write_video
@@ -334,7 +334,7 @@ def test_close_returns_within_a_second_with_a_stalled_viewer(open_viewers):
 
 def test_the_state_and_pictures_of_a_demo_run(open_viewers, tmp_path):
     clip = write_video(tmp_path / "shapes.avi", 30)
-    settings = DemoSettings(model="unused", source=str(clip), headless=True, output=str(tmp_path / "out.mp4"),
+    settings = DemoOptions(model="unused", source=str(clip), headless=True, output=str(tmp_path / "out.mp4"),
                             count_line=((100.0, 120.0), (100.0, 0.0)))
     viewer = open_viewers()
     events = open_stream(viewer, "/events")

@@ -4,7 +4,7 @@ With `track` the detections go through a tracker (ssd_edge.runtime.tracking) and
 tracks are drawn with their IDs and short trails and logged; with `count_line` crossings
 of that line are counted per class and direction, drawn and logged.
 
-    summary = run_demo(DemoSettings(model="ssd.onnx", source="csi://0", headless=True, output="out.mp4"),
+    summary = run_demo(DemoOptions(model="ssd.onnx", source="csi://0", headless=True, output="out.mp4"),
                        status=print)
 
 Several sources (`source=("0", "rtsp://cam/1", "clip.mp4")`): one frame grabber each; per
@@ -56,7 +56,7 @@ INTERRUPTED = "interrupted (Ctrl-C)"
 
 
 @dataclass(frozen=True)
-class DemoSettings:
+class DemoOptions:
     """Everything `ssd-demo` takes. source: one source, or a sequence of them (one batch
     per tick, see the module docstring). output: the annotated video (its log beside it as
     .jsonl unless `log` is given; with several sources each gets its own, named
@@ -252,7 +252,7 @@ class DemoLoop:
     Lanes (each with its own). detector: image_bgr -> Detections (a runtime Detector, which
     also takes a list: several sources' frames go through it as one batch). score_threshold:
     plain detections are drawn and logged when they score above it (None: all of them; see
-    DemoSettings).
+    DemoOptions).
     recorder/log/window: optional outputs, closed by the caller. realtime_fps: show at most this many frames a second
     (a video file in a window plays at its own rate, not as fast as the model runs).
     tracking: follows the detections across frames (drawn as tracks, logged) when given.
@@ -537,7 +537,7 @@ def source_events(observers: Sequence[DemoObserver], index: int) -> Callable[[st
     return on_event
 
 
-def run_demo(settings: DemoSettings, status: Status = lambda line: None,
+def run_demo(settings: DemoOptions, status: Status = lambda line: None,
              stop: threading.Event | None = None, observers: Sequence[DemoObserver] = ()) -> DemoSummary:
     """Open the sources and the model of `settings`, run the demo, finalise its outputs.
     status: receives progress lines; stop: an event that ends the demo (see DemoLoop);
@@ -592,7 +592,7 @@ def _prefixed(status: Status, prefix: str) -> Status:
 
 
 def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrabber | Sequence[FrameGrabber],
-                settings: DemoSettings, fps: float | Sequence[float | None] | None = None,
+                settings: DemoOptions, fps: float | Sequence[float | None] | None = None,
                 status: Status = lambda line: None, stop: threading.Event | None = None, realtime: bool = False,
                 tracking: StreamTracking | Sequence[StreamTracking | None] | None = None,
                 observers: Sequence[DemoObserver] = (), wake: threading.Event | None = None,
@@ -603,7 +603,7 @@ def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrab
     source) and, with `realtime` (a file source), the rate the window shows frames at;
     headless runs never wait. `tracking`: the StreamTracking to run (one per grabber;
     default: what `settings` asks for, if any). `detector` should keep what the tracker
-    needs (see DemoSettings); `settings.score_threshold` filters the plain detections drawn
+    needs (see DemoOptions); `settings.score_threshold` filters the plain detections drawn
     and logged. Several grabbers: one per source of `settings`, sharing `wake` (see
     FrameGrabber); texts: the sources as given (status lines)."""
     grabbers = [grabber] if isinstance(grabber, FrameGrabber) else list(grabber)
@@ -654,7 +654,7 @@ def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrab
     return summary
 
 
-def _stream_tracking(settings: DemoSettings, index: int = 0) -> StreamTracking | None:
+def _stream_tracking(settings: DemoOptions, index: int = 0) -> StreamTracking | None:
     """The tracker the settings ask for source `index` (its own counting line), or None."""
     if not settings.tracking:
         return None
@@ -663,7 +663,7 @@ def _stream_tracking(settings: DemoSettings, index: int = 0) -> StreamTracking |
     return StreamTracking(line=settings.line_of(index))
 
 
-def _open_detector(settings: DemoSettings, tracking: StreamTracking | None) -> tuple[Detector, DemoSettings]:
+def _open_detector(settings: DemoOptions, tracking: StreamTracking | None) -> tuple[Detector, DemoOptions]:
     """The Detector for `settings` and the settings with the score threshold of the plain
     detections filled in. Without tracking the Detector runs at settings.score_threshold.
     With tracking it runs at the lower of that and the tracker's low score (the model's

@@ -192,12 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.mqtt is None and args.mqtt_topic is not None:
         parser.error("--mqtt-topic needs --mqtt")
     from ssd_edge.runtime.demo.capture import RetryPolicy
-    from ssd_edge.runtime.demo.loop import DemoSettings, run_demo
+    from ssd_edge.runtime.demo.loop import DemoOptions, run_demo
 
     sources = args.source or ["0"]
 
     def work():
-        settings = DemoSettings(
+        settings = DemoOptions(
             model=args.model, source=sources[0] if len(sources) == 1 else sources, backend=args.backend,
             score_threshold=args.score_threshold,
             iou_threshold=args.iou_threshold, width=args.width, height=args.height, fps=args.fps,
