@@ -14,7 +14,7 @@ from tests.helpers import cuda_emulator
 from tests.helpers.decode_nms_cases import edge_cases, model_case, prefilter_cases, random_batches
 from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.models import build_model
-from ssd_edge.runtime.cuda.plan import DecodeNmsPlan
+from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.doctor.kernel_cases import kernel_difference
 from ssd_edge.runtime.postprocess.fast import softmax
@@ -110,3 +110,16 @@ def test_plan_refuses_what_the_kernels_cannot_hold():
         DecodeNmsPlan(3000, 5000, 1, PostprocessConfig())
     plan = DecodeNmsPlan(8732, 91, 8, PostprocessConfig(top_k=400, max_detections=200))  # SSD300 VGG16
     assert plan.class_shared_bytes + 1040 <= 48 * 1024  # + static shared: within every GPU's 48 KiB
+
+
+def test_a_shuffle_some_lanes_never_reach_is_an_error(tmp_path):
+    """The emulation reports a warp shuffle that only part of a warp reaches (here lane 5
+    of every softmax warp returns first) instead of hanging or inventing a value."""
+    source = KERNEL_SOURCE.read_text()
+    anchor = "    float best = minus_inf;"
+    assert source.count(anchor) == 1
+    library = cuda_emulator.build(tmp_path, source.replace(anchor, "    if (lane == 5) return;" + anchor))
+    case = random_batches(batches=(1,))[0]
+    plan = DecodeNmsPlan(len(case.priors), case.confs.shape[2], len(case.locs), case.config)
+    with pytest.raises(RuntimeError, match="shuffle reached by some lanes of a warp after others returned"):
+        cuda_emulator.EmulatedDecodeNms(library, plan, case.priors)(case.locs, case.confs, case.image_sizes)

@@ -23,9 +23,10 @@ def compiler() -> str | None:
     return shutil.which("g++") or shutil.which("c++")
 
 
-def build(directory: Path) -> ctypes.CDLL:
-    """Compile the emulated kernels into `directory` (reused when the sources are unchanged)."""
-    source = KERNEL_SOURCE.read_text()
+def build(directory: Path, source: str | None = None) -> ctypes.CDLL:
+    """Compile the emulated kernels (of `source`, default the real decode_nms.cu) into
+    `directory` (reused when the sources are unchanged)."""
+    source = KERNEL_SOURCE.read_text() if source is None else source
     if source.count(DYNAMIC_SHARED) != 2:
         raise RuntimeError(f"{KERNEL_SOURCE}: expected the dynamic shared declaration twice")
     emulated = source.replace(DYNAMIC_SHARED, "unsigned char* smem = emu::dynamic_shared();")
