@@ -18,13 +18,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tests.helpers import cuda_emulator
-from tests.helpers.decode_nms_cases import random_batches
 from ssd_edge.runtime.cuda.decode_nms import FIRST_RECORDS_PER_IMAGE, CudaDecodeNms
 from ssd_edge.runtime.cuda.resources import DeviceBuffer, Stream
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.doctor.kernel_cases import KernelCase, kernel_difference, random_outputs, random_priors
 from ssd_edge.runtime.stage_timer import StageTimer
+from tests.helpers import cuda_emulator
+from tests.helpers.decode_nms_cases import random_batches
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler to build the CUDA emulation")
 

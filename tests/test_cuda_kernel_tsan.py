@@ -1,6 +1,7 @@
 """runtime/cuda/decode_nms.cu under ThreadSanitizer: every CUDA thread an OS thread, a real
-barrier for __syncthreads, real (relaxed) atomics. The real kernels must run race-free and
-agree with the NumPy reference by the float32 kernel's rule (kernel_difference); kernels with a barrier dropped or an atomic turned into a plain
+barrier for __syncthreads, real (relaxed) atomics, a per-warp exchange for shuffles. The
+real kernels must run race-free and agree with the NumPy reference by the float32 kernel's
+rule (kernel_difference); kernels with a barrier dropped or an atomic turned into a plain
 read-modify-write must draw a report naming the kernel source's line. Small cases (a few
 hundred default boxes, blocks of 64 threads but one case at the plan's 256) keep the
 sanitizer runs to seconds."""

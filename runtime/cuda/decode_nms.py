@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ssd_edge.runtime.cuda.resources import DeviceBuffer, PinnedBuffer, Stream, check, compile_module, import_pycuda
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, KERNELS, DecodeNmsPlan
+from ssd_edge.runtime.cuda.resources import DeviceBuffer, PinnedBuffer, Stream, check, compile_module, import_pycuda
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 

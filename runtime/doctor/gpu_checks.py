@@ -190,7 +190,8 @@ def _cuda_path_missing(machine: Machine) -> Verdict | None:
     return None
 
 
-def compare_with_numpy(decode: Callable[[KernelCase], tuple], cases: Sequence[KernelCase]) -> tuple[str | None, list[str]]:
+def compare_with_numpy(decode: Callable[[KernelCase], tuple],
+                       cases: Sequence[KernelCase]) -> tuple[str | None, list[str]]:
     """Run `decode(case)` (a GPU decode + NMS: its Detections per image, its (B, C, P)
     scores and (B, P) possible boxes) on every case, held to the float32 kernel's rule
     against NumPy's fast path (`kernel_difference`) and, tie-aware, against the

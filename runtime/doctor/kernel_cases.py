@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
-from ssd_edge.runtime.postprocess.fast import possible_box_bound, possible_boxes, postprocess, postprocess_image, softmax
+from ssd_edge.runtime.postprocess.fast import (
+    possible_box_bound,
+    possible_boxes,
+    postprocess,
+    postprocess_image,
+    softmax,
+)
 
 SSDLITE_PRIORS, COCO_CLASSES = 3234, 91
 
@@ -221,7 +227,8 @@ def prefilter_difference(case: KernelCase, possible: np.ndarray) -> str | None:
     """The kernel's possible default boxes (B, P) against `possible_boxes`."""
     for b, (image, mine) in enumerate(zip(case.confs, possible)):
         with np.errstate(over="ignore", invalid="ignore"):
-            expected = possible_boxes(np.ascontiguousarray(np.asarray(image, np.float32).T), case.config.score_threshold)
+            logits = np.ascontiguousarray(np.asarray(image, np.float32).T)
+            expected = possible_boxes(logits, case.config.score_threshold)
         found = np.flatnonzero(mine)
         if found.tolist() != expected.tolist():
             extra, missing = np.setdiff1d(found, expected), np.setdiff1d(expected, found)
@@ -333,7 +340,8 @@ def tie_aware_difference(got: list[Detections], expected: list[Detections], conf
             theirs = order[:, 1]
             scores = e.scores[theirs].astype(np.float64)
             inverted = np.triu(theirs[:, None] > theirs[None, :], k=1)
-            apart = np.abs(scores[:, None] - scores[None, :]) > 2 * TIE_RTOL * np.maximum(scores[:, None], scores[None, :])
+            tau2 = 2 * TIE_RTOL * np.maximum(scores[:, None], scores[None, :])
+            apart = np.abs(scores[:, None] - scores[None, :]) > tau2
             bad = np.argwhere(inverted & apart)
             if bad.size:
                 a, b = bad[0]
