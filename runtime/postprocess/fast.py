@@ -111,9 +111,11 @@ def final_order(prior: np.ndarray, group: np.ndarray, values: np.ndarray, groups
 
 def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, count: int | None):
     """The candidates (G, P) bool of scores (G, P) in the final order (score descending,
-    then default box, then group), at most `top_k` of each group. With `count`, only a
-    prefix of that order holding at least `count` entries (more when scores tie at the cut,
-    and every entry when there are at most PREFIX_WORTHWHILE * count) is returned.
+    then default box, then group), at most `top_k` of each group. With `count`, only the
+    first `count` entries of that order (every entry when there are at most
+    PREFIX_WORTHWHILE * count) are returned: scores tied at the cut are cut by default box,
+    then group, so that tied scores (an untrained head gives every class 1/C) cost no more
+    than spread ones.
 
     Returns prior (N,), group (N,), score (N,) and whether that is every candidate.
     """
@@ -126,9 +128,7 @@ def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, co
     index = np.flatnonzero(candidates)  # group-major
     values = scores.ravel()[index]
     if not complete:
-        kth_best = np.partition(values, values.size - count)[values.size - count]
-        best = np.flatnonzero(values >= kth_best)
-        index, values = index[best], values[best]
+        index, values = _best_in_final_order(index, values, count, groups, priors)
     group, prior = np.divmod(index, priors)
     order = final_order(prior, group, values, groups)
     prior, group, values = prior[order], group[order], values[order]
@@ -136,6 +136,22 @@ def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, co
         within = rank_within_groups(group) < top_k
         prior, group, values = prior[within], group[within], values[within]
     return prior, group, values, complete
+
+
+def _best_in_final_order(index: np.ndarray, values: np.ndarray, count: int, groups: int, priors: int):
+    """The first `count` of the entries (index group-major into (G, P), values their scores)
+    in the final order, in index order: every entry scoring over the count-th best, and of
+    those tied with it the ones of lowest (default box, group)."""
+    kth_best = np.partition(values, values.size - count)[values.size - count]
+    above = values > kth_best
+    tied = np.flatnonzero(values == kth_best)
+    room = count - int(np.count_nonzero(above))
+    if tied.size > room:
+        group, prior = np.divmod(index[tied], priors)
+        tied = tied[np.argpartition(prior * groups + group, room - 1)[:room]]
+    above[tied] = True
+    best = np.flatnonzero(above)
+    return index[best], values[best]
 
 
 def rank_within_groups(group: np.ndarray) -> np.ndarray:
