@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ssd_edge.common.atomic import write_bytes_atomic
+from ssd_edge.common.errors import UsageError
+from ssd_edge.common.output_paths import OutputFolder, OutputPathError, check_outputs, output_names
 from ssd_edge.runtime.draw import draw_detections
 from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, list_images, read_image, shown_path
-from ssd_edge.common.output_paths import OutputPathError, OutputFolder, check_outputs, output_names
-from ssd_edge.common.errors import UsageError
 from ssd_edge.runtime.predictor import open_predictor
 
 RESULTS_NAME = "detections.json"

@@ -54,8 +54,8 @@ class TorchPredictor:
             self.model.train(was_training)
         names = self.class_names
         return [
-            Detections(b.cpu().numpy(), l.cpu().numpy(), s.cpu().numpy(), c.cpu().numpy(), names)
-            for b, l, s, c in zip(boxes, labels, scores, confs)
+            Detections(*(part.cpu().numpy() for part in parts), names)
+            for parts in zip(boxes, labels, scores, confs)
         ]
 
     def close(self) -> None:

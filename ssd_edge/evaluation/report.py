@@ -6,21 +6,23 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ssd_edge.data.sources import DatasetError, describe, load_splits
-from ssd_edge.evaluation.coco import EvalResult, evaluate
 from ssd_edge.common.atomic import write_text_atomic
 from ssd_edge.common.output_paths import check_outputs, check_writable_file
+from ssd_edge.data.sources import DatasetError, describe, load_splits
+from ssd_edge.evaluation.coco import EvalResult, evaluate
 from ssd_edge.evaluation.predictor import open_predictor
 from ssd_edge.runtime.model_file import format_label
 
 
 def render_table(rows: Sequence[dict]) -> str:
     metrics = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-    header = f"{'model':<28} {'format':<10} {'size MB':>8} " + " ".join(f"{m:>6}" for m in metrics) + f" {'ms/image':>9}"
+    columns = " ".join(f"{m:>6}" for m in metrics)
+    header = f"{'model':<28} {'format':<10} {'size MB':>8} {columns} {'ms/image':>9}"
     lines = [header, "-" * len(header)]
     for r in rows:
         values = " ".join(f"{r[m]:>6.3f}" for m in metrics)
-        lines.append(f"{Path(r['model']).name:<28} {r['format']:<10} {r['size_mb']:>8.2f} {values} {r['ms_per_image']:>9.2f}")
+        lines.append(f"{Path(r['model']).name:<28} {r['format']:<10} {r['size_mb']:>8.2f} {values} "
+                     f"{r['ms_per_image']:>9.2f}")
     return "\n".join(lines)
 
 
