@@ -11,6 +11,7 @@ request of that execution: PyTriton cannot fail one request of a batch.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from typing import Callable, Mapping, Sequence
@@ -43,11 +44,13 @@ class BatchLog:
 
 class DetectorModel:
     """requests -> responses for one Triton model (`input_name` says which: encoded files
-    in BYTES_INPUT, or BGR pixels in RAW_INPUT) on one Detector."""
+    in BYTES_INPUT, or BGR pixels in RAW_INPUT) on one Detector. max_megapixels: the most
+    pixels of one encoded image (its header is read first; None: no limit)."""
 
-    def __init__(self, detector: Detector, input_name: str, batch_log: BatchLog | None = None) -> None:
+    def __init__(self, detector: Detector, input_name: str, batch_log: BatchLog | None = None,
+                 max_megapixels: float | None = None) -> None:
         readers: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {
-            BYTES_INPUT: images_from_bytes,
+            BYTES_INPUT: functools.partial(images_from_bytes, max_megapixels=max_megapixels),
             RAW_INPUT: images_from_array,
         }
         if input_name not in readers:

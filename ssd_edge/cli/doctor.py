@@ -32,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ssd_edge import __version__
-    from ssd_edge.runtime.doctor import FAILED, diagnose
     from ssd_edge.common.errors import SSDEdgeError
     from ssd_edge.common.output_paths import check_writable_file
+    from ssd_edge.runtime.doctor import FAILED, diagnose
     from ssd_edge.runtime.doctor.report import check_report_path, markdown, summary, write_report
 
     report_path = Path(args.report)

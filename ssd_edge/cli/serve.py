@@ -13,6 +13,7 @@ from ssd_edge.cli import run_command
 from ssd_edge.cli.backend_args import add_backend_arguments, backend_options
 
 LOG = logging.getLogger("ssd-serve")
+DEFAULT_MAX_MEGAPIXELS = 40.0  # = runtime.serve.inputs.DEFAULT_MAX_MEGAPIXELS (a test checks)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=8, help="most images in one execution (default 8)")
     p.add_argument("--max-queue-delay-us", type=int, default=2000,
                    help="how long Triton may hold a request to form a bigger batch (default 2000)")
+    p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+                   help="largest encoded image accepted, read from its header before decoding; a larger one "
+                        f"is refused alone (default {DEFAULT_MAX_MEGAPIXELS:g})")
     p.add_argument("--score-threshold", type=float, help="default: the model's (clients may raise it, not lower it)")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold; default: the model's")
     p.add_argument("--max-detections", type=int, help="per image; default: the model's")
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             model_name=args.name, address=args.address, http_port=args.http_port, grpc_port=args.grpc_port,
             metrics_port=args.metrics_port, max_batch_size=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
             instances=args.instances, threads=threads, log_verbose=int(args.verbose),
+            max_megapixels=args.max_megapixels,
         )
         server = DetectorServer(args.model, config, backend=args.backend, score_threshold=args.score_threshold,
                                 iou_threshold=args.iou_threshold, max_detections=args.max_detections, options=chosen)
