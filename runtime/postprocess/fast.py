@@ -42,7 +42,10 @@ def _softmax_classes_first(logits: np.ndarray) -> np.ndarray:
     float32 input). The denominator adds the classes one after another, in order, as the
     CUDA kernel does: NumPy's own reductions add pairwise in some layouts (a single default
     box, for one), which can move a score by one float32 step."""
-    with np.errstate(invalid="ignore"):  # inf - inf: NaN scores, which never pass a threshold
+    # inf - inf: NaN scores, which never pass a threshold. A difference beyond float32's range
+    # (-3e38 - 3e38) rounds to -inf, whose exponential is 0: the score's correct limit, as in
+    # the CUDA kernel. Both are expected here, not worth a warning.
+    with np.errstate(invalid="ignore", over="ignore"):
         exp = np.exp(logits - logits.max(axis=0), dtype=np.float64)
     total = exp[0].copy()
     for row in exp[1:]:
@@ -292,6 +295,7 @@ def possible_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
         return np.zeros(0, np.intp)
     if bound is None:
         return np.arange(logits.shape[1])
-    with np.errstate(invalid="ignore"):  # max_c fl(l_c - max), as rounding is monotonic
+    # max_c fl(l_c - max), as rounding is monotonic; NaN and -inf (overflow) never pass.
+    with np.errstate(invalid="ignore", over="ignore"):
         best_foreground = logits[1:].max(axis=0) - logits.max(axis=0)
     return np.flatnonzero(best_foreground > bound)

@@ -1,0 +1,97 @@
+"""Score distributions that used to make decode + NMS fall off a cliff (issue 22 item 12):
+every class score tied (an untrained head gives every class 1/C), half of them tied, every
+score above the threshold, every class ranking the default boxes alike. The fast path must
+give the reference's detections exactly, in the DESIGN's order (score descending, ties by
+lower default box, then lower class), and take no more than a prefix of the order when
+that is enough."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from ssd_edge.runtime.boxes import decode
+from ssd_edge.runtime.doctor.kernel_cases import huge_logits_case
+from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.postprocess.fast import postprocess, ranked_candidates, softmax
+from ssd_edge.runtime.postprocess.reference import reference_postprocess_image
+from tests.helpers.postprocess_cases import random_outputs, random_priors
+
+PRIORS, CLASSES = 300, 8
+
+
+def distribution(name: str, rng: np.random.Generator) -> np.ndarray:
+    """Logits (1, P, C) of one named score distribution."""
+    spread = random_outputs(rng, 1, PRIORS, CLASSES, logit_scale=3.0)[1]
+    if name == "spread":
+        return spread
+    if name == "tied":  # every class 1/C in every default box
+        return np.zeros((1, PRIORS, CLASSES), np.float32)
+    if name == "half tied":  # every other default box tied
+        spread[:, ::2] = 0.0
+        return spread
+    if name == "all above threshold":  # near-uniform, untied: every score passes 0.001
+        return (spread * 0.01).astype(np.float32)
+    if name == "same ranking":  # the classes rank the boxes alike: identical candidate lists
+        logits = np.zeros((1, PRIORS, CLASSES), np.float32)
+        logits[..., 0] = rng.normal(0, 1, (1, PRIORS))
+        return logits
+    raise ValueError(name)
+
+
+DISTRIBUTIONS = ["spread", "tied", "half tied", "all above threshold", "same ranking"]
+CONFIGS = [
+    PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=60, max_detections=30),  # one prefix
+    PostprocessConfig(score_threshold=0.001, iou_threshold=0.1, top_k=60, max_detections=60),  # prefixes grow
+    PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=40, max_detections=400),  # every candidate
+]
+
+
+@pytest.mark.parametrize("name", DISTRIBUTIONS)
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_fast_path_equals_the_reference_on_every_distribution(name, cfg):
+    rng = np.random.default_rng(DISTRIBUTIONS.index(name))
+    priors = random_priors(rng, PRIORS)
+    locs, _ = random_outputs(rng, 1, PRIORS, CLASSES)
+    logits = distribution(name, rng)
+    det = postprocess(locs, logits, priors, [(240, 320)], cfg)[0]
+    ref = reference_postprocess_image(locs[0], logits[0], priors, (240, 320), cfg)
+    assert len(ref.labels) > 0
+    np.testing.assert_array_equal(det.labels, ref.labels)
+    np.testing.assert_array_equal(det.scores, ref.scores)
+    np.testing.assert_array_equal(det.confs, ref.confs)  # the same default boxes, in the same order
+    np.testing.assert_allclose(det.boxes, ref.boxes, atol=1e-4)
+
+
+def test_tied_scores_order_by_default_box_then_class():
+    rng = np.random.default_rng(3)
+    priors = random_priors(rng, PRIORS)
+    locs, _ = random_outputs(rng, 1, PRIORS, CLASSES)
+    cfg = PostprocessConfig(score_threshold=0.001, iou_threshold=1.0, top_k=PRIORS, max_detections=20)
+    det = postprocess(locs, np.zeros((1, PRIORS, CLASSES), np.float32), priors, [(100, 100)], cfg)[0]
+    # NMS off: the first 20 entries of the order, box 0 in classes 1..7, box 1 in 1..7, box 2 ...
+    assert det.labels.tolist() == [1 + i % (CLASSES - 1) for i in range(20)]
+    boxes = np.clip(decode(locs[0, :3], priors[:3], cfg.variances), 0, 1) * 100
+    np.testing.assert_allclose(det.boxes, np.repeat(boxes, CLASSES - 1, axis=0)[:20], atol=1e-4)
+
+
+def test_a_prefix_of_tied_scores_holds_the_count_asked_for():
+    # The cliff: with every score tied the prefix used to take the whole tie, every candidate.
+    scores = np.full((90, 3234), np.float32(1 / 91))
+    prior, group, _, complete = ranked_candidates(scores > 0.001, scores, 300, 2400)
+    assert not complete and prior.size == 2400
+    assert (prior * 90 + group).tolist() == list(range(2400))  # default box, then class
+
+
+def test_huge_logits_postprocess_without_warnings():
+    # Issue 27: -3e38 - 3e38 overflows to -inf in the softmax (exp 0: the right score); no
+    # NumPy warning may reach the user, and the detections are the reference's.
+    case = huge_logits_case()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config)
+    for b, det in enumerate(found):
+        with np.errstate(all="ignore"):
+            ref = reference_postprocess_image(case.locs[b], case.confs[b], case.priors, case.image_sizes[b], case.config)
+        np.testing.assert_array_equal(det.labels, ref.labels)
+        np.testing.assert_array_equal(det.scores, ref.scores)
