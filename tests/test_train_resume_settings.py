@@ -174,3 +174,59 @@ def test_without_datapath_or_resume_the_command_says_what_it_needs(capsys):
     with pytest.raises(SystemExit) as exit_info:
         ssd_train("--epochs", "1")
     assert exit_info.value.code == 2 and "--datapath (or --resume)" in capsys.readouterr().err
+
+
+def test_a_renamed_copy_continues_in_its_own_file_and_never_touches_the_original_run(half_run, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """Issue 22 item 8: a copy of a run's checkpoint under another name (bk/x.pt of rr/ssd.pt)
+    continues in bk/x.pt (best, metrics and curves beside it); the original run's finished
+    files stay as they were, and nothing is created relative to the current folder."""
+    half, straight = half_run
+    monkeypatch.chdir(tmp_path)
+    original = tmp_path / "rr" / "ssd.pt"
+    original.parent.mkdir()
+    shutil.copy(straight, original)  # the original run, finished
+    finished = original.read_bytes()
+    checkpoint = load_checkpoint(half)
+    checkpoint["config"]["save"] = "rr/ssd.pt"  # as `ssd-train --save rr/ssd.pt` stores it
+    copy = tmp_path / "bk" / "x.pt"
+    copy.parent.mkdir()
+    torch.save(checkpoint, copy)
+    capsys.readouterr()
+
+    ssd_train("--resume", "bk/x.pt")
+    out = capsys.readouterr().out
+    assert "saved bk/x.pt" in out and "rr/ssd.pt" not in out, out
+    assert original.read_bytes() == finished
+    assert sorted(p.name for p in original.parent.iterdir()) == ["ssd.pt"]
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["x.best.pt", "x.curves.png", "x.metrics.csv", "x.pt"]
+    resumed = load_checkpoint(copy)
+    assert resumed["epoch"] == 2 and resumed["config"]["save"] == "bk/x.pt"
+    for key, value in load_checkpoint(straight)["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+
+    elsewhere = tmp_path / "elsewhere"  # another current folder: rr/ must not appear there
+    elsewhere.mkdir()
+    torch.save(checkpoint, copy)
+    monkeypatch.chdir(elsewhere)
+    ssd_train("--resume", copy)
+    assert list(elsewhere.iterdir()) == [] and original.read_bytes() == finished
+    assert load_checkpoint(copy)["epoch"] == 2
+
+
+def test_a_best_checkpoint_beside_another_runs_checkpoint_is_refused(half_run, tmp_path, capsys):
+    half, _ = half_run
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    best = folder / "ssd.best.pt"
+    shutil.copy(half.with_name("ssd.best.pt"), best)
+    other = load_checkpoint(half)
+    other["config"]["seed"] = 99  # another run's last checkpoint, under the name this run would continue in
+    torch.save(other, folder / "ssd.pt")
+    before = (folder / "ssd.pt").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        ssd_train("--resume", best)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{best}: continuing it would replace {folder / 'ssd.pt'}, which holds another run" in err, err
+    assert (folder / "ssd.pt").read_bytes() == before

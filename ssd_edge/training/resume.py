@@ -124,15 +124,33 @@ def run_settings(config: Any, checkpoint: dict[str, Any], path: object) -> dict[
 
 
 def run_save_path(stored_save: str, path: object) -> str:
-    """Where the resumed run keeps its files: the --resume file itself when it is the run's
-    last checkpoint (the same name as the stored --save, wherever the folder is now), the
-    last checkpoint beside it when it is the run's best one, else the stored --save."""
+    """Where the resumed run keeps its files: the --resume file itself, wherever it is and
+    whatever it is called now (its best, metrics and curves beside it), or, for the run's best
+    checkpoint (`<save stem>.best<suffix>`), the last checkpoint beside it. Never the stored
+    --save as such: a renamed or moved copy would write into the original run's files (or
+    create them relative to the current folder)."""
     resume, save = Path(str(path)), Path(stored_save)
-    if resume.name == save.name:
-        return str(resume)
     if resume.name == f"{save.stem}.best{save.suffix}":
         return str(resume.with_name(save.name))
-    return stored_save
+    return str(resume)
+
+
+def check_own_files(checkpoint: dict[str, Any], path: object, save: str) -> None:
+    """Refuse to continue the best checkpoint `path` into a `save` beside it that holds
+    another run (a copied best file next to another run's last checkpoint): its files are
+    not this run's to replace."""
+    target = Path(save)
+    if target == Path(str(path)) or not target.exists():
+        return
+    try:
+        other = load_checkpoint(target).get("config")
+    except SSDEdgeError:
+        other = None
+    mine = checkpoint.get("config") or {}
+    defining = [name for name in mine if name not in FREE_ON_RESUME and name != "save"]
+    if not isinstance(other, dict) or any(other.get(name) != mine.get(name) for name in defining):
+        raise ResumeError(f"{path}: continuing it would replace {target}, which holds another run; "
+                          f"copy {path} into a folder of its own and resume it there")
 
 
 def same_setting(name: str, given: Any, stored: Any, checkpoint: dict[str, Any]) -> bool:
@@ -148,6 +166,7 @@ def check_same_run(config: Any, checkpoint: dict[str, Any], path: object, given:
     when None) contradict the run `checkpoint` holds; the message names the flag, the
     value given and the checkpoint's."""
     settings = run_settings(config, checkpoint, path)
+    check_own_files(checkpoint, path, settings["save"])
     for name in settings if given is None else [name for name in given if name in settings]:
         value = getattr(config, name)
         if same_setting(name, value, settings[name], checkpoint):
