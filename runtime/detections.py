@@ -93,16 +93,22 @@ def _count(name: str, value: Any) -> int:
 class PostprocessConfig:
     """score_threshold: keep class scores above it; iou_threshold: per-class NMS overlap;
     top_k: candidates per class before NMS; max_detections: per image; variances: the
-    box coder's (centre, size) scales. The defaults here are the toolkit's only ones."""
+    box coder's (centre, size) scales; agnostic_nms: NMS across the classes instead of within
+    each (a box then suppresses overlapping boxes of every class; Ultralytics' `agnostic`).
+    The defaults here are the toolkit's only ones."""
 
     score_threshold: float = 0.01
     iou_threshold: float = 0.45
     top_k: int = 200
     max_detections: int = 200
     variances: tuple[float, float] = (0.1, 0.2)
+    agnostic_nms: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if not isinstance(self.agnostic_nms, (bool, np.bool_)):
+            raise ConfigError(f"agnostic_nms must be true or false, got {self.agnostic_nms!r}")
+        set_(self, "agnostic_nms", bool(self.agnostic_nms))
         set_(self, "score_threshold", _probability("score_threshold", self.score_threshold, upper_open=True))
         set_(self, "iou_threshold", _probability("iou_threshold", self.iou_threshold))
         set_(self, "top_k", _count("top_k", self.top_k))
@@ -131,6 +137,7 @@ class PostprocessOverrides:
     iou_threshold: float | None = None
     top_k: int | None = None
     max_detections: int | None = None
+    agnostic_nms: bool | None = None
 
     def __post_init__(self) -> None:
         DEFAULT_POSTPROCESS.replace(**dataclasses.asdict(self))

@@ -86,6 +86,7 @@ class ModelSpec:
     iou_threshold: float = DEFAULT_POSTPROCESS.iou_threshold
     top_k: int = DEFAULT_POSTPROCESS.top_k
     max_detections: int = DEFAULT_POSTPROCESS.max_detections
+    agnostic_nms: bool = DEFAULT_POSTPROCESS.agnostic_nms
     arch_options: Mapping[str, Any] = field(default_factory=dict)
     input_name: str = "images"
     output_names: tuple[str, str] = ("locs", "confs")
@@ -112,7 +113,8 @@ class ModelSpec:
     def postprocess(self) -> PostprocessConfig:
         """The model's postprocessing defaults (a caller overrides them with `.replace(...)`)."""
         return PostprocessConfig(score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
-                                 top_k=self.top_k, max_detections=self.max_detections, variances=tuple(self.variances))
+                                 top_k=self.top_k, max_detections=self.max_detections, variances=tuple(self.variances),
+                                 agnostic_nms=self.agnostic_nms)
 
     @property
     def num_classes(self) -> int:
@@ -129,6 +131,8 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["arch_options"] = dict(self.arch_options)
+        if not self.agnostic_nms:  # written only when set: the specs of older toolkits stay readable by them
+            del data["agnostic_nms"]
         return data
 
     def to_json(self) -> str:

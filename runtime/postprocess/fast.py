@@ -2,8 +2,9 @@
 
 It computes the rule that `reference.py` states plainly (softmax; per class c >= 1 the
 boxes over score_threshold, the top_k best; decode and clip; greedy NMS per class at
-iou_threshold; merge, keep max_detections; order by score descending, ties by lower
-default-box index, then lower class), and is tested against it. It gets its speed from
+iou_threshold, or across the classes with `agnostic_nms`; merge, keep max_detections;
+order by score descending, ties by lower default-box index, then lower class), and is
+tested against it. It gets its speed from
 leaving out default boxes no class of which can pass the threshold before the softmax,
 per-class top_k before any global sort, and sparse NMS (`sparse_nms.py`).
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from ssd_edge.runtime.boxes import decode, pairwise_iou
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
-from ssd_edge.runtime.postprocess.sparse_nms import class_edges, greedy_keep, overlapping_pairs
+from ssd_edge.runtime.postprocess.sparse_nms import agnostic_keep, class_edges, greedy_keep, overlapping_pairs
 
 # Candidates taken in the first prefix, per detection to keep: large enough that one pass
 # usually suffices (on SSDLite outputs at threshold 0.001, 8x was 27-30% faster than 2x,
@@ -170,12 +171,18 @@ def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessC
     """Greedy NMS on the best `count` candidates (G, P) bool of scores (G, P), in the
     final order.
 
-    A candidate's fate depends only on better candidates of its class, all of which lie in
+    A candidate's fate depends only on better candidates of its class (of any class with
+    `agnostic_nms`), all of which lie in
     any prefix of the order that contains it, so decisions made on a prefix are final.
     Returns (prior, label, score, box) of the kept candidates in the final order, and
     whether the prefix was every candidate.
     """
     prior, group, score, complete = ranked_candidates(candidates, scores, config.top_k, count)
+    if config.agnostic_nms:  # across the classes: NMS on each box's best candidate, in effect
+        box_priors, box_of = np.unique(prior, return_inverse=True)
+        boxes = np.clip(decode(locs[box_priors], priors_cxcywh[box_priors], config.variances), 0.0, 1.0)
+        kept = np.flatnonzero(agnostic_keep(box_of.reshape(-1), boxes, config.iou_threshold))
+        return prior[kept], group[kept] + 1, score[kept], boxes[box_of.reshape(-1)[kept]], complete
     if prior.size <= PAIRWISE_UP_TO:
         # A handful (a deployment threshold): one box per candidate, so an overlapping pair of
         # the same class is an edge as it stands; fewer NumPy calls than the mapping below.

@@ -9,7 +9,10 @@ and edge-case outputs, the torch `PostProcessor` and the CUDA kernel against the
    (ties: lower default-box index), at most top_k of them;
 3. decode those boxes against their default boxes (variances, size clamp), clip to [0, 1];
 4. greedy NMS within the class: keep a box unless a kept, better box of the same class
-   overlaps it by IoU > iou_threshold;
+   overlaps it by IoU > iou_threshold; with `agnostic_nms`, across the classes instead:
+   the candidates of every class (step 2's) merged in the order of step 5, keep a box
+   unless a kept, better box of any class overlaps it by IoU > iou_threshold (a default
+   box's own decoded box counts: its candidates in worse classes go);
 5. merge the classes, order by score descending (ties: lower default box, then lower
    class), keep max_detections, scale to the image's pixels.
 """
@@ -37,12 +40,21 @@ def reference_postprocess_image(
         ranked.sort(key=lambda p: (-probs[p, c], p))
         ranked = ranked[: config.top_k]
         boxes = {p: np.clip(decode(locs[p][None], priors_cxcywh[p][None], config.variances)[0], 0, 1) for p in ranked}
+        if config.agnostic_nms:
+            found += [(p, c, boxes[p]) for p in ranked]
+            continue
         kept: list[int] = []
         for p in ranked:
             if all(pairwise_iou(boxes[q][None], boxes[p][None])[0, 0] <= config.iou_threshold for q in kept):
                 kept.append(p)
         found += [(p, c, boxes[p]) for p in kept]
     found.sort(key=lambda t: (-probs[t[0], t[1]], t[0], t[1]))
+    if config.agnostic_nms:
+        kept_any: list[tuple] = []
+        for entry in found:
+            if all(pairwise_iou(q[2][None], entry[2][None])[0, 0] <= config.iou_threshold for q in kept_any):
+                kept_any.append(entry)
+        found = kept_any
     found = found[: config.max_detections]
     h, w = image_hw
     scale = np.array([w, h, w, h], np.float32)

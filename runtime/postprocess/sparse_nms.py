@@ -1,4 +1,4 @@
-"""Per-class greedy NMS in NumPy without K x K matrices, for the reference postprocessing.
+"""Per-class (and class-agnostic, `agnostic_keep`) greedy NMS in NumPy without K x K matrices, for the reference postprocessing.
 
 SSD decodes one box per default box, whatever the class, so the overlap graph "IoU >
 threshold" is the same for every class. It is found once among the boxes that are
@@ -148,3 +148,36 @@ def greedy_keep(num_candidates: int, better: np.ndarray, worse: np.ndarray) -> n
         if np.array_equal(new_keep, keep):
             return keep
         keep = new_keep
+
+
+def agnostic_keep(box_of: np.ndarray, boxes_xyxy: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS across classes: keep (N,) bool for candidates 0..N-1 in the final order,
+    candidate e being box box_of[e] of boxes (U, 4) xyxy in [0, 1]; a candidate is kept
+    unless a kept, better candidate of any class overlaps it by IoU > iou_threshold.
+
+    A box overlaps itself (IoU 1) unless it is empty: then each of its candidates after the
+    first goes whatever happens (the first is kept and suppresses it, or is suppressed by a
+    kept box that overlaps it as well), so only first candidates take part, and NMS runs on
+    boxes. The candidates of a box that does not overlap itself all take part.
+    """
+    count, num_boxes = box_of.size, len(boxes_xyxy)
+    position = np.arange(count)
+    first = np.full(num_boxes, count, np.intp)
+    np.minimum.at(first, box_of, position)
+    self_iou = pairwise_iou(boxes_xyxy[:, None], boxes_xyxy[:, None])[:, 0, 0]
+    taking_part = ~(self_iou > np.float32(iou_threshold))[box_of] | (first[box_of] == position)
+    pair_a, pair_b = overlapping_pairs(boxes_xyxy, iou_threshold)
+    # The candidates taking part, by box (CSR); every overlapping box pair joins all of them.
+    members = np.flatnonzero(taking_part)
+    members = members[np.argsort(box_of[members], kind="stable")]
+    counts = np.bincount(box_of[members], minlength=num_boxes)
+    starts = np.cumsum(counts) - counts
+    per_pair = counts[pair_a] * counts[pair_b]
+    pair = np.repeat(np.arange(pair_a.size), per_pair)
+    k = _ragged_arange(per_pair)
+    width = counts[pair_b[pair]]
+    first_end = members[starts[pair_a[pair]] + k // width]
+    second_end = members[starts[pair_b[pair]] + k % width]
+    better, worse = np.minimum(first_end, second_end), np.maximum(first_end, second_end)
+    return greedy_keep(count, better, worse) & taking_part
+

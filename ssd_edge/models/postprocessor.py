@@ -1,8 +1,9 @@
 """`PostProcessor`: the seed's decode + NMS in torch, for evaluation on any device.
 
 Same semantics and ordering as the NumPy reference `ssd_edge.runtime.postprocess.fast`
-(softmax, score threshold, top_k per class, decode, per-class greedy NMS, best
-max_detections; score descending, ties by lower default-box index then lower class).
+(softmax, score threshold, top_k per class, decode, per-class greedy NMS or, with
+`agnostic_nms`, greedy NMS across the classes, best max_detections; score descending, ties
+by lower default-box index then lower class).
 """
 
 from __future__ import annotations
@@ -37,6 +38,36 @@ def greedy_nms_mask(boxes_xyxy: Tensor, valid: Tensor, iou_threshold: float) -> 
         if torch.equal(new_keep, keep):
             return keep
         keep = new_keep
+
+
+def _greedy_keep(overlaps: Tensor) -> Tensor:
+    """Greedy NMS on an (N, N) bool overlap matrix of candidates best first -> keep (N,)."""
+    suppresses = torch.triu(overlaps, diagonal=1).to(torch.float32)
+    keep = torch.ones(overlaps.shape[0], dtype=torch.bool, device=overlaps.device)
+    while True:
+        new_keep = ~((keep[None].to(suppresses.dtype) @ suppresses)[0] > 0)
+        if torch.equal(new_keep, keep):
+            return keep
+        keep = new_keep
+
+
+def agnostic_nms(boxes_xyxy: Tensor, box_of: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS across classes: candidates 0..N-1 best first, candidate e being box
+    box_of[e] of boxes (U, 4) -> keep (N,). A box overlapping itself (any non-empty one)
+    keeps at most its first candidate, so only first candidates take part (see the NumPy
+    twin, `sparse_nms.agnostic_keep`)."""
+    count = box_of.numel()
+    position = torch.arange(count, device=box_of.device)
+    first = torch.full((boxes_xyxy.shape[0],), count, dtype=torch.int64, device=box_of.device)
+    first = first.scatter_reduce(0, box_of, position, reduce="amin")
+    overlaps = pairwise_iou(boxes_xyxy, boxes_xyxy) > iou_threshold
+    taking_part = ~overlaps.diagonal()[box_of] | (first[box_of] == position)
+    members = torch.nonzero(taking_part).flatten()
+    keep = torch.zeros(count, dtype=torch.bool, device=box_of.device)
+    if members.numel():
+        member_boxes = box_of[members]
+        keep[members] = _greedy_keep(overlaps[member_boxes][:, member_boxes])
+    return keep
 
 
 class PostProcessor(nn.Module):
@@ -80,6 +111,8 @@ class PostProcessor(nn.Module):
         rank = torch.arange(order.numel(), device=device) - torch.searchsorted(class_idx, class_idx, side="left")
         within = rank < cfg.top_k
         prior_idx, class_idx, rank = prior_idx[within], class_idx[within], rank[within]
+        if cfg.agnostic_nms:
+            return self._agnostic(locs, probs, priors_cxcywh, image_hw, prior_idx, class_idx + 1)
         classes, group = torch.unique(class_idx, return_inverse=True)
         padded = torch.zeros((classes.numel(), int(rank.max()) + 1), dtype=torch.int64, device=device)
         valid = torch.zeros(padded.shape, dtype=torch.bool, device=device)
@@ -96,3 +129,17 @@ class PostProcessor(nn.Module):
         height, width = image_hw
         scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=device)
         return boxes[group[best], rank[best]] * scale, labels[best], scores[best], probs[kept_priors[best]]
+
+    def _agnostic(self, locs: Tensor, probs: Tensor, priors_cxcywh: Tensor, image_hw: tuple[int, int],
+                  prior_idx: Tensor, labels: Tensor):
+        """Greedy NMS across the classes of the candidates (prior_idx, labels), in the final order."""
+        cfg = self.config
+        order = _stable_order(-probs[prior_idx, labels], prior_idx, labels)
+        prior_idx, labels = prior_idx[order], labels[order]
+        box_priors, box_of = torch.unique(prior_idx, return_inverse=True)
+        boxes = decode(locs[box_priors], priors_cxcywh[box_priors], cfg.variances).clamp(0.0, 1.0)
+        kept = torch.nonzero(agnostic_nms(boxes, box_of, cfg.iou_threshold)).flatten()[: cfg.max_detections]
+        height, width = image_hw
+        scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=locs.device)
+        kept_priors, kept_labels = prior_idx[kept], labels[kept]
+        return (boxes[box_of[kept]] * scale, kept_labels, probs[kept_priors, kept_labels], probs[kept_priors])
