@@ -15,9 +15,10 @@ what a browser tab opens: one event stream (/events) and one MJPEG stream (/vide
 read as fast as they come by a separate process (as a browser is); the stalled viewer
 connects both with a 4 KiB receive buffer and never reads. Conditions are interleaved over
 `--rounds` rounds (each its own WebViewer on a free loopback port; the order rotates from
-round to round), and the median round is reported. Frame rate: processed frames / loop seconds; CPU: the whole process's CPU time
-(loop, capture, encoder and server threads) per processed frame; on_frame: the viewer's
-observer call on the loop thread, timed with perf_counter.
+round to round), and the median round is reported. Frame rate: processed frames / loop
+seconds; loop ms/frame: the gaps between the starts of two Detector calls; CPU: the whole
+process's CPU time (loop, capture, encoder and server threads) per processed frame;
+on_frame: the viewer's observer call on the loop thread, timed with perf_counter.
 """
 
 from __future__ import annotations
