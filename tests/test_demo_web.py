@@ -185,6 +185,19 @@ def test_several_sources_each_have_their_video_and_state(open_viewers):
     stream.close()
 
 
+def test_capture_events_are_shown_with_their_source(open_viewers):
+    viewer = open_viewers()
+    feed(viewer, 2)
+    viewer.on_source(0, "dropped", "no frame for 5 s; reconnecting")
+    viewer.on_source(1, "lost", "did not come back after 5 attempts")  # a source that never delivered
+    sources = json.loads(get(base(viewer) + "/api/state")[2])["sources"]
+    assert [(s["source"], s["frames"], s["health"]["state"]) for s in sources] == [(0, 2, "reconnecting"),
+                                                                                   (1, 0, "lost")]
+    assert sources[0]["health"]["detail"] == "no frame for 5 s; reconnecting"
+    viewer.on_source(0, "reconnected", "after 1 attempt")
+    assert json.loads(get(base(viewer) + "/api/state")[2])["sources"][0]["health"]["state"] == "live"
+
+
 # -- refusals -------------------------------------------------------------------------------------
 
 PATHS = ("/", "/api/state", "/events", "/video/0.mjpg", "/snapshot/0.jpg")

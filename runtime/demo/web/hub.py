@@ -23,6 +23,7 @@ import numpy as np
 from ssd_edge.runtime.demo.rates import RateMeter
 
 RECENT_CROSSINGS = 20  # crossings kept per source for the page (events between two pushes are not lost)
+SOURCE_STATES = {"dropped": "reconnecting", "reconnected": "live", "lost": "lost", "ended": "ended"}
 
 
 @dataclass
@@ -41,6 +42,7 @@ class _Source:
     jpeg: bytes | None = None
     jpeg_seq: int = 0  # the frame number (frames) the JPEG shows
     size: tuple[int, int] | None = None  # (width, height) of the pictures
+    health: dict[str, Any] | None = None  # the newest capture event: state, event, detail, time
 
 
 class FrameHub:
@@ -84,6 +86,15 @@ class FrameHub:
                 state.raw, state.raw_seq, state.taken_at = picture, state.frames, now
                 self._pictures.notify()
 
+    def on_source(self, source: int, event: str, detail: str) -> None:
+        """A capture event of the source (dropped, reconnected, lost, ended), from its grabber's
+        thread: shown with the source until the next one."""
+        with self._lock:
+            state = self._sources.setdefault(source, _Source())
+            state.health = {"state": SOURCE_STATES.get(event, event), "event": event, "detail": detail,
+                            "time": round(time.time(), 3)}
+            self.state_seq += 1
+
     # -- the viewers' side ----------------------------------------------------------------------
 
     def sources(self) -> list[int]:
@@ -117,13 +128,14 @@ class FrameHub:
 
     def state(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """What /api/state and the event stream send: per source its newest record, its
-        processed frames, their rate here, the age of the record and recent crossings."""
+        processed frames, their rate here, the age of the record, its newest capture event
+        (health; None while it has had none) and recent crossings."""
         now = time.monotonic()
         with self._lock:
             sources = [
                 {"source": number, "frames": s.frames, "fps": round(s.rate.rate, 2),
                  "age_s": round(now - s.received, 3) if s.frames else None,
-                 "size": list(s.size) if s.size else None,
+                 "size": list(s.size) if s.size else None, "health": s.health,
                  "recent_crossings": list(s.crossings), "record": s.record}
                 for number, s in sorted(self._sources.items())
             ]

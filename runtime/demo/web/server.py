@@ -140,6 +140,11 @@ class WebViewer:
         if not self._closing.is_set():
             self.hub.on_frame(source, annotated_bgr, record)
 
+    def on_source(self, source: int, event: str, detail: str) -> None:
+        """A source's capture event (the loop's optional observer hook): shown on the page."""
+        if not self._closing.is_set():
+            self.hub.on_source(source, event, detail)
+
     def viewers(self) -> dict[str, int]:
         with self._lock:
             return {"video": sum(n for key, n in self._streams.items() if key != "events"),
