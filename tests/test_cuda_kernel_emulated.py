@@ -108,6 +108,8 @@ def test_plan_refuses_what_the_kernels_cannot_hold():
         DecodeNmsPlan(3000, 21, 1, PostprocessConfig(max_detections=2000))
     with pytest.raises(ValueError, match="classes"):
         DecodeNmsPlan(3000, 5000, 1, PostprocessConfig())
+    with pytest.raises(ValueError, match="agnostic_nms"):
+        DecodeNmsPlan(3000, 21, 1, PostprocessConfig(agnostic_nms=True))
     plan = DecodeNmsPlan(8732, 91, 8, PostprocessConfig(top_k=400, max_detections=200))  # SSD300 VGG16
     assert plan.class_shared_bytes + 1040 <= 48 * 1024  # + static shared: within every GPU's 48 KiB
 

@@ -77,6 +77,9 @@ class DecodeNmsPlan:
                 f"the CUDA decode + NMS returns at most {MAX_DETECTIONS} detections per image, "
                 f"max_detections={config.max_detections}: lower it or decode on the CPU"
             )
+        if getattr(config, "agnostic_nms", False):
+            raise ValueError("the CUDA decode + NMS suppresses within each class only; agnostic_nms=True needs "
+                             "the NumPy decode + NMS (backend='onnxruntime-cpu' or 'openvino')")
         self.max_detections = config.max_detections
         self.k_pad = _next_power_of_two(self.top_k)
         self.m_pad = _next_power_of_two(self.max_detections)
