@@ -368,7 +368,7 @@ class DetectorServer:
     @property
     def host(self) -> str:
         """Where a client on this machine reaches the server."""
-        return "127.0.0.1" if self.config.address in ("0.0.0.0", "") else self.config.address
+        return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.config.address, self.config.address)
 
     def start(self) -> "DetectorServer":
         """Launch tritonserver (it loads both models, then opens its ports) and connect the
@@ -415,7 +415,8 @@ class DetectorServer:
 
     def _answers_as_ours(self) -> bool:
         """Whether the HTTP port answers with this server's id and says it is ready."""
-        base = f"http://{self.host}:{self.config.http_port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        base = f"http://{host}:{self.config.http_port}"
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(f"{base}/v2", timeout=2) as answer:
