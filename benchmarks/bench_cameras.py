@@ -137,7 +137,6 @@ def report(args: argparse.Namespace, rows: list[dict], model_text: str, machine:
         "the ratios are the point)",
         "- With 1 source 'batched' and 'separate' run the same code (one loop, one Detector): their difference "
         "shows the noise of this machine",
-        "",
         "- 'CPU-bound ratio': separate's CPU time per frame / this mode's, i.e. the throughput ratio on a device "
         "whose cores the demo has to itself and keeps busy; 'total vs separate' is the measured wall-clock ratio, "
         "which on an oversubscribed machine also reflects how many threads each mode puts up against the other jobs",
