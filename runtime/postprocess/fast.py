@@ -150,9 +150,12 @@ def _best_in_final_order(index: np.ndarray, values: np.ndarray, count: int, grou
     above = values > kth_best
     tied = np.flatnonzero(values == kth_best)
     room = count - int(np.count_nonzero(above))
-    if tied.size > room:
-        group, prior = np.divmod(index[tied], priors)
-        tied = tied[np.argpartition(prior * groups + group, room - 1)[:room]]
+    if tied.size > room:  # the tied entries of the lowest default boxes, of the last one the lowest groups
+        prior = index[tied] % priors  # `index` is group-major: within a default box, groups ascend
+        through = np.cumsum(np.bincount(prior, minlength=priors))
+        last = int(np.searchsorted(through, room))  # the default box where the room runs out
+        at_last = np.flatnonzero(prior == last)[: room - (int(through[last - 1]) if last else 0)]
+        tied = np.concatenate([tied[prior < last], tied[at_last]])
     above[tied] = True
     best = np.flatnonzero(above)
     return index[best], values[best]
