@@ -32,9 +32,10 @@ Delivery: paho's network thread sends, receives acknowledgements and reconnects 
 from reconnect_min_s to reconnect_max_s); `on_frame` and `on_source` only put messages
 into paho's outgoing queue, bounded at `max_queued` messages (in flight included): while
 the broker is away the queue fills, and what does not fit is dropped, counted and reported
-(in every health message and at close). Messages in the queue are sent, in order, once the
-broker is back (QoS 1: at least once; a subscriber may see a message twice after a
-reconnection, with the same seq).
+(in every health message and at close). Messages in the queue are sent once the broker is
+back (QoS 1: at least once; a subscriber may see a message twice after a reconnection, with
+the same seq). Across a reconnection paho may send a message made just after it before the
+ones that waited (measured here), so a subscriber that needs the order sorts by seq.
 """
 
 from __future__ import annotations
