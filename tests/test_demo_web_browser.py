@@ -125,22 +125,24 @@ def poll(driver, script, accept, timeout, what):
 
 @pytest.mark.slow
 def test_the_page_shows_live_video_and_detections(browser, model_path, tmp_path):
-    clip = write_video(tmp_path / "clip.mp4", 40, size=(480, 320))
-    demo = Demo(["--model", model_path, "--source", str(clip), "--loop", "--headless",
+    """Two sources (clips of two sizes) in one demo: a tile each, each showing its clip."""
+    clips = [write_video(tmp_path / "wide.mp4", 40, size=(480, 320)),
+             write_video(tmp_path / "small.mp4", 40, size=(320, 240))]
+    demo = Demo(["--model", model_path, "--source", str(clips[0]), "--source", str(clips[1]), "--loop", "--headless",
                  "--output", str(tmp_path / "out.mp4"), "--score-threshold", "0.3",
                  "--count-line", "240,0,240,320", "--web", "127.0.0.1:0"])
     try:
         url = demo.wait_for(r"web viewer .*: (http://127\.0\.0\.1:\d+/)\s*$", timeout=60)[1]
         demo.wait_for(r"recording to", timeout=60)
         browser.get(url)
-        poll(browser, "const i = document.querySelector('#grid img'); return i ? i.naturalWidth : 0",
-             lambda width: width == 480, 30, "the video element shows no frame of the clip's width")
+        poll(browser, "return [...document.querySelectorAll('#grid img')].map((i) => i.naturalWidth)",
+             lambda widths: widths == [480, 320], 30, "the video elements show no frames of their clips' widths")
         first = poll(browser, PIXELS_HASH, lambda h: h is not None, 10, "no pixels in the video element")
         poll(browser, PIXELS_HASH, lambda h: h is not None and h != first, 15,
              "the video element's frame never changes")
         updates = int(browser.find_element("id", "updates").text)
         frames = browser.find_element("id", "detections").get_attribute("data-frames")
-        assert re.fullmatch(r"source 0 frame \d+", frames), frames
+        assert re.fullmatch(r"source 0 frame \d+; source 1 frame \d+", frames), frames
         poll(browser, "return document.getElementById('detections').dataset.frames",
              lambda now: now != frames, 10, "the detections list never updates")
         poll(browser, "return Number(document.getElementById('updates').textContent)",
