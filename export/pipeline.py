@@ -2,7 +2,11 @@
 
 weights (.pt: ours or torchvision's COCO SSDLite320 / SSD300 state dict)
   -> <name>.onnx        FP32, simplified, ModelSpec in metadata, parity-checked against PyTorch
-  -> <name>.int8.onnx   QDQ, calibrated on --calib-data, compared against the FP32 ONNX
+  -> <name>.int8.onnx   QDQ, calibrated on --calib-data, compared against the FP32 ONNX; with a
+                        labelled --calib-data (a dataset), the calibration method chosen by mAP
+                        and the most sensitive layers kept float until within the budget
+                        (export/int8_search.py); a second flavour as <name>.int8-<flavour>.onnx
+  -> <name>.accuracy.md/.json  mAP of FP32, FP16 and bf16 (emulated), INT8 per flavour, verdicts
   -> <name>.engine      TensorRT, + <name>.engine.json
 
 An exported `.onnx` may stand in for the weights (to quantize it or build an engine on a
@@ -35,7 +39,14 @@ class ExportOptions:
 
     imgsz: (H, W), None for the model's own. batch: the static batch (None: 1, or an
     exported ONNX's own), or with a dynamic batch the largest an engine accepts (None: 8).
-    int8_flavour: None picks `tensorrt` when an INT8 engine is built, else `cpu`.
+    int8_flavour: None picks `tensorrt` when an INT8 engine is built, else `cpu`; a comma
+    list ("cpu,tensorrt") quantizes each: the first is <name>.int8.onnx, the others
+    <name>.int8-<flavour>.onnx, and the accuracy table has a row for each.
+    calib_methods: the calibration methods tried (None: all three with a labelled
+    --calib-data, else minmax). select_images: labelled images after the calibration ones
+    that choose the method and the float layers. int8_budget: the drop from FP32 allowed
+    in mAP@0.5 and mAP@0.5:0.95. accuracy: end with the accuracy table (needs a labelled
+    --calib-data; measured on its val split, else on the selection images).
     workspace: GiB for the TensorRT builder. output: folder (None: beside the weights).
     """
 
@@ -56,6 +67,10 @@ class ExportOptions:
     dla_core: int | None = None
     output: Path | None = None
     progress: bool = True
+    calib_methods: tuple[str, ...] | None = None
+    select_images: int = 50
+    int8_budget: float = 0.003
+    accuracy: bool = True
 
     def __post_init__(self) -> None:
         """Check the options against each other before any work (formats deduplicated);
@@ -75,9 +90,10 @@ class ExportOptions:
         if self.half and self.int8:
             raise ExportError("--half and --int8 together: an INT8 engine keeps its unquantized layers as the QDQ "
                               "graph has them; choose one")
-        if self.int8 and self.int8_flavour not in (None, "tensorrt"):
+        if self.int8 and self.flavour != "tensorrt":
             raise ExportError(f"--int8-flavour {self.int8_flavour}: an INT8 TensorRT engine needs the "
-                              "'tensorrt' flavour")
+                              "'tensorrt' flavour (first)")
+        _check_int8_options(self)
         for flag, value, low in (("--batch", self.batch, 1), ("--calib-images", self.calib_images, 1),
                                  ("--dla-core", self.dla_core, 0)):
             if value is not None and value < low:
@@ -104,10 +120,27 @@ class ExportOptions:
         return Path(self.output) if self.output is not None else Path(self.weights).parent
 
     @property
-    def flavour(self) -> str:
+    def flavours(self) -> tuple[str, ...]:
         if self.int8_flavour is not None:
-            return self.int8_flavour
-        return "tensorrt" if self.int8 else "cpu"
+            return tuple(dict.fromkeys(part.strip() for part in self.int8_flavour.split(",") if part.strip()))
+        return ("tensorrt",) if self.int8 else ("cpu",)
+
+    @property
+    def flavour(self) -> str:
+        return self.flavours[0]
+
+
+def _check_int8_options(options: ExportOptions) -> None:
+    from ssd_edge.export.quantize import FLAVOURS, METHODS
+
+    unknown = [f for f in options.flavours if f not in FLAVOURS]
+    unknown += [m for m in options.calib_methods or () if m not in METHODS]
+    if unknown or not options.flavours or options.calib_methods == ():
+        raise ExportError(f"unknown INT8 flavour or calibration method {', '.join(unknown) or '(none)'}; flavours: "
+                          f"{', '.join(FLAVOURS)}; methods: {', '.join(METHODS)}")
+    if options.int8_budget < 0 or options.select_images < 1:
+        raise ExportError(f"--int8-budget must be >= 0 and --select-images >= 1, got {options.int8_budget} and "
+                          f"{options.select_images}")
 
 
 @dataclass
@@ -115,6 +148,8 @@ class ExportResult:
     files: list[Path] = field(default_factory=list)
     parity: ParityReport | None = None
     int8_vs_fp32: ParityReport | None = None
+    int8_choices: list = field(default_factory=list)  # export.int8_search.Int8Choice, one per flavour
+    accuracy: object = None  # evaluation.precision.AccuracyTable
 
 
 def size_text(path: Path) -> str:
@@ -135,12 +170,18 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
     source = _onnx_source(options) if options.from_onnx else None
     quantize = ("int8" in options.formats or options.int8) and not (source and source.quantized)
     calibration = _calibration_images(options) if quantize else []
+    labelled = _labelled(options, len(calibration), echo) if quantize else None
     out = options.output_dir
     planned = {"onnx": out / f"{options.name}.onnx" if source is None else None,
                "int8": out / f"{options.name}.int8.onnx" if quantize else None,
                "engine": out / f"{options.name}.engine" if "engine" in options.formats else None}
+    more_int8 = {f: out / f"{options.name}.int8-{f}.onnx" for f in options.flavours[1:]} if quantize else {}
+    reports = [out / f"{options.name}.accuracy.{kind}" for kind in ("md", "json")] \
+        if labelled is not None and options.accuracy else []
     check_outputs({f"the {kind} output": path for kind, path in planned.items()}
-                  | {"the engine's sidecar": sidecar_path(planned["engine"]) if planned["engine"] else None},
+                  | {"the engine's sidecar": sidecar_path(planned["engine"]) if planned["engine"] else None}
+                  | {f"the {f} INT8 output": path for f, path in more_int8.items()}
+                  | {f"the accuracy report {path.suffix}": path for path in reports},
                   {"--weights": options.weights, "--calib-data": calibration})
     result = ExportResult()
     parity_images = _ParityImages(options)
@@ -149,8 +190,13 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
             source = _export_fp32(options, planned["onnx"], parity_images, result, echo)
         engine_source = source
         if quantize:
-            int8 = _quantize(options, source, calibration, planned["int8"], parity_images, result, echo)
+            int8 = _quantize(options, source, calibration, planned["int8"], parity_images, result, echo,
+                             options.flavour, labelled)
             engine_source = int8 if options.int8 else source
+            for flavour, path in more_int8.items():
+                _quantize(options, source, calibration, path, parity_images, result, echo, flavour, labelled)
+            if reports:
+                _accuracy_table(options, source, [planned["int8"], *more_int8.values()], labelled, result, echo)
         if "engine" in options.formats:
             _build(options, engine_source, planned["engine"], environment, result, echo)
     return result
@@ -286,19 +332,80 @@ def _parity(options: ExportOptions, model, path: Path, images: _ParityImages) ->
 
 
 def _quantize(options: ExportOptions, source: _Source, calibration: list[Path], path: Path, images: _ParityImages,
-              result: ExportResult, echo: Echo) -> _Source:
-    """The INT8 QDQ copy of `source`, compared with it; it keeps the source's input shape,
-    so its batch is the source's."""
+              result: ExportResult, echo: Echo, flavour: str, labelled=None) -> _Source:
+    """The INT8 QDQ copy of `source` in `flavour`, compared with it; it keeps the source's
+    input shape, so its batch is the source's. With `labelled` images (LabelledImages: the
+    selection split) the method and float layers are chosen by measured mAP
+    (export/int8_search.py)."""
     from ssd_edge.export.parity import compare_onnx
     from ssd_edge.export.quantize import quantize_int8
 
-    echo(f"quantizing to INT8 ({options.flavour} flavour), calibrating on {len(calibration)} images from {options.calib_data}")
-    quantize_int8(source.path, path, calibration, options.flavour, progress=options.progress)
+    echo(f"quantizing to INT8 ({flavour} flavour), calibrating on {len(calibration)} images from {options.calib_data}")
+    if labelled is not None:
+        from ssd_edge.export.int8_search import SearchConfig, choose_int8
+
+        config = SearchConfig(methods=tuple(options.calib_methods or SearchConfig.methods), budget=options.int8_budget)
+        choice = choose_int8(source.path, path, flavour, calibration, labelled, config, echo, options.progress)
+        result.int8_choices.append(choice)
+        floats = ", ".join(choice.float_layers) or "none"
+        echo(f"INT8 {flavour}: {choice.method} calibration, layers kept float: {floats}"
+             f"; {'within' if choice.within_budget else 'OVER'} the {options.int8_budget:g} budget on {labelled.name} "
+             f"(drop {choice.drop:.4f})")
+    else:
+        method = (options.calib_methods or ("minmax",))[0]
+        quantize_int8(source.path, path, calibration, flavour, progress=options.progress, method_name=method)
     _written(path, result, echo)
     batch = source.batch or PARITY_IMAGES
     result.int8_vs_fp32 = compare_onnx(source.spec, path, source.path, images.take(max(PARITY_IMAGES, batch)), batch)
     echo(f"INT8 vs FP32 (onnxruntime CPU): {result.int8_vs_fp32.summary()}")
     return _Source(path, source.spec, source.batch, quantized=True)
+
+
+def _labelled(options: ExportOptions, calibrated: int, echo: Echo):
+    """The selection split (LabelledImages) when --calib-data is a labelled dataset: the
+    train split's images after the `calibrated` ones used for calibration; None (methods
+    not compared, no accuracy table) for a folder of images without annotations."""
+    from ssd_edge.data.sources import DatasetError, load_splits
+    from ssd_edge.evaluation.precision import LabelledImages
+
+    try:
+        splits = load_splits(options.calib_data)
+    except (DatasetError, OSError, ValueError):
+        echo(f"note: {options.calib_data} has no annotations: INT8 uses {(options.calib_methods or ('minmax',))[0]} "
+             "calibration unmeasured, no float fallback and no accuracy table (give a dataset to measure them)")
+        return None
+    split = splits.get("train") or splits["val"]
+    first = min(calibrated, max(len(split.records) - options.select_images, 0))
+    if first < calibrated:
+        echo(f"note: {split.name} has {len(split.records)} images: the selection images overlap the calibration ones")
+    last = min(first + options.select_images, len(split.records)) - 1
+    return LabelledImages.of(split, first, options.select_images, name=f"{split.name} images {first}-{last}")
+
+
+def _accuracy_table(options: ExportOptions, source: _Source, int8_paths: list[Path], selection, result: ExportResult,
+                    echo: Echo) -> None:
+    """FP32, FP16/bf16 (emulated) and every INT8 file on the dataset's val split (else the
+    selection images), printed and written beside the files."""
+    from ssd_edge.data.sources import load_splits
+    from ssd_edge.evaluation.precision import LabelledImages, precision_table
+
+    splits = load_splits(options.calib_data)
+    measured = LabelledImages.of(splits["val"], name=f"{options.calib_data} val") if "val" in splits else selection
+    table = precision_table(source.path, int8_paths, measured, ("fp32", "fp16", "bf16", "int8"), echo)
+    for choice in result.int8_choices:
+        floats = "; ".join(f"{name} ({why})" for name, why in choice.float_layers.items()) or "none"
+        candidates = ", ".join(f"{m} drop {_worst(choice.fp32, s):.4f}" for m, s in choice.scores.items())
+        table.notes.append(f"INT8 {choice.flavour}: {choice.method} calibration chosen by mAP on {choice.selection} "
+                           f"(candidates: {candidates}); layers kept float beyond the flavour's rule: {floats}")
+    result.accuracy = table
+    echo("")
+    echo(table.markdown())
+    for path in table.write(options.output_dir / options.name):
+        _written(path, result, echo)
+
+
+def _worst(fp32: dict, score: dict) -> float:
+    return max(fp32["AP50"] - score["AP50"], fp32["AP"] - score["AP"])
 
 
 def _build(options: ExportOptions, source: _Source, path: Path, environment, result: ExportResult, echo: Echo) -> None:

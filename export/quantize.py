@@ -23,7 +23,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Mapping, Sequence, Union
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -81,6 +81,25 @@ FLAVOURS: dict[str, Int8Flavour] = {
     ),
 }
 
+# Calibration methods by the names the CLI and the reports use: MinMax keeps every value in
+# range; Percentile clips the rare outliers (99.999th percentile of |x| for symmetric
+# activations); Entropy picks the threshold whose int8 histogram loses least information (KL
+# divergence, TensorRT's own calibrator). Which suits a model is measured, not assumed.
+METHODS: dict[str, CalibrationMethod] = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
+HISTOGRAM_STRIDE = 8  # histogram methods see this many batches at a time (memory stays bounded)
+QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the layers a float fallback can keep
+
+
+def method(name: str) -> CalibrationMethod:
+    if name not in METHODS:
+        raise ExportError(f"unknown calibration method {name!r}; choose from {', '.join(METHODS)}")
+    return METHODS[name]
+
+
 def flavour(name: str) -> Int8Flavour:
     if name not in FLAVOURS:
         raise ExportError(f"unknown INT8 flavour {name!r}; choose from {', '.join(FLAVOURS)}")
@@ -105,25 +124,40 @@ class CalibrationImages(CalibrationDataReader):
         self.images, self.input_name, self.input_size, self.batch = list(images), input_name, input_size, batch
         self.progress = progress
         self._batches: Iterator[dict[str, np.ndarray]] | None = None
+        self._range = (0, len(self))
+        self._bar = None
 
     def __len__(self) -> int:
         return -(-len(self.images) // self.batch)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Only batches [start_index, end_index) from now on (onnxruntime's strided calibration)."""
+        self._range = (start_index, min(end_index, len(self)))
+        self._batches = None
 
     def _generate(self) -> Iterator[dict[str, np.ndarray]]:
         from tqdm import tqdm
 
         padded = self.images + self.images[: len(self) * self.batch - len(self.images)]
-        for start in tqdm(range(0, len(padded), self.batch), desc="calibrating", unit="batch", disable=not self.progress):
+        if self._bar is None:
+            self._bar = tqdm(total=len(self), desc="calibrating", unit="batch", disable=not self.progress, leave=False)
+        first, last = self._range
+        for start in range(first * self.batch, last * self.batch, self.batch):
+            self._bar.update(1)
             chunk = [image if isinstance(image, np.ndarray) else read_image(image) for image in padded[start : start + self.batch]]
             yield {self.input_name: preprocess(chunk, self.input_size).copy()}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._batches is None:
             self._batches = self._generate()
-        return next(self._batches, None)
+        batch = next(self._batches, None)
+        if batch is None and self._range[1] >= len(self) and self._bar is not None:
+            self._bar.close()
+        return batch
 
     def rewind(self) -> None:
         self._batches = None
+        self._range = (0, len(self))
 
 
 class _DropPreprocessingHint(logging.Filter):
@@ -158,29 +192,59 @@ def stem_conv(proto) -> str:
     raise ExportError("no convolution over the 3-channel input found to keep in float")
 
 
+def quantized_layers(proto, flavour_name: str) -> list[str]:
+    """The layers (Conv/MatMul/Gemm nodes, by name) the flavour quantizes: those a float
+    fallback can keep. The `tensorrt` flavour's float stem is not among them."""
+    chosen = flavour(flavour_name)
+    stem = stem_conv(proto) if chosen.float_stem else None
+    return [node.name for node in proto.graph.node
+            if node.op_type in QUANTIZED_OP_TYPES and node.name and node.name != stem]
+
+
 def quantize_int8(
     onnx_path: str | os.PathLike,
     out_path: str | os.PathLike,
     images: Sequence[ImageSource],
     flavour_name: str = "cpu",
     progress: bool = True,
+    method_name: str = "minmax",
+    float_layers: Mapping[str, str] | None = None,
+    ranges_cache: str | os.PathLike | None = None,
+    record_extra: Mapping[str, object] | None = None,
 ) -> Path:
     """Write an INT8 QDQ copy of the FP32 ONNX at `onnx_path` to `out_path` (atomically).
 
     images: calibration images, files or BGR uint8 arrays, fed at the model's batch size
-    (1 when its batch is dynamic). The ModelSpec metadata is carried over and the flavour
-    and calibration size are recorded under `QUANTIZATION_KEY`.
+    (1 when its batch is dynamic). method_name: minmax, percentile or entropy (METHODS).
+    float_layers: {node name: why} layers left in float besides the flavour's own rule (the
+    mixed-precision fallback). ranges_cache: a file keeping the calibrated ranges of this
+    model and method: computed and written when missing, read (no calibration run) when
+    present. The ModelSpec metadata is carried over; the flavour, method, calibration size,
+    every float layer with its reason and `record_extra` are recorded under `QUANTIZATION_KEY`.
     """
     chosen = flavour(flavour_name)
+    calibrate_method = method(method_name)
     proto = load_onnx(onnx_path)
     spec = spec_of(proto, onnx_path)
     reader = CalibrationImages(images, spec.input_name, spec.input_size, batch_size(proto) or 1, progress)
-    excluded = [stem_conv(proto)] if chosen.float_stem else []
+    kept_float = {stem_conv(proto): "stem: the 3-channel input convolution (flavour rule)"} if chosen.float_stem else {}
+    unknown = sorted(set(float_layers or {}) - {node.name for node in proto.graph.node})
+    if unknown:
+        raise ExportError(f"{onnx_path}: no layer named {', '.join(unknown)} to keep in float")
+    kept_float.update(float_layers or {})
     extra = {
         "ActivationSymmetric": chosen.symmetric_activations,
         "WeightSymmetric": True,
         "QuantizeBias": chosen.quantize_bias,
     }
+    if calibrate_method is not CalibrationMethod.MinMax:
+        # Histograms of every batch would be held in memory at once: collect them a few at a
+        # time (onnxruntime merges them). MinMax reduces each activation to its range inside
+        # the calibration graph, so its memory stays flat anyway. (Do not add
+        # CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the batches it collected when
+        # that limit is reached.)
+        extra["CalibTensorRangeSymmetric"] = chosen.symmetric_activations
+        extra["CalibStridedMinMax"] = _stride(len(reader))
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp, _quiet_preprocessing_hint():
         quantize_static(
@@ -192,15 +256,20 @@ def quantize_int8(
             per_channel=chosen.per_channel,
             activation_type=getattr(QuantType, chosen.activation_type),
             weight_type=getattr(QuantType, chosen.weight_type),
-            nodes_to_exclude=excluded,
-            # MinMax reduces every activation to its range inside the calibration graph, so
-            # memory stays flat for any number of images. (Do not add CalibMaxIntermediateOutputs:
-            # onnxruntime 1.32 drops the batches it collected when that limit is reached.)
-            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=list(kept_float),
+            calibrate_method=calibrate_method,
             extra_options=extra,
+            calibration_cache_path=ranges_cache,
         )
         quantized = load_onnx(tmp)
-        record = {"flavour": chosen.name, "calibration_images": len(images), "format": "QDQ"}
+        record = {"flavour": chosen.name, "calibration_images": len(images), "format": "QDQ",
+                  "calibration": method_name, "float_layers": kept_float, **(record_extra or {})}
         set_metadata(quantized, {**metadata(proto), QUANTIZATION_KEY: json.dumps(record, sort_keys=True)})
         save(quantized, tmp)
     return out_path
+
+
+def _stride(batches: int) -> int:
+    """The largest number of batches up to HISTOGRAM_STRIDE that divides `batches`
+    (onnxruntime's strided calibration needs a divisor)."""
+    return next(step for step in range(min(HISTOGRAM_STRIDE, batches), 0, -1) if batches % step == 0)

@@ -20,6 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="for .pt models: cpu or cuda")
     add_backend_arguments(p, help="for .onnx/.engine models: the runtime backend (default auto)")
     p.add_argument("--json", metavar="PATH", help="write the metrics as JSON here")
+    p.add_argument("--agnostic-nms", action="store_true", default=None,
+                   help="NMS across the classes: a box suppresses overlapping boxes of every class (default: "
+                        "the model's, per class)")
+    p.add_argument("--precision", metavar="P[,P]",
+                   help="accuracy per precision instead: fp32, fp16, bf16 (emulated on the CPU from the FP32 ONNX), "
+                        "int8 (the INT8 ONNX files given, else <stem>.int8*.onnx beside); one FP32 .onnx in --weights")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
@@ -28,9 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ssd_edge.evaluation.report import evaluate_models
 
+    if args.precision:
+        from ssd_edge.evaluation.precision import evaluate_precisions
+
+        precisions = [part.strip() for part in args.precision.split(",") if part.strip()]
+        run_command("ssd-eval", lambda: evaluate_precisions(args.weights, args.datapath, precisions, split=args.split,
+                                                             json_path=args.json))
+        return 0
     run_command("ssd-eval", lambda: evaluate_models(
         args.weights, args.datapath, split=args.split, arch=args.arch, batch=args.batch, device=args.device,
         backend=args.backend, json_path=args.json, progress=args.progress, backend_options=backend_options(args),
+        agnostic_nms=args.agnostic_nms,
     ))
     return 0
 

@@ -43,8 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images for INT8 calibration and parity checks (searched recursively)")
     parser.add_argument("--calib-images", type=int, default=300, metavar="N",
                         help="calibration images to use (default 300)")
-    parser.add_argument("--int8-flavour", choices=("tensorrt", "cpu"),
-                        help="INT8 ONNX flavour (default: tensorrt for an INT8 engine, else cpu)")
+    parser.add_argument("--int8-flavour", metavar="FLAVOUR[,FLAVOUR]",
+                        help="INT8 ONNX flavour: tensorrt or cpu (default: tensorrt for an INT8 engine, else cpu); "
+                             "a comma list also writes <name>.int8-<flavour>.onnx for the others")
+    parser.add_argument("--calib-method", metavar="METHOD[,METHOD]",
+                        help="calibration methods to try: minmax, percentile, entropy (default: all three, chosen "
+                             "by mAP, when --calib-data is a labelled dataset; else minmax)")
+    parser.add_argument("--select-images", type=int, default=50, metavar="N",
+                        help="labelled images after the calibration ones that choose the method and the layers "
+                             "kept float (default 50)")
+    parser.add_argument("--int8-budget", type=float, default=0.003, metavar="DROP",
+                        help="largest INT8 drop from FP32 in mAP@0.5 and mAP@0.5:0.95 before layers go back to "
+                             "float (default 0.003, 0.3 points)")
+    parser.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
+                        help="end with the accuracy table (FP32, FP16/bf16 emulated, INT8) written as "
+                             "<name>.accuracy.md/.json (default: on, with a labelled --calib-data)")
     parser.add_argument("--workspace", type=float, metavar="GiB", help="TensorRT builder workspace limit")
     parser.add_argument("--dla-core", type=int, metavar="N", help="build for this DLA core (Jetson), GPU fallback on")
     parser.add_argument("--output", type=Path, metavar="DIR", help="output folder (default: beside the weights)")
@@ -63,6 +76,8 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
         opset=args.opset, simplify=args.simplify, half=args.half, int8=args.int8, calib_data=args.calib_data,
         calib_images=args.calib_images, int8_flavour=args.int8_flavour, workspace=args.workspace,
         dla_core=args.dla_core, output=args.output,
+        calib_methods=tuple(parse_formats(args.calib_method)) if args.calib_method else None,
+        select_images=args.select_images, int8_budget=args.int8_budget, accuracy=args.accuracy,
     )
 
 
