@@ -51,7 +51,8 @@ class Detector:
     "onnxruntime-tensorrt" (onnxruntime's TensorRT provider), "openvino" (the ONNX model on
     OpenVINO, `pip install 'ssd-edge[openvino]'`) or "tensorrt" (an engine through pycuda).
     On the GPU, decode + NMS runs in ssd-edge's CUDA kernel; elsewhere in NumPy.
-    score_threshold, iou_threshold, max_detections, top_k: override the ModelSpec's.
+    score_threshold, iou_threshold, max_detections, top_k, agnostic_nms (NMS across the
+    classes): override the ModelSpec's.
     threads: onnxruntime's intra-op threads or OpenVINO's INFERENCE_NUM_THREADS (None: their
     default; a TensorRT engine has no thread pool and ignores it).
     device, precision: OpenVINO only: device "CPU" (default), "GPU", "NPU" or "AUTO";
@@ -89,6 +90,7 @@ class Detector:
         precision: str | None = None,
         spinning: bool | None = None,
         options: Any = None,
+        agnostic_nms: bool | None = None,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -106,7 +108,8 @@ class Detector:
             raise UsageError(f"options {type(chosen).__name__} are not {info.options.__name__}, the options of "
                              f"backend {info.name!r} that runs {path}")
         overrides = PostprocessOverrides(
-            score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections, top_k=top_k
+            score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections, top_k=top_k,
+            agnostic_nms=agnostic_nms,
         )
         self._backend: Backend = info.open(path, overrides, chosen)
         self.model_path = path

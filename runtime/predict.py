@@ -77,6 +77,7 @@ def predict_images(
     notify: Callable[[str], None] = lambda line: None,
     server: str | None = None,
     backend_options: Mapping[str, Any] | None = None,
+    agnostic_nms: bool | None = None,
 ) -> Path:
     """Detect in `images` (files, or folders of them) with `model`; write the annotated
     images and RESULTS_NAME into `output` (created if needed, and removed again if the run
@@ -93,7 +94,8 @@ def predict_images(
         return _detect_and_write(model, paths, names, out_dir, batch, progress,
                                  dict(backend=backend, score_threshold=score_threshold, iou_threshold=iou_threshold,
                                       max_detections=max_detections, server=server,
-                                      **({"options": dict(backend_options)} if backend_options else {})))
+                                      **({"options": dict(backend_options)} if backend_options else {}),
+                                      **({"agnostic_nms": agnostic_nms} if agnostic_nms is not None else {})))
 
 
 def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Sequence[str], out_dir: Path,
@@ -120,7 +122,7 @@ def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Se
             "backend": predictor.backend,
             "classes": list(class_names),
             "postprocess": {k: getattr(predictor.config, k) for k in
-                            ("score_threshold", "iou_threshold", "top_k", "max_detections")},
+                            ("score_threshold", "iou_threshold", "top_k", "max_detections", "agnostic_nms")},
             "images": entries,
         }
     results = out_dir / RESULTS_NAME

@@ -108,3 +108,47 @@ def test_config_overrides_and_spec():
     assert ModelSpec.from_json(on.to_json()) == on and on.postprocess.agnostic_nms is True
     with pytest.raises(SpecError, match="agnostic_nms"):
         ModelSpec.from_dict({**json.loads(on.to_json()), "agnostic_nms": "no"})
+
+
+@pytest.mark.parametrize("module,required", [
+    ("predict", ["--model", "m.onnx", "--output", "out", "a.jpg"]),
+    ("demo", ["--model", "m.onnx"]),
+    ("serve", ["--model", "m.onnx"]),
+    ("eval", ["--weights", "m.onnx", "--datapath", "data"]),
+    ("bench", ["--model", "m.onnx"]),
+])
+def test_every_cli_takes_agnostic_nms(module, required):
+    import importlib
+
+    parser = importlib.import_module(f"ssd_edge.cli.{module}").build_parser()
+    assert parser.parse_args(required + ["--agnostic-nms"]).agnostic_nms is True
+    assert parser.parse_args(required).agnostic_nms is None  # the model's own
+
+
+def test_predict_with_agnostic_nms_leaves_no_overlapping_pair_of_two_classes(model_path, tmp_path):
+    import cv2
+
+    from ssd_edge.cli.predict import main
+    from ssd_edge.runtime.detector import Detector
+
+    rng = np.random.default_rng(0)
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    cv2.imwrite(str(image), rng.integers(0, 255, (120, 160, 3), np.uint8))
+    with Detector(model_path, agnostic_nms=True) as detector:
+        iou_threshold = detector.config.iou_threshold
+        assert detector.config.agnostic_nms
+    crossed = []
+    for flags in ([], ["--agnostic-nms"]):
+        out = tmp_path / f"out{len(flags)}"
+        assert main(["--model", model_path, "--output", str(out), "--score-threshold", "0.001", "--quiet",
+                     str(image), *flags]) == 0
+        result = json.loads((out / "detections.json").read_text())
+        assert result["postprocess"]["agnostic_nms"] is bool(flags)
+        found = result["images"][0]["detections"]
+        boxes = np.array([d["box"] for d in found], np.float32).reshape(-1, 4)
+        labels = np.array([d["label"] for d in found])
+        iou = np.triu(pairwise_iou(boxes, boxes), k=1)
+        # boxes are rounded to 0.01 px in the JSON: a margin for pairs right at the threshold
+        crossed.append(int(np.count_nonzero((iou > iou_threshold + 1e-3) & (labels[:, None] != labels[None]))))
+    assert crossed[0] > 0 and crossed[1] == 0

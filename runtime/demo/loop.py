@@ -78,6 +78,7 @@ class DemoOptions:
     backend: str = "auto"
     score_threshold: float | None = None
     iou_threshold: float | None = None
+    agnostic_nms: bool | None = None
     width: int | None = None
     height: int | None = None
     fps: float | None = None
@@ -670,7 +671,7 @@ def _open_detector(settings: DemoOptions, tracking: StreamTracking | None) -> tu
     own threshold standing in for None), so that the tracker gets its low-score band."""
     def open_at(score_threshold: float | None) -> Detector:
         return Detector(settings.model, backend=settings.backend, score_threshold=score_threshold,
-                        iou_threshold=settings.iou_threshold)
+                        iou_threshold=settings.iou_threshold, agnostic_nms=settings.agnostic_nms)
 
     if tracking is None:
         return open_at(settings.score_threshold), settings

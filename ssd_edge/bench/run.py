@@ -55,6 +55,7 @@ class BenchOptions:
     compare_torch: Path | None = None
     data: Path | None = None
     score_threshold: float | None = None
+    agnostic_nms: bool | None = None
     json_path: Path | None = None
     markdown_path: Path | None = None
     plot_path: Path | None = None
@@ -153,7 +154,7 @@ def load_images(source: str) -> tuple[list[np.ndarray], str]:
 
 def open_subjects(options: BenchOptions, images: list[np.ndarray]) -> tuple[list[Subject], dict[str, str]]:
     """The models then the peers, opened; and {peer subject name: ratio label}."""
-    overrides = {"score_threshold": options.score_threshold}
+    overrides = {"score_threshold": options.score_threshold, "agnostic_nms": options.agnostic_nms}
     subjects, reference = [], None
     try:
         for model in options.models:
@@ -252,7 +253,7 @@ def run_bench(options: BenchOptions, echo: Echo = print) -> dict:
             **{name: options.backend_options.get(name) for name in registry.option_fields() if name != "threads"},
             "batches": list(options.batches),
             "runs": options.runs, "warmup": options.warmup, "threads": options.thread_count, "source": source,
-            "images": len(images), "score_threshold": options.score_threshold,
+            "images": len(images), "score_threshold": options.score_threshold, "agnostic_nms": options.agnostic_nms,
             "data": str(options.data) if options.data else None,
             "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
         },

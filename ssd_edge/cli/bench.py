@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-torch", type=Path, metavar="CKPT", help="also run this PyTorch checkpoint eager")
     p.add_argument("--data", type=Path, metavar="DIR", help="add mAP columns: ssd-eval on this dataset's val split")
     p.add_argument("--score-threshold", type=float, help="override every model's (and peer's) score threshold")
+    p.add_argument("--agnostic-nms", action="store_true", default=None,
+                   help="NMS across the classes in every model (and the PyTorch checkpoint peer; torchvision's "
+                        "has none) (default: each model's)")
     p.add_argument("--json", dest="json_path", type=Path, metavar="PATH", help="write the report as JSON")
     p.add_argument("--markdown", dest="markdown_path", type=Path, metavar="PATH", help="write the report as markdown")
     p.add_argument("--plot", dest="plot_path", type=Path, metavar="PATH", help="plot the latency distributions (PNG)")
@@ -68,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batches=args.batch, runs=args.runs, warmup=args.warmup, threads=threads,
             source=args.source, peers=tuple(args.peers), peer_weights=args.peer_weights,
             compare_torch=args.compare_torch, data=args.data, score_threshold=args.score_threshold,
+            agnostic_nms=args.agnostic_nms,
             json_path=args.json_path, markdown_path=args.markdown_path, plot_path=args.plot_path,
             progress=args.progress, command=command_line(None if argv is None else list(argv)),
         )

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the model's own is for mAP); with --track the model runs at the tracker's low score "
                         "and tracks are drawn and logged by the tracker's rules")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold (default: the model's)")
+    p.add_argument("--agnostic-nms", action="store_true", default=None,
+                   help="NMS across the classes: a box suppresses overlapping boxes of every class (default: "
+                        "the model's, per class)")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="Detector backend (default auto)")
     p.add_argument("--width", type=int, help="ask the camera for this width (with --height)")
     p.add_argument("--height", type=int, help="ask the camera for this height (with --width)")
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = DemoOptions(
             model=args.model, source=sources[0] if len(sources) == 1 else sources, backend=args.backend,
             score_threshold=args.score_threshold,
-            iou_threshold=args.iou_threshold, width=args.width, height=args.height, fps=args.fps,
+            iou_threshold=args.iou_threshold, agnostic_nms=args.agnostic_nms, width=args.width, height=args.height, fps=args.fps,
             headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
             retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
             track=args.track, count_line=count_line, count_lines=count_lines,

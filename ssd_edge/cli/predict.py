@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"minimum class score (default {SHOW_SCORE_THRESHOLD}; the model's own is for mAP)")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold; default: the model's")
     p.add_argument("--max-detections", type=int, help="per image; default: the model's")
+    p.add_argument("--agnostic-nms", action="store_true", default=None,
+                   help="NMS across the classes: a box suppresses overlapping boxes of every class (default: "
+                        "the model's, per class)")
     add_backend_arguments(p)
     p.add_argument("--batch", type=int, default=8, help="images per network run")
     p.add_argument("--quiet", action="store_true", help="print only errors")
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         args.model, args.images, args.output, backend=args.backend, score_threshold=args.score_threshold,
         iou_threshold=args.iou_threshold, max_detections=args.max_detections, batch=args.batch,
         progress=progress, notify=lambda line: print(f"ssd-predict: {line}", file=sys.stderr), server=args.server,
-        backend_options=backend_options(args),
+        backend_options=backend_options(args), agnostic_nms=args.agnostic_nms,
     ))
     if not args.quiet:
         print(f"wrote {results}")

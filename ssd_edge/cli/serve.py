@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"is refused alone (default {DEFAULT_MAX_MEGAPIXELS:g})")
     p.add_argument("--score-threshold", type=float, help="default: the model's (clients may raise it, not lower it)")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold; default: the model's")
+    p.add_argument("--agnostic-nms", action="store_true", default=None,
+                   help="NMS across the classes: a box suppresses overlapping boxes of every class (default: "
+                        "the model's, per class)")
     p.add_argument("--max-detections", type=int, help="per image; default: the model's")
     p.add_argument("--verbose", action="store_true", help="Triton's verbose log")
     return p
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             max_megapixels=args.max_megapixels,
         )
         server = DetectorServer(args.model, config, backend=args.backend, score_threshold=args.score_threshold,
-                                iou_threshold=args.iou_threshold, max_detections=args.max_detections, options=chosen)
+                                iou_threshold=args.iou_threshold, max_detections=args.max_detections, options=chosen,
+                                agnostic_nms=args.agnostic_nms)
         stop_on_signals(server)
         with server.start():
             LOG.info("serving %s as %s: HTTP %s:%d, gRPC %s:%d, metrics http://%s:%d/metrics", args.model,

@@ -69,16 +69,20 @@ class TorchPredictor:
 
 
 def open_predictor(path: Path, arch: str | None = None, device: str = "cpu", backend: str = "auto",
-                   notify=print, backend_options: Mapping[str, Any] | None = None) -> Predictor:
+                   notify=print, backend_options: Mapping[str, Any] | None = None,
+                   agnostic_nms: bool | None = None) -> Predictor:
     """The runtime's `open_predictor` for an exported model (.onnx, .engine; `backend`), and
     a `TorchPredictor` on `device` for a PyTorch checkpoint. `arch` names the architecture of
     a torchvision state dict; our checkpoints and exported models carry their own: one that
-    differs is refused, and `notify` is told when it does not apply."""
+    differs is refused, and `notify` is told when it does not apply. agnostic_nms: NMS
+    across the classes (None: the model's own)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     if model_format(path, allow_checkpoint=True) != "pytorch":
         options = {"options": dict(backend_options)} if backend_options else {}  # the backend's own (threads...)
+        if agnostic_nms is not None:
+            options["agnostic_nms"] = agnostic_nms
         predictor = runtime_predictor.open_predictor(path, backend=backend, **options)
         if arch is not None:
             notify(f"note: --arch {arch} is not used for {path}: an exported model carries its own architecture "
@@ -96,4 +100,6 @@ def open_predictor(path: Path, arch: str | None = None, device: str = "cpu", bac
     if arch is not None and model.spec.arch != arch:
         raise UsageError(f"{path}: holds a {model.spec.arch} model, not the --arch {arch} asked for "
                          "(--arch names the architecture of a torchvision state dict; a checkpoint knows its own)")
+    if agnostic_nms is not None:
+        model.post_processor.config = model.post_processor.config.replace(agnostic_nms=agnostic_nms)
     return TorchPredictor(model.to(device), device)

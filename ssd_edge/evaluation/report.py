@@ -29,7 +29,7 @@ def render_table(rows: Sequence[dict]) -> str:
 def evaluate_models(
     models: Sequence[str], datapath: str, split: str = "val", arch: str | None = None, batch: int = 8,
     device: str = "cpu", backend: str = "auto", json_path: str | None = None, progress: bool = True,
-    backend_options: Mapping[str, Any] | None = None,
+    backend_options: Mapping[str, Any] | None = None, agnostic_nms: bool | None = None,
 ) -> list[dict]:
     if json_path:  # before the work: a report that cannot be written is found out now, not at the end
         check_writable_file(json_path, "--json")
@@ -41,7 +41,8 @@ def evaluate_models(
     rows = []
     for model in models:
         path = Path(model)
-        with open_predictor(path, arch, device, backend, backend_options=backend_options) as predictor:
+        with open_predictor(path, arch, device, backend, backend_options=backend_options,
+                            agnostic_nms=agnostic_nms) as predictor:
             result: EvalResult = evaluate(predictor, splits[split], batch_size=batch, progress=progress)
         rows.append({"model": str(path), "format": format_label(path), "size_mb": path.stat().st_size / 1e6,
                      **result.metrics, "ms_per_image": result.seconds_per_image * 1000, "images": result.images,
