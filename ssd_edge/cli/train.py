@@ -3,41 +3,87 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
+import importlib.util
 import sys
-from dataclasses import fields
+from pathlib import Path
 
 from ssd_edge.cli import run_command
-from ssd_edge.models.registry import ARCHS
-from ssd_edge.training.matching import MATCHERS
 
 
+@functools.lru_cache(maxsize=None)
+def _module_tree(module: str) -> ast.Module:
+    """The syntax tree of `module` (ssd_edge.X.Y)'s source, found without importing it nor
+    its package (ssd_edge.models' __init__ imports torch)."""
+    root = Path(importlib.util.find_spec("ssd_edge").origin).parent
+    path = root.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def _assigned(module: str, name: str) -> ast.expr:
+    for node in _module_tree(module).body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name and node.value is not None:
+            return node.value
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return node.value
+    raise LookupError(f"{module}.{name} is not assigned at the top of its module")
+
+
+@functools.lru_cache(maxsize=None)
 def config_defaults() -> dict:
-    """TrainConfig's defaults, so the command line and `train(TrainConfig(...))` never disagree."""
-    from ssd_edge.training.train import TrainConfig
+    """TrainConfig's defaults (ssd_edge/training/train.py), so the command line and
+    `train(TrainConfig(...))` never disagree: read from its source, as --help must not import
+    torch (seconds, or a traceback where only the runtime is installed). A test checks them
+    against the imported TrainConfig."""
+    for node in _module_tree("ssd_edge.training.train").body:
+        if isinstance(node, ast.ClassDef) and node.name == "TrainConfig":
+            return {field.target.id: ast.literal_eval(field.value) for field in node.body
+                    if isinstance(field, ast.AnnAssign) and field.value is not None}
+    raise LookupError("ssd_edge.training.train has no TrainConfig")
 
-    return {f.name: f.default for f in fields(TrainConfig) if f.name != "datapath"}
+
+def arch_names() -> list[str]:
+    """ssd_edge.models.registry.ARCHS' names, read from its source (see config_defaults)."""
+    return sorted(ast.literal_eval(key) for key in _assigned("ssd_edge.models.registry", "ARCHS").keys)
+
+
+def matcher_names() -> tuple[str, ...]:
+    """ssd_edge.training.matching.MATCHERS, read from its source (see config_defaults)."""
+    return ast.literal_eval(_assigned("ssd_edge.training.matching", "MATCHERS"))
+
+
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Every option's help ends with its default unless it says it itself (flags without a
+    value and options defaulting to nothing excepted)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.nargs == 0 or action.default in (None, argparse.SUPPRESS):
+            return text
+        return f"{text} (default %(default)s)".lstrip()
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every default is TrainConfig's (set from it at the end)."""
-    p = argparse.ArgumentParser(prog="ssd-train", description=__doc__,
+    p = argparse.ArgumentParser(prog="ssd-train", description=__doc__, formatter_class=_DefaultsHelp,
                                 epilog="Defaults: AdamW, lr 1e-3 peak after a 1-epoch linear warm-up, cosine "
                                        "decay to 0, classification bias prior 0.01 (see README, Training).")
-    p.add_argument("--arch", choices=sorted(ARCHS), help="architecture (default %(default)s)")
+    p.add_argument("--arch", choices=arch_names(), help="architecture")
     p.add_argument("--datapath",
                    help="dataset root (COCO, flat or VOC layout); with --resume, the run's own by default")
-    p.add_argument("--epochs", type=int, help="default %(default)s")
-    p.add_argument("--batch-size", type=int, help="images per process and step (default %(default)s)")
+    p.add_argument("--epochs", type=int, help="passes over the training images")
+    p.add_argument("--batch-size", type=int, help="images per process and step")
     p.add_argument("--lr", type=float, help="peak learning rate (after warm-up)")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), help="AdamW, or SGD with Nesterov momentum")
     p.add_argument("--momentum", type=float, help="SGD only")
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--weight-decay", type=float, help="decoupled (AdamW) or L2 (SGD)")
     p.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay")
     p.add_argument("--imgsz", type=int, help="input side in pixels (default: the architecture's)")
-    p.add_argument("--workers", type=int, help="data-loading processes (default %(default)s)")
-    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default %(default)s)")
-    p.add_argument("--seed", type=int, help="default %(default)s")
-    p.add_argument("--matcher", choices=MATCHERS, help="default %(default)s")
+    p.add_argument("--workers", type=int, help="data-loading processes")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--seed", type=int, help="random seed (data order, augmentation, initialisation)")
+    p.add_argument("--matcher", choices=matcher_names(), help="how default boxes are matched to objects")
     p.add_argument("--foreground-prior", type=float,
                    help="a new model's classification biases start at this foreground probability "
                         "(RetinaNet's prior; 0 keeps them at zero)")
@@ -49,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--save...; flags that contradict them are refused) and its optimizer, schedule and RNG state")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--save",
-                   help="checkpoint path; best, metrics.csv and curves.png go beside it (default %(default)s)")
+                   help="checkpoint path; best, metrics.csv and curves.png go beside it")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(**config_defaults())
     return p

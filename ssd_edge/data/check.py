@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ssd_edge.common.progress import progress_bar
 from ssd_edge.data.sources import Split, load_splits
 from ssd_edge.runtime.image_io import ImageError, read_image, shown_path
 
@@ -81,10 +82,9 @@ def _check_pixels(report: Report, path: Path, image: dict) -> bool:
 
 
 def _check_images(report: Report, split: Split, annotated: set[int], progress: bool) -> None:
-    from tqdm import tqdm
-
     readable = 0
-    for image in tqdm(split.document["images"], desc=f"check {split.name}", unit="img", disable=not progress, leave=False):
+    for image in progress_bar(split.document["images"], desc=f"check {split.name}", unit="img", disable=not progress,
+                              leave=False):
         path = split.image_dir / image["file_name"]
         if not path.is_file():
             report.add("missing images", shown_path(path))

@@ -170,7 +170,7 @@ def write_synthetic_dataset(
     progress: bool = False,
 ) -> Path:
     """Write OUT/{train,val}/*.jpg and OUT/annotations/instances_{train,val}.json (COCO layout)."""
-    from tqdm import tqdm
+    from ssd_edge.common.progress import progress_bar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,6 +178,6 @@ def write_synthetic_dataset(
     for split, count in (("train", train), ("val", val)):
         if count > 0:
             steps = _coco_split(out, split, count, np.random.default_rng(rng.integers(2**63)), config)
-            for _ in tqdm(steps, total=count, desc=f"synth {split}", unit="img", disable=not progress):
+            for _ in progress_bar(steps, total=count, desc=f"synth {split}", unit="img", disable=not progress):
                 pass
     return out

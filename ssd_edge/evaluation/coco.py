@@ -70,11 +70,11 @@ def evaluate(predictor: Predictor, split: Split, batch_size: int = 8, progress: 
     Unreadable images are skipped with a warning and counted; timing covers the
     predictor calls only (preprocess, network, decode + NMS), not image decoding.
     """
-    from tqdm import tqdm
+    from ssd_edge.common.progress import progress_bar
 
     image_ids, detections, skipped, seconds = [], [], 0, 0.0
     records = split.records
-    bar = tqdm(total=len(records), desc=f"eval {split.name}", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=len(records), desc=f"eval {split.name}", unit="img", disable=not progress, leave=False)
     for start in range(0, len(records), batch_size):
         batch, ids = [], []
         for record in records[start : start + batch_size]:
