@@ -56,6 +56,10 @@ from ssd_edge.runtime.demo.web.hub import FrameHub
 
 BOUNDARY = "ssdframe"
 KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often (proxies close silent ones)
+# A video viewer's socket holds about this much unsent (Linux grows it to megabytes otherwise):
+# a slow viewer sees frames at most a picture or two behind, and a stalled one holds little memory.
+# 256 KiB still carries 12 MB/s over a link with a 20 ms round trip.
+VIDEO_SEND_BUFFER = 256 * 1024
 _VIDEO = re.compile(r"/video/(\d{1,4})\.mjpg")
 _SNAPSHOT = re.compile(r"/snapshot/(\d{1,4})\.jpg")
 _PAGE_CSP = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
@@ -329,6 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
         viewer = self.server.viewer
         last = sent = dropped = 0
         try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIDEO_SEND_BUFFER)
             with viewer.hub.watch(source):  # before the answer: the next frame is kept for this viewer
                 self._start_stream(f"multipart/x-mixed-replace; boundary={BOUNDARY}")
                 self.wfile.write(f"--{BOUNDARY}\r\n".encode())
