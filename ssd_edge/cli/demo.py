@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = DemoOptions(
             model=args.model, source=sources[0] if len(sources) == 1 else sources, backend=args.backend,
             score_threshold=args.score_threshold,
-            iou_threshold=args.iou_threshold, agnostic_nms=args.agnostic_nms, width=args.width, height=args.height, fps=args.fps,
+            iou_threshold=args.iou_threshold, agnostic_nms=args.agnostic_nms, width=args.width, height=args.height,
+            fps=args.fps,
             headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
             retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
             track=args.track, count_line=count_line, count_lines=count_lines,
