@@ -76,13 +76,14 @@ def settings_line(report: dict) -> str:
             f"{s['load_average_end']:.2f} at end")
 
 
-def terminal(report: dict) -> str:
-    """The machine first, then the latency table, its notes and the accuracy table."""
+def terminal(report: dict, machine: bool = True) -> str:
+    """The machine first (unless `machine` is False: ssd-bench prints it before the run), then
+    the latency table, its notes and the accuracy table."""
     peers = peer_labels(report)
     rows = [_headers(peers)] + [_row_cells(r, peers) for r in report["results"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    machine = machine_text(report["machine"], report["settings"]["threads"])
-    lines = [f"machine: {machine}", f"timing: {settings_line(report)}", ""]
+    machine_line = f"machine: {machine_text(report['machine'], report['settings']['threads'])}"
+    lines = [*([machine_line] if machine else []), f"timing: {settings_line(report)}", ""]
     for n, cells in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
         if n == 0:

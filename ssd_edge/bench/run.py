@@ -23,7 +23,7 @@ from ssd_edge.bench import latency as bench
 from ssd_edge.bench import report as bench_report
 from ssd_edge.bench.latency import BenchError, Subject
 from ssd_edge.bench.machine import RUNTIME_LIBRARIES, describe
-from ssd_edge.common.errors import UsageError
+from ssd_edge.common.errors import UsageError, require
 from ssd_edge.runtime.backends import registry
 from ssd_edge.runtime.spec import SpecError
 
@@ -94,6 +94,19 @@ class BenchOptions:
             raise BenchError("--peer-weights is for the torchvision peer: add --peer torchvision")
         if self.data is not None and not Path(self.data).is_dir():
             raise BenchError(f"{self.data}: no such dataset folder (--data)")
+        self._check_dependencies()
+
+    def _check_dependencies(self) -> None:
+        """MissingDependency naming the extra, before anything is run (not after the benchmark)."""
+        if self.plot_path is not None:
+            require("matplotlib", "plot", "ssd-bench --plot")
+        if self.data is not None:
+            from ssd_edge.evaluation.coco import require_coco_eval
+
+            require_coco_eval()
+        if self.peers or self.compare_torch is not None:
+            for package in ("torch", "torchvision"):
+                require(package, "train", "ssd-bench --peer / --compare-torch")
 
     @property
     def thread_count(self) -> int:
@@ -146,10 +159,12 @@ def load_images(source: str) -> tuple[list[np.ndarray], str]:
     if source == "images":
         return sample_images(SAMPLE_IMAGES, seed=0), "built-in synthetic sample images (240-480 px)"
     try:
+        found = len(list_images(source, recursive=True))
         paths = list_images(source, MAX_DIR_IMAGES, recursive=True)
     except ImageError as exc:
         raise BenchError(f"--source: {exc}") from None
-    return [read_image(p) for p in paths], f"{source}"
+    taken = f" ({len(paths)} of its {found} images, spread evenly by name)" if len(paths) < found else ""
+    return [read_image(p) for p in paths], f"{source}{taken}"
 
 
 def open_subjects(options: BenchOptions, images: list[np.ndarray]) -> tuple[list[Subject], dict[str, str]]:
@@ -261,7 +276,7 @@ def run_bench(options: BenchOptions, echo: Echo = print) -> dict:
         "results": results,
         "accuracy": accuracy(options, echo) if options.data is not None else None,
     }
-    echo(bench_report.terminal(report))
+    echo(bench_report.terminal(report, machine=False))  # its machine line came first
     write_outputs(report, options, echo)
     return report
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ssd_edge.cli import run_command
+from ssd_edge.common.errors import require
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,9 +119,12 @@ def parse(argv: list[str] | None) -> tuple[dict, set[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     settings, given = parse(argv)
-    from ssd_edge.training.train import TrainConfig, train
 
     def work():
+        for package in ("torch", "torchvision"):  # one line naming the extra, not a traceback
+            require(package, "train", "ssd-train")
+        from ssd_edge.training.train import TrainConfig, train
+
         config = TrainConfig(**settings)
         if config.resume:
             from ssd_edge.training.resume import resume_run

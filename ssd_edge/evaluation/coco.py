@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
+from ssd_edge.common.errors import require
 from ssd_edge.data.sources import Split
 from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.predictor import Predictor
@@ -45,6 +46,11 @@ def coco_results(split: Split, image_ids: Sequence[int], detections: Sequence[De
     return results
 
 
+def require_coco_eval() -> None:
+    """MissingDependency naming the small `eval` extra where pycocotools is not installed."""
+    require("pycocotools.cocoeval", "eval", "COCO mAP (pycocotools)")
+
+
 def coco_metrics(split: Split, results: list[dict], image_ids: Sequence[int] | None = None) -> dict[str, float]:
     """pycocotools' bbox AP, AP50, AP75, APs, APm, APl (0 for everything when nothing was detected)."""
     from pycocotools.cocoeval import COCOeval
@@ -72,6 +78,7 @@ def evaluate(predictor: Predictor, split: Split, batch_size: int = 8, progress: 
     """
     from ssd_edge.common.progress import progress_bar
 
+    require_coco_eval()  # before any image is run
     image_ids, detections, skipped, seconds = [], [], 0, 0.0
     records = split.records
     bar = progress_bar(total=len(records), desc=f"eval {split.name}", unit="img", disable=not progress, leave=False)
