@@ -176,15 +176,18 @@ def test_broker_stopped_mid_run_reconnects_with_a_bounded_queue_and_counts_the_d
 
 
 def test_the_publisher_starts_without_a_broker_and_delivers_once_it_comes(tmp_path):
-    broker = Mosquitto(tmp_path / "late")  # configured, not started yet
+    broker = Mosquitto(tmp_path / "late").start()
+    subscriber = Subscriber(broker.port, f"{PREFIX}/#", client_id="sub-late")  # a persistent session,
+    broker.stop()  # kept by the broker across its restart: the first event cannot arrive before it
     publisher = MqttPublisher("127.0.0.1", broker.port, prefix=PREFIX, sources=["x"], health_every_s=0,
                               max_queued=50, reconnect_min_s=0.1, reconnect_max_s=0.3)
     try:
         frame = np.zeros((8, 8, 3), np.uint8)
         record = {"source_frame": 3, "time": 1.0, "entered": [{"id": 7, "label": 1, "name": "car"}]}
         publisher.on_frame(0, frame, record)  # queued while there is no broker
+        time.sleep(0.3)  # a few connection attempts fail meanwhile
+        assert not publisher.connected.is_set()
         broker.start()
-        subscriber = Subscriber(broker.port, f"{PREFIX}/#", client_id="sub-late")
         assert publisher.connected.wait(10)
         publisher.on_frame(0, frame, {**record, "source_frame": 4})
         messages = subscriber.wait_for(lambda got: len(by_kind(got, "enter")) == 2)
