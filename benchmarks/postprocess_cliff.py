@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -52,7 +53,8 @@ CLASSES = 91
 def distribution_weights(name: str, base: dict, path: Path) -> Path:
     """`base` (a torchvision SSDLite320 state dict) with its class scores made `name`."""
     state = {k: v.clone() for k, v in base.items()}
-    for key in [k for k in state if k.startswith("head.classification_head.module_list.") and ".1." in k]:
+    last_conv = re.compile(r"head\.classification_head\.module_list\.\d+\.1\.(weight|bias)")
+    for key in [k for k in state if last_conv.fullmatch(k)]:
         tensor = state[key]
         if name == "all tied":
             tensor.zero_()
