@@ -22,6 +22,7 @@ from ssd_edge.runtime.demo.web.address import WebAddress, access_token, check_to
 from ssd_edge.runtime.demo.web.server import WebViewer, WebViewerConfig, WebViewerError
 from tests.helpers.demo import write_video
 from tests.helpers.tracking_video import ShapeDetector
+from tests.helpers.web import DemoProcess
 
 TOKEN = "test-token-0123456789abcdef"
 LOOPBACK = WebAddress("127.0.0.1", 0)
@@ -196,6 +197,35 @@ def test_capture_events_are_shown_with_their_source(open_viewers):
     assert sources[0]["health"]["detail"] == "no frame for 5 s; reconnecting"
     viewer.on_source(0, "reconnected", "after 1 attempt")
     assert json.loads(get(base(viewer) + "/api/state")[2])["sources"][0]["health"]["state"] == "live"
+
+
+@pytest.mark.parametrize("given", [None, "env", "option"])
+def test_ssd_demo_beyond_loopback_prints_a_url_with_its_token(model_path, tmp_path, monkeypatch, given):
+    """`ssd-demo --web 0.0.0.0:0` (requests here go to 127.0.0.1 only): with no token given one
+    is generated and printed in the URL; a given one (option or environment) is the one used.
+    Without it the demo's viewer answers 401, with it the state."""
+    clip = write_video(tmp_path / "clip.avi", 20)
+    argv = ["--model", model_path, "--source", str(clip), "--loop", "--headless", "--output",
+            str(tmp_path / "out.mp4"), "--web", "0.0.0.0:0"]
+    if given == "option":
+        argv += ["--web-token", TOKEN]
+    monkeypatch.delenv("SSD_DEMO_WEB_TOKEN", raising=False)
+    if given == "env":
+        monkeypatch.setenv("SSD_DEMO_WEB_TOKEN", TOKEN)
+    demo = DemoProcess(argv)
+    try:
+        found = demo.wait_for(r"web viewer on 0\.0\.0\.0:(\d+), access token (generated|required).*"
+                              r": (http://127\.0\.0\.1:\d+/\?token=([A-Za-z0-9_.~-]+))\s*$", timeout=60)
+        port, how, url, token = found.groups()
+        assert how == ("generated" if given is None else "required")
+        assert len(token) >= 32 if given is None else token == TOKEN
+        demo.wait_for(r"recording to", timeout=60)
+        assert get(f"http://127.0.0.1:{port}/api/state")[0] == 401
+        wait_until(lambda: json.loads(get(url.replace("/?", "/api/state?"))[2])["sources"], timeout=20,
+                   what="a frame in the state")
+        assert demo.stop() == 0
+    finally:
+        demo.stop()
 
 
 # -- refusals -------------------------------------------------------------------------------------

@@ -8,12 +8,8 @@ Without Chromium or Selenium the test skips with the reason, except in CI (CI=tr
 .ci/run installs them and their absence is a failure."""
 
 import os
-import queue
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +19,7 @@ import pytest
 from ssd_edge.runtime.demo.web.address import WebAddress
 from ssd_edge.runtime.demo.web.server import WebViewer
 from tests.helpers.demo import moving_shapes, write_video
+from tests.helpers.web import DemoProcess
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -74,45 +71,6 @@ def browser(tmp_path):
     driver.quit()
 
 
-class Demo:
-    """`ssd-demo --web 127.0.0.1:0` in a subprocess; its output lines read on a thread."""
-
-    def __init__(self, argv):
-        self.process = subprocess.Popen([sys.executable, "-m", "ssd_edge.cli.demo", *argv], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.process.stdout:
-            self.output.append(line)
-            self.lines.put(line)
-
-    def wait_for(self, pattern, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            found = re.search(pattern, line)
-            if found:
-                return found
-        raise AssertionError(f"ssd-demo printed no {pattern!r}:\n{''.join(self.output)}")
-
-    def stop(self, timeout=15):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-
-
 def poll(driver, script, accept, timeout, what):
     deadline, value = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
@@ -128,9 +86,9 @@ def test_the_page_shows_live_video_and_detections(browser, model_path, tmp_path)
     """Two sources (clips of two sizes) in one demo: a tile each, each showing its clip."""
     clips = [write_video(tmp_path / "wide.mp4", 40, size=(480, 320)),
              write_video(tmp_path / "small.mp4", 40, size=(320, 240))]
-    demo = Demo(["--model", model_path, "--source", str(clips[0]), "--source", str(clips[1]), "--loop", "--headless",
-                 "--output", str(tmp_path / "out.mp4"), "--score-threshold", "0.3",
-                 "--count-line", "240,0,240,320", "--web", "127.0.0.1:0"])
+    demo = DemoProcess(["--model", model_path, "--source", str(clips[0]), "--source", str(clips[1]), "--loop",
+                        "--headless", "--output", str(tmp_path / "out.mp4"), "--score-threshold", "0.3",
+                        "--count-line", "240,0,240,320", "--web", "127.0.0.1:0"])
     try:
         url = demo.wait_for(r"web viewer .*: (http://127\.0\.0\.1:\d+/)\s*$", timeout=60)[1]
         demo.wait_for(r"recording to", timeout=60)
