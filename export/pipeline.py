@@ -22,6 +22,7 @@ from typing import Callable
 from ssd_edge.common.atomic import atomic_path
 from ssd_edge.common.errors import MissingDependency
 from ssd_edge.common.output_paths import OutputFolder, check_outputs
+from ssd_edge.export.dependencies import check_dependencies
 from ssd_edge.export.onnx_model import ExportError, batch_size, load_onnx, metadata, spec_of
 from ssd_edge.runtime.model_file import QUANTIZATION_KEY, sidecar_path
 from ssd_edge.runtime.parity import ParityReport
@@ -93,6 +94,7 @@ class ExportOptions:
         if self.int8 and self.flavour != "tensorrt":
             raise ExportError(f"--int8-flavour {self.int8_flavour}: an INT8 TensorRT engine needs the "
                               "'tensorrt' flavour (first)")
+        check_dependencies(self)  # what these options need installed: one line naming the extra
         _check_int8_options(self)
         for flag, value, low in (("--batch", self.batch, 1), ("--calib-images", self.calib_images, 1),
                                  ("--dla-core", self.dla_core, 0)):
