@@ -228,6 +228,24 @@ def test_ssd_demo_beyond_loopback_prints_a_url_with_its_token(model_path, tmp_pa
         demo.stop()
 
 
+def test_the_event_stream_shows_a_stalled_source_ageing(open_viewers):
+    """No new frame: the state is still pushed about once a second, with the record's age growing."""
+    viewer = open_viewers()
+    feed(viewer, 1)
+    events = open_stream(viewer, "/events")
+    assert status_of(events) == 200
+    events.settimeout(0.2)
+    pushed, deadline = b"", time.monotonic() + 2.6
+    while time.monotonic() < deadline:
+        try:
+            pushed += events.recv(1 << 16)
+        except socket.timeout:
+            pass
+    ages = [json.loads(line[6:])["sources"][0]["age_s"] for line in pushed.split(b"\n") if line.startswith(b"data: ")]
+    assert len(ages) >= 3 and ages == sorted(ages) and ages[-1] >= 1.5, ages
+    events.close()
+
+
 # -- refusals -------------------------------------------------------------------------------------
 
 PATHS = ("/", "/api/state", "/events", "/video/0.mjpg", "/snapshot/0.jpg")

@@ -10,7 +10,8 @@ Served (each request needs the token when there is one: ?token=, or Authorizatio
                        counts, frame rate and latency plot (no external assets, no CDN)
   /video/N.mjpg        source N's annotated video, MJPEG (multipart/x-mixed-replace)
   /snapshot/N.jpg      one JPEG of source N's next frame (503 when none comes within 2 s)
-  /events              the state as JSON, pushed by Server-Sent Events (at most events_hz a second)
+  /events              the state as JSON, pushed by Server-Sent Events (at most events_hz a second,
+                       at least once a second)
   /api/state           the same JSON, once, for scripts
 
 The HTTP stack is the standard library's ThreadingHTTPServer, chosen for the long run of a
@@ -55,7 +56,7 @@ from ssd_edge.runtime.demo.web.address import WebAddress, is_loopback
 from ssd_edge.runtime.demo.web.hub import FrameHub
 
 BOUNDARY = "ssdframe"
-KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often (proxies close silent ones)
+IDLE_PUSH_S = 1.0  # with no new frame, the state is pushed this often all the same (its ages grow)
 # A video viewer's socket holds about this much unsent (Linux grows it to megabytes otherwise):
 # a slow viewer sees frames at most a picture or two behind, and a stalled one holds little memory.
 # 256 KiB still carries 12 MB/s over a link with a 20 ms round trip.
@@ -360,13 +361,10 @@ class _Handler(BaseHTTPRequestHandler):
         period, last_seq, last_sent = 1.0 / viewer.config.events_hz, -1, time.monotonic()
         while not viewer._closing.is_set():
             seq = viewer.hub.state_seq
-            if seq != last_seq:
+            if seq != last_seq or time.monotonic() - last_sent >= IDLE_PUSH_S:  # a stalled source shows
                 data = viewer.hub.state_json({"viewers": viewer.viewers()})
                 self.wfile.write(b"data: " + data + b"\n\n")
                 last_seq, last_sent = seq, time.monotonic()
-            elif time.monotonic() - last_sent >= KEEPALIVE_S:
-                self.wfile.write(b": keepalive\n\n")
-                last_sent = time.monotonic()
             elif self._peer_gone():
                 return
             viewer._closing.wait(period)
