@@ -318,6 +318,26 @@ def test_more_viewers_than_allowed_get_503(open_viewers):
         connection.close()
 
 
+def test_connections_beyond_the_limit_get_503_at_once(open_viewers):
+    """Requests never finished (a slow or hostile client) take connections up to the limit
+    (viewers x (sources + 1) + 8); the next one is answered 503 at once, and the server
+    serves again once they go."""
+    viewer = open_viewers(max_viewers=1)
+    feed(viewer, 1)
+    limit = viewer.config.max_connections(1)
+    assert limit == 10
+    idle = []
+    for _ in range(limit):
+        connection = socket.create_connection(("127.0.0.1", viewer.port))
+        connection.sendall(b"GET /api/state HTTP/1.1\r\n")  # the request is never finished
+        idle.append(connection)
+    wait_until(lambda: len(viewer._connections) == limit, what="the idle connections taken")
+    assert get(base(viewer) + "/api/state")[0] == 503
+    for connection in idle:
+        connection.close()
+    wait_until(lambda: get(base(viewer) + "/api/state")[0] == 200, what="served again")
+
+
 def read_parts(connection, seconds):
     """Frame numbers can't be seen in an MJPEG part; count the parts that arrive."""
     connection.settimeout(0.2)

@@ -93,10 +93,10 @@ class WebViewerConfig:
             if not getattr(self, name) > 0:
                 raise UsageError(f"the web viewer's {name} must be positive, got {getattr(self, name)}")
 
-    @property
-    def max_connections(self) -> int:
-        """Open connections at most (page loads and API calls beside the streams)."""
-        return 4 * self.max_viewers + 8
+    def max_connections(self, sources: int) -> int:
+        """Open connections at most with `sources` sources: every viewer's streams (events and
+        a video per source) and 8 more (page loads, API calls); beyond, 503 at once."""
+        return self.max_viewers * (max(sources, 1) + 1) + 8
 
 
 class WebViewer:
@@ -176,8 +176,9 @@ class WebViewer:
     # -- bookkeeping for the request threads ------------------------------------------------------
 
     def _admit(self, connection: socket.socket) -> bool:
+        limit = self.config.max_connections(len(self.hub.sources()))
         with self._lock:
-            if self._closing.is_set() or len(self._connections) >= self.config.max_connections:
+            if self._closing.is_set() or len(self._connections) >= limit:
                 self.refused += 1
                 return False
             self._connections[connection] = threading.current_thread()
