@@ -162,6 +162,16 @@ def test_binding_beyond_loopback_without_a_token_is_refused():
         WebViewer(WebAddress("0.0.0.0", 0), None)
 
 
+def test_ipv6_loopback(open_viewers):
+    try:
+        viewer = open_viewers(WebAddress("::1", 0))
+    except WebViewerError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    feed(viewer, 1)
+    assert viewer.url == f"http://[::1]:{viewer.port}/"
+    assert get(viewer.url + "api/state")[0] == 200
+
+
 def test_a_taken_port_is_one_clear_error(open_viewers):
     first = open_viewers()
     with pytest.raises(WebViewerError, match=f"127.0.0.1:{first.port}: cannot listen there"):
