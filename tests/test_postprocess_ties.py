@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from ssd_edge.runtime.boxes import decode
-from ssd_edge.runtime.doctor.kernel_cases import huge_logits_case
+from ssd_edge.runtime.doctor.kernel_cases import huge_logits_case, threshold_boundary_case
 from ssd_edge.runtime.detections import PostprocessConfig
-from ssd_edge.runtime.postprocess.fast import postprocess, ranked_candidates, softmax
+from ssd_edge.runtime.postprocess.fast import postprocess, ranked_candidates, screened_boxes, softmax
 from ssd_edge.runtime.postprocess.reference import reference_postprocess_image
 from tests.helpers.postprocess_cases import random_outputs, random_priors
 
@@ -95,3 +95,42 @@ def test_huge_logits_postprocess_without_warnings():
             ref = reference_postprocess_image(case.locs[b], case.confs[b], case.priors, case.image_sizes[b], case.config)
         np.testing.assert_array_equal(det.labels, ref.labels)
         np.testing.assert_array_equal(det.scores, ref.scores)
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.3, 0.6])
+def test_float32_screen_keeps_every_box_that_can_pass(threshold):
+    # Issue 22 item 12 at a deployment threshold: boxes left out by a float32 softmax must be
+    # boxes where no class passes exactly; near-uniform 91-class scores and scores placed a
+    # few float32 steps around the threshold.
+    rng = np.random.default_rng(int(threshold * 100))
+    logits = rng.normal(0, 1.5, (91, 4000)).astype(np.float32)
+    t = float(np.float32(threshold))
+    # class 1 of the first 1000 boxes: logit such that its score lies within a few ulp of t
+    others = np.log(np.exp(logits[np.arange(91) != 1, :1000].astype(np.float64)).sum(axis=0))
+    target = np.log(t / (1 - t)) + others
+    logits[1, :1000] = (target + rng.integers(-3, 4, 1000) * np.abs(target) * 1.2e-7).astype(np.float32)
+    probs = softmax(logits, axis=0)
+    passing = np.flatnonzero((probs[1:] > np.float32(threshold)).any(axis=0))
+    kept = screened_boxes(logits, threshold)
+    assert np.isin(passing, kept).all()
+    assert 0 < passing.size and kept.size < 2 * passing.size + 50  # and it does leave boxes out
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5])
+def test_fast_path_with_the_screen_equals_the_reference(threshold):
+    rng = np.random.default_rng(2)
+    priors = random_priors(rng, 300)
+    locs, logits = random_outputs(rng, 1, 300, 30, logit_scale=2.5)
+    logits[..., 0] -= 1.0
+    cfg = PostprocessConfig(score_threshold=threshold, iou_threshold=0.5, top_k=100, max_detections=100)
+    det = postprocess(locs, logits, priors, [(240, 320)], cfg)[0]
+    ref = reference_postprocess_image(locs[0], logits[0], priors, (240, 320), cfg)
+    assert len(ref.labels) > 0
+    np.testing.assert_array_equal(det.labels, ref.labels)
+    np.testing.assert_array_equal(det.scores, ref.scores)
+    np.testing.assert_array_equal(det.confs, ref.confs)
+    case = threshold_boundary_case(0.3)  # scores one float32 step around the threshold
+    for b, det in enumerate(postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config)):
+        ref = reference_postprocess_image(case.locs[b], case.confs[b], case.priors, case.image_sizes[b], case.config)
+        np.testing.assert_array_equal(det.scores, ref.scores)
+        np.testing.assert_array_equal(det.labels, ref.labels)

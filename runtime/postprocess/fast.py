@@ -35,6 +35,13 @@ PREFIX_WORTHWHILE = 4
 PAIRWISE_UP_TO = 64
 # Margin of `possible_boxes` in log space: generous (the error it covers is about 1e-16).
 _LOG_MARGIN = 1e-3
+# From this score threshold on, `screened_boxes` leaves out, through a float32 softmax, the
+# default boxes the exact (float64) one would give no candidate: at a deployment threshold
+# an untrained or uncertain head leaves most boxes possible by the bound of
+# `possible_boxes`, and float64 exponentials cost 5x float32 ones.
+SCREEN_FROM = 0.05
+# Relative margin of that screen: float32 exp and sum err by ~1e-6 at most; 1e-2 is generous.
+_SCREEN_MARGIN = 1e-2
 
 
 def _softmax_classes_first(logits: np.ndarray) -> np.ndarray:
@@ -271,6 +278,9 @@ def postprocess(
         # Default boxes no class of which can pass the threshold change nothing: leave them out.
         image_logits, image_locs, image_priors = logits_bcp[b], locs[b], priors_cxcywh
         boxes = possible_boxes(image_logits, config.score_threshold)
+        if boxes.size and config.score_threshold >= SCREEN_FROM:
+            boxes = boxes[screened_boxes(image_logits if boxes.size == len(image_priors) else
+                                         np.take(image_logits, boxes, axis=1), config.score_threshold)]
         if boxes.size < len(image_priors) // 2:  # leaving out fewer does not pay for the copies
             image_logits = np.take(image_logits, boxes, axis=1)  # contiguous rows, unlike [:, boxes]
             image_locs, image_priors = image_locs[boxes], image_priors[boxes]
@@ -309,3 +319,20 @@ def possible_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
         best_foreground = logits[1:].max(axis=0) - logits.max(axis=0)
     return np.flatnonzero(best_foreground > bound)
+
+
+def screened_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
+    """Of logits (C, N), the columns (default boxes) where some class c >= 1 may score over
+    the threshold, by a float32 softmax: every box that can, and few that cannot.
+
+    The exact score rounds exp(d_c) / sum_j exp(d_j) (d = l - max, float32) computed in
+    float64; float32's exp and sum are each within ~1e-6 of it relatively, so a box none of
+    whose float32 foreground exponentials exceeds t * sum * (1 - _SCREEN_MARGIN) cannot pass.
+    NaN (non-finite logits) leaves a box out, as its exact scores are NaN too.
+    """
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        exp = np.exp(logits - logits.max(axis=0))
+        total = exp.sum(axis=0)
+        bound = np.float32(np.float32(score_threshold) * (1.0 - _SCREEN_MARGIN)) * total
+        return np.flatnonzero(exp[1:].max(axis=0) > bound)
+
