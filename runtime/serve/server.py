@@ -54,8 +54,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ssd_edge.common.errors import SSDEdgeError, UsageError, require
+from ssd_edge.common.errors import SSDEdgeError, UsageError
 from ssd_edge.runtime.detector import Detector
+from ssd_edge.runtime.serve.environment import require_pytriton
 from ssd_edge.runtime.serve.inputs import DEFAULT_MAX_MEGAPIXELS, limit_opencv_pixels
 from ssd_edge.runtime.serve.model import BatchLog, DetectorModel
 from ssd_edge.runtime.serve.protocol import BYTES_INPUT, RAW_INPUT, model_parameters, raw_model
@@ -290,7 +291,7 @@ class DetectorServer:
     """
 
     def __init__(self, model_path: str | os.PathLike, config: ServeConfig = ServeConfig(), **detector_kwargs) -> None:
-        require("pytriton", "serve", "ssd-serve (in an environment of its own: PyTriton 0.7 needs numpy<2)")
+        require_pytriton()  # in an environment of its own: PyTriton 0.7 needs numpy<2
         check_ports_free(config)  # before the model loads: a taken port is said in a second
         limit_opencv_pixels(config.max_megapixels)
         self.config = config
