@@ -163,7 +163,8 @@ def agnostic_keep(box_of: np.ndarray, boxes_xyxy: np.ndarray, iou_threshold: flo
     count, num_boxes = box_of.size, len(boxes_xyxy)
     position = np.arange(count)
     first = np.full(num_boxes, count, np.intp)
-    np.minimum.at(first, box_of, position)
+    boxes_seen, first_seen = np.unique(box_of, return_index=True)  # np.minimum.at is slow
+    first[boxes_seen] = first_seen
     self_iou = pairwise_iou(boxes_xyxy[:, None], boxes_xyxy[:, None])[:, 0, 0]
     taking_part = ~(self_iou > np.float32(iou_threshold))[box_of] | (first[box_of] == position)
     pair_a, pair_b = overlapping_pairs(boxes_xyxy, iou_threshold)
