@@ -157,7 +157,7 @@ def torchvision_peer(
     note = (f"{origin}; score > {config.score_threshold}, top {config.top_k} per class, IoU {config.iou_threshold}, "
             f"{config.max_detections} detections (the thresholds of the model it is compared with)")
     if config.agnostic_nms:
-        note += "; NMS per class: torchvision's SSD has no class-agnostic NMS, the models use it
+        note += "; NMS per class: torchvision's SSD has no class-agnostic NMS, the models use it"
     if not same_architecture(spec):
         note += (f". NOT the same network as the models: they are {spec.arch} at {spec.input_size[0]}x"
                  f"{spec.input_size[1]}, so the ratios compare different architectures")
