@@ -7,17 +7,43 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ssd_edge.common.atomic import write_bytes_atomic
 from ssd_edge.common.errors import UsageError
 from ssd_edge.common.output_paths import OutputFolder, OutputPathError, check_outputs, output_names
+from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.draw import draw_detections
 from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, list_images, read_image, shown_path
 from ssd_edge.runtime.predictor import open_predictor
 
 RESULTS_NAME = "detections.json"
+DEFAULT_OUTPUT = Path("runs") / "predict"
+# Files ssd-predict refuses with a pointer to ssd-demo, which runs videos (headless too).
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+
+
+def new_output_folder(base: str | os.PathLike = DEFAULT_OUTPUT) -> Path:
+    """`base` (runs/predict), or base2, base3, ...: the first name not taken, so that a run
+    with no --output never writes into an earlier one (Ultralytics' habit)."""
+    base = Path(base)
+    if not base.exists():
+        return base
+    number = 2
+    while base.with_name(f"{base.name}{number}").exists():
+        number += 1
+    return base.with_name(f"{base.name}{number}")
+
+
+def summary_line(path: Path, width: int, height: int, found: Detections, seconds: float | None = None) -> str:
+    """One image in one line: 'a.jpg: 640x480, 2 circle, 1 square' ('no detections')."""
+    counts = Counter(found.names)
+    what = ", ".join(f"{count} {name}" for name, count in counts.most_common()) or "no detections"
+    timing = f", {seconds * 1000:.1f} ms" if seconds is not None else ""
+    return f"{shown_path(path)}: {width}x{height}, {what}{timing}"
 
 
 def check_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -28,6 +54,10 @@ def check_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
         raise ImageError("no images given")
     found: list[Path] = []
     for path in map(Path, paths):
+        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
+            raise UsageError(f"{shown_path(path)}: a video; ssd-predict reads images. Run it with ssd-demo "
+                             f"--model MODEL --source {shown_path(path)} --headless --output OUT.mp4 (every frame "
+                             "annotated, detections in OUT.jsonl)")
         found.extend(list_images(path) if path.is_dir() else [check_image_file(path)])
     return found
 
@@ -78,6 +108,7 @@ def predict_images(
     server: str | None = None,
     backend_options: Mapping[str, Any] | None = None,
     agnostic_nms: bool | None = None,
+    on_image: Callable[[str], None] | None = None,
 ) -> Path:
     """Detect in `images` (files, or folders of them) with `model`; write the annotated
     images and RESULTS_NAME into `output` (created if needed, and removed again if the run
@@ -85,13 +116,14 @@ def predict_images(
     an annotated image whose name is taken gets another, which `notify` is told.
     `progress(done, total)` is called after each batch. With `server` ("HOST:PORT") an
     ssd-serve server detects instead of `model` (None then; see predictor.open_predictor).
-    backend_options: {backend option name: value} (see runtime/backends/registry)."""
+    backend_options: {backend option name: value} (see runtime/backends/registry).
+    `on_image(line)` receives 'i/N ' and each image's summary_line once it is written."""
     if batch < 1:
         raise UsageError(f"batch must be at least 1, got {batch}")
     paths = check_images(images)
     names = plan_outputs(model, paths, Path(output), notify)
     with OutputFolder(output) as out_dir:
-        return _detect_and_write(model, paths, names, out_dir, batch, progress,
+        return _detect_and_write(model, paths, names, out_dir, batch, progress, on_image,
                                  dict(backend=backend, score_threshold=score_threshold, iou_threshold=iou_threshold,
                                       max_detections=max_detections, server=server,
                                       **({"options": dict(backend_options)} if backend_options else {}),
@@ -99,7 +131,8 @@ def predict_images(
 
 
 def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Sequence[str], out_dir: Path,
-                      batch: int, progress: Callable[[int, int], None] | None, options: dict) -> Path:
+                      batch: int, progress: Callable[[int, int], None] | None,
+                      on_image: Callable[[str], None] | None, options: dict) -> Path:
     """The work of predict_images once its outputs are planned: `names[i]` in `out_dir`
     receives `paths[i]` annotated; `options` are `open_predictor`'s."""
     entries = []
@@ -108,13 +141,18 @@ def _detect_and_write(model: str | os.PathLike, paths: Sequence[Path], names: Se
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]
             pictures = [read_image(path) for path in chunk]
-            for path, name, picture, found in zip(chunk, names[start:start + batch], pictures, predictor(pictures)):
+            began = time.perf_counter()
+            detected = predictor(pictures)
+            seconds = (time.perf_counter() - began) / len(chunk)
+            for path, name, picture, found in zip(chunk, names[start:start + batch], pictures, detected):
                 target = out_dir / name
                 drawn = draw_detections(picture, found)
                 write_bytes_atomic(target, encode_image(drawn, path.suffix, str(target)))
                 height, width = picture.shape[:2]
                 entries.append({"image": str(path), "annotated": str(target), "width": width, "height": height,
                                 "detections": found.to_records()})
+                if on_image:
+                    on_image(f"{len(entries)}/{len(paths)} {summary_line(path, width, height, found, seconds)}")
             if progress:
                 progress(min(start + batch, len(paths)), len(paths))
         summary = {

@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="detect on an ssd-serve server instead (HTTP; grpc://HOST:PORT for gRPC)")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files, or folders (the images directly inside them)")
-    p.add_argument("--output", required=True, metavar="DIR", help="folder for annotated images and detections.json")
+    p.add_argument("--output", metavar="DIR",
+                   help="folder for annotated images and detections.json (default: runs/predict, or runs/predict2, "
+                        "... the first that does not exist)")
     p.add_argument("--score-threshold", type=float, default=SHOW_SCORE_THRESHOLD,
                    help=f"minimum class score (default {SHOW_SCORE_THRESHOLD}; the model's own is for mAP)")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold; default: the model's")
@@ -28,22 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "the model's, per class)")
     add_backend_arguments(p)
     p.add_argument("--batch", type=int, default=8, help="images per network run")
-    p.add_argument("--quiet", action="store_true", help="print only errors")
+    p.add_argument("--quiet", action="store_true", help="print only errors (default: a line per image)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ssd_edge.runtime.predict import predict_images
+    from ssd_edge.runtime.predict import new_output_folder, predict_images
 
-    def progress(done: int, total: int) -> None:
+    output = args.output if args.output is not None else new_output_folder()
+
+    def on_image(line: str) -> None:
         if not args.quiet:
-            print(f"\r{done}/{total} images", end="" if done < total else "\n", flush=True)
+            print(line, flush=True)
 
     results = run_command("ssd-predict", lambda: predict_images(
-        args.model, args.images, args.output, backend=args.backend, score_threshold=args.score_threshold,
+        args.model, args.images, output, backend=args.backend, on_image=on_image, score_threshold=args.score_threshold,
         iou_threshold=args.iou_threshold, max_detections=args.max_detections, batch=args.batch,
-        progress=progress, notify=lambda line: print(f"ssd-predict: {line}", file=sys.stderr), server=args.server,
+        notify=lambda line: print(f"ssd-predict: {line}", file=sys.stderr), server=args.server,
         backend_options=backend_options(args), agnostic_nms=args.agnostic_nms,
     ))
     if not args.quiet:
