@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         "# Decode + NMS across score distributions, end to end vs torchvision eager SSDLite320 (CPU)", "",
         f"Command: `{command}`", "", f"Machine: {machine}", "",
         "ssd-bench at batch 1, onnxruntime on the CPU, ONNX FP32 exported from the very weights the torchvision "
-        f"peer runs, {args.threads or 'every logical core as'} thread(s) each; p50s over {args.runs} rounds after {args.warmup} warm-up, taking turns with the peer. "
+        f"peer runs, {args.threads or 'every logical core as'} thread(s) each; p50s over {args.runs} rounds after "
+        f"{args.warmup} warm-up, taking turns with the peer. "
         "Stages of ours are ssd-bench's (pre = preprocess). Speed-up: torchvision's end-to-end p50 over ours. "
         f"Goal (issue 22 item 12): >= {GOAL_SPEEDUP:g}x for every distribution at 0.001; (pre + decode + NMS) "
         "<= 25% of the network at 0.001, <= 10% at 0.3.", "", *lines, ""])

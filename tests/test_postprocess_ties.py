@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from ssd_edge.runtime.boxes import decode
-from ssd_edge.runtime.doctor.kernel_cases import huge_logits_case, threshold_boundary_case
 from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.doctor.kernel_cases import huge_logits_case, threshold_boundary_case
 from ssd_edge.runtime.postprocess.fast import postprocess, ranked_candidates, screened_boxes, softmax
 from ssd_edge.runtime.postprocess.reference import reference_postprocess_image
 from tests.helpers.postprocess_cases import random_outputs, random_priors
@@ -92,7 +92,8 @@ def test_huge_logits_postprocess_without_warnings():
         found = postprocess(case.locs, case.confs, case.priors, case.image_sizes, case.config)
     for b, det in enumerate(found):
         with np.errstate(all="ignore"):
-            ref = reference_postprocess_image(case.locs[b], case.confs[b], case.priors, case.image_sizes[b], case.config)
+            ref = reference_postprocess_image(case.locs[b], case.confs[b], case.priors, case.image_sizes[b],
+                                              case.config)
         np.testing.assert_array_equal(det.labels, ref.labels)
         np.testing.assert_array_equal(det.scores, ref.scores)
 

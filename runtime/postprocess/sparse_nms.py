@@ -1,4 +1,5 @@
-"""Per-class (and class-agnostic, `agnostic_keep`) greedy NMS in NumPy without K x K matrices, for the reference postprocessing.
+"""Per-class (and class-agnostic, `agnostic_keep`) greedy NMS in NumPy without K x K
+matrices, for the fast postprocessing.
 
 SSD decodes one box per default box, whatever the class, so the overlap graph "IoU >
 threshold" is the same for every class. It is found once among the boxes that are
