@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
+
 from benchmarks.soak_demo import make_model, write_clip
 from ssd_edge.bench.machine import describe, markdown
 from ssd_edge.common.atomic import write_text_atomic
@@ -44,9 +46,49 @@ RESULTS = Path(__file__).parent / "results"
 MODES = ("batched", "separate", "separate, split threads")
 
 
+class PacedReader:
+    """A file read at `fps` frames a second, looped: what a camera delivers (the grabber, live,
+    keeps the newest frame and skips those the model had no time for)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.capture = cv2.VideoCapture(str(path))
+        self.period = 1.0 / fps
+        self.due = time.monotonic()
+
+    def read(self):
+        wait = self.due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.due = max(self.due + self.period, time.monotonic() - self.period)
+        ok, image = self.capture.read()
+        if not ok:
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self.capture.read()
+        return ok, image
+
+    def release(self) -> None:
+        self.capture.release()
+
+
+PACED: dict = {"fps": None, "seconds": 20.0}  # --paced FPS --seconds S
+
+
 def grabber(clip: Path, wake: threading.Event | None = None) -> FrameGrabber:
+    if PACED["fps"]:
+        return FrameGrabber(lambda: PacedReader(clip, PACED["fps"]), live=True, wake=wake)
     source = parse_source(str(clip))
     return FrameGrabber(lambda: open_capture(source)[0], live=False, loop=True, wake=wake)
+
+
+def limits(frames: int) -> tuple[int | None, threading.Event]:
+    """(max_frames, stop): paced runs end after PACED["seconds"], the others after `frames`."""
+    stop = threading.Event()
+    if not PACED["fps"]:
+        return frames, stop
+    timer = threading.Timer(PACED["seconds"], stop.set)
+    timer.daemon = True
+    timer.start()
+    return None, stop
 
 
 def run_batched(model: Path, clips: list[Path], frames: int, threshold: float) -> dict:
@@ -58,16 +100,18 @@ def run_batched(model: Path, clips: list[Path], frames: int, threshold: float) -
         grabbers = [grabber(clip, wake) for clip in clips]
         for each in grabbers:
             each.start()
-        if len(clips) == 1:
-            loop = DemoLoop(detector, grabbers[0], max_frames=frames, score_threshold=threshold)
-        else:
-            loop = DemoLoop(detector, [Lane(g, text=str(c)) for g, c in zip(grabbers, clips)], max_frames=frames,
-                            score_threshold=threshold, wake=wake)
         cpu, began = time.process_time(), time.perf_counter()
+        most, stop = limits(frames)
+        if len(clips) == 1:
+            loop = DemoLoop(detector, grabbers[0], max_frames=most, score_threshold=threshold, stop=stop)
+        else:
+            loop = DemoLoop(detector, [Lane(g, text=str(c)) for g, c in zip(grabbers, clips)], max_frames=most,
+                            score_threshold=threshold, wake=wake, stop=stop)
         summary = loop.run()
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu
     per_camera = [s.frames for s in summary.sources] if summary.sources else [summary.frames]
-    return {"wall": wall, "cpu": cpu, "frames": per_camera, "batches": summary.batches}
+    skipped = [g.stats.frames_dropped for g in grabbers]
+    return {"wall": wall, "cpu": cpu, "frames": per_camera, "batches": summary.batches, "skipped": skipped}
 
 
 def run_separate(model: Path, clips: list[Path], frames: int, threshold: float, threads: int | None) -> dict:
@@ -77,7 +121,8 @@ def run_separate(model: Path, clips: list[Path], frames: int, threshold: float, 
         for detector in detectors:
             for _ in range(3):
                 detector(image)
-        loops = [DemoLoop(d, grabber(c), max_frames=frames, score_threshold=threshold)
+        most, stop = limits(frames)
+        loops = [DemoLoop(d, grabber(c), max_frames=most, score_threshold=threshold, stop=stop)
                  for d, c in zip(detectors, clips)]
         results: list = [None] * len(loops)
         ends = [0.0] * len(loops)
@@ -97,7 +142,8 @@ def run_separate(model: Path, clips: list[Path], frames: int, threshold: float, 
     finally:
         for detector in detectors:
             detector.close()
-    return {"wall": wall, "cpu": cpu, "frames": [r.frames for r in results], "batches": sum(r.batches for r in results)}
+    return {"wall": wall, "cpu": cpu, "frames": [r.frames for r in results], "batches": sum(r.batches for r in results),
+            "skipped": [loop.grabber.stats.frames_dropped for loop in loops]}
 
 
 def measure(args: argparse.Namespace, model: Path, clips: list[Path]) -> list[dict]:
@@ -130,8 +176,11 @@ def report(args: argparse.Namespace, rows: list[dict], model_text: str, machine:
         markdown(machine),
         f"- Command: `python -m benchmarks.bench_cameras {' '.join(sys.argv[1:])}`",
         f"- Model: {model_text}; onnxruntime CPU; score threshold {args.score_threshold}",
-        f"- Sources: generated {args.width}x{args.height} mp4 files, looped, {args.frames} frames per source and run, "
-        "handed over as fast as the model takes them (not paced at the files' 30 fps)",
+        (f"- Sources: generated {args.width}x{args.height} mp4 files, looped, read at {args.paced:g} fps each like "
+         f"cameras (live: the newest frame is taken, the others skipped), {args.seconds:g} s a run"
+         if args.paced else
+         f"- Sources: generated {args.width}x{args.height} mp4 files, looped, {args.frames} frames per source and "
+         "run, handed over as fast as the model takes them (not paced at the files' 30 fps)"),
         "- batched: one Detector (onnxruntime's default threads), one call per tick with the newest frame of "
         "every source (ssd-demo with N --source); separate: N single-source demo loops in N threads of one process, "
         "a Detector each (default threads each; 'split threads': cores/N intra-op threads each)",
@@ -164,11 +213,12 @@ def report(args: argparse.Namespace, rows: list[dict], model_text: str, machine:
             lines.append(f"| {count} | {mode} | {m['fps_total'] / count:.1f} | {m['fps_total']:.1f} | "
                          f"{m['cpu_ms_per_frame']:.1f} | {m['batch']:.2f} | {ratio:.2f}x | {cpu_ratio:.2f}x |")
     lines += ["", "Every run:", "",
-              "| repeat | sources | mode | load | wall s | frames per source | fps total | CPU ms/frame |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| repeat | sources | mode | load | wall s | frames per source | skipped per source | fps total "
+              "| CPU ms/frame |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['repeat']} | {r['sources']} | {r['mode']} | {r['load']:.1f} | {r['wall']:.2f} | "
-                     f"{r['frames']} | {r['fps_total']:.1f} | {r['cpu_ms_per_frame']:.1f} |")
+                     f"{r['frames']} | {r.get('skipped', '')} | {r['fps_total']:.1f} | {r['cpu_ms_per_frame']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -183,8 +233,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sources", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--score-threshold", type=float, default=0.3)
-    p.add_argument("--out", type=Path, default=RESULTS / "cameras_cpu.md")
+    p.add_argument("--paced", type=float, metavar="FPS",
+                   help="read each file at FPS like a camera (live, newest frame) for --seconds, instead of as fast "
+                        "as the model takes them")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of a --paced run")
+    p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    PACED.update(fps=args.paced, seconds=args.seconds)
+    args.out = args.out or RESULTS / ("cameras_cpu_paced.md" if args.paced else "cameras_cpu.md")
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         model = Path(args.model) if args.model else make_model(work / "model.onnx", args.arch, args.imgsz,
