@@ -30,20 +30,23 @@ def model_path(tmp_path_factory):
     return str(export_demo_model(tmp_path_factory.mktemp("model") / "demo.onnx"))
 
 
-TORCH_PACKAGES = ("torch", "torchvision")
+# Packages a device install (the README's Jetson one) does not have: training's torch and
+# export's onnx/onnxsim. A test module importing one of them at module level is skipped there.
+OPTIONAL_PACKAGES = ("torch", "torchvision", "onnx", "onnxsim")
 
 
 class _TorchOptionalModule(pytest.Module):
-    """A test module that skips, instead of erroring, when it imports torch on a torch-free
-    install (the README's Jetson one), so `pytest -m "gpu or tensorrt"` collects there. Only
-    a ModuleNotFoundError for torch itself counts: any other import error still fails."""
+    """A test module that skips, instead of erroring, when it imports torch or the export-only
+    onnx/onnxsim on an install without them (the README's Jetson one), so `pytest -m "gpu or
+    tensorrt"` collects there. Only a ModuleNotFoundError for one of OPTIONAL_PACKAGES itself
+    counts (onnxruntime is not one of them): any other import error still fails."""
 
     def collect(self):
         try:
             return super().collect()
         except self.CollectError as exc:
             cause = exc.__cause__
-            if isinstance(cause, ModuleNotFoundError) and (cause.name or "").split(".")[0] in TORCH_PACKAGES:
+            if isinstance(cause, ModuleNotFoundError) and (cause.name or "").split(".")[0] in OPTIONAL_PACKAGES:
                 pytest.skip(f"{self.path.name} needs {cause.name}, which this install does not have",
                             allow_module_level=True)
             raise

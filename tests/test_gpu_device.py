@@ -118,15 +118,20 @@ PYTEST_WITHOUT_TORCH = textwrap.dedent("""
     import sys
     sys.modules["torch"] = None  # any `import torch` now raises ImportError, as on a torch-free Jetson
     sys.modules["torchvision"] = None
+    sys.modules["onnx"] = None  # nor onnx/onnxsim: the Jetson install has no export packages either
+    sys.modules["onnxsim"] = None
     import pytest
     status = pytest.main(sys.argv[1:])
-    assert not any(n.split(".")[0] == "torch" for n, m in sys.modules.items() if m), "torch was imported"
+    hidden = ("torch", "torchvision", "onnx", "onnxsim")
+    imported = sorted({n.split(".")[0] for n, m in sys.modules.items() if m and n.split(".")[0] in hidden})
+    assert not imported, f"{imported} imported"
     sys.exit(status)
 """)
 
 
 def pytest_without_torch(*args: str, stubs: Path | None = None) -> subprocess.CompletedProcess:
-    """pytest ARGS in a fresh interpreter where torch cannot be imported; `stubs`: a folder
+    """pytest ARGS in a fresh interpreter where torch, onnx and onnxsim cannot be imported
+    (the README's Jetson install); `stubs`: a folder
     put first on the path (stand-in pycuda / tensorrt packages)."""
     env = {k: v for k, v in os.environ.items() if k not in ("SSD_EDGE_TEST_ONNX", "PYTHONPATH")}
     if stubs is not None:
@@ -138,9 +143,9 @@ def pytest_without_torch(*args: str, stubs: Path | None = None) -> subprocess.Co
 
 
 def test_gpu_and_tensorrt_tests_collect_and_run_without_torch():
-    """`pytest -m "gpu or tensorrt"` on a torch-free install: the GPU tests are collected
-    and run (here: skip for want of a GPU, each with its reason); modules that need torch
-    are skipped as modules, not collection errors."""
+    """`pytest -m "gpu or tensorrt"` on a torch- and onnx-free install: the GPU tests are
+    collected and run (here: skip for want of a GPU, each with its reason); modules that
+    need torch or onnx are skipped as modules, not collection errors."""
     result = pytest_without_torch("-m", "gpu or tensorrt", "tests")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
