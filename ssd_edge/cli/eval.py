@@ -18,14 +18,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="architecture of a torchvision state dict given as --weights")
     p.add_argument("--batch", type=int, default=8, help="images per call")
     p.add_argument("--device", default="cpu", help="for .pt models: cpu or cuda")
+    # before the backend flags: OpenVINO's precision option becomes --openvino-precision
+    p.add_argument("--precision", metavar="P[,P]",
+                   help="accuracy per precision instead: fp32, fp16, bf16 (emulated on the CPU from the FP32 ONNX), "
+                        "int8 (the INT8 ONNX files given, else <stem>.int8*.onnx beside); one FP32 .onnx in --weights")
     add_backend_arguments(p, help="for .onnx/.engine models: the runtime backend (default auto)")
     p.add_argument("--json", metavar="PATH", help="write the metrics as JSON here")
     p.add_argument("--agnostic-nms", action="store_true", default=None,
                    help="NMS across the classes: a box suppresses overlapping boxes of every class (default: "
                         "the model's, per class)")
-    p.add_argument("--precision", metavar="P[,P]",
-                   help="accuracy per precision instead: fp32, fp16, bf16 (emulated on the CPU from the FP32 ONNX), "
-                        "int8 (the INT8 ONNX files given, else <stem>.int8*.onnx beside); one FP32 .onnx in --weights")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
