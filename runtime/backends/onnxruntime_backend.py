@@ -171,7 +171,7 @@ class _OrtGpuDecode:
 
     def __init__(self, backend: OnnxRuntimeBackend) -> None:
         from ssd_edge.runtime.cuda.decode_nms import CudaDecodeNms
-        from ssd_edge.runtime.cuda.resources import DeviceBuffer, Stream, primary_context
+        from ssd_edge.runtime.cuda.resources import DeviceBuffer, Stream, close_at_exit, primary_context
 
         spec = backend.spec
         self.backend = backend
@@ -190,6 +190,7 @@ class _OrtGpuDecode:
                 self._free()
                 raise
         self.binding = backend.session.io_binding()
+        close_at_exit(self)  # an unclosed one is freed at exit before the context is released
 
     @classmethod
     def try_create(cls, backend: OnnxRuntimeBackend) -> "_OrtGpuDecode | None":

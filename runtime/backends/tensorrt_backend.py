@@ -27,6 +27,7 @@ from ssd_edge.runtime.cuda.resources import (
     PinnedBuffer,
     Stream,
     check,
+    close_at_exit,
     import_pycuda,
     primary_context,
 )
@@ -199,6 +200,7 @@ class TensorRTBackend:
                 raise
         self.batch_size = None if self.engine.dynamic else self.engine.max_batch
         self.max_batch = self.engine.max_batch
+        close_at_exit(self)  # an unclosed backend is freed at exit before the context is released
 
     def input_buffer(self, batch: int) -> np.ndarray:
         return self.engine.host_input.array[:batch]

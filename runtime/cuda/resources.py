@@ -10,7 +10,10 @@ missing when a GPU path is asked for where it cannot run.
 from __future__ import annotations
 
 import atexit
+import errno
+import shutil
 import threading
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -20,6 +23,31 @@ from ssd_edge.common.errors import SSDEdgeError
 
 class GpuError(SSDEdgeError, RuntimeError):
     """A CUDA or TensorRT call failed, or the machine cannot run the GPU path."""
+
+
+class GpuContextLost(GpuError):
+    """A kernel faulted (illegal address, launch failure, device assert, ...): the CUDA
+    context is unusable from then on for every Detector of the process, and only a new
+    process gets a working one."""
+
+
+# cuGetErrorString's texts (which pycuda's messages carry) for the "sticky" errors: after one,
+# every later call in the context fails the same way, whoever makes it.
+STICKY_ERRORS = (
+    "an illegal memory access was encountered",  # CUDA_ERROR_ILLEGAL_ADDRESS (700)
+    "the launch timed out and was terminated",  # CUDA_ERROR_LAUNCH_TIMEOUT (702)
+    "device-side assert triggered",  # CUDA_ERROR_ASSERT (710)
+    "hardware stack error",  # CUDA_ERROR_HARDWARE_STACK_ERROR (714)
+    "an illegal instruction was encountered",  # CUDA_ERROR_ILLEGAL_INSTRUCTION (715)
+    "misaligned address",  # CUDA_ERROR_MISALIGNED_ADDRESS (716)
+    "operation not supported on global/shared address space",  # CUDA_ERROR_INVALID_ADDRESS_SPACE (717)
+    "invalid program counter",  # CUDA_ERROR_INVALID_PC (718)
+    "unspecified launch failure",  # CUDA_ERROR_LAUNCH_FAILED (719)
+    "uncorrectable ECC error encountered",  # CUDA_ERROR_ECC_UNCORRECTABLE (214)
+)
+RESTART = ("the CUDA context is now unusable for every Detector in this process (the fault may come "
+           "from an earlier launch on the stream): restart the process")
+_LOST: list[str] = []  # the first sticky error's message, once one happened
 
 
 def _cuda_error_types() -> tuple[type, ...]:
@@ -44,7 +72,12 @@ def check(call: str, function: Callable[..., Any], *args: Any, must_succeed: boo
         if isinstance(exc, GpuError):
             raise
         message = str(exc)
-        raise GpuError(message if message.startswith(f"{call} failed") else f"{call} failed: {message}") from exc
+        message = message if message.startswith(f"{call} failed") else f"{call} failed: {message}"
+        if any(sticky in message for sticky in STICKY_ERRORS):
+            if not _LOST:
+                _LOST.append(message)
+            raise GpuContextLost(f"{message}; a kernel fault: {RESTART}") from exc
+        raise GpuError(message) from exc
     if must_succeed and (result is None or result is False):
         raise GpuError(f"{call} failed")
     return result
@@ -104,7 +137,10 @@ _CONTEXTS_LOCK = threading.Lock()
 
 
 def primary_context(device: int = 0) -> CudaContext:
-    """The process's CudaContext for `device`, retained on first use."""
+    """The process's CudaContext for `device`, retained on first use; a GpuContextLost
+    once a kernel has faulted in this process."""
+    if _LOST:
+        raise GpuContextLost(f"an earlier CUDA call of this process failed ({_LOST[0]}): {RESTART}")
     with _CONTEXTS_LOCK:
         if device not in _CONTEXTS:
             _CONTEXTS[device] = CudaContext(device)
@@ -113,7 +149,25 @@ def primary_context(device: int = 0) -> CudaContext:
         return _CONTEXTS[device]
 
 
+_OPEN: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def close_at_exit(user: Any) -> None:
+    """Close `user` (an object with an idempotent close() holding GPU resources: a backend
+    or the doctor's session) at exit if it is still open then, before the contexts go:
+    freeing memory after its context was released fails."""
+    _OPEN.add(user)
+
+
 def _release_contexts() -> None:
+    """At exit: the unclosed users first (their buffers, streams and engines need the
+    context), then the contexts."""
+    for user in list(_OPEN):
+        try:
+            user.close()
+        except Exception:  # at exit, one user's failure must not keep the others open
+            pass
+    _OPEN.clear()
     while _CONTEXTS:
         _, context = _CONTEXTS.popitem()
         try:
@@ -198,6 +252,16 @@ def compile_module(source: str, what: str):
     try:
         return check(f"nvcc ({what})", SourceModule, source, no_extern_c=True, options=["-O3"])
     except OSError as exc:
-        raise GpuError(
-            f"compiling {what} needs nvcc on PATH ({exc}); on a Jetson add /usr/local/cuda/bin to PATH"
-        ) from None
+        raise GpuError(_compile_os_error(what, exc)) from None
+
+
+def _compile_os_error(what: str, exc: OSError) -> str:
+    """What an OSError from pycuda's compiler means: nvcc missing, or its disk cache (under
+    HOME, or PYCUDA_CACHE_DIR) not writable, or something else, said as it is."""
+    filename = getattr(exc, "filename", None)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC) and filename:
+        return (f"compiling {what}: pycuda cannot write its compile cache {filename} ({exc.strerror}): "
+                "set PYCUDA_CACHE_DIR to a writable folder, or PYCUDA_DISABLE_CACHE=1")
+    if shutil.which("nvcc") is None:
+        return f"compiling {what} needs nvcc on PATH ({exc}); on a Jetson add /usr/local/cuda/bin to PATH"
+    return f"compiling {what} failed: {exc}"
