@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ssd_edge.checkpoint import load_checkpoint, load_model, model_from_checkpoint, read_weights_file, save_checkpoint
+from ssd_edge.checkpoint import load_checkpoint, model_from_checkpoint, read_weights_file, save_checkpoint
 from ssd_edge.common.errors import SSDEdgeError, UsageError
 from ssd_edge.data.dataset import DetectionDataset, collate, has_readable_image
 from ssd_edge.data.sources import Split, describe, load_splits
@@ -35,6 +36,7 @@ from ssd_edge.training.outputs import RunFiles, writing
 from ssd_edge.training.plots import plot_curves, write_metrics_csv
 from ssd_edge.training.resume import check_batches_per_epoch, check_resumable, check_same_run, restore, rng_state
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
+from ssd_edge.training.weights import load_weights
 
 
 class TrainingError(SSDEdgeError, RuntimeError):
@@ -42,10 +44,16 @@ class TrainingError(SSDEdgeError, RuntimeError):
 
 
 class TrainingInterrupted(SSDEdgeError, KeyboardInterrupt):
-    """Ctrl-C stopped training at a safe point; the message says what is saved and how to
-    resume. A KeyboardInterrupt too, for callers that catch that."""
+    """Ctrl-C (or SIGTERM) stopped training at a safe point; the message says what is saved
+    and how to resume. A KeyboardInterrupt too, for callers that catch that. Exit status 130
+    for Ctrl-C, 128 + the signal's number for another (143 for SIGTERM)."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        if signum is not None and signum != signal.SIGINT:
+            self.exit_code = 128 + int(signum)
 
 
 @dataclass
@@ -116,15 +124,6 @@ def log(info: DistInfo, message: str) -> None:
 # ---------------------------------------------------------------- model and optimiser
 
 
-def transfer_weights(model: SSD, state: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """Copy every tensor whose name and shape match; returns (copied, total in model)."""
-    own = model.state_dict()
-    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    own.update(matching)
-    model.load_state_dict(own)
-    return len(matching), len(own)
-
-
 def build_for_training(config: TrainConfig, class_names: tuple[str, ...], info: DistInfo) -> SSD:
     options = {}
     if config.pretrained_backbone and config.arch != "vgg16_ssd":
@@ -136,10 +135,7 @@ def build_for_training(config: TrainConfig, class_names: tuple[str, ...], info: 
         load_torchvision_backbone(model, read_weights_file(config.pretrained_backbone))
         log(info, f"backbone: ImageNet weights from {config.pretrained_backbone}")
     if config.weights:
-        source = load_model(config.weights, config.arch)
-        copied, total = transfer_weights(model, source.state_dict())
-        note = "" if copied == total else " (the rest, e.g. heads for another class list, keep their initialisation)"
-        log(info, f"weights: {copied}/{total} tensors from {config.weights}{note}")
+        log(info, load_weights(model, config.weights, config.arch).describe(config.weights))
     return model
 
 
@@ -376,7 +372,16 @@ def prepare_outputs(config: TrainConfig, info: DistInfo) -> None:
                       f"{', '.join(p.name for p in removed)}")
 
 
-def interrupted_message(config: TrainConfig, run: Run | None, epoch: int | None) -> str:
+def interrupted_message(config: TrainConfig, run: Run | None, epoch: int | None,
+                        signum: int | None = None) -> str:
+    """What is kept and how to resume; `signum` names a stop signal other than Ctrl-C's."""
+    message = interrupted_state(config, run, epoch)
+    if signum is not None and signum != signal.SIGINT:
+        message = message.replace("interrupted", f"interrupted by {signal.Signals(signum).name}", 1)
+    return message
+
+
+def interrupted_state(config: TrainConfig, run: Run | None, epoch: int | None) -> str:
     if run is None or epoch is None:
         return "interrupted before training started; nothing was written"
     if run.saved is None:
@@ -393,8 +398,8 @@ def interrupted_message(config: TrainConfig, run: Run | None, epoch: int | None)
 def train(config: TrainConfig) -> list[dict]:
     """Train as `config` says; returns the per-epoch history (loss, train_acc, AP, AP50...).
 
-    Ctrl-C stops at the next safe point (between steps, never inside a checkpoint write)
-    with a TrainingInterrupted that says what is saved and how to resume."""
+    Ctrl-C or SIGTERM stops at the next safe point (between steps, never inside a checkpoint
+    write) with a TrainingInterrupted that says what is saved and how to resume."""
     info = init_distributed(device_type(config.device))
     stop, run, epoch = StopRequest(), None, None
     try:
@@ -428,7 +433,7 @@ def train(config: TrainConfig) -> list[dict]:
             log(info, f"saved {config.save}{best}; curves in {RunFiles(Path(config.save)).curves}")
         return run.history
     except KeyboardInterrupt:
-        raise TrainingInterrupted(interrupted_message(config, run, epoch)) from None
+        raise TrainingInterrupted(interrupted_message(config, run, epoch, stop.signal), stop.signal) from None
     finally:
         shutdown(info)
 
