@@ -262,6 +262,6 @@ def _compile_os_error(what: str, exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC) and filename:
         return (f"compiling {what}: pycuda cannot write its compile cache {filename} ({exc.strerror}): "
                 "set PYCUDA_CACHE_DIR to a writable folder, or PYCUDA_DISABLE_CACHE=1")
-    if shutil.which("nvcc") is None:
+    if "nvcc" in str(exc) or shutil.which("nvcc") is None:  # pycuda's ExecError: "error invoking 'nvcc ..."
         return f"compiling {what} needs nvcc on PATH ({exc}); on a Jetson add /usr/local/cuda/bin to PATH"
     return f"compiling {what} failed: {exc}"
