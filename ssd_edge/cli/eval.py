@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accuracy per precision instead: fp32, fp16, bf16 (emulated on the CPU from the FP32 ONNX), "
                         "int8 (the INT8 ONNX files given, else <stem>.int8*.onnx beside); one FP32 .onnx in --weights")
     add_backend_arguments(p, help="for .onnx/.engine models: the runtime backend (default auto)")
-    p.add_argument("--json", metavar="PATH", help="write the metrics as JSON here")
+    p.add_argument("--json", metavar="PATH", help="write the metrics (per class too) as JSON here")
+    p.add_argument("--markdown", metavar="PATH", help="write the tables as markdown here (as ssd-bench --markdown)")
+    p.add_argument("--csv", metavar="PATH", help="write the metrics as CSV here: a row per model and class")
     p.add_argument("--agnostic-nms", action="store_true", default=None,
                    help="NMS across the classes: a box suppresses overlapping boxes of every class (default: "
                         "the model's, per class)")
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     run_command("ssd-eval", lambda: evaluate_models(
         args.weights, args.datapath, split=args.split, arch=args.arch, batch=args.batch, device=args.device,
-        backend=args.backend, json_path=args.json, progress=args.progress, backend_options=backend_options(args),
+        backend=args.backend, json_path=args.json, markdown_path=args.markdown, csv_path=args.csv,
+        progress=args.progress, backend_options=backend_options(args),
         agnostic_nms=args.agnostic_nms,
     ))
     return 0

@@ -11,7 +11,7 @@ import contextlib
 import io
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from ssd_edge.common.errors import require
@@ -28,6 +28,8 @@ class EvalResult:
     images: int
     skipped: int
     seconds_per_image: float
+    # {class name: {"AP": mAP@0.5:0.95, "AP50": mAP@0.5}} from pycocotools' precision array
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def coco_results(split: Split, image_ids: Sequence[int], detections: Sequence[Detections]) -> list[dict]:
@@ -53,10 +55,36 @@ def require_coco_eval() -> None:
 
 def coco_metrics(split: Split, results: list[dict], image_ids: Sequence[int] | None = None) -> dict[str, float]:
     """pycocotools' bbox AP, AP50, AP75, APs, APm, APl (0 for everything when nothing was detected)."""
+    return coco_scores(split, results, image_ids)[0]
+
+
+def coco_scores(split: Split, results: list[dict],
+                image_ids: Sequence[int] | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """coco_metrics, and per class {name: {"AP", "AP50"}}: the means of pycocotools'
+    precision array (IoU x recall x class x area x max-dets) over the entries it filled, at
+    area 'all' and 100 detections, as its own summary averages them over classes too."""
+    if not results:
+        return {name: 0.0 for name in METRIC_NAMES}, {name: {"AP": 0.0, "AP50": 0.0} for name in split.class_names[1:]}
+    evaluator = _cocoeval(split, results, image_ids)
+    # pycocotools reports -1 where a size range has no ground truth.
+    metrics = {name: float(max(value, 0.0)) for name, value in zip(METRIC_NAMES, evaluator.stats[:6])}
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # (IoU thresholds, recall points, classes)
+    per_class = {}
+    for k, category in enumerate(evaluator.params.catIds):
+        name = split.class_names[split.category_ids.index(category) + 1]
+        per_class[name] = {"AP": _mean_filled(precision[:, :, k]), "AP50": _mean_filled(precision[0, :, k])}
+    return metrics, per_class
+
+
+def _mean_filled(values) -> float:
+    filled = values[values > -1]
+    return float(filled.mean()) if filled.size else 0.0
+
+
+def _cocoeval(split: Split, results: list[dict], image_ids: Sequence[int] | None):
+    """pycocotools' COCOeval of `results`, evaluated, accumulated and summarized (quietly)."""
     from pycocotools.cocoeval import COCOeval
 
-    if not results:
-        return {name: 0.0 for name in METRIC_NAMES}
     ground_truth = split.coco()
     with contextlib.redirect_stdout(io.StringIO()):
         detections = ground_truth.loadRes(results)
@@ -66,8 +94,7 @@ def coco_metrics(split: Split, results: list[dict], image_ids: Sequence[int] | N
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    # pycocotools reports -1 where a size range has no ground truth.
-    return {name: float(max(value, 0.0)) for name, value in zip(METRIC_NAMES, evaluator.stats[:6])}
+    return evaluator
 
 
 def evaluate(predictor: Predictor, split: Split, batch_size: int = 8, progress: bool = True) -> EvalResult:
@@ -100,5 +127,5 @@ def evaluate(predictor: Predictor, split: Split, batch_size: int = 8, progress: 
             image_ids.extend(ids)
         bar.update(min(batch_size, len(records) - start))
     bar.close()
-    metrics = coco_metrics(split, coco_results(split, image_ids, detections), image_ids)
-    return EvalResult(metrics, len(image_ids), skipped, seconds / max(len(image_ids), 1))
+    metrics, per_class = coco_scores(split, coco_results(split, image_ids, detections), image_ids)
+    return EvalResult(metrics, len(image_ids), skipped, seconds / max(len(image_ids), 1), per_class)
