@@ -428,7 +428,7 @@ def train(config: TrainConfig) -> list[dict]:
                             log(info, summary_line(row, config.epochs))
                         barrier(info)
                     stop.check()
-        if info.is_main and run.history:
+        if info.is_main and epoch is not None:  # an epoch was trained and saved (not "nothing to do")
             best = f", best mAP@0.5 {run.best_ap50:.3f}" if run.best_ap50 >= 0 else ""
             log(info, f"saved {config.save}{best}; curves in {RunFiles(Path(config.save)).curves}")
         return run.history
