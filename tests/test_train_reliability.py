@@ -285,10 +285,10 @@ def test_two_runs_in_one_folder_keep_their_own_files_and_clear_their_own_leftove
 SUMMARY = re.compile(r"^epoch (\d+)/\d+  loss")
 
 
-def interrupt_after_summary(data, save, delay, whole_group):
+def interrupt_after_summary(data, save, delay, whole_group, signum=signal.SIGINT):
     """Run ssd-train with two data workers; `delay` s after the first epoch's summary line
-    (when the next epoch starts its workers), send SIGINT as a terminal's Ctrl-C does (the
-    whole process group) or to the main process alone. Returns (exit code, stderr)."""
+    (when the next epoch starts its workers), send `signum` (SIGINT as a terminal's Ctrl-C
+    does) to the whole process group or to the main process alone. Returns (exit code, stderr)."""
     command = [sys.executable, str(REPO / "train_ssd.py"), "--arch", "mobilenetv3_small_ssd", "--imgsz", "160",
                "--datapath", str(data), "--epochs", "40", "--batch-size", "2", "--workers", "2", "--optimizer", "adamw",
                "--lr", "0.001", "--save", str(save), "--no-progress"]
@@ -304,9 +304,9 @@ def interrupt_after_summary(data, save, delay, whole_group):
             pytest.fail(f"training ended before its first epoch: {process.communicate()[1][-3000:]}")
         time.sleep(delay)
         if whole_group:
-            os.killpg(process.pid, signal.SIGINT)
+            os.killpg(process.pid, signum)
         else:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
         _, err = process.communicate(timeout=240)
     finally:
         if process.poll() is None:
@@ -327,6 +327,25 @@ def test_ctrl_c_around_an_epoch_boundary_stops_cleanly(tmp_path, delay, whole_gr
         assert symptom not in err, err[-3000:]
     said = re.search(r"ssd-train: error: interrupted (?:in|after) epoch \d+/40: (\S+) holds epoch (\d+), complete "
                      r"and intact; to continue, run the same command with --resume (\S+)", err)
+    assert said, err[-3000:]
+    assert said.group(1) == said.group(3) == str(save)
+    assert load_checkpoint(save)["epoch"] == int(said.group(2)) >= 1
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay, whole_group", [(0.0, False), (0.3, True)], ids=["docker-stop", "systemd-group"])
+def test_sigterm_stops_like_ctrl_c_and_names_the_signal(tmp_path, delay, whole_group):
+    """Issue 22 item 10: docker stop (SIGTERM to the main process) and systemd (to the whole
+    control group) stop at a safe point with the line Ctrl-C gets, the signal named, exit 143."""
+    data = synthetic(tmp_path / "data", 4)
+    save = tmp_path / "ssd.pt"
+    code, err = interrupt_after_summary(data, save, delay, whole_group, signal.SIGTERM)
+    assert code == 143, err[-3000:]
+    for symptom in ("Traceback", "Exception ignored", "exited unexpectedly", "DataLoader worker"):
+        assert symptom not in err, err[-3000:]
+    said = re.search(r"ssd-train: error: interrupted by SIGTERM (?:in|after) epoch \d+/40: (\S+) holds epoch (\d+), "
+                     r"complete and intact; to continue, run the same command with --resume (\S+)", err)
     assert said, err[-3000:]
     assert said.group(1) == said.group(3) == str(save)
     assert load_checkpoint(save)["epoch"] == int(said.group(2)) >= 1
