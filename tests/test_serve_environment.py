@@ -40,3 +40,16 @@ def test_the_command_exits_2_in_one_line_before_loading(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "PyTriton" in done.stderr and "missing.onnx" not in done.stderr
+
+
+def test_tritonservers_cuda_lines_are_explained_where_there_is_no_gpu():
+    from ssd_edge.runtime.cuda.device import NoGpu, gpu_info
+    from ssd_edge.runtime.serve.environment import cpu_only_note
+
+    try:
+        gpu_info()
+    except NoGpu:
+        note = cpu_only_note()
+        assert "CudaDriverHelper has not been initialized" in note and "run on the CPU" in note
+    else:
+        assert cpu_only_note() is None

@@ -40,3 +40,22 @@ def require_pytriton(cwd: str | os.PathLike | None = None) -> None:
     if found:
         raise MissingDependency(f"{why}: run {found[0]} instead (this Python, {sys.prefix}, has no PyTriton)")
     raise MissingDependency(f"{why} (this Python, {sys.prefix}, has no PyTriton); make it with: {CREATE}")
+
+
+# What tritonserver logs at start on a machine without a usable NVIDIA GPU (it probes CUDA
+# whatever the models run on); harmless there.
+TRITON_CPU_LINES = ("CUDA driver version is insufficient for CUDA runtime version",
+                    "CudaDriverHelper has not been initialized", "CUDA memory pool disabled")
+
+
+def cpu_only_note() -> str | None:
+    """On a machine without a usable GPU, one line saying that tritonserver's CUDA lines
+    (TRITON_CPU_LINES) are expected there; None where a GPU answers."""
+    from ssd_edge.runtime.cuda.device import NoGpu, gpu_info
+
+    try:
+        gpu_info()
+    except NoGpu as exc:
+        return (f"no GPU here ({exc}): tritonserver's lines '{TRITON_CPU_LINES[0]}' and "
+                f"'{TRITON_CPU_LINES[1]}' only say so; the models run on the CPU")
+    return None

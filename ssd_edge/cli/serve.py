@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("pytriton").setLevel(logging.WARNING)
-    from ssd_edge.runtime.serve.environment import require_pytriton
+    from ssd_edge.runtime.serve.environment import cpu_only_note, require_pytriton
     from ssd_edge.runtime.serve.server import DetectorServer, ServeConfig, stop_on_signals
 
     chosen = backend_options(args)
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def serve() -> None:
         require_pytriton()  # before the model loads; names the serving environment's ssd-serve
+        note = cpu_only_note()
+        if note:
+            LOG.info(note)
         config = ServeConfig(
             model_name=args.name, address=args.address, http_port=args.http_port, grpc_port=args.grpc_port,
             metrics_port=args.metrics_port, max_batch_size=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
