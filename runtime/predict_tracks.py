@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -22,7 +23,7 @@ from ssd_edge.common.errors import UsageError
 from ssd_edge.common.output_paths import OutputFolder, check_outputs
 from ssd_edge.runtime.draw import draw_tracks
 from ssd_edge.runtime.image_io import ImageError, check_image_file, encode_image, list_images, read_image, shown_path
-from ssd_edge.runtime.predict import RESULTS_NAME, plan_outputs
+from ssd_edge.runtime.predict import RESULTS_NAME, plan_outputs, summary_line
 from ssd_edge.runtime.predictor import open_predictor
 from ssd_edge.runtime.tracking import Tracker, TrackerConfig, Trails
 from ssd_edge.runtime.tracking.mot_format import track_lines, write_mot
@@ -83,10 +84,13 @@ def track_images(
     notify: Callable[[str], None] = lambda line: None,
     server: str | None = None,
     backend_options: Mapping[str, Any] | None = None,
+    agnostic_nms: bool | None = None,
+    on_image: Callable[[str], None] | None = None,
 ) -> tuple[Path, Path]:
     """Detect with `model` (or an ssd-server at `server`) and track with `config` through
     the sequence `inputs` (see sequence_frames); write into `output` the annotated frames,
-    `<sequence>.txt` (MOTChallenge) and RESULTS_NAME. Returns (MOT file, JSON file)."""
+    `<sequence>.txt` (MOTChallenge) and RESULTS_NAME. Returns (MOT file, JSON file).
+    on_image: told one line per frame (its detections and tracks)."""
     if batch < 1:
         raise UsageError(f"batch must be at least 1, got {batch}")
     config = config or TrackerConfig()
@@ -99,13 +103,15 @@ def track_images(
         raise UsageError(f"{shown_path(mot_path)} would also be an annotated frame's name")
     options = dict(backend=backend, score_threshold=config.low_score, iou_threshold=iou_threshold,
                    max_detections=max_detections, server=server,
-                   **({"options": dict(backend_options)} if backend_options else {}))
+                   **({"options": dict(backend_options)} if backend_options else {}),
+                   **({"agnostic_nms": agnostic_nms} if agnostic_nms is not None else {}))
     with OutputFolder(output) as folder:
-        return _track_and_write(model, name, paths, names, folder, mot_path, config, batch, progress, options)
+        return _track_and_write(model, name, paths, names, folder, mot_path, config, batch, progress, on_image,
+                                options)
 
 
 def _track_and_write(model, name: str, paths: Sequence[Path], names: Sequence[str], out_dir: Path, mot_path: Path,
-                     config: TrackerConfig, batch: int, progress, options: dict) -> tuple[Path, Path]:
+                     config: TrackerConfig, batch: int, progress, on_image, options: dict) -> tuple[Path, Path]:
     tracker = Tracker(config)
     trails = Trails(forget_after=config.max_misses)
     entries, lines = [], []
@@ -113,8 +119,11 @@ def _track_and_write(model, name: str, paths: Sequence[Path], names: Sequence[st
         for start in range(0, len(paths), batch):
             chunk = paths[start:start + batch]
             pictures = [read_image(path) for path in chunk]
+            began = time.perf_counter()
+            detected = predictor(pictures)
+            seconds = (time.perf_counter() - began) / len(chunk)
             for offset, (path, target_name, picture, found) in enumerate(
-                    zip(chunk, names[start:start + batch], pictures, predictor(pictures))):
+                    zip(chunk, names[start:start + batch], pictures, detected)):
                 index = start + offset
                 tracks = tracker.update(found, frame=index)
                 lines += track_lines(index + 1, tracks)
@@ -124,6 +133,9 @@ def _track_and_write(model, name: str, paths: Sequence[Path], names: Sequence[st
                 height, width = picture.shape[:2]
                 entries.append({"image": str(path), "annotated": str(target), "frame": index + 1, "width": width,
                                 "height": height, "detections": found.to_records(), "tracks": tracks.to_records()})
+                if on_image:
+                    on_image(f"{index + 1}/{len(paths)} {summary_line(path, width, height, found, seconds)}, "
+                             f"{len(tracks.ids)} tracks")
             if progress:
                 progress(min(start + batch, len(paths)), len(paths))
         summary = {
@@ -131,7 +143,7 @@ def _track_and_write(model, name: str, paths: Sequence[Path], names: Sequence[st
             "backend": predictor.backend,
             "classes": list(predictor.class_names),
             "postprocess": {k: getattr(predictor.config, k) for k in
-                            ("score_threshold", "iou_threshold", "top_k", "max_detections")},
+                            ("score_threshold", "iou_threshold", "top_k", "max_detections", "agnostic_nms")},
             "sequence": name,
             "mot": str(mot_path),
             "tracker": config_record(config),

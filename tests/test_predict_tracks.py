@@ -40,9 +40,11 @@ def test_sequence_inputs(tmp_path):
 def test_track_images_writes_mot_and_json_that_read_back(model_path, tmp_path):
     write_frames(tmp_path / "seq" / "img1", count=8)
     config = TrackerConfig(high_score=0.2, low_score=0.05, new_track_score=0.2, min_hits=1)
+    lines = []
     mot, results = track_images(model_path, [str(tmp_path / "seq" / "img1" / "%06d.jpg")], tmp_path / "out",
-                                config, batch=3)
+                                config, batch=3, on_image=lines.append)
     assert mot == tmp_path / "out" / "seq.txt"
+    assert len(lines) == 8 and lines[0].startswith("1/8 ") and lines[0].endswith(" tracks")
     summary = json.loads(results.read_text())
     assert summary["sequence"] == "seq" and summary["tracker"]["low_score"] == 0.05
     assert summary["postprocess"]["score_threshold"] == pytest.approx(0.05)  # the model runs at the low score
@@ -62,3 +64,33 @@ def test_track_images_writes_mot_and_json_that_read_back(model_path, tmp_path):
     frames = [(r.ids, r.boxes, r.ids, r.boxes) for _, r in records.by_frame(8)]
     scores = mot_scores(frames)
     assert scores.mota == 1.0 and scores.idf1 == 1.0
+
+
+def test_ssd_predict_track_on_a_folder(model_path, tmp_path, capsys):
+    from ssd_edge.cli.predict import main
+
+    frames = write_frames(tmp_path / "walk" / "img1", count=5)
+    out = tmp_path / "out"
+    code = main(["--model", model_path, "--track", str(tmp_path / "walk" / "img1"), "--output", str(out),
+                 "--tracker-preset", "bytetrack-mot17", "--track-high", "0.2", "--track-new", "0.2",
+                 "--track-low", "0.05", "--track-buffer", "10"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'walk.txt'} and {out / 'detections.json'}" in printed
+    summary = json.loads((out / "detections.json").read_text())
+    assert summary["tracker"]["max_misses"] == 10 and summary["tracker"]["match_similarity"] == pytest.approx(0.1)
+    records = read_mot(out / "walk.txt")  # what the evaluation (benchmarks/bench_mot.py --score) reads
+    assert set(records.frames.tolist()) <= set(range(1, len(frames) + 1))
+    assert sorted(p.name for p in out.glob("*.jpg")) == [p.name for p in frames]
+
+
+def test_ssd_predict_track_refuses_several_folders(model_path, tmp_path, capsys):
+    from ssd_edge.cli.predict import main
+
+    write_frames(tmp_path / "a", count=2)
+    write_frames(tmp_path / "b", count=2)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", model_path, "--track", str(tmp_path / "a"), str(tmp_path / "b"), "--output",
+              str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "--track takes one sequence" in capsys.readouterr().err
