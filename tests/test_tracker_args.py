@@ -44,3 +44,17 @@ def test_config_file_and_flags_over_it(tmp_path):
         parse("--track-low", "0.9")
     with pytest.raises(SystemExit):
         parse("--tracker-preset", "mot99")
+
+
+def test_ssd_demo_passes_the_tracker_settings_to_each_source(tmp_path):
+    from ssd_edge.cli.demo import build_parser
+    from ssd_edge.runtime.demo.loop import DemoOptions, _stream_tracking
+
+    args = build_parser().parse_args(["--model", "m.onnx", "--track", "--tracker-preset", "bytetrack-mot17",
+                                      "--track-buffer", "5"])
+    config = tracker_config_from_args(args)
+    assert (config.high_score, config.max_misses) == (0.6, 5)
+    options = DemoOptions(model="m.onnx", source=["a.mp4", "b.mp4"], track=True, tracker=config)
+    trackers = [_stream_tracking(options, index).tracker for index in (0, 1)]
+    assert trackers[0] is not trackers[1] and all(t.config == config for t in trackers)
+    assert _stream_tracking(DemoOptions(model="m.onnx", source="a.mp4", track=True)).tracker.config == TrackerConfig()

@@ -70,8 +70,9 @@ class DemoOptions:
     the tracker's low score instead, so that ByteTrack's low-score band (which keeps partly
     hidden objects' tracks alive) reaches the tracker; tracks are drawn and logged by the
     tracker's rules, and a detection a reported track took is logged whatever its score
-    (a track's "detection" is its row in the logged detections). max_frames: with several
-    sources, each source stops after that many frames."""
+    (a track's "detection" is its row in the logged detections). tracker: the tracker's
+    settings (a runtime.tracking TrackerConfig; None: its defaults, ByteTrack's demo
+    settings). max_frames: with several sources, each source stops after that many frames."""
 
     model: str
     source: str | Sequence[str]
@@ -91,6 +92,7 @@ class DemoOptions:
     track: bool = False
     count_line: Line | None = None
     count_lines: Mapping[int, Line] = field(default_factory=dict)
+    tracker: Any = None  # TrackerConfig | None (tracking is imported only when asked for: it needs SciPy)
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
@@ -659,9 +661,9 @@ def _stream_tracking(settings: DemoOptions, index: int = 0) -> StreamTracking | 
     """The tracker the settings ask for source `index` (its own counting line), or None."""
     if not settings.tracking:
         return None
-    from ssd_edge.runtime.tracking import StreamTracking
+    from ssd_edge.runtime.tracking import StreamTracking, Tracker
 
-    return StreamTracking(line=settings.line_of(index))
+    return StreamTracking(Tracker(settings.tracker), line=settings.line_of(index))
 
 
 def _open_detector(settings: DemoOptions, tracking: StreamTracking | None) -> tuple[Detector, DemoOptions]:

@@ -14,6 +14,7 @@ import sys
 import threading
 
 from ssd_edge.cli import SHOW_SCORE_THRESHOLD, run_command
+from ssd_edge.cli.tracker_args import add_tracker_arguments, tracker_config_from_args
 from ssd_edge.runtime.detector import BACKENDS
 
 EPILOG = """sources:
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "one generated and printed at start when --web is beyond loopback")
     p.add_argument("--web-viewers", type=int, default=4, metavar="N",
                    help="at most N browsers at once (each watching every source; default 4); more get 503")
+    add_tracker_arguments(p)
     return p
 
 
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
             retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
             track=args.track, count_line=count_line, count_lines=count_lines,
+            tracker=tracker_config_from_args(args),
         )
         observers = []
         try:
