@@ -156,7 +156,7 @@ def test_the_detector_takes_an_options_object_or_the_keywords_not_both(model_pat
 
 # --- adding a backend option touches one file --------------------------------------------------------
 
-COMMANDS = ("predict", "eval", "serve", "bench")
+COMMANDS = ("predict", "eval", "serve", "bench", "demo")
 
 
 def command_parser(name):

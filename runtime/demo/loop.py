@@ -77,6 +77,7 @@ class DemoOptions:
     model: str
     source: str | Sequence[str]
     backend: str = "auto"
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
     score_threshold: float | None = None
     iou_threshold: float | None = None
     agnostic_nms: bool | None = None
@@ -672,8 +673,9 @@ def _open_detector(settings: DemoOptions, tracking: StreamTracking | None) -> tu
     With tracking it runs at the lower of that and the tracker's low score (the model's
     own threshold standing in for None), so that the tracker gets its low-score band."""
     def open_at(score_threshold: float | None) -> Detector:
-        return Detector(settings.model, backend=settings.backend, score_threshold=score_threshold,
-                        iou_threshold=settings.iou_threshold, agnostic_nms=settings.agnostic_nms)
+        return Detector(settings.model, backend=settings.backend, options=dict(settings.backend_options),
+                        score_threshold=score_threshold, iou_threshold=settings.iou_threshold,
+                        agnostic_nms=settings.agnostic_nms)
 
     if tracking is None:
         return open_at(settings.score_threshold), settings

@@ -14,8 +14,8 @@ import sys
 import threading
 
 from ssd_edge.cli import SHOW_SCORE_THRESHOLD, run_command
+from ssd_edge.cli.backend_args import add_backend_arguments, backend_options
 from ssd_edge.cli.tracker_args import add_tracker_arguments, tracker_config_from_args
-from ssd_edge.runtime.detector import BACKENDS
 
 EPILOG = """sources:
   0, 1, ...         a camera by index (V4L2 on Linux)
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agnostic-nms", action="store_true", default=None,
                    help="NMS across the classes: a box suppresses overlapping boxes of every class (default: "
                         "the model's, per class)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="Detector backend (default auto)")
+    add_backend_arguments(p)
     p.add_argument("--width", type=int, help="ask the camera for this width (with --height)")
     p.add_argument("--height", type=int, help="ask the camera for this height (with --width)")
     p.add_argument("--fps", type=float, help="ask the camera for this frame rate")
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def work():
         settings = DemoOptions(
-            model=args.model, source=sources[0] if len(sources) == 1 else sources, backend=args.backend,
+            model=args.model, source=sources[0] if len(sources) == 1 else sources,
+            backend=args.backend, backend_options=backend_options(args),
             score_threshold=args.score_threshold,
             iou_threshold=args.iou_threshold, agnostic_nms=args.agnostic_nms, width=args.width, height=args.height,
             fps=args.fps,
