@@ -90,3 +90,17 @@ def test_round_an_end_then_through_counts_from_the_new_side():
 def test_bad_counter_settings(settings, message):
     with pytest.raises(TrackingError, match=message):
         LineCounter(*LINE, **settings)
+
+
+def test_stream_tracking_logs_a_withdrawn_crossing():
+    from ssd_edge.runtime.tracking import StreamTracking, Tracker
+
+    stream = StreamTracking(Tracker(min_hits=1), line=LINE)
+    logged = []
+    for y in [250, 270, 330, 350, 330, 270, 250]:  # a 200 px box's bottom goes down across the line and back
+        box = np.array([[80.0, y - 200.0, 120.0, y]])
+        tracked = stream.update(type("D", (), {"boxes": box, "labels": [1], "scores": [0.9]})())
+        logged += stream.record(tracked).get("crossings", [])
+    assert [(c["direction"], c.get("withdrawn", False)) for c in logged] == [("left_to_right", False),
+                                                                           ("left_to_right", True)]
+    assert stream.counts() == {}

@@ -11,9 +11,12 @@ across frames.
 
 `Tracker` is ByteTrack's association (high-score detections first, then low-score ones to
 keep tracks alive through occlusion), per class, over constant-velocity Kalman-filtered
-boxes; `LineCounter` counts crossings of a segment per class and direction; `Trails` keeps
-the recent centres the demo draws; `StreamTracking` bundles the three for a video stream
-(what `ssd-demo --track` runs) and gives the log's fields.
+boxes; it takes anything with boxes, labels and scores. `presets` holds ByteTrack's
+published settings by name; `LineCounter` counts each track crossing a segment once, per
+class and net direction; `Trails` keeps the recent centres the demo draws; `StreamTracking`
+bundles the three for a video stream (what `ssd-demo --track` runs) and gives the log's
+fields; `mot_format` reads and writes MOTChallenge files, `mot_metrics` scores them (CLEAR
+MOT, IDF1).
 
 Dependencies: NumPy and SciPy only. SciPy is here for `scipy.optimize.linear_sum_assignment`
 (the exact minimum-cost assignment of tracks to detections); it is in the `runtime` and
@@ -25,9 +28,13 @@ and supervision.
 from ssd_edge.runtime.tracking.counting import Crossing, LineCounter, parse_line
 from ssd_edge.runtime.tracking.errors import TrackingError
 from ssd_edge.runtime.tracking.kalman import BoxKalman, MotionNoise
+from ssd_edge.runtime.tracking.mot_format import MotRecords, read_mot, track_lines, write_mot
+from ssd_edge.runtime.tracking.mot_metrics import MotScores, mot_scores
+from ssd_edge.runtime.tracking.presets import PRESETS, load_tracker_config, tracker_config
 from ssd_edge.runtime.tracking.stream import StreamTracking, TrackedFrame
 from ssd_edge.runtime.tracking.tracker import Tracker, TrackerConfig, Tracks
 from ssd_edge.runtime.tracking.trails import Trails
 
-__all__ = ["BoxKalman", "Crossing", "LineCounter", "MotionNoise", "StreamTracking", "TrackedFrame", "Tracker",
-           "TrackerConfig", "Tracks", "TrackingError", "Trails", "parse_line"]
+__all__ = ["PRESETS", "BoxKalman", "Crossing", "LineCounter", "MotRecords", "MotScores", "MotionNoise", "StreamTracking",
+           "TrackedFrame", "Tracker", "TrackerConfig", "Tracks", "TrackingError", "Trails", "load_tracker_config",
+           "mot_scores", "parse_line", "read_mot", "track_lines", "tracker_config", "write_mot"]

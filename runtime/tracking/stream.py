@@ -67,12 +67,13 @@ class StreamTracking:
 
     def record(self, tracked: TrackedFrame) -> dict[str, Any]:
         """The log's fields for this frame: "tracks" (Tracks.to_records), and with a line
-        "crossings" (this frame's: id, label, name, direction) and "counts" (so far)."""
+        "crossings" (this frame's: id, label, name, direction, and "withdrawn": true when a
+        track went back across, so its earlier crossing no longer counts) and "counts" (so far)."""
         fields: dict[str, Any] = {"tracks": tracked.tracks.to_records()}
         if self.counter is not None:
             fields["crossings"] = [
                 {"id": c.track_id, "label": c.label, "name": class_name(c.label, self.class_names),
-                 "direction": c.direction}
+                 "direction": c.direction, **({"withdrawn": True} if c.withdrawn else {})}
                 for c in tracked.crossings
             ]
             fields["counts"] = tracked.counts
