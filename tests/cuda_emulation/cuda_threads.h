@@ -32,6 +32,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+#ifdef EMU_EXACT_SIZES
+#include <sanitizer/asan_interface.h>
+#endif
 
 #include "cuda_keywords.h"
 
@@ -159,7 +162,8 @@ private:
 
 struct Launch {
     dim3 grid, block;
-    std::vector<unsigned char> dynamic_shared;
+    std::vector<unsigned char> dynamic_shared;  // shared_bytes, then slack (poisoned under EMU_EXACT_SIZES)
+    size_t shared_bytes = 0;
     BlockBarrier barrier;
     std::vector<WarpExchange> warps;
     std::string error;  // written under the barrier's lock, read after the join
@@ -176,7 +180,22 @@ inline thread_local unsigned int linear_thread;  // threadIdx as one number: its
 
 inline unsigned char* dynamic_shared() { return current_launch()->dynamic_shared.data(); }
 
-inline void fill_garbage(std::vector<unsigned char>& memory) { std::memset(memory.data(), 0xCD, memory.size()); }
+// The dynamic shared memory's slack beyond what the launch asked for. Built with
+// -DEMU_EXACT_SIZES (and -fsanitize=address: tests/helpers/cuda_asan.py) the slack is
+// poisoned, so a kernel touching shared memory the plan did not request is reported.
+constexpr size_t SHARED_SLACK = 256;
+
+inline void fill_garbage(Launch& state)
+{
+    std::vector<unsigned char>& memory = state.dynamic_shared;
+#ifdef EMU_EXACT_SIZES
+    ASAN_UNPOISON_MEMORY_REGION(memory.data(), memory.size());
+#endif
+    std::memset(memory.data(), 0xCD, memory.size());
+#ifdef EMU_EXACT_SIZES
+    ASAN_POISON_MEMORY_REGION(memory.data() + state.shared_bytes, memory.size() - state.shared_bytes);
+#endif
+}
 
 // Run `body(args)` as a kernel over the grid, one OS thread per CUDA thread of a block.
 // Throws std::runtime_error when a barrier was reached by part of a block only.
@@ -185,8 +204,9 @@ inline void launch(void (*body)(void**), void** args, dim3 grid, dim3 block, siz
     Launch state;
     state.grid = grid;
     state.block = block;
-    state.dynamic_shared.resize(shared_bytes + 16);
-    fill_garbage(state.dynamic_shared);
+    state.dynamic_shared.resize(shared_bytes + SHARED_SLACK);
+    state.shared_bytes = shared_bytes;
+    fill_garbage(state);
     const unsigned int threads = block.x * block.y * block.z;
     const unsigned long blocks = (unsigned long)grid.x * grid.y * grid.z;
     state.barrier.start(threads);
@@ -219,13 +239,16 @@ inline void launch(void (*body)(void**), void** args, dim3 grid, dim3 block, siz
                     const unsigned int all = state.block.x * state.block.y * state.block.z;
                     for (unsigned int w = 0; w < state.warps.size(); ++w)
                         state.warps[w].start(all - 32 * w < 32 ? all - 32 * w : 32);
-                    fill_garbage(state.dynamic_shared);  // shared memory does not outlive a block
+                    fill_garbage(state);  // shared memory does not outlive a block
                 });
             }
         });
     }
     for (std::thread& worker : workers) worker.join();
     current_launch() = nullptr;
+#ifdef EMU_EXACT_SIZES
+    ASAN_UNPOISON_MEMORY_REGION(state.dynamic_shared.data(), state.dynamic_shared.size());
+#endif
     if (!state.error.empty()) throw std::runtime_error(state.error);
 }
 

@@ -7,6 +7,8 @@
 //   region NAME BYTES FILE          memory read from FILE, written back to it at the end
 //   launch KERNEL GX GY GZ BX BY BZ SHARED_BYTES
 //   arg p REGION OFFSET | arg i INT | arg f FLOAT_BITS   the last launch's arguments, in order
+// Built with -DEMU_EXACT_SIZES (tests/helpers/cuda_asan.py: -fsanitize=address,undefined) every
+// region is allocated at exactly its size and the dynamic shared memory's slack is poisoned.
 // Exit status: 0; 2 for a bad plan or file; 3 when the emulation found an error (stderr).
 #include "cuda_threads.h"
 
@@ -87,8 +89,14 @@ int main(int argc, char** argv)
             std::string name;
             Region region;
             words >> name >> region.size >> region.file;
+#ifdef EMU_EXACT_SIZES  // exactly `size` bytes, 256-aligned: AddressSanitizer's redzone starts where they end
+            void* exact = nullptr;
+            if (posix_memalign(&exact, 256, region.size ? region.size : 1) != 0) fail("out of memory");
+            region.data = static_cast<unsigned char*>(exact);  // freed with the process
+#else
             region.bytes.resize(region.size + 256);
             region.data = region.bytes.data() + (-(uintptr_t)region.bytes.data() & 255u);
+#endif
             std::ifstream in(region.file, std::ios::binary);
             if (!in.read(reinterpret_cast<char*>(region.data), (std::streamsize)region.size))
                 fail("cannot read " + std::to_string(region.size) + " bytes from " + region.file);

@@ -43,10 +43,11 @@ class SanitizerUnavailable(RuntimeError):
 
 
 def build(directory: Path, source: str | None = None, source_name: str | None = None,
-          sanitize: bool = True) -> Path:
+          sanitize: bool = True, sanitizer_flags: Sequence[str] = ("-fsanitize=thread",)) -> Path:
     """Build the run_launches executable for `source` (default: the real decode_nms.cu)
     into `directory`, reused while the sources and flags are unchanged. `source_name` is
-    what the #line directive calls the file (reports say `source_name:LINE`)."""
+    what the #line directive calls the file (reports say `source_name:LINE`).
+    sanitizer_flags: what `sanitize` adds (tests/helpers/cuda_asan.py passes AddressSanitizer's)."""
     cxx = compiler()
     if cxx is None:
         raise SanitizerUnavailable("no C++ compiler (g++ or c++) on PATH")
@@ -57,7 +58,7 @@ def build(directory: Path, source: str | None = None, source_name: str | None = 
     emulated = f'#line 1 "{name}"\n' + text.replace(DYNAMIC_SHARED, "unsigned char* smem = emu::dynamic_shared();")
     flags = ["-std=c++17", "-g", "-O1", "-pthread", "-ffp-contract=off", "-fno-fast-math", "-fno-omit-frame-pointer"]
     if sanitize:
-        flags.append("-fsanitize=thread")
+        flags.extend(sanitizer_flags)
     harness = (HERE / "run_launches.cpp").read_text() + (HERE / "cuda_threads.h").read_text()
     harness += "".join((HERE / name).read_text() for name in ("cuda_keywords.h", "kernel_adapters.h"))
     digest = hashlib.sha256("\0".join([emulated, harness, cxx, *flags]).encode()).hexdigest()[:16]
@@ -72,7 +73,7 @@ def build(directory: Path, source: str | None = None, source_name: str | None = 
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             message = f"{' '.join(command)} failed:\n{result.stderr[-4000:]}"
-            if sanitize and "tsan" in result.stderr.lower():
+            if sanitize and any(n in result.stderr.lower() for n in ("tsan", "asan", "ubsan")):
                 raise SanitizerUnavailable(message)
             raise RuntimeError(message)
     return executable
