@@ -20,11 +20,11 @@ from typing import Any
 import torch
 
 from ssd_edge.common.atomic import write_bytes_atomic
+from ssd_edge.common.errors import SSDEdgeError
 from ssd_edge.models.registry import build_model, model_from_spec
 from ssd_edge.models.ssd import SSD
 from ssd_edge.models.torchvision_import import coco_category_names, is_torchvision_detector, load_torchvision_detector
 from ssd_edge.runtime.spec import ModelSpec, SpecError
-from ssd_edge.common.errors import SSDEdgeError
 
 FORMAT = "ssd_edge.checkpoint"
 VERSION = 1

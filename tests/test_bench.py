@@ -14,13 +14,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.helpers.export import calibrated_model, dataset_images
 from ssd_edge.checkpoint import save_checkpoint
 from ssd_edge.cli.bench import main
 from ssd_edge.export.quantize import quantize_int8
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.runtime import Detector
 from ssd_edge.runtime.stage_timer import STAGES, StageTimer
+from tests.helpers.export import calibrated_model, dataset_images
 
 FIELDS = ("name", "kind", "format", "backend", "size_mb", "batch", "runs", "latency_ms", "images_per_s",
           "stages_ms", "stages_p50_ms", "stages_timed", "stages_not_separate", "vs", "latencies_ms")

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import cuda_emulator
-from tests.helpers.decode_nms_cases import edge_cases, model_case, prefilter_cases, random_batches
-from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.models import build_model
+from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.doctor.kernel_cases import kernel_difference
 from ssd_edge.runtime.postprocess.fast import softmax
 from ssd_edge.runtime.priors import default_boxes
+from tests.helpers import cuda_emulator
+from tests.helpers.decode_nms_cases import edge_cases, model_case, prefilter_cases, random_batches
 
 pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler to build the CUDA emulation")
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.decode_nms_cases import edge_cases, model_case, prefilter_cases, random_batches
-from tests.helpers.gpu_probe import require_gpu, require_tensorrt
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.doctor.kernel_cases import kernel_difference, tie_aware_difference
 from ssd_edge.runtime.postprocess.fast import postprocess, softmax
 from ssd_edge.runtime.priors import default_boxes
+from tests.helpers.decode_nms_cases import edge_cases, model_case, prefilter_cases, random_batches
+from tests.helpers.gpu_probe import require_gpu, require_tensorrt
 
 MODEL_ENV = "SSD_EDGE_TEST_ONNX"  # an SSDLite .onnx from ssd-export, for torch-free machines
 pytestmark = pytest.mark.gpu
@@ -112,8 +112,8 @@ def test_kernel_equals_numpy_at_the_prefilter_bound(kernels, case):
 
 def onnx_run(path, images, batch):
     """locs and confs of the ONNX model on onnxruntime's CPU provider for BGR `images`."""
-    from ssd_edge.runtime.parity import onnx_outputs
     from ssd_edge.runtime import Detector
+    from ssd_edge.runtime.parity import onnx_outputs
     from ssd_edge.runtime.preprocess import preprocess
 
     with Detector(path, backend="onnxruntime-cpu") as detector:

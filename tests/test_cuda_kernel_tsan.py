@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import cuda_tsan
-from tests.helpers.decode_nms_cases import Case, edge_cases, prefilter_cases, random_batches
-from tests.helpers.postprocess_cases import random_outputs, random_priors
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.doctor.kernel_cases import kernel_difference
+from tests.helpers import cuda_tsan
+from tests.helpers.decode_nms_cases import Case, edge_cases, prefilter_cases, random_batches
+from tests.helpers.postprocess_cases import random_outputs, random_priors
 
 pytestmark = pytest.mark.skipif(cuda_tsan.compiler() is None, reason="no C++ compiler for the threaded emulation")
 

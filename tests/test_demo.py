@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from tests.helpers.demo import CLASSES, CLIP_FRAMES, CameraSite, count_frames, write_video
 from ssd_edge.cli.demo import main
 from ssd_edge.runtime import Detector
 from ssd_edge.runtime.demo.capture import FrameGrabber, RetryPolicy
 from ssd_edge.runtime.demo.loop import DemoOptions, record_demo
+from tests.helpers.demo import CLASSES, CLIP_FRAMES, CameraSite, count_frames, write_video
 from tests.helpers.tracking_video import ShapeDetector
 
 SCORE_THRESHOLD = "0.3"

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from tests.helpers.demo import CameraSite, SimulatedCamera, write_video
 from ssd_edge.runtime.demo.capture import FrameGrabber, RetryPolicy
 from ssd_edge.runtime.demo.sources import open_capture, parse_source
+from tests.helpers.demo import CameraSite, SimulatedCamera, write_video
 
 FAST_RETRY = RetryPolicy(attempts=3, first_delay_s=0.02, factor=2.0, max_delay_s=1.0)
 

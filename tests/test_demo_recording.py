@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers.demo import count_frames, moving_shapes
 from ssd_edge.runtime.demo.recording import JsonLinesLog, RecordingError, VideoRecorder
+from tests.helpers.demo import count_frames, moving_shapes
 
 
 def hidden_partials(directory):

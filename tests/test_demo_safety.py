@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from tests.helpers.demo import count_frames, write_video
 from ssd_edge.cli.demo import main
 from ssd_edge.runtime.demo.sources import STREAM_TIMEOUT_MS, CameraError, OpenInterrupted, open_capture, parse_source
+from tests.helpers.demo import count_frames, write_video
 from tests.test_demo import RUN_WITHOUT_TORCH, SCORE_THRESHOLD
 
 TIMEOUT_S = STREAM_TIMEOUT_MS / 1000.0

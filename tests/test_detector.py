@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.models import build_model
+from ssd_edge.models.calibration import calibrate_batchnorm
 from ssd_edge.runtime import Detections, Detector, SpecError
 from ssd_edge.runtime.image_io import ImageError
 from ssd_edge.runtime.preprocess import preprocess

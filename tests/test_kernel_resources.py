@@ -7,10 +7,10 @@ import struct
 
 import pytest
 
+from ssd_edge.common.errors import SSDEdgeError
 from ssd_edge.runtime.cuda import kernel_resources as kr
 from ssd_edge.runtime.cuda.plan import BLOCK, KERNEL_SOURCE, KERNELS, MAX_DETECTIONS, MAX_TOP_K, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
-from ssd_edge.common.errors import SSDEdgeError
 
 try:
     NVRTC = kr.Nvrtc()

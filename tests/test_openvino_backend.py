@@ -19,18 +19,21 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.helpers.export import calibrated_model
-from ssd_edge.runtime.model_file import QUANTIZATION_KEY as EXPORT_QUANTIZATION_KEY
+from ssd_edge.common.errors import MissingDependency, UsageError
 from ssd_edge.export.parity import FP32_RTOL
 from ssd_edge.export.quantize import quantize_int8
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.runtime import Detector
 from ssd_edge.runtime.backends.openvino_backend import (
-    PRECISIONS, QUANTIZATION_KEY, OpenVinoError, choose_precision,
+    PRECISIONS,
+    QUANTIZATION_KEY,
+    OpenVinoError,
+    choose_precision,
 )
-from ssd_edge.common.errors import MissingDependency, UsageError
+from ssd_edge.runtime.model_file import QUANTIZATION_KEY as EXPORT_QUANTIZATION_KEY
 from ssd_edge.runtime.parity import OutputDifference
 from ssd_edge.runtime.preprocess import preprocess
+from tests.helpers.export import calibrated_model
 
 ov = pytest.importorskip("openvino", reason="backend 'openvino' needs `pip install 'ssd-edge[openvino]'`")
 

@@ -4,17 +4,17 @@ and torchvision's own SSD postprocessing."""
 import numpy as np
 import pytest
 import torch
-from torchvision.ops import batched_nms, clip_boxes_to_image
 from torchvision.models.detection import _utils as det_utils
+from torchvision.ops import batched_nms, clip_boxes_to_image
 
+from ssd_edge.models import build_model
 from ssd_edge.models.calibration import calibrate_batchnorm
-from tests.helpers.postprocess_cases import random_outputs, random_priors
-from ssd_edge.runtime.postprocess.reference import reference_postprocess_image
 from ssd_edge.models.postprocessor import PostProcessor
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import possible_boxes, postprocess, softmax
+from ssd_edge.runtime.postprocess.reference import reference_postprocess_image
 from ssd_edge.runtime.priors import default_boxes
-from ssd_edge.models import build_model
+from tests.helpers.postprocess_cases import random_outputs, random_priors
 
 
 def assert_same(ours, boxes, labels, scores, box_atol=1e-4):

@@ -63,8 +63,8 @@ def test_openvino_backend_detects_without_torch(tiny_coco, tmp_path):
     """The OpenVINO path of the torch-free runtime: a Detector on OpenVINO reads an image,
     detects and never imports torch (the ONNX file is made here, with torch, beforehand)."""
     pytest.importorskip("openvino", reason="backend 'openvino' needs `pip install 'ssd-edge[openvino]'`")
-    from tests.helpers.export import calibrated_model, dataset_images
     from ssd_edge.export.to_onnx import export_onnx
+    from tests.helpers.export import calibrated_model, dataset_images
 
     images = dataset_images(tiny_coco)
     onnx_path = export_onnx(calibrated_model("mobilenetv3_ssd", images[:4], imgsz=160), tmp_path / "m.onnx")

@@ -10,10 +10,18 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from ssd_edge.runtime.boxes import pairwise_iou
 from ssd_edge.common.errors import SSDEdgeError
-from ssd_edge.runtime.tracking import (LineCounter, MotionNoise, Tracker, TrackerConfig, TrackingError, Tracks,
-                                       Trails, parse_line)
+from ssd_edge.runtime.boxes import pairwise_iou
+from ssd_edge.runtime.tracking import (
+    LineCounter,
+    MotionNoise,
+    Tracker,
+    TrackerConfig,
+    TrackingError,
+    Tracks,
+    Trails,
+    parse_line,
+)
 from ssd_edge.runtime.tracking.association import assign
 from ssd_edge.runtime.tracking.kalman import BoxKalman, measure, state_boxes
 from tests.helpers.tracking_metrics import evaluate, motmetrics_scores

@@ -11,11 +11,11 @@ import json
 import numpy as np
 import pytest
 
+from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.tracking import MotionNoise, Tracker, TrackerConfig, TrackingError
 from ssd_edge.runtime.tracking.association import assign
 from ssd_edge.runtime.tracking.kalman import BoxKalman
 from ssd_edge.runtime.tracking.presets import PRESETS, config_record, load_tracker_config, tracker_config
-from ssd_edge.runtime.detections import Detections
 
 
 def best_total(similarity: np.ndarray, threshold: float) -> float:

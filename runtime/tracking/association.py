@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ssd_edge.runtime.boxes import pairwise_iou
 from ssd_edge.common.errors import require
+from ssd_edge.runtime.boxes import pairwise_iou
 
 # SciPy is in the runtime and jetson extras for this one function.
 linear_sum_assignment = require("scipy.optimize", "runtime", "Tracking").linear_sum_assignment

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-
 # A partial file untouched this long belongs to no live writer (writers write without pause).
 STALE_PARTIAL_S = 60.0
 
