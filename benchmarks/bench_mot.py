@@ -139,7 +139,8 @@ def set_threads() -> None:
 
 
 def table(rows: list[tuple[str, MotScores, list[float]]]) -> list[str]:
-    lines = ["| tracker | MOTA % | IDF1 % | IDP % | IDR % | MOTP (IoU) % | FP | FN | IDSW | MT | ML | ms/frame p50 (wall) | CPU ms/frame p50 |",
+    lines = ["| tracker | MOTA % | IDF1 % | IDP % | IDR % | MOTP (IoU) % | FP | FN | IDSW | MT | ML "
+             "| ms/frame p50 (wall) | CPU ms/frame p50 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, s, ms in rows:
         wall, cpu = (np.percentile(np.asarray(ms)[:, i], 50) for i in (0, 1)) if ms else (None, None)
@@ -203,7 +204,8 @@ def markdown(results: dict[str, list], per_sequence: dict[str, MotScores], sets:
            f"- load average (1, 5, 15 min) at the end of the run: {load_avg}", "",
            f"Command: `{command}`", "", __doc__.split("\n\n", 1)[1].strip(), ""]
     out += ["## Goal: IDF1 >= ByteTrack + 1 point and MOTA >= ByteTrack, same settings, on each set", "",
-            "| set | settings | IDF1 ssd-edge - ByteTrack | MOTA ssd-edge - ByteTrack | met |", "|---|---|---:|---:|---|"]
+            "| set | settings | IDF1 ssd-edge - ByteTrack | MOTA ssd-edge - ByteTrack | met |",
+            "|---|---|---:|---:|---|"]
     for set_name, rows in results.items():
         by_name = {name: s for name, s, _ in rows}
         for preset, bytetrack in (("bytetrack-demo", "ByteTrack, demo"), ("bytetrack-mot17", "ByteTrack, MOT17")):

@@ -13,7 +13,8 @@ Modules, in pipeline order:
 - `pipeline`: what `ssd-export` runs.
 
 Images come from the runtime's one lister (`image_io.list_images`) or the synthetic sample
-data (`ssd_edge.data.synth.sample_images`). torch is imported lazily, inside the functions that need it; tensorrt only when an engine
-is built (it cannot be installed on the CPU-only machines that run the test suite: there
+data (`ssd_edge.data.synth.sample_images`). torch is imported lazily, inside the functions that
+need it; tensorrt only when an engine is built (it cannot be installed on the CPU-only machines
+that run the test suite: there
 engine builds are refused in one line and their tests skip with that line as the reason).
 """

@@ -112,7 +112,9 @@ def default_timing_cache(trt: ModuleType, gpu: GpuInfo) -> Path:
     return root / "ssd_edge" / "tensorrt" / f"{safe_name}-sm{major}{minor}-trt{trt.__version__}.timing"
 
 
-def sidecar(spec: ModelSpec, trt: ModuleType, gpu: GpuInfo, options: EngineOptions, shapes: dict, source: Path) -> EngineSidecar:
+def sidecar(
+    spec: ModelSpec, trt: ModuleType, gpu: GpuInfo, options: EngineOptions, shapes: dict, source: Path
+) -> EngineSidecar:
     """The `<engine>.json` beside every engine: what the runtime needs besides the engine
     (the ModelSpec) and what the engine is tied to (TensorRT version, GPU)."""
     return EngineSidecar(
@@ -195,7 +197,9 @@ def _save_timing_cache(config, path: Path) -> None:
         tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
 
 
-def _serialize(trt, capabilities: Capabilities, gpu: GpuInfo, proto, onnx_path: Path, options: EngineOptions, shapes: dict):
+def _serialize(
+    trt, capabilities: Capabilities, gpu: GpuInfo, proto, onnx_path: Path, options: EngineOptions, shapes: dict
+):
     """Parse, configure and build: the serialized engine (an IHostMemory)."""
     fp16_graph_needed = options.precision == "fp16" and capabilities.fp16_from_graph()
     strongly_typed = (options.precision == "int8" or fp16_graph_needed) and capabilities.strongly_typed_flag
@@ -243,7 +247,8 @@ def build_engine(
     _check_source(proto, onnx_path, options)
     fixed_batch = batch_size(proto)
     if fixed_batch and fixed_batch != options.batch:
-        raise ExportError(f"{onnx_path}: exported for batch {fixed_batch}, asked for an engine of batch {options.batch}")
+        raise ExportError(f"{onnx_path}: exported for batch {fixed_batch}, "
+                          f"asked for an engine of batch {options.batch}")
     shapes = profile_shapes(spec, fixed_batch, options.batch)
     serialized = _serialize(trt, capabilities, gpu, proto, onnx_path, options, shapes)
     info = sidecar(spec, trt, gpu, options, shapes, onnx_path)

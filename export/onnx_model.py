@@ -87,7 +87,8 @@ def topological_sort(graph) -> None:
     while pending:
         ready = [n for n in pending if all(name in known for name in n.input)]
         if not ready:
-            raise ExportError(f"graph {graph.name!r} has a cycle or inputs nobody produces (e.g. node {pending[0].name!r})")
+            raise ExportError(f"graph {graph.name!r} has a cycle or inputs nobody produces "
+                              f"(e.g. node {pending[0].name!r})")
         for node in ready:
             known.update(node.output)
         ordered += ready

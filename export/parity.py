@@ -58,7 +58,8 @@ def check_parity(
     sizes = [image.shape[:2] for image in images_bgr]
     report = compare(spec, onnx_outputs(onnx_path, images, batch), torch_outputs(model, images, batch), sizes, batch)
     if rtol is not None and not report.within(rtol):
-        raise ParityError(f"{onnx_path}: differs from the PyTorch model past the relative tolerance {rtol:g}: {report.summary()}")
+        raise ParityError(f"{onnx_path}: differs from the PyTorch model past the relative tolerance {rtol:g}: "
+                          f"{report.summary()}")
     return report
 
 
@@ -72,4 +73,5 @@ def compare_onnx(
     """Two ONNX models (say INT8 against FP32) on onnxruntime CPU, report only."""
     images = preprocess(images_bgr, spec.input_size)
     sizes = [image.shape[:2] for image in images_bgr]
-    return compare(spec, onnx_outputs(onnx_path, images, batch), onnx_outputs(reference_path, images, batch), sizes, batch)
+    return compare(spec, onnx_outputs(onnx_path, images, batch), onnx_outputs(reference_path, images, batch),
+                   sizes, batch)

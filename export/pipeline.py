@@ -245,12 +245,14 @@ def _onnx_source(options: ExportOptions) -> _Source:
     if quantized and (options.formats != ("engine",) or not options.int8):
         raise ExportError(f"{path}: an INT8 QDQ model; it can only become an INT8 engine (--format engine --int8)")
     if options.imgsz is not None and tuple(options.imgsz) != tuple(spec.input_size):
-        raise ExportError(f"{path}: exported at {spec.input_size[0]}x{spec.input_size[1]}; --imgsz needs the weights (.pt)")
+        raise ExportError(f"{path}: exported at {spec.input_size[0]}x{spec.input_size[1]}; "
+                          "--imgsz needs the weights (.pt)")
     fixed = batch_size(proto)
     if options.dynamic and fixed:
         raise ExportError(f"{path}: exported with a fixed batch of {fixed}; --dynamic needs the weights (.pt)")
     if fixed and options.batch not in (None, fixed):
-        raise ExportError(f"{path}: exported with a fixed batch of {fixed}; --batch {options.batch} needs the weights (.pt)")
+        raise ExportError(f"{path}: exported with a fixed batch of {fixed}; "
+                          f"--batch {options.batch} needs the weights (.pt)")
     return _Source(path, spec, fixed, quantized, proto)
 
 
@@ -258,7 +260,8 @@ def _calibration_images(options: ExportOptions) -> list[Path]:
     from ssd_edge.runtime.image_io import list_images
 
     if options.calib_data is None:
-        raise ExportError("INT8 needs calibration images: pass --calib-data DIR (a few hundred images like those the model will see)")
+        raise ExportError("INT8 needs calibration images: pass --calib-data DIR "
+                          "(a few hundred images like those the model will see)")
     return list_images(options.calib_data, options.calib_images, recursive=True)
 
 
@@ -292,11 +295,14 @@ def _load_model(options: ExportOptions):
         raise ExportError(f"unknown --arch {options.arch!r}; choose from {', '.join(sorted(ARCHS))}")
     model = load_model(options.weights, options.arch)
     if options.arch is not None and model.spec.arch != options.arch:
-        raise ExportError(f"{options.weights}: holds a {model.spec.arch} model, not the --arch {options.arch} asked for")
+        raise ExportError(f"{options.weights}: holds a {model.spec.arch} model, "
+                          f"not the --arch {options.arch} asked for")
     return _at_input_size(model, options.imgsz)
 
 
-def _export_fp32(options: ExportOptions, path: Path, images: _ParityImages, result: ExportResult, echo: Echo) -> _Source:
+def _export_fp32(
+    options: ExportOptions, path: Path, images: _ParityImages, result: ExportResult, echo: Echo
+) -> _Source:
     """Export and parity-check; `path` is replaced only when the new ONNX passes."""
     from ssd_edge.export.parity import FP32_RTOL, ParityError
     from ssd_edge.export.to_onnx import DEFAULT_OPSET, export_onnx

@@ -32,7 +32,8 @@ def build_progress(trt: ModuleType):
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             depth = 0 if parent_phase is None else self._depth.get(parent_phase, 0) + 1
             self._depth[phase_name] = depth
-            self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=depth, leave=depth == 0, unit="step")
+            self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=depth, leave=depth == 0,
+                                          unit="step")
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             bar = self._bars.get(phase_name)

@@ -44,7 +44,8 @@ def export_onnx(
     from ssd_edge.models.ssd import RawOutputs
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(f"opset {opset}: choose {MIN_OPSET} to {MAX_OPSET} (HardSwish needs {MIN_OPSET}; torch's exporter stops at {MAX_OPSET})")
+        raise ExportError(f"opset {opset}: choose {MIN_OPSET} to {MAX_OPSET} "
+                          f"(HardSwish needs {MIN_OPSET}; torch's exporter stops at {MAX_OPSET})")
     if batch < 1:
         raise ExportError(f"batch must be at least 1, got {batch}")
     spec = model.spec
