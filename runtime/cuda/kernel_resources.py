@@ -185,6 +185,7 @@ class Nvrtc:
 EIATTR_MAX_THREADS = 0x05
 EIATTR_FRAME_SIZE = 0x11
 EIATTR_MIN_STACK_SIZE = 0x12
+EIATTR_KPARAM_INFO = 0x17  # per parameter: [index u32][ordinal u16][offset u16][flags u32, size in bits 18..31]
 EIATTR_CBANK_PARAM_SIZE = 0x19
 EIATTR_MAXREG_COUNT = 0x1B
 EIATTR_REGCOUNT = 0x2F
@@ -295,6 +296,69 @@ def parse_cubin(cubin: bytes, arch: str) -> dict[str, dict[str, int | None]]:
     if not entry_points:
         raise KernelResourceError(f"no register counts (EIATTR_REGCOUNT) in the {arch} CUBIN")
     return entry_points
+
+
+@dataclass(frozen=True)
+class KernelParameter:
+    """One kernel parameter's place in the parameter bank: byte offset and size."""
+
+    ordinal: int
+    offset: int
+    size: int
+
+
+def cubin_parameters(cubin: bytes) -> dict[str, tuple[KernelParameter, ...]]:
+    """Each kernel's parameters in ordinal order, from its EIATTR_KPARAM_INFO records (what
+    `cuobjdump -elf` prints as `Ordinal : .. Offset : .. Size : ..`), and the bank size
+    (EIATTR_CBANK_PARAM_SIZE) as a last entry with ordinal -1."""
+    found: dict[str, list[KernelParameter]] = {}
+    for name, _type, offset, size, _link, _info in _elf_sections(cubin):
+        if not name.startswith(".nv.info."):
+            continue
+        parameters = found.setdefault(name[len(".nv.info."):], [])
+        for _fmt, attr, payload in _nv_info(cubin, offset, size):
+            if attr == EIATTR_KPARAM_INFO and len(payload) == 12:
+                _index, ordinal, at, flags = struct.unpack("<IHHI", payload)
+                parameters.append(KernelParameter(ordinal, at, (flags >> 18) & 0x3FFF))
+            elif attr == EIATTR_CBANK_PARAM_SIZE:
+                parameters.append(KernelParameter(-1, 0, struct.unpack("<H", payload)[0]))
+    return {k: tuple(sorted(v, key=lambda p: (p.ordinal < 0, p.ordinal))) for k, v in found.items()}
+
+
+def packed_layout(arg_format: str) -> tuple[KernelParameter, ...]:
+    """Where pycuda's prepared calls put each argument of `arg_format`: pycuda packs with
+    its copy of `struct` in native mode (native sizes and alignment, no prefix), and the
+    packed buffer is the parameter bank (CU_LAUNCH_PARAM_BUFFER_POINTER); then the whole
+    size as ordinal -1, as cubin_parameters gives it."""
+    codes = re.findall(r"\d*[a-zA-Z?]", arg_format)
+    layout = []
+    for ordinal, code in enumerate(codes):
+        end = struct.calcsize("".join(codes[:ordinal + 1]))
+        layout.append(KernelParameter(ordinal, end - struct.calcsize(code), struct.calcsize(code)))
+    return (*layout, KernelParameter(-1, 0, struct.calcsize(arg_format)))
+
+
+def parameter_mismatches(formats: Mapping[str, str], cubin: bytes, arch: str = "") -> list[str]:
+    """Every difference between the launcher's packed arguments (`formats`, the plan's
+    struct format per kernel) and the CUBIN's parameter layout, one line each; [] when
+    they agree byte for byte."""
+    found = cubin_parameters(cubin)
+    problems = []
+    for kernel in sorted(set(formats) | set(found)):
+        if kernel not in found or kernel not in formats:
+            where = "the CUBIN" if kernel not in found else "the plan's argument formats"
+            problems.append(f"{arch} {kernel}: not in {where}".strip())
+            continue
+        packed, cubin_layout = packed_layout(formats[kernel]), found[kernel]
+        if len(packed) != len(cubin_layout):
+            problems.append(f"{arch} {kernel}: the plan packs {len(packed) - 1} arguments, the kernel takes "
+                            f"{len(cubin_layout) - 1}".strip())
+        for ours, theirs in zip(packed, cubin_layout):
+            if ours != theirs:
+                what = "parameter bank size" if theirs.ordinal < 0 else f"parameter {theirs.ordinal}"
+                problems.append(f"{arch} {kernel}: {what}: packed at offset {ours.offset}, {ours.size} bytes; "
+                                f"the CUBIN has offset {theirs.offset}, {theirs.size} bytes".strip())
+    return problems
 
 
 _FUNCTION = re.compile(r"Compiling entry function '(\w+)' for '(sm_\d+)'")
