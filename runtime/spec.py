@@ -144,7 +144,8 @@ class ModelSpec:
             raise SpecError(f"a ModelSpec must be a mapping, got {type(data).__name__}")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise SpecError(f"ModelSpec format_version {version!r} is not supported (this toolkit reads {FORMAT_VERSION})")
+            raise SpecError(f"ModelSpec format_version {version!r} is not supported "
+                            f"(this toolkit reads {FORMAT_VERSION})")
         try:
             boxes = dict(data["default_boxes"])
             box_config = DefaultBoxConfig(

@@ -1,1 +1,2 @@
-"""The network runners behind `Detector`: onnxruntime (CPU, CUDA), OpenVINO (Intel CPU, GPU, NPU) and TensorRT engines."""
+"""The network runners behind `Detector`: onnxruntime (CPU, CUDA), OpenVINO (Intel CPU, GPU, NPU)
+and TensorRT engines."""

@@ -27,7 +27,8 @@ NOT_SUPPORTED = "this TensorRT/JetPack is not supported (needs TensorRT 10+, Jet
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")  # on a Jetson: "# R32 (release), REVISION: 7.1, ..."
 
 # L4T major release -> JetPack, for the ones with a TensorRT older than 10.
-_OLD_JETPACKS = {32: "JetPack 4.x (TensorRT 8.2, Python 3.6)", 34: "JetPack 5.0 (TensorRT 8.4)", 35: "JetPack 5.x (TensorRT 8.5)"}
+_OLD_JETPACKS = {32: "JetPack 4.x (TensorRT 8.2, Python 3.6)", 34: "JetPack 5.0 (TensorRT 8.4)",
+                 35: "JetPack 5.x (TensorRT 8.5)"}
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -107,7 +108,8 @@ def load_tensorrt(error: type[Exception]) -> ModuleType:
         raise
     problem = unsupported(getattr(tensorrt, "__version__", "(unknown version)"))
     if problem:
-        raise error(f"{problem}. Install TensorRT 10 or newer (on a Jetson: JetPack 6), or run the ONNX model with backend='onnxruntime'")
+        raise error(f"{problem}. Install TensorRT 10 or newer (on a Jetson: JetPack 6), "
+                    "or run the ONNX model with backend='onnxruntime'")
     return tensorrt
 
 
@@ -137,7 +139,8 @@ class Capabilities:
     def missing(self) -> str | None:
         """What keeps this TensorRT from building our engines, or None."""
         if not self.memory_pools:
-            return "this TensorRT has no memory-pool API (IBuilderConfig.set_memory_pool_limit); install TensorRT 10 or newer"
+            return ("this TensorRT has no memory-pool API (IBuilderConfig.set_memory_pool_limit); "
+                    "install TensorRT 10 or newer")
         if not (self.strongly_typed_flag or self.only_strongly_typed):
             return "this TensorRT cannot build strongly typed networks; install TensorRT 10 or newer"
         return None

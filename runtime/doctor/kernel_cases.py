@@ -62,8 +62,8 @@ def ssdlite_case(batch: int, seed: int = 0) -> KernelCase:
     """SSDLite320-COCO-sized outputs (3234 boxes, 91 classes) with the default config."""
     rng = np.random.default_rng(seed)
     locs, confs = random_outputs(rng, batch, SSDLITE_PRIORS, COCO_CLASSES, 2.0)
-    return KernelCase(f"ssdlite-b{batch}", random_priors(rng, SSDLITE_PRIORS), locs, confs, random_image_sizes(rng, batch),
-                      PostprocessConfig())
+    return KernelCase(f"ssdlite-b{batch}", random_priors(rng, SSDLITE_PRIORS), locs, confs,
+                      random_image_sizes(rng, batch), PostprocessConfig())
 
 
 def kernel_cases(seed: int = 0) -> list[KernelCase]:
@@ -84,10 +84,12 @@ def kernel_cases(seed: int = 0) -> list[KernelCase]:
         locs, _ = random_outputs(rng, batch, 200, 4, 1.0)
         background = np.zeros((batch, 200, 4), np.float32)
         background[..., 0] = 12.0
-        cases.append(KernelCase(f"no-box-above-threshold-b{batch}", priors, locs, background, random_image_sizes(rng, batch),
-                                PostprocessConfig(score_threshold=0.05), reference=True))
+        cases.append(KernelCase(f"no-box-above-threshold-b{batch}", priors, locs, background,
+                                random_image_sizes(rng, batch), PostprocessConfig(score_threshold=0.05),
+                                reference=True))
         locs, confs = random_outputs(rng, batch, 200, 3, 1.0)
-        cases.append(KernelCase(f"every-box-above-threshold-b{batch}", priors, locs, confs, random_image_sizes(rng, batch),
+        cases.append(KernelCase(f"every-box-above-threshold-b{batch}", priors, locs, confs,
+                                random_image_sizes(rng, batch),
                                 PostprocessConfig(score_threshold=0.0, iou_threshold=1.0, top_k=200,
                                                   max_detections=350)))
         same = np.repeat(random_priors(rng, 10), 20, axis=0)  # 20 identical copies of 10 boxes
@@ -125,8 +127,9 @@ def threshold_boundary_case(threshold: float) -> KernelCase:
     logits[121:, 2] = _float32_steps(float(possible_box_bound(threshold)), 39)
     confs = np.stack([logits, logits[rng.permutation(200)]])
     locs = rng.normal(0, 1, (2, 200, 4)).astype(np.float32)
-    return KernelCase(f"threshold-boundary-{threshold}", random_priors(rng, 200), locs, confs, random_image_sizes(rng, 2),
-                PostprocessConfig(score_threshold=threshold, iou_threshold=1.0, top_k=200, max_detections=150))
+    return KernelCase(f"threshold-boundary-{threshold}", random_priors(rng, 200), locs, confs,
+                      random_image_sizes(rng, 2),
+                      PostprocessConfig(score_threshold=threshold, iou_threshold=1.0, top_k=200, max_detections=150))
 
 
 def huge_logits_case() -> KernelCase:
@@ -158,7 +161,8 @@ def prefilter_cases() -> list[KernelCase]:
     cases = [threshold_boundary_case(0.3), threshold_boundary_case(0.001)]
     priors = random_priors(rng, 200)
     locs = rng.normal(0, 1, (2, 200, 4)).astype(np.float32)
-    cases.append(KernelCase("all-tied-21-classes", priors, locs, np.zeros((2, 200, 21), np.float32), random_image_sizes(rng, 2),
+    cases.append(KernelCase("all-tied-21-classes", priors, locs, np.zeros((2, 200, 21), np.float32),
+                            random_image_sizes(rng, 2),
                       PostprocessConfig(score_threshold=0.001, iou_threshold=0.5, top_k=60, max_detections=100)))
     _, confs = random_outputs(rng, 2, 200, 4, logit_scale=1.0)
     cases.append(KernelCase("every-box-possible-by-the-bound", priors, locs, confs, random_image_sizes(rng, 2),

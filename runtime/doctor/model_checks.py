@@ -172,7 +172,8 @@ def _against_onnx(engine: Path, model: Path, spec, images, engine_outputs, batch
         return [failed(name, f"{engine} was not built from {model}: their ModelSpecs differ",
                        "give the ONNX the engine was built from, or rebuild the engine from this one")]
     fixed = session.get_inputs()[0].shape[0]
-    reference = onnx_outputs(model, preprocess(images, spec.input_size), fixed if isinstance(fixed, int) else batch, session)
+    reference = onnx_outputs(model, preprocess(images, spec.input_size), fixed if isinstance(fixed, int) else batch,
+                             session)
     report = compare(spec, engine_outputs, reference, [image.shape[:2] for image in images], batch)
     if report.agreement < MIN_AGREEMENT:
         return [failed(name, f"{engine} disagrees with {model}: {report.summary()}",

@@ -106,7 +106,8 @@ def mot_scores(frames: Iterable[tuple[Any, Any, Any, Any]], name: str = "") -> M
     gt_matched: dict[int, int] = {}
     for gt_ids, gt_boxes, hyp_ids, hyp_boxes in frames:
         gt_ids, hyp_ids = _ids(gt_ids), _ids(hyp_ids)
-        iou = pairwise_iou(np.asarray(gt_boxes, np.float64).reshape(-1, 4), np.asarray(hyp_boxes, np.float64).reshape(-1, 4))
+        iou = pairwise_iou(np.asarray(gt_boxes, np.float64).reshape(-1, 4),
+                           np.asarray(hyp_boxes, np.float64).reshape(-1, 4))
         valid = iou >= MIN_IOU
         for g, h in zip(*np.nonzero(valid)):
             agree[(gt_ids[g], hyp_ids[h])] = agree.get((gt_ids[g], hyp_ids[h]), 0) + 1

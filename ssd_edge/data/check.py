@@ -30,7 +30,8 @@ class Report:
         if self.ok:
             lines.append("no problems found")
         for kind, places in self.problems.items():
-            shown = "; ".join(places[:examples]) + (f"; ... ({len(places) - examples} more)" if len(places) > examples else "")
+            shown = "; ".join(places[:examples]) + (f"; ... ({len(places) - examples} more)"
+                                                    if len(places) > examples else "")
             lines.append(f"{kind}: {len(places)} ({shown})")
         return "\n".join(lines)
 
@@ -63,7 +64,8 @@ def _check_annotations(report: Report, split: Split) -> set[int]:
         if w <= 0 or h <= 0:
             report.add("boxes of zero area", f"{where} (bbox {ann['bbox']})")
         elif x < 0 or y < 0 or x + w > image["width"] + 0.5 or y + h > image["height"] + 0.5:
-            report.add("boxes outside the image", f"{where} (bbox {ann['bbox']}, image {image['width']}x{image['height']})")
+            report.add("boxes outside the image",
+                       f"{where} (bbox {ann['bbox']}, image {image['width']}x{image['height']})")
     return annotated
 
 
@@ -77,7 +79,8 @@ def _check_pixels(report: Report, path: Path, image: dict) -> bool:
         return False
     if pixels.shape[:2] != (int(image["height"]), int(image["width"])):
         report.add("images of another size than annotated",
-                   f"{shown_path(path)} ({pixels.shape[1]}x{pixels.shape[0]}, annotated {image['width']}x{image['height']})")
+                   f"{shown_path(path)} ({pixels.shape[1]}x{pixels.shape[0]}, "
+                   f"annotated {image['width']}x{image['height']})")
     return True
 
 

@@ -362,4 +362,5 @@ def load_splits(root: str | Path) -> dict[str, Split]:
 def describe(root: str | Path, splits: dict[str, Split]) -> str:
     first = next(iter(splits.values()))
     parts = "; ".join(s.summary() for s in splits.values())
-    return f"{root}: {first.layout} layout, {len(first.class_names) - 1} classes ({', '.join(first.class_names[1:])}); {parts}"
+    return (f"{root}: {first.layout} layout, {len(first.class_names) - 1} classes "
+            f"({', '.join(first.class_names[1:])}); {parts}")

@@ -120,7 +120,8 @@ def make_image(rng: np.random.Generator, config: SynthConfig) -> tuple[np.ndarra
             continue
         colour = _colour(rng, image, box)
         if points is None:
-            cv2.circle(image, (int(round(cx * 16)), int(round(cy * 16))), int(round(size / 2 * 16)), colour, -1, cv2.LINE_AA, 4)
+            cv2.circle(image, (int(round(cx * 16)), int(round(cy * 16))), int(round(size / 2 * 16)), colour, -1,
+                       cv2.LINE_AA, 4)
         else:
             cv2.fillPoly(image, [np.round(points * 16).astype(np.int32)], colour, cv2.LINE_AA, 4)
         objects.append((kind, box))
@@ -146,7 +147,8 @@ def _coco_split(
                     "id": len(annotations) + 1,
                     "image_id": image_id,
                     "category_id": CATEGORY_IDS[kind],
-                    "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
+                    "bbox": [round(float(x1), 2), round(float(y1), 2),
+                             round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
                     "area": round(float((x2 - x1) * (y2 - y1)), 2),
                     "iscrowd": 0,
                 }
