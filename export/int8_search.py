@@ -176,11 +176,18 @@ def with_float_layer(qdq, fp32, layer: str):
     target = next((node for node in model.graph.node if node.name == layer), None)
     if source is None or target is None:
         raise ValueError(f"no layer named {layer!r} in both the FP32 and the INT8 model")
+    weights = {t.name: t for t in fp32.graph.initializer}
+    inputs = []
+    for name in source.input:
+        if name in weights:  # under a name of its own: the QDQ graph may already use the original one
+            copy = onnx.TensorProto()
+            copy.CopyFrom(weights[name])
+            copy.name = f"{name}/float_fallback"
+            model.graph.initializer.append(copy)
+            name = copy.name
+        inputs.append(name)
     del target.input[:]
-    target.input.extend(source.input)
-    present = {t.name for t in model.graph.initializer}
-    missing = [t for t in fp32.graph.initializer if t.name in source.input and t.name not in present]
-    model.graph.initializer.extend(missing)
+    target.input.extend(inputs)
     return model
 
 

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence, Union
@@ -91,6 +92,14 @@ METHODS: dict[str, CalibrationMethod] = {
     "entropy": CalibrationMethod.Entropy,
 }
 HISTOGRAM_STRIDE = 8  # histogram methods see this many batches at a time (memory stays bounded)
+# Histogram resolution: onnxruntime's entropy default (128 bins for 128 quantized bins) leaves
+# the KL search a single candidate, the full range, i.e. MinMax again. TensorRT's calibrator
+# uses 2048 bins; onnxruntime's KL search is a Python loop per candidate threshold (about 20
+# minutes for an SSDLite on 2 cores at 2048), so 512 bins: 193 candidate thresholds per tensor.
+HISTOGRAM_OPTIONS = {
+    CalibrationMethod.Percentile: {"num_bins": 2048, "percentile": 99.999},
+    CalibrationMethod.Entropy: {"num_bins": 512, "num_quantized_bins": 128},
+}
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the layers a float fallback can keep
 
 
@@ -237,16 +246,15 @@ def quantize_int8(
         "WeightSymmetric": True,
         "QuantizeBias": chosen.quantize_bias,
     }
-    if calibrate_method is not CalibrationMethod.MinMax:
-        # Histograms of every batch would be held in memory at once: collect them a few at a
-        # time (onnxruntime merges them). MinMax reduces each activation to its range inside
-        # the calibration graph, so its memory stays flat anyway. (Do not add
-        # CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the batches it collected when
-        # that limit is reached.)
-        extra["CalibTensorRangeSymmetric"] = chosen.symmetric_activations
-        extra["CalibStridedMinMax"] = _stride(len(reader))
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp, _quiet_preprocessing_hint():
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(out_path))
+        stack.enter_context(_quiet_preprocessing_hint())
+        if calibrate_method is not CalibrationMethod.MinMax:
+            if ranges_cache is None:
+                ranges_cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssd-ranges-"))) / "ranges"
+            if not Path(ranges_cache).is_file():
+                _histogram_ranges(onnx_path, chosen, calibrate_method, reader, Path(ranges_cache))
         quantize_static(
             proto,
             tmp,
@@ -267,6 +275,33 @@ def quantize_int8(
         set_metadata(quantized, {**metadata(proto), QUANTIZATION_KEY: json.dumps(record, sort_keys=True)})
         save(quantized, tmp)
     return out_path
+
+
+def _histogram_ranges(onnx_path, chosen: Int8Flavour, calibrate_method: CalibrationMethod, reader: CalibrationImages,
+                      cache: Path) -> None:
+    """Percentile or entropy ranges of every tensor the flavour quantizes, written to `cache`
+    (onnxruntime's calibration cache format, which quantize_static then reads). Histograms
+    are collected a few batches at a time (onnxruntime merges them), so memory stays bounded;
+    MinMax, reduced inside its calibration graph, does not need this."""
+    import onnx
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    options = {"symmetric": chosen.symmetric_activations, **HISTOGRAM_OPTIONS[calibrate_method]}
+    op_types = list(chosen.op_types) if chosen.op_types else sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    with tempfile.TemporaryDirectory(prefix="ssd-calibrate-") as folder:
+        model_path = Path(folder) / "model.onnx"  # as quantize_static hands it to its calibrator
+        onnx.save_model(load_onnx(onnx_path), str(model_path), save_as_external_data=True)
+        calibrator = create_calibrator(model_path, op_types,
+                                       augmented_model_path=str(Path(folder) / "augmented.onnx"),
+                                       calibrate_method=calibrate_method, extra_options=options)
+        stride = _stride(len(reader))
+        for start in range(0, len(reader), stride):
+            reader.set_range(start, start + stride)
+            calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, cache)
 
 
 def _stride(batches: int) -> int:

@@ -72,7 +72,9 @@ def test_metadata_carried_over_and_flavour_recorded(quantized, flavour, fp32):
     spec, _ = fp32
     assert read_spec(path) == spec
     record = json.loads(metadata(onnx.load(str(path)))[QUANTIZATION_KEY])
-    assert record == {"flavour": flavour, "calibration_images": 8, "format": "QDQ"}
+    stem = {stem_conv(onnx.load(str(fp32[1]))): "stem: the 3-channel input convolution (flavour rule)"}
+    assert record == {"flavour": flavour, "calibration_images": 8, "format": "QDQ", "calibration": "minmax",
+                      "float_layers": stem if flavour == "tensorrt" else {}}
 
 
 def test_tensorrt_flavour_is_what_tensorrt_takes(quantized):
