@@ -35,6 +35,6 @@ from ssd_edge.runtime.tracking.stream import StreamTracking, TrackedFrame
 from ssd_edge.runtime.tracking.tracker import Tracker, TrackerConfig, Tracks
 from ssd_edge.runtime.tracking.trails import Trails
 
-__all__ = ["PRESETS", "BoxKalman", "Crossing", "LineCounter", "MotRecords", "MotScores", "MotionNoise", "StreamTracking",
-           "TrackedFrame", "Tracker", "TrackerConfig", "Tracks", "TrackingError", "Trails", "load_tracker_config",
-           "mot_scores", "parse_line", "read_mot", "track_lines", "tracker_config", "write_mot"]
+__all__ = ["PRESETS", "BoxKalman", "Crossing", "LineCounter", "MotRecords", "MotScores", "MotionNoise",
+           "StreamTracking", "TrackedFrame", "Tracker", "TrackerConfig", "Tracks", "TrackingError", "Trails",
+           "load_tracker_config", "mot_scores", "parse_line", "read_mot", "track_lines", "tracker_config", "write_mot"]
