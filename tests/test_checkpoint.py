@@ -30,7 +30,8 @@ def torchvision_file(tmp_path_factory):
     """Our mobilenetv3_ssd's weights under torchvision's SSDLite320 key names."""
     torch.manual_seed(1)
     model = build_model("mobilenetv3_ssd", coco_category_names())
-    keys = {k.replace("extras.", "backbone.extra.").replace("classification_headers.", "head.classification_head.module_list.")
+    keys = {k.replace("extras.", "backbone.extra.")
+            .replace("classification_headers.", "head.classification_head.module_list.")
             .replace("regression_headers.", "head.regression_head.module_list."): k for k in model.state_dict()}
     assert detector_state_dict(model, {theirs: theirs for theirs in keys}).keys() == model.state_dict().keys()
     path = tmp_path_factory.mktemp("weights") / "tv.pth"

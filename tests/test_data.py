@@ -88,7 +88,8 @@ def write_voc(root, tiny_coco, with_labels_txt):
             objects = "".join(
                 f"<object><name>{names[a['category_id']]}</name><difficult>0</difficult><bndbox>"
                 f"<xmin>{a['bbox'][0] + 1}</xmin><ymin>{a['bbox'][1] + 1}</ymin>"
-                f"<xmax>{a['bbox'][0] + a['bbox'][2]}</xmax><ymax>{a['bbox'][1] + a['bbox'][3]}</ymax></bndbox></object>"
+                f"<xmax>{a['bbox'][0] + a['bbox'][2]}</xmax><ymax>{a['bbox'][1] + a['bbox'][3]}</ymax>"
+                "</bndbox></object>"
                 for a in document["annotations"] if a["image_id"] == image["id"]
             )
             (root / "Annotations" / f"{stem}.xml").write_text(
@@ -268,7 +269,8 @@ def test_non_finite_boxes_are_left_out_counted_and_reported(tiny_coco, tmp_path,
     assert "2 boxes with NaN or infinite values left out" in train.summary()
     report = check_dataset(data, progress=False)
     places = report.problems["boxes with NaN or infinite values"]
-    assert [p.split(" (")[0] for p in places] == ["instances_train.json annotation 1", "instances_train.json annotation 2"]
+    assert [p.split(" (")[0] for p in places] == ["instances_train.json annotation 1",
+                                                   "instances_train.json annotation 2"]
     assert "boxes outside the image" not in report.problems
 
 

@@ -66,7 +66,8 @@ def test_headless_file_run_without_torch_counts_every_frame(model_path, clip, tm
     assert [r["source_frame"] for r in log] == list(range(CLIP_FRAMES))
     detections = [d for r in log for d in r["detections"]]
     assert detections, "the demo should report detections at this threshold"
-    assert all(d["name"] in CLASSES[1:] and d["score"] >= float(SCORE_THRESHOLD) and len(d["box"]) == 4 for d in detections)
+    assert all(d["name"] in CLASSES[1:] and d["score"] >= float(SCORE_THRESHOLD) and len(d["box"]) == 4
+               for d in detections)
     assert all(r["inference_ms"] > 0 for r in log)
     assert leftovers(tmp_path) == []
 
@@ -100,12 +101,14 @@ def test_a_source_that_fails_to_open_exits_with_what_was_tried(model_path, tmp_p
         main(["--model", model_path, "--source", "/dev/video99", "--headless", "--output", str(tmp_path / "out.mp4")])
     assert excinfo.value.code == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("ssd-demo: error: cannot open source '/dev/video99'. Tried: '/dev/video99' via cv2.CAP_V4L2")
+    assert error.startswith("ssd-demo: error: cannot open source '/dev/video99'. "
+                            "Tried: '/dev/video99' via cv2.CAP_V4L2")
     assert len(error.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the display check reads DISPLAY, which only Linux uses")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="the display check reads DISPLAY, which only Linux uses")
 def test_window_mode_without_a_display_says_to_use_headless(model_path, clip, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

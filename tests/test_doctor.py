@@ -339,10 +339,12 @@ def test_the_doctor_on_nvidias_real_tensorrt_bindings(label, tmp_path):
     if label == "8.6":
         assert result.returncode == 1, result.stdout + result.stderr
         assert status == FAILED and detail.startswith("8.6.1 cannot be used: TensorRT 8.6.1: this TensorRT/JetPack "
-                                                      "is not supported (needs TensorRT 10+, JetPack 6). Fix: JetPack 6")
+                                                      "is not supported (needs TensorRT 10+, JetPack 6). "
+                                                      "Fix: JetPack 6")
     else:
         assert result.returncode == 0, result.stdout + result.stderr
-        assert status == OK and detail.startswith(f"{label}.") and detail.endswith(": supported (engines build and run)")
+        assert (status == OK and detail.startswith(f"{label}.")
+                and detail.endswith(": supported (engines build and run)"))
     if not _has_driver():
         lines = verdict_lines(result.stdout)
         assert lines["DLA cores"][0] == MISSING
@@ -352,8 +354,9 @@ def test_the_doctor_on_nvidias_real_tensorrt_bindings(label, tmp_path):
 
 
 @pytest.mark.parametrize("probe, expected", [
-    ((None, "no NVIDIA driver (libcuda) found", None), (MISSING, "no GPU (no NVIDIA driver (libcuda) found): the CUDA "
-                                                                 "path (TensorRT engines, the CUDA decode + NMS) cannot be checked here")),
+    ((None, "no NVIDIA driver (libcuda) found", None),
+     (MISSING, "no GPU (no NVIDIA driver (libcuda) found): the CUDA "
+               "path (TensorRT engines, the CUDA decode + NMS) cannot be checked here")),
     ((None, "CUDA driver call cuInit failed with CUDA_ERROR_UNKNOWN (999)", {"name": "Orin", "driver": "JetPack",
                                                                              "cuda": "12.6"}),
      (FAILED, "Orin is there, but the CUDA driver API fails: CUDA driver call cuInit failed with CUDA_ERROR_UNKNOWN")),

@@ -45,7 +45,8 @@ def test_onnx_and_int8_end_to_end(checkpoint, tiny_coco, tmp_path, capsys, monke
     from ssd_edge.export import pipeline
 
     decoded, parsed = [], []  # the parity images decoded, the ONNX files parsed by the pipeline
-    monkeypatch.setattr(pipeline, "_parity_images", lambda *a, real=pipeline._parity_images: decoded.append(a) or real(*a))
+    monkeypatch.setattr(pipeline, "_parity_images",
+                        lambda *a, real=pipeline._parity_images: decoded.append(a) or real(*a))
     monkeypatch.setattr(pipeline, "load_onnx", lambda path, real=pipeline.load_onnx: parsed.append(path) or real(path))
     weights, spec = checkpoint
     out = tmp_path / "out"
@@ -135,19 +136,29 @@ def _bad_inputs(tmp_path):
     onnx.save(onnx.helper.make_model(graph), str(tmp_path / "bare.onnx"))
 
 
-BAD_INPUTS = {  # case: (arguments, what the one line must say); W: our checkpoint, TV: torchvision's, T: the test folder
+# case: (arguments, what the one line must say); W: our checkpoint, TV: torchvision's, T: the test folder
+BAD_INPUTS = {
     "missing": (["--weights", "T/missing.pt"], r"missing\.pt: no such file"),
     "corrupt": (["--weights", "T/corrupt.pt"], r"corrupt\.pt: not a readable PyTorch weights file"),
-    "foreign": (["--weights", "T/foreign.pt"], r"foreign\.pt: neither an ssd-edge checkpoint nor a torchvision SSD/SSDLite"),
-    "torchvision-without-arch": (["--weights", "TV"], r"coco\.pth: a torchvision detector state dict; say which architecture with --arch"),
-    "unknown-arch": (["--weights", "W", "--arch", "resnet_ssd"], r"unknown --arch 'resnet_ssd'; choose from mobilenetv3_small_ssd, mobilenetv3_ssd, vgg16_ssd"),
-    "wrong-arch": (["--weights", "W", "--arch", "vgg16_ssd"], r"ssd\.pt: holds a mobilenetv3_ssd model, not the --arch vgg16_ssd asked for"),
-    "output-not-a-folder": (["--weights", "W", "--output", "T/taken/out"], r"taken/out: cannot create the output directory"),
-    "onnx-without-metadata": (["--weights", "T/bare.onnx", "--format", "int8", "--calib-data", "T"], r"bare\.onnx: no ssd-edge metadata"),
+    "foreign": (["--weights", "T/foreign.pt"],
+                r"foreign\.pt: neither an ssd-edge checkpoint nor a torchvision SSD/SSDLite"),
+    "torchvision-without-arch": (["--weights", "TV"],
+                                 r"coco\.pth: a torchvision detector state dict; say which architecture with --arch"),
+    "unknown-arch": (["--weights", "W", "--arch", "resnet_ssd"],
+                     r"unknown --arch 'resnet_ssd'; choose from mobilenetv3_small_ssd, mobilenetv3_ssd, vgg16_ssd"),
+    "wrong-arch": (["--weights", "W", "--arch", "vgg16_ssd"],
+                   r"ssd\.pt: holds a mobilenetv3_ssd model, not the --arch vgg16_ssd asked for"),
+    "output-not-a-folder": (["--weights", "W", "--output", "T/taken/out"],
+                            r"taken/out: cannot create the output directory"),
+    "onnx-without-metadata": (["--weights", "T/bare.onnx", "--format", "int8", "--calib-data", "T"],
+                              r"bare\.onnx: no ssd-edge metadata"),
     "int8-without-engine": (["--weights", "W", "--int8"], r"--int8 applies to TensorRT engines: add --format engine"),
-    "int8-without-data": (["--weights", "W", "--format", "int8"], r"INT8 needs calibration images: pass --calib-data DIR"),
-    "calib-data-missing": (["--weights", "W", "--format", "int8", "--calib-data", "T/nowhere"], r"nowhere: no such directory"),
-    "unknown-format": (["--weights", "W", "--format", "onnx,tflite"], r"unknown format\(s\) tflite; choose from onnx, int8, engine"),
+    "int8-without-data": (["--weights", "W", "--format", "int8"],
+                          r"INT8 needs calibration images: pass --calib-data DIR"),
+    "calib-data-missing": (["--weights", "W", "--format", "int8", "--calib-data", "T/nowhere"],
+                           r"nowhere: no such directory"),
+    "unknown-format": (["--weights", "W", "--format", "onnx,tflite"],
+                       r"unknown format\(s\) tflite; choose from onnx, int8, engine"),
     "half-and-int8": (["--weights", "W", "--format", "engine", "--half", "--int8"], r"--half and --int8 together"),
     "bad-imgsz": (["--weights", "W", "--imgsz", "320", "320", "3"], r"--imgsz takes one number or H W"),
     "negative-imgsz": (["--weights", "W", "--imgsz", "-5"], r"--imgsz must be one positive number or H W, got -5 -5"),

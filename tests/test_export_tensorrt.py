@@ -33,8 +33,10 @@ TENSORRT_10 = Capabilities(fp16_flag=True, strongly_typed_flag=True, only_strong
 
 def test_profile_shapes_static_and_dynamic():
     spec = SimpleNamespace(input_name="images", input_size=(320, 320))
-    assert profile_shapes(spec, 2, 2) == {"images": {"min": [2, 3, 320, 320], "opt": [2, 3, 320, 320], "max": [2, 3, 320, 320]}}
-    assert profile_shapes(spec, None, 8)["images"] == {"min": [1, 3, 320, 320], "opt": [8, 3, 320, 320], "max": [8, 3, 320, 320]}
+    assert profile_shapes(spec, 2, 2) == {"images": {"min": [2, 3, 320, 320], "opt": [2, 3, 320, 320],
+                                                     "max": [2, 3, 320, 320]}}
+    assert profile_shapes(spec, None, 8)["images"] == {"min": [1, 3, 320, 320], "opt": [8, 3, 320, 320],
+                                                       "max": [8, 3, 320, 320]}
 
 
 def test_refused_in_one_line_without_tensorrt(monkeypatch, tmp_path):
@@ -58,10 +60,12 @@ def test_tensorrt_8_is_refused_as_unsupported_not_missing(monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize("version, hint", [
-    ("10.3.0", "this device has no DLA cores (on JetPack 6, Jetson AGX Orin and Orin NX have them; Orin Nano has none)"),
+    ("10.3.0", "this device has no DLA cores "
+               "(on JetPack 6, Jetson AGX Orin and Orin NX have them; Orin Nano has none)"),
     ("11.2.1", "TensorRT 11.2.1 cannot use DLA on a Jetson (TensorRT 11.0 to 11.4.0 have no Jetson DLA support)"),
     ("11.4.0.106", "TensorRT 11.4.0.106 cannot use DLA on a Jetson"),
-    ("11.4.1", "this device has no DLA cores (TensorRT 11.4.1 and newer run DLA only on Jetson AGX Orin with JetPack 7.2.2"),
+    ("11.4.1", "this device has no DLA cores "
+               "(TensorRT 11.4.1 and newer run DLA only on Jetson AGX Orin with JetPack 7.2.2"),
 ])
 def test_dla_hint_follows_the_tensorrt_version(version, hint):
     from ssd_edge.export.engine import _use_dla
@@ -125,7 +129,8 @@ def exported(trt, tiny_coco, tmp_path_factory):
     folder = tmp_path_factory.mktemp("engines")
     static = export_onnx(model, folder / "static.onnx", batch=2)
     dynamic = export_onnx(model, folder / "dynamic.onnx", dynamic=True)
-    int8 = quantize_int8(dynamic, folder / "dynamic.int8.onnx", list_images(tiny_coco, 8, recursive=True), "tensorrt", progress=False)
+    int8 = quantize_int8(dynamic, folder / "dynamic.int8.onnx", list_images(tiny_coco, 8, recursive=True), "tensorrt",
+                         progress=False)
     return SimpleNamespace(spec=model.spec, static=static, dynamic=dynamic, int8=int8, images=images, folder=folder)
 
 
@@ -174,7 +179,8 @@ def test_dynamic_engine_builds_runs_and_matches_onnxruntime(trt, exported, preci
 def test_static_engine_and_timing_cache(trt, exported, tmp_path):
     cache = tmp_path / "timing.cache"
     for name in ("first", "second"):  # the second build reuses the first one's timing cache
-        build_engine(exported.static, tmp_path / f"{name}.engine", EngineOptions(batch=2, timing_cache=cache, progress=False))
+        build_engine(exported.static, tmp_path / f"{name}.engine",
+                     EngineOptions(batch=2, timing_cache=cache, progress=False))
         assert cache.stat().st_size > 0
     sidecar = json.loads((tmp_path / "second.engine.json").read_text())
     assert sidecar["profile"]["images"]["min"] == sidecar["profile"]["images"]["max"] == [2, 3, 320, 320]
@@ -191,7 +197,8 @@ def test_int8_engine_from_the_tensorrt_flavour(trt, exported):
 
 @pytest.mark.tensorrt
 def test_int8_refuses_the_cpu_flavour(trt, exported, tiny_coco):
-    cpu = quantize_int8(exported.dynamic, exported.folder / "cpu.int8.onnx", list_images(tiny_coco, 4, recursive=True), "cpu", progress=False)
+    cpu = quantize_int8(exported.dynamic, exported.folder / "cpu.int8.onnx", list_images(tiny_coco, 4, recursive=True),
+                        "cpu", progress=False)
     with pytest.raises(Exception, match="'cpu' flavour; TensorRT needs the 'tensorrt' flavour"):
         build_engine(cpu, exported.folder / "cpu.engine", EngineOptions(precision="int8", progress=False))
 

@@ -84,7 +84,8 @@ def assert_same_detections(found, expected):
         cut = min(ours.scores.min(initial=1.0), theirs.scores.min(initial=1.0)) + SCORE_ATOL
         unmatched = list(range(len(theirs.scores)))
         for box, label, score in zip(ours.boxes, ours.labels, ours.scores):
-            partners = [j for j in unmatched if theirs.labels[j] == label and abs(theirs.scores[j] - score) <= SCORE_ATOL
+            partners = [j for j in unmatched
+                        if theirs.labels[j] == label and abs(theirs.scores[j] - score) <= SCORE_ATOL
                         and np.abs(theirs.boxes[j] - box).max() <= BOX_ATOL]
             if partners:
                 unmatched.remove(partners[0])

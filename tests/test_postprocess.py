@@ -126,7 +126,8 @@ def torchvision_postprocess(locs, logits, priors_cxcywh, image_hw, cfg):
     """torchvision's SSD.postprocess_detections, at the same thresholds, on our priors."""
     h, w = image_hw
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-    anchors = torch.cat([priors_cxcywh[:, :2] - priors_cxcywh[:, 2:] / 2, priors_cxcywh[:, :2] + priors_cxcywh[:, 2:] / 2], 1)
+    anchors = torch.cat([priors_cxcywh[:, :2] - priors_cxcywh[:, 2:] / 2,
+                         priors_cxcywh[:, :2] + priors_cxcywh[:, 2:] / 2], 1)
     coder = det_utils.BoxCoder(weights=(1 / cfg.variances[0],) * 2 + (1 / cfg.variances[1],) * 2)
     boxes = clip_boxes_to_image(coder.decode_single(locs, anchors * scale), (h, w))
     scores = torch.softmax(logits, -1)

@@ -42,7 +42,8 @@ def test_a_report_into_a_missing_folder_is_refused_before_the_work(tool, weights
     report = tmp_path / "missing" / "report.json"
     begin = time.monotonic()
     if tool == "ssd-eval":
-        code = exit_code(eval_main, ["--weights", weights[0], "--datapath", tiny_coco, "--json", report, "--no-progress"])
+        code = exit_code(eval_main, ["--weights", weights[0], "--datapath", tiny_coco, "--json", report,
+                                     "--no-progress"])
     else:
         code = exit_code(bench_main, ["--model", weights[1], "--runs", 2000, "--json", report, "--no-progress"])
     assert code == 2 and time.monotonic() - begin < 5
@@ -76,7 +77,8 @@ def test_a_report_never_replaces_a_model(tool, weights, tiny_coco, capsys):
 
 
 def test_ssd_eval_arch_that_contradicts_a_checkpoint_is_refused(weights, tiny_coco, capsys):
-    code = exit_code(eval_main, ["--weights", weights[0], "--datapath", tiny_coco, "--arch", "vgg16_ssd", "--no-progress"])
+    code = exit_code(eval_main, ["--weights", weights[0], "--datapath", tiny_coco, "--arch", "vgg16_ssd",
+                                 "--no-progress"])
     assert code == 2
     assert "holds a mobilenetv3_small_ssd model, not the --arch vgg16_ssd" in capsys.readouterr().err
 
@@ -97,7 +99,8 @@ def test_ssd_bench_peer_without_torch_names_the_extra(weights):
         main(sys.argv[1:])
     """)
     result = subprocess.run([sys.executable, "-c", script, "--model", str(weights[1]), "--peer", "torchvision",
-                             "--runs", "2", "--warmup", "0", "--no-progress"], capture_output=True, text=True, timeout=300)
+                             "--runs", "2", "--warmup", "0", "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "pip install 'ssd-edge[train]'" in result.stderr

@@ -35,7 +35,8 @@ def test_says_how_to_make_it_when_there_is_none(tmp_path, monkeypatch, no_pytrit
 
 
 def test_the_command_exits_2_in_one_line_before_loading(tmp_path):
-    code = "import sys; sys.modules['pytriton'] = None; from ssd_edge.cli.serve import main; sys.exit(main(sys.argv[1:]))"
+    code = ("import sys; sys.modules['pytriton'] = None; from ssd_edge.cli.serve import main; "
+            "sys.exit(main(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", code, "--model", str(tmp_path / "missing.onnx")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2

@@ -19,7 +19,8 @@ from tests.helpers.tensorrt_fakes import fake_tensorrt, ssd_engine
 
 SPEC = ModelSpec(
     arch="mobilenetv3_ssd", input_size=(64, 64), class_names=("bg", "a", "b"),
-    default_boxes=DefaultBoxConfig(feature_maps=((4, 4), (2, 2)), scales=(0.2, 0.5, 1.0), aspect_ratios=((2.0,), (2.0,))),
+    default_boxes=DefaultBoxConfig(feature_maps=((4, 4), (2, 2)), scales=(0.2, 0.5, 1.0),
+                                   aspect_ratios=((2.0,), (2.0,))),
 )
 
 

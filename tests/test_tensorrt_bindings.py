@@ -65,7 +65,8 @@ MUTANT_ERRORS = {
     "export/engine.py:3": "no BuilderFlag.STRICT_TYPES",
     "export/engine.py:4": "no IBuilderConfig.max_workspace_size",
     "export/engine.py:5": "no Builder.build_engine",
-    "export/engine.py:6": "IBuilderConfig.set_memory_pool_limit called with 1 positional []; it takes (pool, pool_size)",
+    "export/engine.py:6": ("IBuilderConfig.set_memory_pool_limit called with 1 positional []; "
+                           "it takes (pool, pool_size)"),
     "runtime/backends/tensorrt_backend.py:3": "IExecutionContext.execute_async_v3 called with 0 positional ['stream']",
 }
 
@@ -77,7 +78,8 @@ def api_uses(tmp_path_factory):
     uses = tensorrt_api_uses.scan_tree(REPO)
     mutants = [use for name, source in MUTANTS.items() for use in tensorrt_api_uses.scan_source(source, name)]
     path = tmp_path_factory.mktemp("tensorrt_api") / "uses.json"
-    path.write_text(json.dumps({"project": tensorrt_api_uses.to_json(uses), "mutants": tensorrt_api_uses.to_json(mutants)}))
+    path.write_text(json.dumps({"project": tensorrt_api_uses.to_json(uses),
+                                "mutants": tensorrt_api_uses.to_json(mutants)}))
     return uses, path
 
 

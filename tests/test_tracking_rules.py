@@ -73,7 +73,8 @@ def test_process_and_measurement_noise_follow_the_stated_formula():
     np.testing.assert_allclose(q - np.eye(8) * np.diagonal(q, axis1=1, axis2=2)[:, None, :], 0.0, atol=1e-9)
     # the velocity noise keeps its stated ratio to the position noise for every box size
     ratio = np.sqrt(expected_q[:, 4:] / expected_q[:, :4])
-    np.testing.assert_allclose(np.sqrt(np.diagonal(q, axis1=1, axis2=2)[:, 4:] / np.diagonal(q, axis1=1, axis2=2)[:, :4]),
+    np.testing.assert_allclose(np.sqrt(np.diagonal(q, axis1=1, axis2=2)[:, 4:]
+                                       / np.diagonal(q, axis1=1, axis2=2)[:, :4]),
                                ratio)
     np.testing.assert_allclose(ratio, noise.velocity / noise.position)
     # measurement noise R, read off a Kalman update: S = H P H^T + R, K = P H^T S^-1
@@ -135,8 +136,8 @@ def test_tracker_takes_any_object_with_boxes_labels_scores():
 def test_presets_are_bytetracks_published_settings(tmp_path):
     assert PRESETS["bytetrack-demo"] == TrackerConfig()
     mot17 = PRESETS["bytetrack-mot17"]
-    assert (mot17.high_score, mot17.new_track_score, mot17.match_similarity, mot17.max_misses) == (0.6, 0.7,
-                                                                                                   pytest.approx(0.1), 30)
+    assert (mot17.high_score, mot17.new_track_score, mot17.match_similarity, mot17.max_misses) == (
+        0.6, 0.7, pytest.approx(0.1), 30)
     assert PRESETS["bytetrack-mot20"].fuse_score is False
     assert tracker_config("bytetrack-mot17", max_misses=60).max_misses == 60
     with pytest.raises(TrackingError, match="unknown tracker preset 'mot99'"):
