@@ -8,7 +8,7 @@ EXTRAS := train,export,runtime,openvino,dev,serve-client,demo-mqtt
 # ssd-serve runs in its own venv: nvidia-pytriton 0.7 needs numpy<2 (setup.cfg, extra serve)
 SERVE_VENV ?= .venv-serve
 
-.PHONY: setup test lint sample clean
+.PHONY: setup test lint sample clean gpu-kit
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,12 @@ sample: setup
 	$(BIN)/ssd-bench --model runs/sample/ssd.onnx --model runs/sample/ssd.int8.onnx --batch 1 --runs 100 --warmup 10 \
 		--peer torchvision --compare-torch runs/sample/ssd.pt --data dataset_coco \
 		--markdown runs/sample/bench.md --json runs/sample/bench.json --plot runs/sample/bench.png
+
+# An offline wheelhouse for a GPU box without network (scripts/build_gpu_kit.sh says what is in
+# it): pycuda built here against PyPI's CUDA 13 headers, the project, its runtime and test
+# dependencies, scripts/gpu_check.py. Needs network here; pycuda compiles for a few minutes.
+# GPU_KIT=folder, KIT_PYTHON=interpreter of the target's Python version (default: the venv's,
+# which must exist: `make setup`), KIT_NVCC=1 adds nvcc.
+GPU_KIT ?= .gpu-kit
+gpu-kit:
+	GPU_KIT=$(GPU_KIT) KIT_PYTHON=$${KIT_PYTHON:-$(BIN)/python} scripts/build_gpu_kit.sh
