@@ -153,7 +153,8 @@ class CalibrationImages(CalibrationDataReader):
         first, last = self._range
         for start in range(first * self.batch, last * self.batch, self.batch):
             self._bar.update(1)
-            chunk = [image if isinstance(image, np.ndarray) else read_image(image) for image in padded[start : start + self.batch]]
+            chunk = [image if isinstance(image, np.ndarray) else read_image(image)
+                     for image in padded[start : start + self.batch]]
             yield {self.input_name: preprocess(chunk, self.input_size).copy()}
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -61,7 +61,8 @@ def test_runs_at_batch_1_and_8_and_stays_close_to_fp32(quantized, flavour, fp32,
     reference = onnx_outputs(fp32_path, x, 8)
     correlations = correlation(locs8, reference[0]), correlation(confs8, reference[1])
     report = compare_onnx(spec, path, fp32_path, images[10:14], batch=4)
-    print(f"INT8 {flavour} vs FP32: correlation of locs, confs {correlations[0]:.3f}, {correlations[1]:.3f}; {report.summary()}")
+    print(f"INT8 {flavour} vs FP32: correlation of locs, confs {correlations[0]:.3f}, {correlations[1]:.3f}; "
+          f"{report.summary()}")
     assert min(correlations) > 0.5
     assert report.agreement > 0.4, report.summary()
 
@@ -103,7 +104,8 @@ def test_tensorrt_flavour_is_what_tensorrt_takes(quantized):
 def test_cpu_flavour_is_tuned_for_onnxruntime(quantized):
     proto = onnx.load(str(quantized["cpu"]))
     values = _initializers(proto)
-    dequantized = [values[n.input[0]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in values]
+    dequantized = [values[n.input[0]] for n in proto.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in values]
     activations = [values[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
     assert activations and all(z.dtype == np.uint8 for z in activations)  # asymmetric uint8 activations
     assert any(w.dtype == np.int8 for w in dequantized)  # int8 weights
