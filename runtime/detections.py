@@ -127,6 +127,14 @@ class PostprocessConfig:
 
 DEFAULT_POSTPROCESS = PostprocessConfig()
 
+# A Detector's score threshold when its caller names none: a deployment threshold (what the
+# CLIs show; jetson-inference uses 0.5, Ultralytics 0.25). A model's own score_threshold is
+# its evaluation threshold (torchvision's SSDLite: 0.001, where nearly every default box
+# passes and the GPU decode takes its slowest path): a Detector raises a lower one to this,
+# unless its caller gives a score_threshold or asks for the model's own thresholds
+# (`model_thresholds=True`, as ssd-eval and ssd-serve do).
+DEPLOYMENT_SCORE_THRESHOLD = 0.3
+
 
 @dataclass(frozen=True)
 class PostprocessOverrides:
@@ -138,9 +146,19 @@ class PostprocessOverrides:
     top_k: int | None = None
     max_detections: int | None = None
     agnostic_nms: bool | None = None
+    score_floor: float | None = None  # without a score_threshold: a lower model threshold is raised to it
 
     def __post_init__(self) -> None:
-        DEFAULT_POSTPROCESS.replace(**dataclasses.asdict(self))
+        changes = dataclasses.asdict(self)
+        floor = changes.pop("score_floor")
+        DEFAULT_POSTPROCESS.replace(**changes)
+        if floor is not None:
+            DEFAULT_POSTPROCESS.replace(score_threshold=floor)
 
     def apply(self, config: PostprocessConfig) -> PostprocessConfig:
-        return config.replace(**dataclasses.asdict(self))
+        changes = dataclasses.asdict(self)
+        floor = changes.pop("score_floor")
+        config = config.replace(**changes)
+        if self.score_threshold is None and floor is not None and config.score_threshold < floor:
+            config = config.replace(score_threshold=floor)
+        return config

@@ -24,7 +24,12 @@ import numpy as np
 from ssd_edge.common.errors import UsageError
 from ssd_edge.runtime.backends import registry
 from ssd_edge.runtime.backends.base import Backend
-from ssd_edge.runtime.detections import Detections, PostprocessConfig, PostprocessOverrides
+from ssd_edge.runtime.detections import (
+    DEPLOYMENT_SCORE_THRESHOLD,
+    Detections,
+    PostprocessConfig,
+    PostprocessOverrides,
+)
 from ssd_edge.runtime.image_io import read_image
 from ssd_edge.runtime.model_file import model_format
 from ssd_edge.runtime.preprocess import check_image, preprocess
@@ -52,7 +57,11 @@ class Detector:
     OpenVINO, `pip install 'ssd-edge[openvino]'`) or "tensorrt" (an engine through pycuda).
     On the GPU, decode + NMS runs in ssd-edge's CUDA kernel; elsewhere in NumPy.
     score_threshold, iou_threshold, max_detections, top_k, agnostic_nms (NMS across the
-    classes): override the ModelSpec's.
+    classes): override the ModelSpec's. Without a score_threshold a Detector runs at a
+    deployment threshold: the model's own, raised to DEPLOYMENT_SCORE_THRESHOLD (0.3) when
+    lower, as a model's own threshold is its evaluation one (SSDLite's 0.001, at which nearly
+    every default box is decoded). model_thresholds=True keeps the ModelSpec's own score
+    threshold instead (ssd-eval and ssd-serve ask for it).
     threads: onnxruntime's intra-op threads or OpenVINO's INFERENCE_NUM_THREADS (None: their
     default; a TensorRT engine has no thread pool and ignores it).
     device, precision: OpenVINO only: device "CPU" (default), "GPU", "NPU" or "AUTO";
@@ -91,6 +100,7 @@ class Detector:
         spinning: bool | None = None,
         options: Any = None,
         agnostic_nms: bool | None = None,
+        model_thresholds: bool = False,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -109,7 +119,7 @@ class Detector:
                              f"backend {info.name!r} that runs {path}")
         overrides = PostprocessOverrides(
             score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections, top_k=top_k,
-            agnostic_nms=agnostic_nms,
+            agnostic_nms=agnostic_nms, score_floor=None if model_thresholds else DEPLOYMENT_SCORE_THRESHOLD,
         )
         self._backend: Backend = info.open(path, overrides, chosen)
         self.model_path = path

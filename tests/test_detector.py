@@ -378,3 +378,23 @@ def test_kernel_that_cannot_compile_falls_back_to_numpy_with_one_warning(
             np.testing.assert_array_equal(ours.labels, theirs.labels)
             np.testing.assert_array_equal(ours.scores, theirs.scores)
             np.testing.assert_array_equal(ours.boxes, theirs.boxes)
+
+
+def test_a_detector_deploys_at_a_deployment_threshold_unless_told(onnx_path, tiny_coco):
+    """A model's own score threshold (SSDLite's 0.001) is its evaluation one: a Detector runs
+    at DEPLOYMENT_SCORE_THRESHOLD unless given a threshold or asked for the model's own, which
+    ssd-eval's predictor does."""
+    from ssd_edge.evaluation.predictor import open_predictor as open_for_evaluation
+    from ssd_edge.runtime.detections import DEPLOYMENT_SCORE_THRESHOLD
+
+    with Detector(onnx_path) as detector:
+        assert detector.spec.score_threshold == 0.001
+        assert detector.config.score_threshold == DEPLOYMENT_SCORE_THRESHOLD == 0.3
+        assert detector.config.replace(score_threshold=0.001) == detector.spec.postprocess  # the rest is the model's
+        assert all((d.scores > np.float32(0.3)).all() for d in detector(sample_images(tiny_coco, 2)))
+    with Detector(onnx_path, score_threshold=0.05) as detector:
+        assert detector.config.score_threshold == 0.05
+    with Detector(onnx_path, model_thresholds=True) as detector:
+        assert detector.config == detector.spec.postprocess
+    with open_for_evaluation(onnx_path) as predictor:
+        assert predictor.config.score_threshold == 0.001

@@ -300,7 +300,7 @@ class DetectorServer:
         self._serving = threading.Event()
         self._stopped = False
         self.server_id = f"ssd-serve-{os.getpid()}-{secrets.token_hex(4)}"
-        self.detectors = [Detector(model_path, threads=config.threads, **detector_kwargs)
+        self.detectors = [Detector(model_path, threads=config.threads, model_thresholds=True, **detector_kwargs)
                           for _ in range(config.instances)]
         self.workspace: Workspace | None = None
         try:

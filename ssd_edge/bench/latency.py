@@ -89,7 +89,9 @@ def detector_subject(
     from ssd_edge.runtime.detector import Detector
 
     path = Path(path)
-    detector = Detector(path, backend=backend, threads=threads, options=dict(options or {}), **overrides)
+    # ssd-bench measures at the model's own thresholds unless told otherwise (not a Detector's deployment default)
+    detector = Detector(path, backend=backend, threads=threads, options=dict(options or {}), model_thresholds=True,
+                        **overrides)
 
     def call(images: Sequence[np.ndarray], timer: StageTimer) -> object:
         return detector(list(images), timer=timer)

@@ -58,7 +58,8 @@ class LabelledImages:
         from ssd_edge.runtime.predictor import open_predictor
 
         detections = []
-        with open_predictor(model, backend="onnxruntime") as predictor:  # chunks to a fixed batch itself
+        # chunks to a fixed batch itself; at the model's own (evaluation) score threshold
+        with open_predictor(model, backend="onnxruntime", model_thresholds=True) as predictor:
             for start in range(0, len(self.images), batch):
                 detections.extend(predictor(self.images[start : start + batch]))
         metrics = coco_metrics(self.split, coco_results(self.split, self.image_ids, detections), self.image_ids)

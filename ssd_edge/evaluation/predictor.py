@@ -83,7 +83,8 @@ def open_predictor(path: Path, arch: str | None = None, device: str = "cpu", bac
         options = {"options": dict(backend_options)} if backend_options else {}  # the backend's own (threads...)
         if agnostic_nms is not None:
             options["agnostic_nms"] = agnostic_nms
-        predictor = runtime_predictor.open_predictor(path, backend=backend, **options)
+        # The model's own (evaluation) score threshold, not a Detector's deployment default.
+        predictor = runtime_predictor.open_predictor(path, backend=backend, model_thresholds=True, **options)
         if arch is not None:
             notify(f"note: --arch {arch} is not used for {path}: an exported model carries its own architecture "
                    f"({predictor.spec.arch})")
