@@ -87,6 +87,28 @@ echo "$DYN" | grep -q 'NEEDED.*\[libcuda\.so\.1\]' || { echo "pycuda's _driver d
 if echo "$DYN" | grep -Eq 'RPATH|RUNPATH'; then echo "pycuda's _driver carries an RPATH/RUNPATH" >&2; exit 1; fi
 echo "$DYN" | grep NEEDED
 
+step "the wheel imports here and calls the driver: over a stand-in libcuda.so.1 whose every cu* returns NO_DEVICE"
+SMOKE=$BUILD/smoke
+rm -rf "$SMOKE" && mkdir -p "$SMOKE/lib"
+"${PIP[@]}" install --quiet --no-deps --no-compile --target "$SMOKE/site" "$KIT"/core/pycuda-*.whl
+nm -D --undefined-only "$SMOKE"/site/pycuda/_driver*.so | awk '{print $2}' | sed 's/@.*//' | grep '^cu[A-Z]' \
+    | sort -u > "$SMOKE/symbols"
+{
+    echo 'int cuGetErrorString(int e, const char** s) { *s = "no CUDA-capable device is detected"; return 0; }'
+    echo 'int cuGetErrorName(int e, const char** s) { *s = "CUDA_ERROR_NO_DEVICE"; return 0; }'
+    grep -v -x -e cuGetErrorString -e cuGetErrorName "$SMOKE/symbols" | sed 's/.*/int &(void) { return 100; }/'
+} > "$SMOKE/libcuda.c"
+gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$SMOKE/lib/libcuda.so.1" "$SMOKE/libcuda.c"
+LD_LIBRARY_PATH=$SMOKE/lib PYTHONPATH=$SMOKE/site "$PY" -c "
+import pycuda.driver as cuda
+try:
+    cuda.init()
+except cuda.Error as exc:
+    print('the kit\'s pycuda over the stand-in driver:', type(exc).__name__, exc)
+else:
+    raise SystemExit('cuInit succeeded over a stand-in driver')
+"
+
 step "the project and its test dependencies (core), the Detector's (extra)"
 "${PIP[@]}" wheel --quiet --no-deps -w "$KIT/core" .
 "${PIP[@]}" download --quiet -d "$KIT/core" "numpy>=1.24" "pytest>=7" "platformdirs" "pytools" "mako" "typing_extensions"

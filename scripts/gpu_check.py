@@ -144,7 +144,26 @@ def step_threads(args) -> dict:
             device.close()
     if not all(agree):
         return {"status": "failed", "reason": f"threads disagreeing with the single-threaded run: {agree}"}
-    return {"status": "ok", "details": "2 decoders on 2 streams, 4 threads x 20 runs, all equal the first run"}
+    details = "2 decoders on 2 streams, 4 threads x 20 runs, all equal the first run"
+    if args.model:  # two Detectors of the model (onnxruntime's GPU outputs into the kernel) from 4 threads
+        import numpy as np
+
+        from ssd_edge.runtime.detector import Detector
+
+        images = [np.random.default_rng(i).integers(0, 255, (240, 320, 3), np.uint8) for i in range(4)]
+        with Detector(args.model, backend="onnxruntime") as first, \
+                Detector(args.model, backend="onnxruntime") as second:
+            detectors = [first, second]
+            expected = [_key(first(images)), _key(second(images))]
+            if expected[0] != expected[1]:
+                return {"status": "failed", "reason": "two Detectors of one model disagree"}
+            with ThreadPoolExecutor(4) as pool:
+                agree = list(pool.map(lambda i: all(_key(detectors[i % 2](images)) == expected[0]
+                                                    for _ in range(5)), range(4)))
+        if not all(agree):
+            return {"status": "failed", "reason": f"Detectors in threads disagree: {agree}"}
+        details += f"; 2 Detectors of {Path(args.model).name} (onnxruntime), 4 threads x 5 batches agree"
+    return {"status": "ok", "details": details}
 
 
 def _key(detections) -> list:
@@ -386,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--small", action="store_true", help=argparse.SUPPRESS)
+    parser.set_defaults(model=None)
     args = parser.parse_args(argv)
 
     if args.child:  # one step, in this process: its result as JSON to --result
@@ -421,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         elif step == "tensorrt":
             results[step] = run_tensorrt(out, min(timeout, left), args.engine)
         else:
-            results[step] = _child(step, out, min(timeout, left))
+            extra = ["--model", args.model] if args.model and step == "threads" else []
+            results[step] = _child(step, out, min(timeout, left), extra=extra)
         if step == "probe":
             gpu = results[step]
         print(f"gpu-check {step}: {results[step]['status']} {results[step].get('reason', '')}".rstrip(), flush=True)
