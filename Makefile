@@ -13,6 +13,10 @@ SERVE_VENV ?= .venv-serve
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH) -e ".[$(EXTRAS)]"
+	# the tracking benchmark's peers (tests/test_bench_mot.py), from their own packages; bytetracker
+	# pins torch 1.13, so it goes in without its dependencies (lap, scipy and torch are already here)
+	$(BIN)/python -m pip install --quiet --no-deps bytetracker==0.3.2
+	$(BIN)/python -m pip install --quiet lap filterpy sort-tracker-py==1.0.2
 	touch $@
 
 $(SERVE_VENV)/bin/.installed: setup.cfg pyproject.toml
