@@ -54,7 +54,10 @@ from ssd_edge.runtime.tracking.presets import PRESETS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-DATA = ROOT / "tests" / "data" / "mot"
+LOCAL_DATA = ROOT / "tests" / "data" / "mot"
+# where the steering repository keeps the fetched sequences: shared/ beside the checkout (as CI lays it out)
+SHARED_DATA = ROOT.parent / "shared" / "data" / "mot"
+DATA = LOCAL_DATA if (LOCAL_DATA / "TUD-Campus").is_dir() or not SHARED_DATA.is_dir() else SHARED_DATA
 SETS = {"tuning": ["TUD-Stadtmitte"], "held-out": ["TUD-Campus", "KITTI-17"]}
 # SORT's published MOT15 table (github.com/abewley/sort README, same detections): FP, FN, IDs, MOTA %
 SORT_PUBLISHED = {"TUD-Campus": (15, 113, 6, 62.7), "KITTI-17": (38, 225, 9, 60.2)}
