@@ -135,11 +135,10 @@ def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, co
     # complete second pass costs more than the prefix saved. Then take every entry at once.
     complete = count is None or np.count_nonzero(candidates) <= PREFIX_WORTHWHILE * count
     if complete:  # top_k per class first: at most G * top_k entries to sort
-        candidates = top_k_per_class(candidates, scores, top_k)
-    index = np.flatnonzero(candidates)  # group-major
+        index = np.flatnonzero(top_k_per_class(candidates, scores, top_k))  # group-major
+    else:
+        index = _best_in_final_order(candidates, scores, count)
     values = scores.ravel()[index]
-    if not complete:
-        index, values = _best_in_final_order(index, values, count, groups, priors)
     group, prior = np.divmod(index, priors)
     order = final_order(prior, group, values, groups)
     prior, group, values = prior[order], group[order], values[order]
@@ -149,23 +148,24 @@ def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, co
     return prior, group, values, complete
 
 
-def _best_in_final_order(index: np.ndarray, values: np.ndarray, count: int, groups: int, priors: int):
-    """The first `count` of the entries (index group-major into (G, P), values their scores)
-    in the final order, in index order: every entry scoring over the count-th best, and of
-    those tied with it the ones of lowest (default box, group)."""
+def _best_in_final_order(candidates: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
+    """The first `count` of the candidates (G, P) bool of scores (G, P) in the final order,
+    as group-major indices into (G, P), ascending: every candidate scoring over the
+    count-th best, and of those tied with it the ones of lowest (default box, group).
+    Works on the (G, P) masks: no array of every candidate's index is made."""
+    values = scores[candidates]
     kth_best = np.partition(values, values.size - count)[values.size - count]
-    above = values > kth_best
-    tied = np.flatnonzero(values == kth_best)
-    room = count - int(np.count_nonzero(above))
-    if tied.size > room:  # the tied entries of the lowest default boxes, of the last one the lowest groups
-        prior = index[tied] % priors  # `index` is group-major: within a default box, groups ascend
-        through = np.cumsum(np.bincount(prior, minlength=priors))
+    chosen = (scores > kth_best) & candidates
+    tied = (scores == kth_best) & candidates
+    room = count - int(np.count_nonzero(chosen))
+    per_prior = np.count_nonzero(tied, axis=0)
+    through = np.cumsum(per_prior)
+    if through[-1] > room:  # the tied entries of the lowest default boxes, of the last one the lowest groups
         last = int(np.searchsorted(through, room))  # the default box where the room runs out
-        at_last = np.flatnonzero(prior == last)[: room - (int(through[last - 1]) if last else 0)]
-        tied = np.concatenate([tied[prior < last], tied[at_last]])
-    above[tied] = True
-    best = np.flatnonzero(above)
-    return index[best], values[best]
+        tied[:, last + 1:] = False
+        at_last = np.flatnonzero(tied[:, last])
+        tied[at_last[room - (int(through[last - 1]) if last else 0):], last] = False
+    return np.flatnonzero(chosen | tied)
 
 
 def rank_within_groups(group: np.ndarray) -> np.ndarray:
