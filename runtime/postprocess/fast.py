@@ -4,9 +4,11 @@ It computes the rule that `reference.py` states plainly (softmax; per class c >=
 boxes over score_threshold, the top_k best; decode and clip; greedy NMS per class at
 iou_threshold, or across the classes with `agnostic_nms`; merge, keep max_detections;
 order by score descending, ties by lower default-box index, then lower class), and is
-tested against it. It gets its speed from
-leaving out default boxes no class of which can pass the threshold before the softmax,
-per-class top_k before any global sort, and sparse NMS (`sparse_nms.py`).
+tested against it. It gets its speed from leaving out default boxes no class of which
+can pass the threshold before the softmax (a log bound; from SCREEN_FROM on also a float32
+softmax with a wide margin), prefixes of the final order cut at exactly the count asked
+for (scores tied at the cut by default box, then class: all-tied scores cost no more than
+spread ones), per-class top_k before any global sort, and sparse NMS (`sparse_nms.py`).
 
 Thresholds are compared in float32. Exponentials (softmax and box sizes) are computed in
 float64 and rounded once to float32, so the result does not depend on the platform's
