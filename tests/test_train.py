@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def small_config(data, save, **changes):
     values = dict(datapath=str(data), arch="mobilenetv3_small_ssd", imgsz=160, epochs=1, batch_size=4,
-                  lr=0.01, workers=0, save=str(save), progress=False)
+                  lr=0.01, workers=0, save=str(save), progress=False, threads=1)
     values.update(changes)
     return TrainConfig(**values)
 

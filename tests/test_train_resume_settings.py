@@ -15,7 +15,7 @@ from ssd_edge.training.train import TrainConfig, train
 # A run with settings the defaults do not have, so that falling back to a default shows.
 RUN = dict(arch="mobilenetv3_small_ssd", imgsz=160, epochs=2, batch_size=3, lr=0.02, optimizer="sgd",
            momentum=0.8, weight_decay=1e-4, warmup_epochs=0.5, seed=7, matcher="greedy_iou", workers=0,
-           progress=False)
+           progress=False, threads=1)  # a fixed number of threads: bit-exact comparisons across runs need one
 
 
 def interrupted_after_epoch_one(config, monkeypatch):

@@ -98,8 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save",
                    help="checkpoint path; best, metrics.csv and curves.png go beside it")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--threads", type=_threads, metavar="N|auto",
+                   help="CPU threads: auto takes the CPUs that other work leaves free (affinity, cgroup quota, "
+                        "load average), or OMP_NUM_THREADS when set; a resumed run keeps its run's")
     p.set_defaults(**config_defaults())
     return p
+
+
+def _threads(value: str) -> str | int:
+    """--threads: 'auto' or a positive number."""
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"takes auto or a positive number, not {value!r}")
 
 
 class _Unset:
@@ -118,6 +130,11 @@ def parse(argv: list[str] | None) -> tuple[dict, set[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # before torch loads OpenMP, which reads it once: idle threads sleep instead of spinning,
+    # so a machine shared with other work slows training in proportion (training/threads.py)
+    from ssd_edge.training.threads import prefer_passive_waiting
+
+    prefer_passive_waiting()
     settings, given = parse(argv)
 
     def work():

@@ -24,9 +24,10 @@ TRAINING_STATE = ("epoch", "optimizer", "scheduler", "rng")
 
 # TrainConfig fields a resumed run may change: where the data is now (its class list and
 # batches per epoch are checked), and how this machine runs it (data workers, which change
-# nothing computed; the device; progress bars). Every other field defines the run. Even
+# nothing computed; the device; progress bars; CPU threads: the run's own number unless given,
+# as another number changes float rounding). Every other field defines the run. Even
 # --epochs: the cosine schedule spans all the epochs, so a longer run is another run.
-FREE_ON_RESUME = ("datapath", "workers", "device", "progress", "resume")
+FREE_ON_RESUME = ("datapath", "workers", "device", "progress", "threads", "resume")
 
 
 class ResumeError(SSDEdgeError, ValueError):

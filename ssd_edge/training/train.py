@@ -7,6 +7,7 @@ trains with DistributedDataParallel; only rank 0 writes checkpoints, logs and pl
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import time
@@ -36,6 +37,7 @@ from ssd_edge.training.outputs import RunFiles, writing
 from ssd_edge.training.plots import plot_curves, write_metrics_csv
 from ssd_edge.training.resume import check_batches_per_epoch, check_resumable, check_same_run, restore, rng_state
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
+from ssd_edge.training.threads import WAIT_POLICY, choose_threads
 from ssd_edge.training.weights import load_weights
 
 
@@ -79,6 +81,7 @@ class TrainConfig:
     amp: bool = False
     save: str = "ssd.pt"
     progress: bool = True
+    threads: str | int = "auto"  # CPU threads: a number, or "auto" (see training/threads.py)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -91,6 +94,8 @@ class TrainConfig:
             raise UsageError(f"--matcher must be one of {', '.join(MATCHERS)}, got {self.matcher!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UsageError(f"--device must be cpu, cuda or auto, got {self.device!r}")
+        if self.threads != "auto" and not (isinstance(self.threads, int) and self.threads >= 1):
+            raise UsageError(f"--threads must be auto or a positive number, got {self.threads!r}")
 
 
 def device_type(name: str) -> str:
@@ -273,7 +278,9 @@ def save_state(run: Run, epoch: int, row: dict) -> None:
         "rng": rng_state(),
         "scaler": run.scaler.state_dict() if run.scaler is not None else None,  # --amp's loss scale
         "best_ap50": run.best_ap50,
-        "config": asdict(run.config),  # every setting, None too: --resume continues this run
+        # every setting, None too: --resume continues this run (with the threads it ran on: their
+        # number changes float rounding, so an exact continuation needs the same)
+        "config": {**asdict(run.config), "threads": torch.get_num_threads()},
         "batches_per_epoch": len(run.loader),
     }
     save_checkpoint(files.save, run.model, **state)
@@ -325,6 +332,10 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
         check_resumable(resume, config.resume, config.optimizer)
         check_same_run(config, resume, config.resume)
         model = model_from_checkpoint(resume, config.resume)
+        run_threads = (resume.get("config") or {}).get("threads")
+        if config.threads == "auto" and isinstance(run_threads, int) and run_threads != torch.get_num_threads():
+            torch.set_num_threads(run_threads)  # the same float rounding as the run so far: an exact continuation
+            log(info, f"threads: {run_threads}, the run's own (--threads to choose another number)")
         if tuple(model.spec.class_names) != train_split.class_names:
             raise TrainingError(f"{config.resume}: trained for classes {model.spec.class_names[1:]}, "
                                 f"but {config.datapath} has {train_split.class_names[1:]}")
@@ -402,9 +413,11 @@ def train(config: TrainConfig) -> list[dict]:
     write) with a TrainingInterrupted that says what is saved and how to resume."""
     info = init_distributed(device_type(config.device))
     stop, run, epoch = StopRequest(), None, None
+    threads_before = torch.get_num_threads()
     try:
         with stop.installed(enabled=not info.enabled):  # torchrun stops its own workers
             device = pick_device(config.device, info)
+            use_threads(config, info)
             seed_everything(config.seed + info.rank)
             prepare_outputs(config, info)
             run = setup(config, info, device)
@@ -435,7 +448,17 @@ def train(config: TrainConfig) -> list[dict]:
     except KeyboardInterrupt:
         raise TrainingInterrupted(interrupted_message(config, run, epoch, stop.signal), stop.signal) from None
     finally:
+        torch.set_num_threads(threads_before)
         shutdown(info)
+
+
+def use_threads(config: TrainConfig, info: DistInfo) -> None:
+    """Set torch's CPU threads as --threads says (see training/threads.py) and say how many
+    and why, with OpenMP's wait policy."""
+    threads, why = choose_threads(config.threads)
+    torch.set_num_threads(threads)
+    policy = os.environ.get(WAIT_POLICY, "OpenMP's default (spinning)")
+    log(info, f"threads: {threads} ({why}); OpenMP waiting: {policy}")
 
 
 def summary_line(row: dict, epochs: int) -> str:
