@@ -44,10 +44,21 @@ CUDA_ROOT=$BUILD/cuda/nvidia/cu13
 test -f "$CUDA_ROOT/include/cuda.h" || { echo "no cuda.h under $CUDA_ROOT/include" >&2; exit 1; }
 "$CUDA_ROOT/bin/nvcc" --version | tail -2
 
-step "a stand-in libcuda.so (SONAME libcuda.so.1, no symbols) to link against"
+step "a stand-in libcuda.so to link against: SONAME libcuda.so.1, every cu* function of cuda.h returning NO_DEVICE"
+# Every function cuda.h declares (after its macros: cuMemAlloc is cuMemAlloc_v2), so that the
+# linker keeps the dependency (a library defining nothing is dropped under --as-needed) and
+# records NEEDED libcuda.so.1; the same library lets the wheel import here for a smoke test.
 mkdir -p "$BUILD/stub"
-echo "" > "$BUILD/stub/empty.c"
-gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$BUILD/stub/libcuda.so" "$BUILD/stub/empty.c"
+gcc -E -P -I "$CUDA_ROOT/include" "$CUDA_ROOT/include/cuda.h" | grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' \
+    | tr -d ' (' | sort -u > "$BUILD/stub/symbols"
+{
+    echo 'int cuGetErrorString(int e, const char** s) { *s = "no CUDA-capable device is detected"; return 0; }'
+    echo 'int cuGetErrorName(int e, const char** s) { *s = "CUDA_ERROR_NO_DEVICE"; return 0; }'
+    grep -v -x -e cuGetErrorString -e cuGetErrorName "$BUILD/stub/symbols" | sed 's/.*/int &(void) { return 100; }/'
+} > "$BUILD/stub/libcuda.c"
+gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$BUILD/stub/libcuda.so" "$BUILD/stub/libcuda.c"
+ln -sf libcuda.so "$BUILD/stub/libcuda.so.1"
+echo "$(wc -l < "$BUILD/stub/symbols") driver functions"
 
 step "$PYCUDA from source against those headers"
 if ! ls "$BUILD"/pycuda-wheel/pycuda-*.whl >/dev/null 2>&1; then
@@ -74,6 +85,7 @@ CUDA_INC_DIR = ["$CUDA_ROOT/include"]
 CXXFLAGS = []
 LDFLAGS = []
 EOF
+rm -f "$BUILD"/pycuda-src/build/lib*/pycuda/_driver*.so  # relinked against this stand-in
 MAKEFLAGS=-j2 "${PIP[@]}" wheel --quiet --no-deps --no-build-isolation -w "$BUILD/pycuda-wheel" "$BUILD/pycuda-src"
 fi
 cp "$BUILD"/pycuda-wheel/pycuda-*.whl "$KIT/core/"
@@ -87,19 +99,11 @@ echo "$DYN" | grep -q 'NEEDED.*\[libcuda\.so\.1\]' || { echo "pycuda's _driver d
 if echo "$DYN" | grep -Eq 'RPATH|RUNPATH'; then echo "pycuda's _driver carries an RPATH/RUNPATH" >&2; exit 1; fi
 echo "$DYN" | grep NEEDED
 
-step "the wheel imports here and calls the driver: over a stand-in libcuda.so.1 whose every cu* returns NO_DEVICE"
+step "the wheel imports here and calls the driver: over the stand-in libcuda.so.1 (every call: NO_DEVICE)"
 SMOKE=$BUILD/smoke
-rm -rf "$SMOKE" && mkdir -p "$SMOKE/lib"
+rm -rf "$SMOKE"
 "${PIP[@]}" install --quiet --no-deps --no-compile --target "$SMOKE/site" "$KIT"/core/pycuda-*.whl
-nm -D --undefined-only "$SMOKE"/site/pycuda/_driver*.so | awk '{print $2}' | sed 's/@.*//' | grep '^cu[A-Z]' \
-    | sort -u > "$SMOKE/symbols"
-{
-    echo 'int cuGetErrorString(int e, const char** s) { *s = "no CUDA-capable device is detected"; return 0; }'
-    echo 'int cuGetErrorName(int e, const char** s) { *s = "CUDA_ERROR_NO_DEVICE"; return 0; }'
-    grep -v -x -e cuGetErrorString -e cuGetErrorName "$SMOKE/symbols" | sed 's/.*/int &(void) { return 100; }/'
-} > "$SMOKE/libcuda.c"
-gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$SMOKE/lib/libcuda.so.1" "$SMOKE/libcuda.c"
-LD_LIBRARY_PATH=$SMOKE/lib PYTHONPATH=$SMOKE/site "$PY" -c "
+LD_LIBRARY_PATH=$BUILD/stub PYTHONPATH=$SMOKE/site "$PY" -c "
 import pycuda.driver as cuda
 try:
     cuda.init()

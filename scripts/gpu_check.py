@@ -87,13 +87,21 @@ def step_environment(args) -> dict:
     return {"status": "ok", "details": info}
 
 
+# What a GPU path that is absent (rather than broken) says: pycuda, the driver or a device missing.
+ABSENT = ("the GPU path needs pycuda", "no NVIDIA GPU driver", "no CUDA GPU on this machine", "no CUDA-capable device",
+          "CUDA_ERROR_NO_DEVICE")
+
+
 def step_probe(args) -> dict:
+    """"no-gpu" where pycuda, the driver or a device is absent; "failed" where one is there
+    but does not work (that is a finding, not a reason to skip quietly)."""
     try:
         from ssd_edge.runtime.cuda.resources import primary_context
 
         context = primary_context()
     except Exception as exc:  # noqa: BLE001 - the reason is the result
-        return {"status": "no-gpu", "reason": f"{type(exc).__name__}: {exc}"}
+        reason = f"{type(exc).__name__}: {exc}"
+        return {"status": "no-gpu" if any(a in reason for a in ABSENT) else "failed", "reason": reason}
     return {"status": "ok", "details": {"gpu": context.name, "compute_capability": list(context.compute_capability)}}
 
 
@@ -427,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         timeout, needs_gpu = STEPS[step]
         left = args.budget - (time.perf_counter() - began)
         if needs_gpu and gpu is not None and gpu.get("status") != "ok":
-            results[step] = {"status": "skipped", "reason": "no GPU"}
+            results[step] = {"status": "skipped",
+                             "reason": "no GPU" if gpu.get("status") == "no-gpu" else "the GPU probe failed"}
         elif left < min(timeout, 20):
             results[step] = {"status": "skipped", "reason": f"out of budget ({args.budget:.0f} s)"}
         elif step == "pytest":
@@ -447,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
             gpu = results[step]
         print(f"gpu-check {step}: {results[step]['status']} {results[step].get('reason', '')}".rstrip(), flush=True)
 
-    no_gpu = gpu is not None and gpu.get("status") != "ok"
+    no_gpu = gpu is not None and gpu.get("status") == "no-gpu"
     skipped_for_gpu = [s for s, r in results.items() if r.get("reason") == "no GPU"]
     failed = [s for s, r in results.items() if r["status"] in ("failed", "timeout")]
     if failed:

@@ -46,3 +46,22 @@ def test_a_failing_step_is_reported_and_exits_1(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert summary["failed"] == ["doctor"] and summary["headline"] == "FAILED: doctor"
     assert (tmp_path / "doctor.log").exists()
+
+
+def test_a_broken_gpu_path_is_a_failure_not_no_gpu(tmp_path):
+    """pycuda there but cuInit failing for another reason than a missing device: the probe
+    fails, the GPU steps are skipped saying so, and the check exits 1, not 3."""
+    stubs = tmp_path / "stubs"
+    (stubs / "pycuda").mkdir(parents=True)
+    (stubs / "pycuda" / "__init__.py").write_text("VERSION_TEXT = 'stub'\n")
+    (stubs / "pycuda" / "driver.py").write_text(
+        "class Error(Exception):\n    pass\n\n\ndef init():\n    raise Error('cuInit failed: unknown error')\n")
+    env = dict(os.environ, PYTHONPATH=str(stubs))
+    result = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--steps", "timings"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert summary["steps"]["probe"] == {**summary["steps"]["probe"], "status": "failed"}
+    assert "cuInit failed: unknown error" in summary["steps"]["probe"]["reason"]
+    assert summary["steps"]["timings"]["reason"] == "the GPU probe failed"
+    assert summary["no_gpu"] is False and summary["failed"] == ["probe"]
