@@ -86,7 +86,7 @@ def draw_tracks(
     """A copy of image_bgr (H, W, 3) uint8 with every track's box (xyxy pixels) and
     "#id name score" label in the track's own colour, its trail ({track id: (P, 2) centres,
     oldest first}) as a line, the counting line ((x1, y1), (x2, y2)) and `counts`
-    ({class name: {"left_to_right": n, "right_to_left": m}}) in the bottom-left corner, and
+    ({class name: {direction: n}}, "left_to_right" or "top_to_bottom" and back) in the bottom-left corner, and
     `status` in the top-left corner. Names are the tracks' own (`Tracks.names`)."""
     canvas = np.ascontiguousarray(image_bgr).copy()
     scale = _scale(canvas)
@@ -106,16 +106,22 @@ def draw_tracks(
     return canvas
 
 
+def _short(direction: str) -> str:
+    """'left_to_right' -> 'L>R', 'top_to_bottom' -> 'T>B' (the counting line's overlay)."""
+    start, _, end = direction.partition("_to_")
+    return f"{start[:1].upper()}>{end[:1].upper()}" if end else direction
+
+
 def _draw_count_line(canvas: np.ndarray, line: tuple[tuple[float, float], tuple[float, float]],
                      counts: Mapping[str, Mapping[str, int]], scale: float) -> None:
     """The counting line in white with an arrow head at its end, and one "name: L>R n  R>L m"
-    line per class on a dark band in the bottom-left corner."""
+    (T>B / B>T across a horizontal line) line per class on a dark band in the bottom-left corner."""
     start, end = (tuple(int(round(v)) for v in point) for point in line)
     cv2.arrowedLine(canvas, start, end, (255, 255, 255), max(1, int(round(2 * scale))), cv2.LINE_AA, tipLength=0.03)
     font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale
     bottom = canvas.shape[0]
     for name, directions in reversed(list(counts.items())):
-        text = f"{name}: L>R {directions.get('left_to_right', 0)}  R>L {directions.get('right_to_left', 0)}"
+        text = f"{name}: " + "  ".join(f"{_short(direction)} {count}" for direction, count in directions.items())
         (width, height), baseline = cv2.getTextSize(text, font, size, 1)
         top = bottom - height - baseline - 6
         cv2.rectangle(canvas, (0, top), (width + 8, bottom), (0, 0, 0), cv2.FILLED)

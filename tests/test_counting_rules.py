@@ -34,51 +34,51 @@ def test_jitter_across_the_line_counts_once_in_the_net_direction():
     ys = [250, 285, 315, 288, 312, 290, 314, 286, 340, 380]
     now = LineCounter(*LINE)  # net, margin max(2 px, 0.1 x 200 px) = 20 px
     events = feed(now, ys)
-    assert now.counts == {(1, "left_to_right"): 1}
-    assert [(e.direction, e.withdrawn) for e in events] == [("left_to_right", False)]
+    assert now.counts == {(1, "top_to_bottom"): 1}
+    assert [(e.direction, e.withdrawn) for e in events] == [("top_to_bottom", False)]
     before = LineCounter(*LINE, count="every", margin_px=2.0, margin_ratio=0.0)
     feed(before, ys)
-    assert before.counts == {(1, "left_to_right"): 4, (1, "right_to_left"): 3}
+    assert before.counts == {(1, "top_to_bottom"): 4, (1, "bottom_to_top"): 3}
 
 
 def test_going_back_withdraws_the_count_and_crossing_again_counts_again():
     counter = LineCounter(*LINE)
     events = feed(counter, [250, 350])
-    assert counter.counts == {(1, "left_to_right"): 1}
+    assert counter.counts == {(1, "top_to_bottom"): 1}
     events += feed(counter, [250])
     assert counter.counts == {}
     events += feed(counter, [350])
-    assert counter.counts == {(1, "left_to_right"): 1}
-    assert [(e.direction, e.withdrawn) for e in events] == [("left_to_right", False), ("left_to_right", True),
-                                                          ("left_to_right", False)]
+    assert counter.counts == {(1, "top_to_bottom"): 1}
+    assert [(e.direction, e.withdrawn) for e in events] == [("top_to_bottom", False), ("top_to_bottom", True),
+                                                          ("top_to_bottom", False)]
 
 
 def test_margin_grows_with_the_box():
     small, tall = LineCounter(*LINE), LineCounter(*LINE)
     feed(small, [290, 310], track_id=1, height=40.0)  # margin max(2, 4) = 4 px: crossed
     feed(tall, [290, 310], track_id=1, height=300.0)  # margin 30 px: both points on the line
-    assert small.counts == {(1, "left_to_right"): 1} and tall.counts == {}
+    assert small.counts == {(1, "top_to_bottom"): 1} and tall.counts == {}
     fixed = LineCounter(*LINE, margin_px=25.0, margin_ratio=0.0)
     feed(fixed, [270, 330], height=40.0)
-    assert fixed.counts == {(1, "left_to_right"): 1}
+    assert fixed.counts == {(1, "top_to_bottom"): 1}
 
 
 def test_each_track_and_class_counted_apart():
     counter = LineCounter(*LINE)
     for y1, y2 in [(250, 350), (350, 250)]:
         counter.update(Tracks([(100, y1), (300, y2)], [1, 2], labels=[1, 3]))
-    assert counter.counts == {(1, "left_to_right"): 1, (3, "right_to_left"): 1}
+    assert counter.counts == {(1, "top_to_bottom"): 1, (3, "bottom_to_top"): 1}
     counter.update(Tracks([(100, 250), (300, 250)], [1, 2], labels=[1, 3]))  # track 1 back up: withdrawn
-    assert counter.counts == {(3, "right_to_left"): 1}
-    assert counter.counts_by_name(["bg", "person", "bike", "car"]) == {"car": {"left_to_right": 0,
-                                                                               "right_to_left": 1}}
+    assert counter.counts == {(3, "bottom_to_top"): 1}
+    assert counter.counts_by_name(["bg", "person", "bike", "car"]) == {"car": {"top_to_bottom": 0,
+                                                                               "bottom_to_top": 1}}
 
 
 def test_round_an_end_then_through_counts_from_the_new_side():
     counter = LineCounter((0.0, 300.0), (200.0, 300.0))
     for x, y in [(300, 250), (300, 350), (100, 350), (100, 250)]:  # down beyond the end, then up through it
         counter.update(Tracks([(x, y)], [5]))
-    assert counter.counts == {(1, "right_to_left"): 1}
+    assert counter.counts == {(1, "bottom_to_top"): 1}
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -101,6 +101,6 @@ def test_stream_tracking_logs_a_withdrawn_crossing():
         box = np.array([[80.0, y - 200.0, 120.0, y]])
         tracked = stream.update(type("D", (), {"boxes": box, "labels": [1], "scores": [0.9]})())
         logged += stream.record(tracked).get("crossings", [])
-    assert [(c["direction"], c.get("withdrawn", False)) for c in logged] == [("left_to_right", False),
-                                                                           ("left_to_right", True)]
+    assert [(c["direction"], c.get("withdrawn", False)) for c in logged] == [("top_to_bottom", False),
+                                                                           ("top_to_bottom", True)]
     assert stream.counts() == {}

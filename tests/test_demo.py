@@ -157,7 +157,8 @@ def test_ctrl_c_and_sigterm_finalise_the_outputs(model_path, clip, tmp_path, sig
     finally:
         process.kill()
     assert process.returncode == 0, stderr
-    assert "stopped: interrupted (Ctrl-C)." in stdout
+    reason = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "interrupted (SIGTERM)"  # the signal named
+    assert f"stopped: {reason}." in stdout
     frames = count_frames(out)
     assert frames > 0 and frames == len(read_log(out.with_suffix(".jsonl")))
     assert leftovers(tmp_path) == []
@@ -217,7 +218,7 @@ def test_track_and_count_line_from_the_command_line_with_a_model(model_path, cli
 
 @pytest.mark.parametrize("line, message", [
     ("0,60,160", "argument --count-line: a counting line is 'x1,y1,x2,y2' in pixels, got '0,60,160'"),
-    ("5,5,5,5", "error: counting line has zero length"),
+    ("5,5,5,5", "argument --count-line: a counting line needs two different ends, got 5,5,5,5 (zero length)"),
 ])
 def test_bad_count_line_is_one_line_and_writes_nothing(model_path, clip, tmp_path, capsys, line, message):
     with pytest.raises(SystemExit) as excinfo:

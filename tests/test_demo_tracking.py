@@ -206,7 +206,7 @@ def test_stream_tracking_keeps_the_line_as_given_and_counts_once_per_crossing():
     crossed = [i for i, tracked in enumerate(frames) if tracked.crossings]
     assert len(crossed) == 1 and [c.track_id for c in frames[crossed[0]].crossings] == [1]
     assert frames[0].counts == {} and stream.record(frames[0])["counts"] == {}
-    expected = {"car": {"left_to_right": 1, "right_to_left": 0}}
+    expected = {"car": {"top_to_bottom": 1, "bottom_to_top": 0}}
     assert frames[-1].counts == expected == stream.counts() == stream.record(frames[-1])["counts"]
     after = frames[crossed[0]:]
     assert all(tracked.counts is after[0].counts for tracked in after)  # computed once, when the crossing came

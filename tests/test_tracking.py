@@ -387,11 +387,11 @@ def test_line_counter_directions_and_classes():
     crossings = []
     for down, up in zip(path_down, path_up):
         crossings += counter.update(tracks_at([down, up], [1, 2], [1, 3]))
-    assert [(c.track_id, c.label, c.direction) for c in crossings] == [(1, 1, "left_to_right"),
-                                                                      (2, 3, "right_to_left")]
-    assert counter.counts == {(1, "left_to_right"): 1, (3, "right_to_left"): 1}
-    assert counter.counts_by_name(CLASS_NAMES) == {"circle": {"left_to_right": 1, "right_to_left": 0},
-                                                   "triangle": {"left_to_right": 0, "right_to_left": 1}}
+    assert [(c.track_id, c.label, c.direction) for c in crossings] == [(1, 1, "top_to_bottom"),
+                                                                      (2, 3, "bottom_to_top")]
+    assert counter.counts == {(1, "top_to_bottom"): 1, (3, "bottom_to_top"): 1}
+    assert counter.counts_by_name(CLASS_NAMES) == {"circle": {"top_to_bottom": 1, "bottom_to_top": 0},
+                                                   "triangle": {"top_to_bottom": 0, "bottom_to_top": 1}}
 
 
 def test_line_counter_ignores_jitter_and_passes_beyond_the_ends():
@@ -400,7 +400,7 @@ def test_line_counter_ignores_jitter_and_passes_beyond_the_ends():
         counter.update(tracks_at([(50, y)], [1], [1]))
     for y in [90, 110, 90]:  # beyond the segment's right end
         counter.update(tracks_at([(300, y)], [2], [1]))
-    assert counter.counts == {(1, "left_to_right"): 1}
+    assert counter.counts == {(1, "top_to_bottom"): 1}
 
 
 def test_line_counter_with_the_tracker():
@@ -409,7 +409,7 @@ def test_line_counter_with_the_tracker():
     tracker, counter = Tracker(), LineCounter(*parse_line("0,240,640,240"), anchor="center")
     for detections in sequence.detections:
         counter.update(tracker.update(detections))
-    assert counter.counts == {(1, "left_to_right"): 1, (2, "right_to_left"): 1}
+    assert counter.counts == {(1, "top_to_bottom"): 1, (2, "bottom_to_top"): 1}
 
 
 def test_line_counter_bad_input():

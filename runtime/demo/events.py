@@ -9,7 +9,7 @@ Topics (N: the source's number, 0 for the first --source) and payloads, all QoS 
                                 retained; "offline" without seq is the broker's last will (the
                                 demo died without closing)
     <prefix>/source/N/crossing  {"seq", "source", "frame", "time", "id", "label", "name",
-                                 "direction": "left_to_right"|"right_to_left", "counts"}
+                                 "direction": "left_to_right"|"right_to_left"|"top_to_bottom"|"bottom_to_top", "counts"}
     <prefix>/source/N/enter     {"seq", "source", "frame", "time", "id", "label", "name"}
     <prefix>/source/N/leave     same fields as enter
     <prefix>/source/N/health    {"seq", "source", "time", "state", "event", "detail", "fps",

@@ -304,7 +304,7 @@ class DemoLoop:
         try:
             end_reason = None
             while end_reason is None:
-                end_reason = INTERRUPTED if self.stop.is_set() else self._step()
+                end_reason = self._stop_reason() if self.stop.is_set() else self._step()
                 if time.monotonic() - last_status >= self.status_every_s:
                     last_status = time.monotonic()
                     self.status(self._progress_line())
@@ -331,6 +331,11 @@ class DemoLoop:
                             "; ".join(f"source {i}: {s.end_reason}" for i, s in enumerate(every)),
                             any(s.source_lost for s in every))
 
+    def _stop_reason(self) -> str:
+        """Why `stop` was set: its `reason` where the setter gave one (ssd-demo names the
+        signal), else INTERRUPTED."""
+        return getattr(self.stop, "reason", None) or INTERRUPTED
+
     def _step(self) -> str | None:
         """Handle the next frames, if any came; the reason to stop, or None to go on."""
         taken = self._take()
@@ -345,6 +350,8 @@ class DemoLoop:
         self._all_inference_s += seconds
         self.batches += 1
         for (lane, frame), detections in zip(taken, found):
+            if lane.frames == 0:
+                self._check_line(lane, frame.image)
             lane.picture = self._process(lane, frame, detections, seconds)
             lane.frames += 1
             self.frames += 1
@@ -358,6 +365,19 @@ class DemoLoop:
         if self.several and all(lane.end_reason is not None for lane in self.lanes):
             return self._end_reason()
         return None
+
+    def _check_line(self, lane: Lane, image: np.ndarray) -> None:
+        """At a source's first frame: a warning when its counting line leaves the frame."""
+        line = lane.tracking.line if lane.tracking is not None else None
+        if line is None:
+            return
+        from ssd_edge.runtime.tracking.counting import outside_frame
+
+        height, width = image.shape[:2]
+        problem = outside_frame(line[0], line[1], width, height)
+        if problem:
+            where = f"source {self.lanes.index(lane)}: " if self.several else ""
+            self.status(f"{where}warning: {problem}")
 
     def _take(self) -> list[tuple[Lane, Frame]]:
         """The frames of this tick: one source's next frame (waiting up to 50 ms), or with

@@ -4,11 +4,12 @@
     for tracks in ...:
         for crossing in counter.update(tracks):
             print(crossing.track_id, crossing.label, crossing.direction)
-    counter.counts          # {(label, "left_to_right"): n, (label, "right_to_left"): m}
+    counter.counts          # {(label, "top_to_bottom"): n, (label, "bottom_to_top"): m}
 
-Sides are as seen walking along the segment from its start to its end on the image (y
-down): a track passing from the walker's left to their right crosses "left_to_right". For
-the horizontal segment above, drawn left to right, that is top to bottom.
+Directions are named by what the viewer sees on the screen, whichever end the line was
+drawn from: across a line closer to vertical than to horizontal a track moves
+"left_to_right" or "right_to_left", across any other "top_to_bottom" or "bottom_to_top"
+(`LineCounter.directions` has the pair). A line at exactly 45 degrees counts as vertical.
 
 A track is followed by one anchor point of its box (default the bottom centre, where an
 object meets the ground). It crosses when its anchor moves from one side to the other
@@ -37,6 +38,35 @@ from ssd_edge.runtime.tracking.tracker import class_name
 
 ANCHORS = ("bottom_center", "center", "top_center")
 LEFT_TO_RIGHT, RIGHT_TO_LEFT = "left_to_right", "right_to_left"
+TOP_TO_BOTTOM, BOTTOM_TO_TOP = "top_to_bottom", "bottom_to_top"
+# Each direction as the on-screen overlay abbreviates it.
+SHORT_NAMES = {LEFT_TO_RIGHT: "L>R", RIGHT_TO_LEFT: "R>L", TOP_TO_BOTTOM: "T>B", BOTTOM_TO_TOP: "B>T"}
+
+
+def screen_directions(start: Sequence[float], end: Sequence[float]) -> tuple[str, str]:
+    """(the direction of a move onto the segment's positive side, where signed_distance > 0;
+    the direction of a move onto its negative side), named as the viewer sees them."""
+    dx, dy = float(end[0]) - float(start[0]), float(end[1]) - float(start[1])
+    normal_x, normal_y = -dy, dx  # points to the positive side (image coordinates, y down)
+    if abs(normal_x) >= abs(normal_y):  # a line closer to vertical: tracks cross it sideways
+        return (LEFT_TO_RIGHT, RIGHT_TO_LEFT) if normal_x > 0 else (RIGHT_TO_LEFT, LEFT_TO_RIGHT)
+    return (TOP_TO_BOTTOM, BOTTOM_TO_TOP) if normal_y > 0 else (BOTTOM_TO_TOP, TOP_TO_BOTTOM)
+
+
+def outside_frame(start: Sequence[float], end: Sequence[float], width: int, height: int) -> str | None:
+    """None when the segment lies inside a width x height frame, else what a user should be
+    told: that it lies wholly outside (nothing can cross it) or partly (only the part inside
+    counts)."""
+    inside = [0 <= x <= width - 1 and 0 <= y <= height - 1 for x, y in (start, end)]
+    if all(inside):
+        return None
+    where = f"({start[0]:g},{start[1]:g})-({end[0]:g},{end[1]:g})"
+    samples = np.linspace(0.0, 1.0, 257)[:, None] * (np.asarray(end, float) - start) + np.asarray(start, float)
+    seen = ((samples[:, 0] >= 0) & (samples[:, 0] <= width - 1) & (samples[:, 1] >= 0)
+            & (samples[:, 1] <= height - 1)).any()
+    if not seen:
+        return f"counting line {where} lies outside the {width}x{height} frame: nothing can cross it"
+    return f"counting line {where} reaches outside the {width}x{height} frame: only the part inside counts"
 
 
 COUNT_MODES = ("net", "every")
@@ -63,6 +93,8 @@ def parse_line(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
         values = []
     if len(values) != 4 or not all(np.isfinite(values)):
         raise TrackingError(f"a counting line is 'x1,y1,x2,y2' in pixels, got {text!r}")
+    if values[:2] == values[2:]:
+        raise TrackingError(f"a counting line needs two different ends, got {text.strip()} (zero length)")
     return (values[0], values[1]), (values[2], values[3])
 
 
@@ -117,6 +149,10 @@ class LineCounter:
             raise TrackingError(f"unknown count mode {count!r}; choose from {', '.join(COUNT_MODES)}")
         self.anchor, self.margin_px, self.forget_after = anchor, float(margin_px), int(forget_after)
         self.margin_ratio, self.count_mode = float(margin_ratio), count
+        self.directions = screen_directions(self.start, self.end)
+        # the two, left to right (top to bottom) first: the order of counts_by_name's entries
+        self.pair = ((LEFT_TO_RIGHT, RIGHT_TO_LEFT) if LEFT_TO_RIGHT in self.directions
+                     else (TOP_TO_BOTTOM, BOTTOM_TO_TOP))
         self.counts: Counter[tuple[int, str]] = Counter()
         self._followed: dict[int, _Followed] = {}
         self._updates = 0
@@ -170,7 +206,7 @@ class LineCounter:
     def _crossed(self, followed: _Followed, track_id: int, label: int, side: int, point: np.ndarray,
                  crossings: list[Crossing]) -> _Followed:
         """Count (or withdraw) one crossing through the segment onto `side`."""
-        direction = LEFT_TO_RIGHT if side > 0 else RIGHT_TO_LEFT
+        direction = self.directions[0] if side > 0 else self.directions[1]
         where = (float(point[0]), float(point[1]))
         if self.count_mode == "every":
             self.counts[(label, direction)] += 1
@@ -200,5 +236,5 @@ class LineCounter:
         """{class name: {direction: count}} (the label as text when it has no name)."""
         table: dict[str, dict[str, int]] = {}
         for (label, direction), count in sorted(self.counts.items()):
-            table.setdefault(class_name(label, class_names), {LEFT_TO_RIGHT: 0, RIGHT_TO_LEFT: 0})[direction] = count
+            table.setdefault(class_name(label, class_names), dict.fromkeys(self.pair, 0))[direction] = count
         return table

@@ -27,7 +27,7 @@ Counts = dict[str, dict[str, int]]
 class TrackedFrame(NamedTuple):
     """One frame's result: the confirmed tracks seen in it, {track id: (P, 2) recent centres,
     oldest first} of those tracks, the crossings of the counting line they made, and the
-    crossings so far, {class name: {"left_to_right": n, "right_to_left": m}} ({} without a line)."""
+    crossings so far, {class name: {direction: n}} (LineCounter.pair's two; {} without a line)."""
 
     tracks: Tracks
     trails: dict[int, np.ndarray]
@@ -62,7 +62,7 @@ class StreamTracking:
         return TrackedFrame(tracks, self.trails.update(tracks), crossings, self._counts)
 
     def counts(self) -> Counts:
-        """Crossings so far, {class name: {"left_to_right": n, "right_to_left": m}} ({} without a line)."""
+        """Crossings so far, {class name: {direction: n}} (LineCounter.pair's two; {} without a line)."""
         return self._counts
 
     def record(self, tracked: TrackedFrame) -> dict[str, Any]:

@@ -178,6 +178,9 @@ class _StopOnSignal:
     def __call__(self, signum: int, frame: object) -> None:
         if self.event.is_set():
             raise KeyboardInterrupt
+        # the loop ends with this reason: which signal, as a service manager's log needs it
+        self.event.reason = "interrupted (Ctrl-C)" if signum == signal.SIGINT else \
+            f"interrupted ({signal.Signals(signum).name})"
         self.event.set()
         print("ssd-demo: stopping after this frame (again to stop at once)", file=sys.stderr, flush=True)
 
