@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ssd_edge.common.errors import SSDEdgeError, UsageError, require
-from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, check_threads, option
+from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, check_threads, on_off, option
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.model_file import QUANTIZATION_KEY, spec_from_onnx_metadata
 from ssd_edge.runtime.postprocess.fast import postprocess
@@ -45,14 +45,21 @@ make by itself, made explicit."""
 @dataclass(frozen=True)
 class OpenVinoOptions:
     """OpenVINO's options. device: one of DEVICES. precision: one of PRECISIONS. threads:
-    INFERENCE_NUM_THREADS (None: OpenVINO's default, one per physical core)."""
+    INFERENCE_NUM_THREADS (None: OpenVINO's default, one per physical core). pinning:
+    ENABLE_CPU_PINNING on the CPU device (OpenVINO's own default on Linux is on; ours is off,
+    because a thread pinned to a core that other work holds cannot move to a free one)."""
 
     device: str = option("CPU", "OpenVINO's device (default CPU)", choices=DEVICES)
     precision: str = option("f32", "OpenVINO's inference precision (default f32; bf16 runs f32 where the device "
                                    "has no bf16)", choices=PRECISIONS)
     threads: int | None = option(None, "inference threads (default: one per physical core)", parse=int, metavar="N")
+    pinning: bool = option(False, "pin the CPU inference threads to cores (default off: on a CPU shared with other "
+                                  "work a pinned thread waits for its busy core; see benchmarks/results/"
+                                  "inference_under_load.md)", choices=("on", "off"), parse=on_off)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.pinning, bool):
+            raise UsageError(f"pinning is on (True) or off (False), got {self.pinning!r}")
         if self.device not in DEVICES:
             raise UsageError(f"unknown OpenVINO device {self.device!r}; choose from {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:
@@ -134,7 +141,10 @@ class OpenVinoBackend:
         self.config = overrides.apply(self.spec.postprocess)
         self.quantized = QUANTIZATION_KEY in metadata
         self._check_io(model)
-        self.compiled = core.compile_model(model, device, self._properties(ov, wanted, threads))
+        properties = self._properties(ov, wanted, threads)
+        if device == "CPU":
+            properties["ENABLE_CPU_PINNING"] = options.pinning
+        self.compiled = core.compile_model(model, device, properties)
         self.precision = self._compiled_precision(wanted)
         if wanted is not None and self.precision != wanted and self.precision_note is None:
             self.precision_note = f"OpenVINO compiled in {self.precision} although {wanted} was asked for"

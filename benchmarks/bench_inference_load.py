@@ -1,0 +1,142 @@
+"""The network on onnxruntime and OpenVINO (CPU, f32) under a fixed synthetic competing load,
+OpenVINO with its own thread pinning and without (issue 22 item 11).
+
+    python -m benchmarks.bench_inference_load --out benchmarks/results/inference_under_load.md
+
+What is timed: `backend(images)` (the network alone, no pre/postprocessing) on one
+320x320 image, for the seed's model (mobilenetv3_ssd, 3 classes, untrained: the network's
+cost does not depend on its weights), exported to ONNX once. Wall milliseconds per call and
+this process's CPU milliseconds per call, after warm-up; the backends take turns, round after
+round, in one process. The competing load: `--load N` busy-loop processes, each pinned to one
+CPU (round-robin), for the whole run; `--quiet-first` adds the same rounds before it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench_train_load import cpu_model, percentile, start_load, stop_load
+
+SETTINGS = {
+    "onnxruntime (default: spinning off)": ("onnxruntime", {}),
+    "openvino, pinning on (OpenVINO's default, ours before)": ("openvino", {"pinning": True}),
+    "openvino, pinning off (ours now)": ("openvino", {"pinning": False}),
+}
+
+
+def export_model(folder: Path) -> Path:
+    from ssd_edge.export.to_onnx import export_onnx
+    from ssd_edge.models import build_model
+
+    model = build_model("mobilenetv3_ssd", ("background", "circle", "square", "triangle")).eval()
+    return export_onnx(model, folder / "ssd.onnx")
+
+
+def open_backend(kind: str, options: dict, path: Path):
+    if kind == "onnxruntime":
+        from ssd_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeOptions
+
+        return OnnxRuntimeBackend(path, options=OnnxRuntimeOptions(**options))
+    from ssd_edge.runtime.backends.openvino_backend import OpenVinoBackend, OpenVinoOptions
+
+    return OpenVinoBackend(path, options=OpenVinoOptions(**options))
+
+
+def network(backend):
+    """The network alone, as each backend's detect runs it: session.run / the infer request."""
+    if hasattr(backend, "session"):
+        names, feed = list(backend.spec.output_names), backend.spec.input_name
+        return lambda images: backend.session.run(names, {feed: images})
+    return backend._infer
+
+
+def measure(backends: dict, images: np.ndarray, rounds: int, runs: int, warmup: int) -> dict:
+    backends = {name: network(backend) for name, backend in backends.items()}
+    results = {name: {"wall": [], "cpu": []} for name in backends}
+    for backend in backends.values():
+        for _ in range(warmup):
+            backend(images)
+    for _ in range(rounds):
+        for name, backend in backends.items():
+            for _ in range(runs):
+                wall, cpu = time.perf_counter(), time.process_time()
+                backend(images)
+                results[name]["wall"].append(1000 * (time.perf_counter() - wall))
+                results[name]["cpu"].append(1000 * (time.process_time() - cpu))
+    return results
+
+
+def table(results: dict) -> list[str]:
+    base = statistics.median(next(iter(results.values()))["wall"])
+    lines = ["| backend | wall ms p50 | p90 | CPU ms p50 | wall vs onnxruntime |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        p50 = statistics.median(r["wall"])
+        lines.append(f"| {name} | {p50:.1f} | {percentile(r['wall'], 0.9):.1f} | {statistics.median(r['cpu']):.1f} | "
+                     f"{p50 / base:.2f}x |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=10, help="timed calls per backend and round (default 10)")
+    p.add_argument("--rounds", type=int, default=3, help="default 3")
+    p.add_argument("--warmup", type=int, default=3, help="default 3")
+    p.add_argument("--load", type=int, default=2, help="busy-loop processes competing (default 2)")
+    p.add_argument("--quiet-first", action="store_true", help="the same rounds before the load starts")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    import onnxruntime
+    import openvino
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_model(Path(folder))
+        backends = {name: open_backend(kind, options, path) for name, (kind, options) in SETTINGS.items()}
+        images = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
+        sections = []
+        if args.quiet_first:
+            before = os.getloadavg()[0]
+            quiet = measure(backends, images, args.rounds, args.runs, args.warmup)
+            sections.append((f"no added load (load average {before:.1f} -> {os.getloadavg()[0]:.1f})", quiet))
+        load = start_load(args.load)
+        try:
+            time.sleep(2)
+            before = os.getloadavg()[0]
+            loaded = measure(backends, images, args.rounds, args.runs, args.warmup)
+            sections.append((f"{args.load} busy-loop processes added (load average {before:.1f} -> "
+                             f"{os.getloadavg()[0]:.1f})", loaded))
+        finally:
+            stop_load(load)
+        names = [backend.name for backend in backends.values()]
+    lines = [
+        "# The network on onnxruntime and OpenVINO under a fixed competing load",
+        "",
+        f"- CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} CPUs available ({os.cpu_count()} in the machine); "
+        f"Linux {platform.release()}; onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}",
+        f"- backends: {'; '.join(names)}; threads: each backend's default (one per physical core)",
+        f"- competing load: {args.load} busy-loop processes (`while True: pass`), each pinned to one CPU, "
+        "on a machine other engineers were loading too",
+        f"- {args.warmup} warm-up + {args.rounds} rounds x {args.runs} timed calls per backend, interleaved by round; "
+        "one 320x320 image, the network only (onnxruntime's session.run, OpenVINO's infer request), mobilenetv3_ssd with 3 classes",
+        f"- command: `python -m benchmarks.bench_inference_load --runs {args.runs} --rounds {args.rounds} "
+        f"--load {args.load}{' --quiet-first' if args.quiet_first else ''}"
+        f"{' --out ' + str(args.out) if args.out else ''}`",
+    ]
+    for title, results in sections:
+        lines += ["", f"## {title}", "", *table(results)]
+    print("\n".join(lines))
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
