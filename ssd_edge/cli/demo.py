@@ -229,9 +229,32 @@ def main(argv: list[str] | None = None) -> int:
         with _StopOnSignal() as stop:
             return run_demo(settings, status=_status, stop=stop.event, observers=observers)
 
-    summary = run_command("ssd-demo", work)
+    try:
+        summary = run_command("ssd-demo", work)
+    except SystemExit as exc:
+        if argv is None:  # the command itself, not a caller in this process
+            _exit_past_abandoned_threads(exc.code if isinstance(exc.code, int) else 1)
+        raise
     _status(summary.describe())
-    return 1 if summary.capture.source_lost else 0
+    code = 1 if summary.capture.source_lost else 0
+    if argv is None:
+        _exit_past_abandoned_threads(code)
+    return code
+
+
+# Helper threads that may still be inside OpenCV when the demo ends: an open or a read given
+# up on after its timeout (a stream that never answers). Python's exit would race them and
+# abort the process (std::terminate: 'terminate called without an active exception').
+ABANDONED_THREADS = ("open-source", "timed-read")
+
+
+def _exit_past_abandoned_threads(code: int) -> None:
+    """With such a thread still alive, end the process now with `code`, the outputs being
+    finalised and stdout/stderr flushed, instead of letting the interpreter's exit race it."""
+    if any(thread.is_alive() and thread.name in ABANDONED_THREADS for thread in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _open_mqtt(args, settings):
