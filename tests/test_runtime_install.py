@@ -82,7 +82,9 @@ def work(tmp_path_factory, model_path, tiny_coco):
 
 
 def _command(venv: Path, name: str, *args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
-    return _run([venv / "bin" / name, *args], timeout=timeout, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # run outside the checkout (default: the venv's temporary folder): nothing is written into it
+    return _run([venv / "bin" / name, *args], timeout=timeout, cwd=cwd or venv.parent,
+                env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def _assert_names_extra(done: subprocess.CompletedProcess, extra: str) -> None:
@@ -114,7 +116,8 @@ def test_every_console_script_answers_help(venv):
 
 def test_torch_free_commands_work(venv, work, tmp_path):
     model = work["model"]
-    predicted = _command(venv, "ssd-predict", "--model", model, work["images"], "--output", tmp_path / "predict")
+    predicted = _command(venv, "ssd-predict", "--model", model, work["images"], "--output", tmp_path / "predict",
+                         cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
     assert len(json.loads((tmp_path / "predict" / "detections.json").read_text())["images"]) == 2
     demo = _command(venv, "ssd-demo", "--model", model, "--source", work["clip"], "--headless",
@@ -126,7 +129,7 @@ def test_torch_free_commands_work(venv, work, tmp_path):
     assert synth.returncode == 0, synth.stderr
     checked = _command(venv, "ssd-dataset", "check", tmp_path / "synth")
     assert checked.returncode == 0 and "no problems found" in checked.stdout, checked.stdout + checked.stderr
-    doctor = _command(venv, "ssd-doctor", "--no-nvrtc")
+    doctor = _command(venv, "ssd-doctor", "--no-nvrtc", "--report", tmp_path / "doctor.md", cwd=tmp_path)
     assert doctor.returncode in (0, 1) and "Traceback" not in doctor.stderr, doctor.stderr
 
 
