@@ -45,11 +45,12 @@ test -f "$CUDA_ROOT/include/cuda.h" || { echo "no cuda.h under $CUDA_ROOT/includ
 "$CUDA_ROOT/bin/nvcc" --version | tail -2
 
 step "a stand-in libcuda.so to link against: SONAME libcuda.so.1, every cu* function of cuda.h returning NO_DEVICE"
+# (and cudaProfiler.h's)
 # Every function cuda.h declares (after its macros: cuMemAlloc is cuMemAlloc_v2), so that the
 # linker keeps the dependency (a library defining nothing is dropped under --as-needed) and
 # records NEEDED libcuda.so.1; the same library lets the wheel import here for a smoke test.
 mkdir -p "$BUILD/stub"
-gcc -E -P -I "$CUDA_ROOT/include" "$CUDA_ROOT/include/cuda.h" | grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' \
+printf '#include <cuda.h>\n#include <cudaProfiler.h>\n' | gcc -E -P -I "$CUDA_ROOT/include" -x c - | grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' \
     | tr -d ' (' | sort -u > "$BUILD/stub/symbols"
 {
     echo 'int cuGetErrorString(int e, const char** s) { *s = "no CUDA-capable device is detected"; return 0; }'
@@ -130,7 +131,9 @@ if [ "${KIT_NVCC:-0}" = 1 ]; then
 fi
 
 step "this commit's tests and scripts, and a small ONNX model"
-git archive --format=tar.gz -o "$KIT/src/ssd-edge-src.tar.gz" HEAD
+# tests and scripts only: the package comes from the wheel (a source tree's ssd_edge/ first on
+# sys.path would shadow it, and it maps runtime/ and export/ only when installed)
+git archive --format=tar.gz -o "$KIT/src/ssd-edge-src.tar.gz" HEAD tests scripts pyproject.toml setup.cfg
 cp scripts/gpu_check.py "$KIT/gpu_check.py"
 if "$PY" -c "import torch" 2>/dev/null; then
     OMP_NUM_THREADS=1 "$PY" -c "
