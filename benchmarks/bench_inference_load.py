@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- competing load: {args.load} busy-loop processes (`while True: pass`), each pinned to one CPU, "
         "on a machine other engineers were loading too",
         f"- {args.warmup} warm-up + {args.rounds} rounds x {args.runs} timed calls per backend, interleaved by round; "
-        "one 320x320 image, the network only (onnxruntime's session.run, OpenVINO's infer request), mobilenetv3_ssd with 3 classes",
+        "one 320x320 image, the network only (onnxruntime's session.run, OpenVINO's infer request), "
+        "mobilenetv3_ssd with 3 classes",
         f"- command: `python -m benchmarks.bench_inference_load --runs {args.runs} --rounds {args.rounds} "
         f"--load {args.load}{' --quiet-first' if args.quiet_first else ''}"
         f"{' --out ' + str(args.out) if args.out else ''}`",

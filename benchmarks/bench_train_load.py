@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 loads.append(os.getloadavg()[0])
                 print(f"round {round_index + 1} {setting}: threads {row['threads']}, "
                       f"wall {', '.join(f'{w:.2f}' for w in row['wall'])} s, load {loads[-1]:.1f}", flush=True)
+            if args.out:  # after every round: a run cut short keeps what it measured
+                args.out.write_text("\n".join(report(args, results, loads, time.time() - began)) + "\n")
     finally:
         stop_load(load)
     lines = report(args, results, loads, time.time() - began)
