@@ -53,25 +53,48 @@ def _draw_box(canvas: np.ndarray, box_xyxy: np.ndarray, colour: tuple[int, int, 
     return x1, y1, colour, text
 
 
-def _draw_labels(canvas: np.ndarray, labels: Sequence[Label], status: str | None, scale: float) -> None:
-    """The status band, then every label, so that no label hides under the band: one that
-    would overlap it goes just below it."""
-    band = draw_status(canvas, status) if status else (0, 0)
+Rect = tuple[int, int, int, int]  # x1, y1, x2, y2 pixels
+
+
+def _draw_labels(canvas: np.ndarray, labels: Sequence[Label], status: str | None, scale: float) -> list[Rect]:
+    """The status band, then every label in order (the detections' order: best first), each
+    where it covers neither the band nor a label drawn before it: a label that would is moved
+    down, below what it would cover. Returns the labels' rectangles."""
+    placed: list[Rect] = []
+    if status:
+        band_w, band_h = draw_status(canvas, status)
+        placed.append((0, 0, band_w, band_h))
+    drawn = []
     for x1, y1, colour, text in labels:
-        _draw_label(canvas, x1, y1, colour, text, scale, band)
+        drawn.append(_draw_label(canvas, x1, y1, colour, text, scale, placed))
+        placed.append(drawn[-1])
+    return drawn
 
 
 def _draw_label(canvas: np.ndarray, x1: int, y1: int, colour: tuple[int, int, int], text: str, scale: float,
-                band: tuple[int, int] = (0, 0)) -> None:
+                taken: Sequence[Rect] = ()) -> Rect:
     """`text` on a filled band above (x1, y1) (inside the box at the image's top edge), moved
-    below the status band (its bottom-right corner `band`) when it would overlap it."""
+    down when it would overlap a rectangle in `taken` (the status band, labels already
+    drawn); returns the band's rectangle."""
     (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, 1)
-    top = y1 - text_h - baseline - 2 if y1 - text_h - baseline - 2 >= 0 else y1
-    if x1 < band[0] and top < band[1]:
-        top = band[1] + 1
-    cv2.rectangle(canvas, (x1, top), (x1 + text_w + 2, top + text_h + baseline + 2), colour, cv2.FILLED)
+    width, height = text_w + 2, text_h + baseline + 2
+    top = _free_top(x1, y1 - height if y1 - height >= 0 else y1, width, height, taken)
+    cv2.rectangle(canvas, (x1, top), (x1 + width, top + height), colour, cv2.FILLED)
     cv2.putText(canvas, text, (x1 + 1, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), 1,
                 cv2.LINE_AA)
+    return x1, top, x1 + width, top + height
+
+
+def _free_top(x1: int, top: int, width: int, height: int, taken: Sequence[Rect]) -> int:
+    """The first top at or below `top` where a width x height rectangle at x1 overlaps none of
+    `taken` (each overlap moves it just below the rectangle it overlaps)."""
+    moved = True
+    while moved:
+        moved = False
+        for tx1, ty1, tx2, ty2 in taken:
+            if x1 <= tx2 and tx1 <= x1 + width and top <= ty2 and ty1 <= top + height:
+                top, moved = ty2 + 1, True
+    return top
 
 
 def draw_tracks(

@@ -47,3 +47,38 @@ def test_a_label_near_the_top_left_corner_is_not_hidden_by_the_status_band(corne
     # nothing of it lost but, at most, the outline's part under the band
     lost = label_pixels(without, colour) - label_pixels(with_status, colour)
     assert lost <= band_right + band_bottom
+
+
+def _overlap(a, b):
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def test_labels_of_boxes_that_share_a_place_do_not_cover_one_another():
+    # per-class NMS keeps one box per class the model hesitates between: three boxes at one
+    # place, two more beside them, and the status band over the first; every label stays readable
+    from ssd_edge.runtime.draw import _draw_labels, _scale
+
+    canvas = np.zeros((240, 320, 3), np.uint8)
+    scale = _scale(canvas)
+    labels = [(10, 40, class_colour(c), f"class{c} 0.{9 - c}") for c in range(3)]
+    labels += [(30, 44, class_colour(4), "square 0.50"), (200, 100, class_colour(5), "circle 0.40")]
+    rects = _draw_labels(canvas, labels, "capture 30.0 fps | inference 25.0 fps", scale)
+    assert len(rects) == len(labels)
+    band = (0, 0, *draw_status(np.zeros_like(canvas), "capture 30.0 fps | inference 25.0 fps"))
+    for i, rect in enumerate(rects):
+        assert not _overlap(rect, band), rect
+        assert not any(_overlap(rect, other) for other in rects[:i]), (i, rects)
+    assert rects[4][1] == 100 - (rects[4][3] - rects[4][1])  # a label with room keeps its place above its box
+
+
+def test_draw_detections_stacks_the_labels_of_one_place():
+    boxes = np.array([[60, 80, 160, 180]] * 2, np.float32)
+    found = Detections(boxes, np.array([1, 2]), np.array([0.9, 0.8], np.float32), np.zeros((2, 3), np.float32),
+                       ("background", "circle", "square"))
+    image = draw_detections(np.zeros((240, 320, 3), np.uint8), found)
+    first, second = class_colour(1), class_colour(2)
+    rows_first = np.flatnonzero((image[:, 61] == first).all(axis=1))
+    rows_second = np.flatnonzero((image[:, 61] == second).all(axis=1))
+    label_first = rows_first[rows_first < 80]  # the best box's label sits above its box
+    label_second = rows_second[(rows_second > 80) & (rows_second < 120)]  # the next one, just below it
+    assert len(label_first) > 5 and len(label_second) > 5
