@@ -134,7 +134,6 @@ step "this commit's tests and scripts, and a small ONNX model"
 # tests and scripts only: the package comes from the wheel (a source tree's ssd_edge/ first on
 # sys.path would shadow it, and it maps runtime/ and export/ only when installed)
 git archive --format=tar.gz -o "$KIT/src/ssd-edge-src.tar.gz" HEAD tests scripts pyproject.toml setup.cfg
-cp scripts/gpu_check.py "$KIT/gpu_check.py"
 if "$PY" -c "import torch" 2>/dev/null; then
     OMP_NUM_THREADS=1 "$PY" -c "
 from pathlib import Path; import sys
@@ -170,5 +169,5 @@ On the GPU box (no network), with the same Python ($("$PY" -c 'import sys; print
   python -m venv kit-venv && kit-venv/bin/pip install --no-index --find-links $KIT/core --find-links $KIT/extra \\
       ssd-edge pycuda pytest onnxruntime opencv-python-headless scipy
   mkdir src && tar -xzf $KIT/src/ssd-edge-src.tar.gz -C src && cd src
-  ../kit-venv/bin/python ../$KIT/gpu_check.py --model ../$KIT/src/demo.onnx
+  ../kit-venv/bin/python scripts/gpu_check.py --out ../gpu-check --model ../$KIT/src/demo.onnx
 EOF

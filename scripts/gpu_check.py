@@ -425,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if result["status"] in ("ok", "no-gpu") else 1
 
     out = Path(args.out).resolve()
+    args.model = str(Path(args.model).resolve()) if args.model else None  # the steps run in the checkout
+    args.engine = str(Path(args.engine).resolve()) if args.engine else None
     out.mkdir(parents=True, exist_ok=True)
     wanted = list(STEPS) if not args.steps else [s.strip() for s in args.steps.split(",")]
     unknown = [s for s in wanted if s not in STEPS]
