@@ -97,3 +97,39 @@ def test_a_killed_recordings_hidden_partial_is_removed_by_the_next(tmp_path):
     with VideoRecorder(tmp_path / "out.mp4") as recorder:
         recorder.write(moving_shapes(0))
     assert not stale.exists() and fresh.exists()
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_segmented_recording_finalises_a_playable_file_per_segment_named_by_time(tmp_path, suffix):
+    from ssd_edge.runtime.demo.recording import SegmentedRecorder
+
+    clock = [1_700_000_000.0]
+    target = tmp_path / f"camera{suffix}"
+    recorder = SegmentedRecorder(target, fps=10, segment_s=60.0, clock=lambda: clock[0])
+    frames = [moving_shapes(i) for i in range(25)]
+    for i, frame in enumerate(frames):
+        clock[0] = 1_700_000_000.0 + 6.0 * i  # 10 frames a minute: segments of 10, 10 and 5 frames
+        recorder.write(frame)
+        if i == 12:  # while the second segment is written, the first is already a finished file
+            assert count_frames(recorder.segments[0]) == 10
+    last = recorder.close()
+    assert len(recorder.segments) == 3 and last == recorder.segments[-1]
+    assert [count_frames(path) for path in recorder.segments] == [10, 10, 5]
+    names = [path.name for path in recorder.segments]
+    assert names == sorted(names) and all(name.startswith("camera.") and name.endswith(suffix) for name in names)
+    assert not target.exists()  # the segments are the recording
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no partial or .recording file is left
+
+
+def test_segment_minutes_is_checked_by_the_parser_and_the_options():
+    from ssd_edge.cli.demo import build_parser
+    from ssd_edge.common.errors import UsageError
+    from ssd_edge.runtime.demo.loop import DemoOptions
+
+    parser = build_parser()
+    assert parser.parse_args(["--model", "m.onnx", "--segment-minutes", "30"]).segment_minutes == 30.0
+    for bad in ("0", "-5", "inf", "nan", "ten"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--model", "m.onnx", "--segment-minutes", bad])
+    with pytest.raises(UsageError, match="segment_minutes must be more than 0, got 0"):
+        DemoOptions(model="m.onnx", source="0", segment_minutes=0)

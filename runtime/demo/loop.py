@@ -38,7 +38,7 @@ from ssd_edge.runtime.demo.capture import CaptureStats, Frame, FrameGrabber, Ret
 from ssd_edge.runtime.demo.display import Window, check_display
 from ssd_edge.runtime.demo.observers import DemoObserver
 from ssd_edge.runtime.demo.rates import DurationMeter
-from ssd_edge.runtime.demo.recording import JsonLinesLog, VideoRecorder
+from ssd_edge.runtime.demo.recording import JsonLinesLog, SegmentedRecorder, VideoRecorder
 from ssd_edge.runtime.demo.sources import STREAM_TIMEOUT_MS, Source, describe_capture, open_capture, parse_source
 from ssd_edge.runtime.detections import Detections
 from ssd_edge.runtime.detector import Detector
@@ -88,6 +88,7 @@ class DemoOptions:
     output: str | None = None
     log: str | None = None
     max_frames: int | None = None
+    segment_minutes: float | None = None
     loop: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     track: bool = False
@@ -98,6 +99,8 @@ class DemoOptions:
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
             raise UsageError(f"max_frames must be at least 1, got {self.max_frames}")
+        if self.segment_minutes is not None and not self.segment_minutes > 0:
+            raise UsageError(f"segment_minutes must be more than 0, got {self.segment_minutes}")
         if self.log and not self.output and not self.headless:
             raise UsageError("a log path needs --output (or --headless): the log describes the recorded video")
         if not self.sources:
@@ -646,7 +649,9 @@ def record_demo(detector: Callable[[np.ndarray], Detections], grabber: FrameGrab
         lanes = []
         for i, (each, rate, tracks) in enumerate(zip(grabbers, rates, trackings)):
             video_path, log_path = settings.output_paths(i if several else None)
-            recorder = stack.enter_context(VideoRecorder(video_path, rate)) if video_path else None
+            recorder = None
+            if video_path:
+                recorder = stack.enter_context(_recorder(video_path, rate, settings.segment_minutes))
             log = stack.enter_context(JsonLinesLog(log_path)) if log_path else None
             if recorder is not None:
                 status(f"{f'source {i}: ' if several else ''}recording to {recorder.recording_path} and "
@@ -685,6 +690,14 @@ def _stream_tracking(settings: DemoOptions, index: int = 0) -> StreamTracking | 
     from ssd_edge.runtime.tracking import StreamTracking, Tracker
 
     return StreamTracking(Tracker(settings.tracker), line=settings.line_of(index))
+
+
+def _recorder(path: Path, fps: float | None, segment_minutes: float | None) -> VideoRecorder | SegmentedRecorder:
+    """The video recorder of `path`: one file, or with segment_minutes a new finalised file
+    every that many minutes (SegmentedRecorder: <stem>.<start time><suffix>)."""
+    if segment_minutes is None:
+        return VideoRecorder(path, fps)
+    return SegmentedRecorder(path, fps, 60.0 * segment_minutes)
 
 
 def _open_detector(settings: DemoOptions, tracking: StreamTracking | None) -> tuple[Detector, DemoOptions]:

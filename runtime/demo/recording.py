@@ -260,6 +260,73 @@ class VideoRecorder:
         self.close()
 
 
+class SegmentedRecorder:
+    """A VideoRecorder that starts a new file every `segment_s` seconds of wall clock, so a
+    24/7 recording never holds more than one segment's container index in memory and every
+    finished segment is a finalised, playable file. Segments are named by their start time,
+    `<stem>.<YYYYmmdd-HHMMSS><suffix>` beside `path` (names sort by time; `_N` added if a name
+    is taken), each written as a VideoRecorder writes its file (what a hard kill leaves: the
+    module docstring). `close()` finalises the last segment; `segments` lists those written."""
+
+    def __init__(self, path: str | os.PathLike, fps: float | None, segment_s: float,
+                 clock=time.time) -> None:
+        if not segment_s > 0:
+            raise RecordingError(f"{path}: a segment must last more than 0 seconds, got {segment_s}")
+        self._target, self.fps, self.segment_s, self._clock = Path(path), fps, float(segment_s), clock
+        VideoRecorder(self._target, fps).close()  # the format and folder checks, before any frame
+        self.segments: list[Path] = []
+        self.frames = 0
+        self._current: VideoRecorder | None = None
+        self._started = 0.0
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self._target
+
+    @property
+    def recording_path(self) -> Path:
+        """The file being written now (the first segment's, before any frame)."""
+        return self._current.recording_path if self._current else self._segment_path(self._clock())
+
+    def _segment_path(self, start: float) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(start))
+        suffix = self._target.suffix
+        name = unique_name(f"{self._target.stem}.{stamp}{suffix}", (),
+                           lambda n: not (self._target.parent / n).exists())
+        return self._target.parent / name
+
+    def write(self, image: np.ndarray) -> None:
+        if self._closed:
+            raise RecordingError(f"{self.path}: the video is already closed")
+        now = self._clock()
+        if self._current is not None and now - self._started >= self.segment_s:
+            self._finish_segment()
+        if self._current is None:
+            self._current, self._started = VideoRecorder(self._segment_path(now), self.fps), now
+        self._current.write(image)
+        self.frames += 1
+
+    def _finish_segment(self) -> None:
+        recorder, self._current = self._current, None
+        written = recorder.close() if recorder is not None else None
+        if written is not None:
+            self.segments.append(written)
+
+    def close(self) -> Path | None:
+        """Finalise the last segment; the last segment's path (None when no frame came)."""
+        if not self._closed:
+            self._closed = True
+            self._finish_segment()
+        return self.segments[-1] if self.segments else None
+
+    def __enter__(self) -> "SegmentedRecorder":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class JsonLinesLog:
     """One JSON object per line, flushed as written to `<stem>.recording.jsonl` (synced to
     the disk every SYNC_EVERY_S seconds); `close()` renames it into place."""

@@ -38,6 +38,16 @@ a source drops out or reconnects) and <prefix>/status (online/offline, retained)
 """
 
 
+def _positive_minutes(text: str) -> float:
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
+    if not 0 < minutes < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 minutes, got {text}")
+    return minutes
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-demo", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true",
                    help="no window; record the video and the log (default ssd-demo-<time>.mp4)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    p.add_argument("--segment-minutes", type=_positive_minutes, metavar="N",
+                   help="start a new video file every N minutes (each finalised and playable, named "
+                        "<stem>.<start time><suffix> so the names sort by time; for recordings that run for days)")
     p.add_argument("--score-threshold", type=float, default=SHOW_SCORE_THRESHOLD,
                    help=f"minimum class score of the detections drawn and logged (default {SHOW_SCORE_THRESHOLD}; "
                         "the model's own is for mAP); with --track the model runs at the tracker's low score "
@@ -212,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             iou_threshold=args.iou_threshold, agnostic_nms=args.agnostic_nms, width=args.width, height=args.height,
             fps=args.fps,
             headless=args.headless, output=args.output, log=args.log, max_frames=args.max_frames, loop=args.loop,
+            segment_minutes=args.segment_minutes,
             retry=RetryPolicy(attempts=args.retries, first_delay_s=args.retry_delay),
             track=args.track, count_line=count_line, count_lines=count_lines,
             tracker=tracker_config_from_args(args),
