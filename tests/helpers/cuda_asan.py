@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tests.helpers.cuda_tsan import REGIONS, SanitizerUnavailable, ThreadedDecodeNms
+from tests.helpers.cuda_tsan import SanitizerUnavailable, ThreadedDecodeNms
 from tests.helpers.cuda_tsan import build as build_threads
 
 ASAN_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-DEMU_EXACT_SIZES")
@@ -47,19 +47,8 @@ class AsanDecodeNms(ThreadedDecodeNms):
 
     def __call__(self, locs: np.ndarray, confs: np.ndarray, image_sizes: Sequence[tuple[int, int]],
                  timeout: float = 600.0, halt_on_error: bool = True) -> AsanRun:
-        locs = np.ascontiguousarray(locs, np.float32)
-        confs = np.ascontiguousarray(confs, np.float32)
+        plan_file, files = self._write_inputs(locs, confs)
         batch = len(locs)
-        workspace = np.zeros(self.plan.workspace_bytes, np.uint8)
-        start = self.plan.offsets["priors"]
-        workspace[start:start + self.priors.nbytes] = self.priors.view(np.uint8).ravel()
-        arrays = {"workspace": workspace, "locs": locs, "confs": confs}
-        files = {name: self.work_dir / f"{name}.bin" for name in REGIONS}
-        for name in REGIONS:
-            arrays[name].tofile(files[name])
-        sizes = {name: arrays[name].nbytes for name in REGIONS}
-        plan_file = self.work_dir / "launches.txt"
-        plan_file.write_text(self._plan_text(batch, files, sizes))
         env = dict(os.environ)
         env["ASAN_OPTIONS"] = f"detect_leaks=0:halt_on_error=1:exitcode={ASAN_EXIT_CODE}"
         env["UBSAN_OPTIONS"] = f"print_stacktrace=1:halt_on_error=1:exitcode={ASAN_EXIT_CODE}"

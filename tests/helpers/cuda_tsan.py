@@ -157,15 +157,11 @@ class ThreadedDecodeNms:
                     raise TypeError(f"{launch.kernel}: unexpected argument {value!r}")
         return "\n".join(lines) + "\n"
 
-    def __call__(self, locs: np.ndarray, confs: np.ndarray, image_sizes: Sequence[tuple[int, int]],
-                 timeout: float = 600.0, halt_on_error: bool = False) -> ThreadedRun:
-        """Detections of the batch, and the sanitizer's reports. halt_on_error: stop at
-        the first report (the detections are then those of an unfinished run). Raises
-        RuntimeError when the emulation itself fails (a barrier reached by part of a
-        block, a crash)."""
+    def _write_inputs(self, locs: np.ndarray, confs: np.ndarray) -> tuple[Path, dict[str, Path]]:
+        """The batch's regions (workspace with the priors, locs, confs) written to files at
+        their exact sizes, and the launch plan naming them: (plan file, {region: file})."""
         locs = np.ascontiguousarray(locs, np.float32)
         confs = np.ascontiguousarray(confs, np.float32)
-        batch = len(locs)
         workspace = np.zeros(self.plan.workspace_bytes, np.uint8)
         start = self.plan.offsets["priors"]
         workspace[start:start + self.priors.nbytes] = self.priors.view(np.uint8).ravel()
@@ -175,7 +171,17 @@ class ThreadedDecodeNms:
             arrays[name].tofile(files[name])
         sizes = {name: arrays[name].nbytes for name in REGIONS}
         plan_file = self.work_dir / "launches.txt"
-        plan_file.write_text(self._plan_text(batch, files, sizes))
+        plan_file.write_text(self._plan_text(len(locs), files, sizes))
+        return plan_file, files
+
+    def __call__(self, locs: np.ndarray, confs: np.ndarray, image_sizes: Sequence[tuple[int, int]],
+                 timeout: float = 600.0, halt_on_error: bool = False) -> ThreadedRun:
+        """Detections of the batch, and the sanitizer's reports. halt_on_error: stop at
+        the first report (the detections are then those of an unfinished run). Raises
+        RuntimeError when the emulation itself fails (a barrier reached by part of a
+        block, a crash)."""
+        plan_file, files = self._write_inputs(locs, confs)
+        batch = len(locs)
         env = dict(os.environ)
         env["TSAN_OPTIONS"] = (f"halt_on_error={int(halt_on_error)} exitcode={TSAN_EXIT_CODE} history_size=4 "
                                + env.get("TSAN_OPTIONS", ""))
