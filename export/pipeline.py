@@ -43,7 +43,7 @@ class ExportOptions:
     int8_flavour: None picks `tensorrt` when an INT8 engine is built, else `cpu`; a comma
     list ("cpu,tensorrt") quantizes each: the first is <name>.int8.onnx, the others
     <name>.int8-<flavour>.onnx, and the accuracy table has a row for each.
-    calib_methods: the calibration methods tried (None: all three with a labelled
+    calib_methods: the calibration methods tried (None: minmax and percentile with a labelled
     --calib-data, else minmax). select_images: labelled images after the calibration ones
     that choose the method and the float layers. int8_budget: the drop from FP32 allowed
     in mAP@0.5 and mAP@0.5:0.95. accuracy: end with the accuracy table (needs a labelled

@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="INT8 ONNX flavour: tensorrt or cpu (default: tensorrt for an INT8 engine, else cpu); "
                              "a comma list also writes <name>.int8-<flavour>.onnx for the others")
     parser.add_argument("--calib-method", metavar="METHOD[,METHOD]",
-                        help="calibration methods to try: minmax, percentile, entropy (default: all three, chosen "
-                             "by mAP, when --calib-data is a labelled dataset; else minmax)")
+                        help="calibration methods to try: minmax, percentile, entropy (default: minmax and "
+                             "percentile, chosen by mAP, when --calib-data is a labelled dataset; else minmax; "
+                             "entropy is slow: minutes per layer set)")
     parser.add_argument("--select-images", type=int, default=50, metavar="N",
                         help="labelled images after the calibration ones that choose the method and the layers "
                              "kept float (default 50)")
