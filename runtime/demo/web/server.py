@@ -57,6 +57,7 @@ from ssd_edge.runtime.demo.web.hub import FrameHub
 
 BOUNDARY = "ssdframe"
 IDLE_PUSH_S = 1.0  # with no new frame, the state is pushed this often all the same (its ages grow)
+CLOSE_GRACE_S = 0.3  # at close, how long streams may take to send their last state and end before being cut
 # A video viewer's socket holds about this much unsent (Linux grows it to megabytes otherwise):
 # a slow viewer sees frames at most a picture or two behind, and a stalled one holds little memory.
 # 256 KiB still carries 12 MB/s over a link with a 20 ms round trip.
@@ -166,6 +167,9 @@ class WebViewer:
         deadline = time.monotonic() + 1.0
         with self._lock:
             connections = dict(self._connections)
+        grace = time.monotonic() + CLOSE_GRACE_S  # streams send their last state and end by themselves
+        for thread in connections.values():
+            thread.join(timeout=max(0.0, grace - time.monotonic()))
         for connection in connections:
             _shut(connection)  # a send blocked on a stalled client fails at once
         self._server.shutdown()  # serve_forever polls every 0.1 s
@@ -369,6 +373,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif self._peer_gone():
                 return
             viewer._closing.wait(period)
+        if viewer.hub.state_seq != last_seq:  # the demo ended: its last state (final counts) still goes out
+            self.wfile.write(b"data: " + viewer.hub.state_json({"viewers": viewer.viewers()}) + b"\n\n")
 
     def _peer_gone(self) -> bool:
         """The viewer closed its side (noticed without sending: its slot is freed even while
