@@ -140,7 +140,8 @@ def _check_backend_options(options: BenchOptions) -> None:
     if refused:
         families = registry.families_taking(refused[0]) or ["no backend"]
         own = [name for name in registry.option_fields() if registry.families_taking(name) == families[:1]]
-        flags = " and ".join(registry.option_flag(name) for name in own or refused[:1])
+        names = [registry.option_flag(name) for name in own or refused[:1]]
+        flags = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
         first = next((n for n, i in registry.BACKENDS.items() if i.family == families[0]), families[0])
         raise BenchError(f"{flags} {'is' if len(own) <= 1 else 'are'} {families[0]}'s: add {first} to --backend")
     for backend in options.backends:
