@@ -42,12 +42,12 @@ setup: $(BIN)/.installed $(SERVE_VENV)/bin/.installed $(TRT)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-# One clean-clone CI run of this round's tree died of SIGSEGV at 97% of the suite with no Python
-# traceback (not reproduced in isolation or over the last 70 tests; see the round's closing note).
-# Until it is found, a run killed by a signal is said so and run once more; failures fail as before.
+# The whole suite in one process dies of SIGSEGV at the training tests (twice, at the same place, no
+# Python traceback; those tests pass in a process of their own): state an earlier test leaves behind,
+# not yet found. Until it is, the training tests run in a second pytest process.
 test: setup lint
-	$(BIN)/python -m pytest -q || { rc=$$?; [ $$rc -gt 128 ] || exit $$rc; \
-		echo "pytest was killed by signal $$((rc - 128)): running the suite once more"; $(BIN)/python -m pytest -q; }
+	$(BIN)/python -m pytest -q --ignore-glob='tests/test_train*.py'
+	$(BIN)/python -m pytest -q tests/test_train*.py
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) runs/sample $(TRT)
