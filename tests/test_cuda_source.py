@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from ssd_edge.runtime.cuda import kernel_resources
-from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, KERNELS
+from ssd_edge.runtime.cuda.plan import ALL_KERNELS, KERNEL_SOURCE
 
 # Jetson Nano, Xavier, Orin; Hopper.
 ARCHITECTURES = {"sm_53": "Jetson Nano", "sm_72": "Jetson Xavier", "sm_87": "Jetson Orin", "sm_90": "Hopper"}
@@ -44,7 +44,7 @@ def test_kernel_source_compiles_for_every_jetson(arch, tmp_path):
     """nvcc to PTX where it can target `arch`; otherwise (CUDA 13 dropped sm_53 and sm_72,
     or no nvcc at all) NVRTC 12.9 straight to a CUBIN, so no SM goes unchecked."""
     if NVCC is None or arch not in supported_architectures():
-        assert nvrtc_cubin_kernels(arch) == set(KERNELS)
+        assert nvrtc_cubin_kernels(arch) == set(ALL_KERNELS)
         return
     ptx = tmp_path / f"decode_nms_{arch}.ptx"
     result = subprocess.run(
@@ -53,7 +53,7 @@ def test_kernel_source_compiles_for_every_jetson(arch, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     text = ptx.read_text()
-    for kernel in KERNELS:
+    for kernel in ALL_KERNELS:
         assert f".entry {kernel}(" in text, f"{kernel} missing from the PTX"
 
 

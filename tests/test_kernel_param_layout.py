@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ssd_edge.runtime.cuda import kernel_resources as kr
-from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, KERNELS, DecodeNmsPlan
+from ssd_edge.runtime.cuda.plan import ALL_KERNELS, KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
 
 try:
@@ -24,7 +24,8 @@ try:
 except (kr.KernelResourceError, OSError) as exc:  # no wheel, or a broken library
     NVRTC, WHY = None, str(exc)
 
-FORMATS = DecodeNmsPlan(3234, 91, 8, PostprocessConfig()).argument_formats()
+FORMATS = {**DecodeNmsPlan(3234, 91, 8, PostprocessConfig()).argument_formats(),  # per class and agnostic
+           **DecodeNmsPlan(3234, 91, 8, PostprocessConfig(agnostic_nms=True)).argument_formats()}
 NVCC_ARCHS = ("sm_87", "sm_90")  # nvcc 13 targets sm_75 and newer; NVRTC 12.9 covers the older Jetsons
 
 
@@ -65,13 +66,13 @@ def nvcc_cubins(tmp_path_factory):
 
 
 def test_every_kernel_has_a_format():
-    assert set(FORMATS) == set(KERNELS)
+    assert set(FORMATS) == set(ALL_KERNELS)
 
 
 @pytest.mark.parametrize("arch", kr.ARCHITECTURES)
 def test_packed_arguments_match_nvrtc_cubin_layout(nvrtc_cubins, arch):
     layout = kr.cubin_parameters(nvrtc_cubins[arch])
-    assert set(KERNELS) <= set(layout)
+    assert set(ALL_KERNELS) <= set(layout)
     assert kr.parameter_mismatches(FORMATS, nvrtc_cubins[arch], arch) == []
 
 
@@ -96,7 +97,7 @@ def test_our_reading_of_kparam_info_is_cuobjdumps(nvcc_cubins):
                              section)
         theirs[name.group(1)] = {tuple(int(v, 16) for v in e) for e in entries}
     ours = kr.cubin_parameters(path.read_bytes())
-    for kernel in KERNELS:
+    for kernel in ALL_KERNELS:
         assert theirs[kernel], f"cuobjdump printed no KPARAM_INFO for {kernel}"
         assert {(p.ordinal, p.offset, p.size) for p in ours[kernel] if p.ordinal >= 0} == theirs[kernel], kernel
 

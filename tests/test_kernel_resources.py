@@ -9,7 +9,15 @@ import pytest
 
 from ssd_edge.common.errors import SSDEdgeError
 from ssd_edge.runtime.cuda import kernel_resources as kr
-from ssd_edge.runtime.cuda.plan import BLOCK, KERNEL_SOURCE, KERNELS, MAX_DETECTIONS, MAX_TOP_K, DecodeNmsPlan
+from ssd_edge.runtime.cuda.plan import (
+    AGNOSTIC_MAX_CHUNK,
+    ALL_KERNELS,
+    BLOCK,
+    KERNEL_SOURCE,
+    MAX_DETECTIONS,
+    MAX_TOP_K,
+    DecodeNmsPlan,
+)
 from ssd_edge.runtime.detections import PostprocessConfig
 
 try:
@@ -29,6 +37,8 @@ WORST_CASES = {
     "ssd300-vgg16-coco": (8732, 91, 32, PostprocessConfig(top_k=400, max_detections=200)),
     "plan-limits": (8732, 4096, 64, PostprocessConfig(top_k=MAX_TOP_K, max_detections=MAX_DETECTIONS)),
 }
+WORST_CASES.update({f"{name}-agnostic": (p, c, b, config.replace(agnostic_nms=True))  # the other launch sequence
+                    for name, (p, c, b, config) in list(WORST_CASES.items())})
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +64,7 @@ def test_compiles_to_cubin_without_warnings(arch):
 @pytest.mark.parametrize("arch", kr.ARCHITECTURES)
 def test_every_kernel_is_in_the_cubin_without_spills(compiled, arch):
     resources = compiled[arch]
-    assert set(resources) == set(KERNELS)
+    assert set(resources) == set(ALL_KERNELS)
     for r in resources.values():
         assert r.spill_store_bytes == 0 and r.spill_load_bytes == 0, r
         assert r.registers <= kr.ARCH_LIMITS[arch].max_registers_per_thread
@@ -68,7 +78,8 @@ def test_class_nms_stack_is_the_greedy_pass_bit_words(compiled, arch):
     """ssd_class_nms's only local memory is `u64 removed[8]`: 8 x 64 = MAX_TOP_K bits. If the
     plan's MAX_TOP_K grows without the array, this notices."""
     assert compiled[arch]["ssd_class_nms"].local_bytes == MAX_TOP_K // 64 * 8
-    assert all(compiled[arch][k].local_bytes == 0 for k in ("ssd_softmax", "ssd_merge"))
+    assert compiled[arch]["ssd_agnostic_nms"].local_bytes == AGNOSTIC_MAX_CHUNK // 64 * 8  # its `removed[4]`
+    assert all(compiled[arch][k].local_bytes == 0 for k in ("ssd_softmax", "ssd_merge", "ssd_class_top_k", "ssd_pack"))
 
 
 @pytest.mark.parametrize("arch", kr.ARCHITECTURES)
@@ -77,7 +88,7 @@ def test_worst_case_launches_fit_without_shared_memory_optin(compiled, arch, cas
     priors, classes, max_batch, config = WORST_CASES[case]
     plan = DecodeNmsPlan(priors, classes, max_batch, config)
     checks = kr.check_plan(plan, max_batch, compiled[arch], kr.ARCH_LIMITS[arch])
-    assert [c.kernel for c in checks] == list(KERNELS)
+    assert [c.kernel for c in checks] == list(plan.kernels)
     for check in checks:
         assert not check.problems, f"{case} on {arch}: {check.kernel}: {check.problems}"
         assert check.shared_bytes <= kr.ARCH_LIMITS[arch].shared_per_block_default
@@ -173,7 +184,8 @@ def test_prepared_call_argument_sizes_match_the_cubin(compiled, arch):
     format (native alignment, as pycuda's prepared_async_call does): the packed size must be
     the CUBIN's parameter bank size (EIATTR_CBANK_PARAM_SIZE). Sizes only: the per-parameter
     offsets (EIATTR_KPARAM_INFO) are left to a fuller layout check."""
-    formats = DecodeNmsPlan(3234, 91, 8, PostprocessConfig()).argument_formats()
-    assert set(formats) == set(KERNELS)
+    formats = {**DecodeNmsPlan(3234, 91, 8, PostprocessConfig()).argument_formats(),
+               **DecodeNmsPlan(3234, 91, 8, PostprocessConfig(agnostic_nms=True)).argument_formats()}
+    assert set(formats) == set(ALL_KERNELS)
     for kernel, fmt in formats.items():
         assert struct.calcsize(fmt) == compiled[arch][kernel].param_bytes, (kernel, fmt)

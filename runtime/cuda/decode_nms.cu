@@ -1,4 +1,4 @@
-// SSD decode + per-class NMS for a whole batch on the GPU: ssd-edge's CUDA kernels.
+// SSD decode + NMS (per class, or across the classes) for a whole batch on the GPU: ssd-edge's CUDA kernels.
 //
 // The semantics of the NumPy path (runtime/postprocess/fast.py): softmax over classes; per
 // class c >= 1 the default boxes scoring > score_threshold; the top_k best of each class
@@ -26,6 +26,8 @@
 //   3. ssd_merge       grid (B), block 256, dynamic shared         per image: the best max_detections,
 //                      written as records right after those of the images before it, so that
 //                      det_count (B) and the records are one contiguous span to copy back
+// With agnostic_nms (NMS across the classes) steps 2 and 3 are ssd_class_top_k, ssd_agnostic_nms
+// and ssd_pack instead: see "class-agnostic NMS" at the end.
 // Limits (checked by the plan): P < 2^20, 1 <= C <= 4096, min(top_k, P) <= 512, max_detections <= 1024.
 
 typedef unsigned long long u64;
@@ -118,6 +120,20 @@ __device__ __forceinline__ int merge_key_prior(u64 key)
 }
 __device__ __forceinline__ int merge_key_class(u64 key) { return (int)(CLASS_MASK - (unsigned int)(key & CLASS_MASK)); }
 
+// One record: box, score, label, then the default box's C softmax scores (class c of the
+// image's probs at column[c * P]).
+__device__ __forceinline__ void write_record(float* record, float4 box, u64 key, const float* column, int num_priors,
+                                             int num_classes)
+{
+    record[0] = box.x;
+    record[1] = box.y;
+    record[2] = box.z;
+    record[3] = box.w;
+    record[4] = key_score(key);
+    record[5] = (float)merge_key_class(key);
+    for (int c = 0; c < num_classes; ++c, column += num_priors) record[RECORD_HEAD + c] = *column;
+}
+
 // One class's candidates, read straight from the probabilities: item i is default box i.
 struct ClassSource {
     const float* column;  // probs of one image at class c: element p is column[p]
@@ -156,6 +172,19 @@ struct MergeSource {
         key = keys[slot(i)];
         return true;
     }
+};
+
+// The items of a MergeSource whose keys are below `upper`: what the agnostic NMS has not
+// yet taken (it takes the candidates best first, a chunk at a time; keys are distinct).
+struct BelowSource {
+    MergeSource all;
+    u64 upper;
+    __device__ bool get(int i, u64& key) const
+    {
+        all.get(i, key);
+        return key < upper;
+    }
+    __device__ int slot(int i) const { return all.slot(i); }
 };
 
 // The padded length the bitonic sort needs for n keys: the next power of two, at least 2.
@@ -509,16 +538,193 @@ extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64*
     for (int r = threadIdx.x; r < m; r += blockDim.x) {
         u64 key = keys[r];
         int prior = merge_key_prior(key);
-        float4 box = kept_boxes[slot_base + index[r]];
-        float* record = packed + (offset + r) * width;
-        record[0] = box.x;
-        record[1] = box.y;
-        record[2] = box.z;
-        record[3] = box.w;
-        record[4] = key_score(key);
-        record[5] = (float)merge_key_class(key);
-        const float* column = image_probs + prior;  // class c at column[c * P]
-        for (int c = 0; c < num_classes; ++c, column += num_priors) record[RECORD_HEAD + c] = *column;
+        write_record(packed + (offset + r) * width, kept_boxes[slot_base + index[r]], key, image_probs + prior,
+                     num_priors, num_classes);
     }
     if (threadIdx.x == 0) det_count[image] = m;
+}
+
+// ---------------------------------------------------------------- class-agnostic NMS
+// With agnostic_nms the plan launches, after ssd_softmax:
+//   2. ssd_class_top_k   grid (C - 1, B), block 256, no dynamic shared   per class: the top_k
+//                        candidates, decoded, unsuppressed, as merge keys and boxes
+//   3. ssd_agnostic_nms  grid (B), block 256, dynamic shared            per image: greedy NMS
+//                        across every class's candidates in the final order, up to max_detections
+//                        kept; det_count[image] = how many
+//   4. ssd_pack          grid (B), block 256                              per image: its records,
+//                        packed after those of the images before it
+// Four launches, not three: an image's records start after the earlier images' records, and
+// their number is known only once those images' cross-class NMS has ended (ssd_merge can
+// count them from kept_count; here nothing can, short of a grid-wide wait, which one block
+// per SM, as on the Jetson Nano, could deadlock). Still one synchronisation per batch.
+
+// One block per (foreground class, image): the top_k candidates of the class (score
+// descending, ties by lower default box: ssd_class_nms's selection), decoded, written
+// unsorted as merge keys and boxes to slots [0, k) of this (image, class); no NMS here.
+extern "C" __global__ void ssd_class_top_k(const float* __restrict__ probs, const unsigned char* __restrict__ possible,
+                                           const float* __restrict__ locs, const float* __restrict__ priors,
+                                           int num_priors, int num_classes, int top_k, float score_threshold,
+                                           float v_centre, float v_size, float size_clip, u64* __restrict__ kept_keys,
+                                           float4* __restrict__ kept_boxes, int* __restrict__ kept_count)
+{
+    __shared__ unsigned int hist[256];
+    __shared__ SelectState state;
+
+    const int cls = blockIdx.x + 1, image = blockIdx.y, groups = num_classes - 1;
+    const long long slot_base = ((long long)image * groups + (cls - 1)) * top_k;
+
+    ClassSource source;
+    source.column = probs + ((long long)image * num_classes + cls) * num_priors;
+    source.possible = possible + (long long)image * num_priors;
+    source.threshold = score_threshold;
+
+    int candidates = count_keys(source, num_priors, &state);
+    int k = min(candidates, top_k);
+    if (k > 0) {
+        u64 cutoff = candidates > k ? radix_select(source, num_priors, k, hist, &state) : 1ull;
+        gather_keys(source, num_priors, cutoff, kept_keys + slot_base, (int*)0, &state);  // ends with a barrier
+        const float* image_locs = locs + (long long)image * num_priors * 4;
+        for (int j = threadIdx.x; j < k; j += blockDim.x) {  // each thread its own slots: in place
+            u64 key = kept_keys[slot_base + j];
+            int prior = class_key_prior(key);
+            kept_boxes[slot_base + j] = decode_box(image_locs + (long long)prior * 4, priors + (long long)prior * 4,
+                                                   v_centre, v_size, size_clip);
+            kept_keys[slot_base + j] = merge_key(key_score(key), prior, cls);
+        }
+    }
+    if (threadIdx.x == 0) kept_count[(long long)image * groups + (cls - 1)] = k;
+}
+
+#define AGNOSTIC_MAX_CHUNK 256  // candidates per chunk: its suppression bits are 256 x 4 u64 (8 KiB)
+
+// One block per image: greedy NMS across the classes. The candidates of every class (the
+// kept keys and boxes of ssd_class_top_k) are taken best first (score descending, then
+// default box, then class: the merge keys' order) in chunks of `chunk` (a power of two, at
+// most AGNOSTIC_MAX_CHUNK), each selected below the last one's worst and sorted; a candidate
+// is kept unless a kept, better candidate of any class overlaps it by IoU > iou_threshold
+// (the kept ones of earlier chunks, checked in parallel, and the better ones of its chunk,
+// through a suppression bit matrix as in ssd_class_nms). A default box's candidates in
+// several classes are separate candidates with the same box: the best goes first and, its
+// box overlapping itself (IoU 1 > iou_threshold unless the box is empty or NaN), removes the
+// others. It stops as soon as max_detections are kept: later candidates cannot change the
+// ones kept before them. The kept ones go to nms_keys / nms_boxes (max_detections slots per
+// image) in the final order; det_count[image] = how many.
+// Dynamic shared memory: chunk float4 boxes | chunk u64 keys | chunk * chunk / 64 u64 mask |
+// chunk int slots | C int prefix sums of the candidate counts | chunk flags.
+extern "C" __global__ void ssd_agnostic_nms(const u64* __restrict__ kept_keys, const float4* __restrict__ kept_boxes,
+                                            const int* __restrict__ kept_count, int num_classes, int top_k,
+                                            int max_detections, int chunk, float iou_threshold,
+                                            u64* __restrict__ nms_keys, float4* __restrict__ nms_boxes,
+                                            int* __restrict__ det_count)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ unsigned int hist[256];
+    __shared__ SelectState state;
+
+    const int image = blockIdx.x, groups = num_classes - 1, words = (chunk + 63) / 64;
+    float4* boxes = (float4*)smem;
+    u64* keys = (u64*)(boxes + chunk);
+    u64* mask = keys + chunk;
+    int* index = (int*)(mask + (size_t)chunk * words);
+    int* first = index + chunk;
+    unsigned char* overlapped = (unsigned char*)(first + num_classes);
+
+    if (threadIdx.x == 0) {  // serial, but over C - 1 counts only
+        const int* counts = kept_count + (long long)image * groups;
+        int total = 0;
+        for (int g = 0; g < groups; ++g) {
+            first[g] = total;
+            total += counts[g];
+        }
+        first[groups] = total;
+    }
+    __syncthreads();
+    const long long slot_base = (long long)image * groups * top_k;
+    BelowSource source;
+    source.all.keys = kept_keys + slot_base;
+    source.all.first = first;
+    source.all.groups = groups;
+    source.all.k = top_k;
+    source.upper = ~0ull;  // above every key
+    const int items = first[groups];
+    u64* out_keys = nms_keys + (long long)image * max_detections;
+    float4* out_boxes = nms_boxes + (long long)image * max_detections;
+
+    int kept = 0, taken = 0;  // the same in every thread
+    while (kept < max_detections && taken < items) {
+        const int n = min(items - taken, chunk);
+        u64 cutoff = items - taken > n ? radix_select(source, items, n, hist, &state) : 1ull;
+        gather_keys(source, items, cutoff, keys, index, &state);
+        sort_descending(keys, index, n);  // sort_length(n) <= chunk; ends with a barrier
+        for (int j = threadIdx.x; j < n; j += blockDim.x) boxes[j] = kept_boxes[slot_base + index[j]];
+        __syncthreads();
+
+        for (int j = threadIdx.x; j < n; j += blockDim.x) {  // overlapped by a box kept from an earlier chunk
+            float4 box = boxes[j];
+            unsigned char hit = 0;
+            for (int i = 0; i < kept && !hit; ++i) hit = box_iou(out_boxes[i], box) > iou_threshold;
+            overlapped[j] = hit;
+        }
+        // mask[i][w] bit b: candidate 64w + b (> i) of the chunk overlaps candidate i by more than the threshold.
+        for (int cell = threadIdx.x; cell < n * words; cell += blockDim.x) {
+            int i = cell / words, w = cell % words;
+            u64 bits = 0ull;
+            int first_j = w * 64;
+            if (first_j + 63 > i) {
+                float4 a = boxes[i];
+                for (int b = 0; b < 64; ++b) {
+                    int j = first_j + b;
+                    if (j > i && j < n && box_iou(a, boxes[j]) > iou_threshold) bits |= 1ull << b;
+                }
+            }
+            mask[cell] = bits;
+        }
+        __syncthreads();
+
+        if (threadIdx.x == 0) {  // the greedy pass itself is sequential: one thread, bit words
+            u64 removed[AGNOSTIC_MAX_CHUNK / 64];
+            for (int w = 0; w < words; ++w) removed[w] = 0ull;
+            int count = kept;
+            for (int i = 0; i < n && count < max_detections; ++i) {
+                int w = i >> 6;
+                if (overlapped[i] || ((removed[w] >> (i & 63)) & 1ull)) continue;
+                out_keys[count] = keys[i];
+                out_boxes[count] = boxes[i];
+                ++count;
+                for (; w < words; ++w) removed[w] |= mask[(size_t)i * words + w];
+            }
+            state.count = count;
+        }
+        __syncthreads();  // also makes thread 0's out_boxes visible to the block
+        kept = state.count;
+        source.upper = keys[n - 1];  // the chunk's worst: the next chunk lies below it
+        taken += n;
+        __syncthreads();  // all have read state and keys before the next chunk writes them
+    }
+    if (threadIdx.x == 0) det_count[image] = kept;
+}
+
+// One block per image: the records of its det_count[image] kept detections (nms_keys and
+// nms_boxes, in the final order), packed right after the records of the images before it.
+extern "C" __global__ void ssd_pack(const float* __restrict__ probs, const u64* __restrict__ nms_keys,
+                                    const float4* __restrict__ nms_boxes, const int* __restrict__ det_count,
+                                    int num_priors, int num_classes, int max_detections, float* __restrict__ packed)
+{
+    __shared__ int records_before;  // of the images before this one
+
+    const int image = blockIdx.x, width = RECORD_HEAD + num_classes;
+    if (threadIdx.x == 0) records_before = 0;
+    __syncthreads();
+    int before = 0;  // this thread's share; integer sums: exact in any order
+    for (int i = threadIdx.x; i < image; i += blockDim.x) before += det_count[i];
+    if (before) atomicAdd(&records_before, before);
+    __syncthreads();
+
+    const long long offset = records_before, slot_base = (long long)image * max_detections;
+    const float* image_probs = probs + (long long)image * num_priors * num_classes;
+    for (int r = threadIdx.x; r < det_count[image]; r += blockDim.x) {
+        u64 key = nms_keys[slot_base + r];
+        write_record(packed + (offset + r) * width, nms_boxes[slot_base + r], key, image_probs + merge_key_prior(key),
+                     num_priors, num_classes);
+    }
 }

@@ -1,8 +1,8 @@
 """The pycuda launcher of the CUDA decode + NMS (`decode_nms.cu`), for network outputs that
 are already on the GPU (a TensorRT engine's output buffers, onnxruntime's CUDA outputs).
 
-Per batch it queues `DecodeNmsPlan`'s three kernels on the caller's stream, right after the
-network, as prepared calls whose argument lists were built once (per batch size and pair of
+Per batch it queues `DecodeNmsPlan`'s kernels (three; four with agnostic_nms) on the
+caller's stream, right after the network, as prepared calls whose argument lists were built once (per batch size and pair of
 output addresses), then copies back the per-image counts and the packed detections in one
 copy into pinned memory, and synchronises the stream once. The copy covers as many records
 as the batches so far needed (at least 32 per image); only a batch with more detections than
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, KERNELS, DecodeNmsPlan
+from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.cuda.resources import DeviceBuffer, PinnedBuffer, Stream, check, compile_module, import_pycuda
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
@@ -59,7 +59,7 @@ class CudaDecodeNms:
             if module is None:
                 module = compile_module(KERNEL_SOURCE.read_text(), KERNEL_SOURCE.name)
             formats = self.plan.argument_formats()
-            for name in KERNELS:
+            for name in self.plan.kernels:
                 function = check(f"cuModuleGetFunction({name})", module.get_function, name)
                 check(f"prepare({name})", function.prepare, formats[name])
                 self.kernels[name] = function

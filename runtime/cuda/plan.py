@@ -1,5 +1,5 @@
 """How the CUDA decode + NMS (`decode_nms.cu`) is run: its limits, the layout of its one
-device workspace, the three kernel launches with their grids, shared memory and
+device workspace, the kernel launches (three; four with agnostic_nms) with their grids, shared memory and
 arguments, the span the host copies back (the per-image counts, then the packed records),
 and the conversion of those records into `Detections`.
 
@@ -20,12 +20,16 @@ from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import possible_box_bound
 
 KERNEL_SOURCE = Path(__file__).with_name("decode_nms.cu")
-KERNELS = ("ssd_softmax", "ssd_class_nms", "ssd_merge")
+KERNELS = ("ssd_softmax", "ssd_class_nms", "ssd_merge")  # per class, the default
+AGNOSTIC_KERNELS = ("ssd_softmax", "ssd_class_top_k", "ssd_agnostic_nms", "ssd_pack")  # with agnostic_nms
+ALL_KERNELS = KERNELS + AGNOSTIC_KERNELS[1:]  # every entry point of decode_nms.cu
 
 MAX_PRIORS = (1 << 20) - 1  # the merge key holds a default-box index in 20 bits
 MAX_CLASSES = 1 << 12  # ... and a class in 12
 MAX_TOP_K = 512  # candidates per class: the suppression bit matrix must fit in shared memory
 MAX_DETECTIONS = 1024  # merge sort in shared memory
+AGNOSTIC_MAX_CHUNK = 256  # candidates per ssd_agnostic_nms chunk (the kernel's AGNOSTIC_MAX_CHUNK)
+AGNOSTIC_CHUNK_PER_DETECTION = 4  # chunk: 4 candidates per detection to keep, a power of two, up to the max
 RECORD_HEAD = 6  # x1, y1, x2, y2, score, label; then the C softmax scores
 SOFTMAX_ROWS = 8  # default boxes per ssd_softmax block, one warp each (the kernel's SOFTMAX_ROWS)
 WARP = 32
@@ -53,6 +57,12 @@ class DecodeNmsPlan:
     """Everything about a decode + NMS run for P default boxes, C classes (background
     included), batches up to `max_batch`, and one postprocessing config.
 
+    Per class (the default): ssd_softmax, ssd_class_nms, ssd_merge. With `agnostic_nms`:
+    ssd_softmax, ssd_class_top_k (per class the top_k candidates, decoded, no NMS),
+    ssd_agnostic_nms (per image, greedy NMS across the classes in the final order, in
+    chunks of `agnostic_chunk` candidates) and ssd_pack (the records, packed): one launch
+    more, as an image's records can only be placed once the earlier images' NMS has ended.
+
     Raises ValueError naming the limit when the kernels cannot serve the model.
     """
 
@@ -77,25 +87,31 @@ class DecodeNmsPlan:
                 f"the CUDA decode + NMS returns at most {MAX_DETECTIONS} detections per image, "
                 f"max_detections={config.max_detections}: lower it or decode on the CPU"
             )
-        if getattr(config, "agnostic_nms", False):
-            raise ValueError("the CUDA decode + NMS suppresses within each class only; agnostic_nms=True needs "
-                             "the NumPy decode + NMS (backend='onnxruntime-cpu' or 'openvino')")
+        self.agnostic = bool(config.agnostic_nms)
         self.max_detections = config.max_detections
         self.k_pad = _next_power_of_two(self.top_k)
         self.m_pad = _next_power_of_two(self.max_detections)
         self.record_width = RECORD_HEAD + num_classes
         groups = num_classes - 1
+        self.agnostic_chunk = min(AGNOSTIC_MAX_CHUNK, _next_power_of_two(
+            max(2, min(groups * self.top_k, AGNOSTIC_CHUNK_PER_DETECTION * self.max_detections))))
         sizes = {
             "priors": num_priors * 4 * 4,
             "probs": max_batch * num_classes * num_priors * 4,  # (B, C, P): classes first
             "possible": max_batch * num_priors,  # (B, P) uint8: rows whose softmax is computed
+            # per class its kept boxes (with agnostic_nms: its top_k candidates), as merge keys
             "kept_keys": max_batch * groups * self.top_k * 8,
             "kept_boxes": max_batch * groups * self.top_k * 16,
             "kept_count": max_batch * groups * 4,
+        }
+        if self.agnostic:  # what ssd_agnostic_nms keeps, per image, in the final order
+            sizes["nms_keys"] = max_batch * self.max_detections * 8
+            sizes["nms_boxes"] = max_batch * self.max_detections * 16
+        sizes.update({
             # det_count and packed last and back to back: the host copies both in one span.
             "det_count": max_batch * 4,
             "packed": max_batch * self.max_detections * self.record_width * 4,
-        }
+        })
         self.offsets: dict[str, int] = {}
         offset = 0
         for name, size in sizes.items():
@@ -108,6 +124,18 @@ class DecodeNmsPlan:
         """Dynamic shared memory of ssd_class_nms: keys, boxes, suppression bits, keep flags."""
         words = -(-self.top_k // 64)
         return self.k_pad * (8 + 16) + self.top_k * words * 8 + self.k_pad
+
+    @property
+    def agnostic_shared_bytes(self) -> int:
+        """Dynamic shared memory of ssd_agnostic_nms: a chunk's boxes, keys, suppression bits
+        and slots, the candidate counts' prefix sums, the chunk's flags."""
+        chunk = self.agnostic_chunk
+        return chunk * (16 + 8) + chunk * -(-chunk // 64) * 8 + chunk * 4 + self.num_classes * 4 + chunk
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        """The kernels this plan launches (ssd_class_nms or ssd_class_top_k only for C > 1)."""
+        return AGNOSTIC_KERNELS if self.agnostic else KERNELS
 
     @property
     def merge_shared_bytes(self) -> int:
@@ -151,7 +179,7 @@ class DecodeNmsPlan:
             raise ValueError(f"batch {batch} outside 1..{self.max_batch}")
         launches = self._launches(workspace, locs, confs, batch)
         if self.num_classes == 1:  # background only: no class to search (a grid of 0 blocks is not a launch)
-            launches = [launch for launch in launches if launch.kernel != "ssd_class_nms"]
+            launches = [launch for launch in launches if launch.kernel not in ("ssd_class_nms", "ssd_class_top_k")]
         return launches
 
     def _launches(self, workspace: int, locs: int, confs: int, batch: int) -> list[Launch]:
@@ -159,12 +187,15 @@ class DecodeNmsPlan:
         cfg, p, c, i32, f32 = self.config, self.num_priors, self.num_classes, np.int32, np.float32
         log_bound = possible_box_bound(cfg.score_threshold)
         every_row = log_bound is None
+        softmax = Launch(
+            "ssd_softmax", (-(-p // SOFTMAX_ROWS), batch, 1), (SOFTMAX_ROWS * WARP, 1, 1), 0,
+            (np.uintp(confs), at["possible"], at["probs"], i32(p), i32(c),
+             f32(0.0 if every_row else log_bound), i32(every_row)),
+        )
+        if self.agnostic:
+            return [softmax] + self._agnostic_launches(at, locs, batch)
         launches = [
-            Launch(
-                "ssd_softmax", (-(-p // SOFTMAX_ROWS), batch, 1), (SOFTMAX_ROWS * WARP, 1, 1), 0,
-                (np.uintp(confs), at["possible"], at["probs"], i32(p), i32(c),
-                 f32(0.0 if every_row else log_bound), i32(every_row)),
-            ),
+            softmax,
             Launch(
                 "ssd_class_nms", (c - 1, batch, 1), (BLOCK, 1, 1), self.class_shared_bytes,
                 (at["probs"], at["possible"], np.uintp(locs), at["priors"], i32(p), i32(c), i32(self.top_k),
@@ -178,6 +209,28 @@ class DecodeNmsPlan:
             ),
         ]
         return launches
+
+    def _agnostic_launches(self, at: dict, locs: int, batch: int) -> list[Launch]:
+        cfg, p, c, i32, f32 = self.config, self.num_priors, self.num_classes, np.int32, np.float32
+        return [
+            Launch(
+                "ssd_class_top_k", (c - 1, batch, 1), (BLOCK, 1, 1), 0,
+                (at["probs"], at["possible"], np.uintp(locs), at["priors"], i32(p), i32(c), i32(self.top_k),
+                 f32(cfg.score_threshold), f32(cfg.variances[0]), f32(cfg.variances[1]), f32(BBOX_XFORM_CLIP),
+                 at["kept_keys"], at["kept_boxes"], at["kept_count"]),
+            ),
+            Launch(
+                "ssd_agnostic_nms", (batch, 1, 1), (BLOCK, 1, 1), self.agnostic_shared_bytes,
+                (at["kept_keys"], at["kept_boxes"], at["kept_count"], i32(c), i32(self.top_k),
+                 i32(self.max_detections), i32(self.agnostic_chunk), f32(cfg.iou_threshold), at["nms_keys"],
+                 at["nms_boxes"], at["det_count"]),
+            ),
+            Launch(
+                "ssd_pack", (batch, 1, 1), (BLOCK, 1, 1), 0,
+                (at["probs"], at["nms_keys"], at["nms_boxes"], at["det_count"], i32(p), i32(c),
+                 i32(self.max_detections), at["packed"]),
+            ),
+        ]
 
     def detections(
         self, det_count: np.ndarray, records: np.ndarray, image_sizes: Sequence[tuple[int, int]],

@@ -6,9 +6,9 @@ Random outputs at batch 1 and 8 under varied thresholds, and the edge cases: no 
 above the threshold, every box above it with NMS off, identical boxes and scores (ties
 broken by default-box index, then class), an SSDLite-sized model (3234 default boxes,
 91 classes), and the edges of the kernel's prefilter (scores at the threshold, logits at
-`possible_box_bound`, ties, huge and non-finite logits). The test suite runs the same cases
-on the CPU emulation of the kernel. Shapes: priors (P, 4) cxcywh in [0, 1], locs (B, P, 4),
-confs (B, P, C) logits.
+`possible_box_bound`, ties, huge and non-finite logits), and NMS across the classes
+(`agnostic_nms`). The test suite runs the same cases on the CPU emulation of the kernel.
+Shapes: priors (P, 4) cxcywh in [0, 1], locs (B, P, 4), confs (B, P, C) logits.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def ssdlite_case(batch: int, seed: int = 0) -> KernelCase:
 
 def kernel_cases(seed: int = 0) -> list[KernelCase]:
     """The random cases at batch 1 and 8, the edge cases, the SSDLite-sized ones, and the
-    cases at the edges of the kernel's prefilter (two images each)."""
+    cases at the edges of the kernel's prefilter (two images each), and the class-agnostic ones."""
     rng = np.random.default_rng(seed)
     configs = (PostprocessConfig(),
                PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=300, max_detections=300),
@@ -98,7 +98,30 @@ def kernel_cases(seed: int = 0) -> list[KernelCase]:
                                 PostprocessConfig(score_threshold=0.1, iou_threshold=0.5, top_k=50,
                                                   max_detections=40), reference=True))
         cases.append(ssdlite_case(batch, seed=batch))
-    return cases + prefilter_cases()
+    return cases + prefilter_cases() + agnostic_cases()
+
+
+def agnostic_cases(seed: int = 14) -> list[KernelCase]:
+    """Class-agnostic NMS (the kernel's ssd_class_top_k, ssd_agnostic_nms, ssd_pack): random
+    outputs at batch 1 (small enough for the reference) and 8, with more candidates than one
+    chunk of ssd_agnostic_nms holds at the lower threshold; and 20 identical copies of 10 boxes
+    whose classes all tie (the lower default box, then the lower class, wins)."""
+    rng = np.random.default_rng(seed)
+    configs = (PostprocessConfig(score_threshold=0.05, iou_threshold=0.45, top_k=100, max_detections=100,
+                                 agnostic_nms=True),
+               PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=100, max_detections=300,
+                                 agnostic_nms=True))
+    cases = []
+    for batch, config in zip((1, 8), configs):
+        locs, confs = random_outputs(rng, batch, 300, 8, 2.0)
+        cases.append(KernelCase(f"agnostic-random-b{batch}", random_priors(rng, 300), locs, confs,
+                                random_image_sizes(rng, batch), config, reference=batch == 1))
+    same = np.repeat(random_priors(rng, 10), 20, axis=0)
+    cases.append(KernelCase("agnostic-identical-boxes-and-scores-b2", same, np.zeros((2, 200, 4), np.float32),
+                            np.zeros((2, 200, 5), np.float32), random_image_sizes(rng, 2),
+                            PostprocessConfig(score_threshold=0.1, iou_threshold=0.5, top_k=50, max_detections=40,
+                                              agnostic_nms=True), reference=True))
+    return cases
 
 
 def _float32_steps(centre: float, steps: int) -> np.ndarray:
@@ -299,7 +322,8 @@ def tie_aware_difference(got: list[Detections], expected: list[Detections], conf
     one found in one list only must be borderline: within tau of the threshold, within 2 tau
     of the other list's max-detections cut (when that list is full), of its class's top-k
     cut (the top_k-th best score in `reference_scores` (B, C, P), when given), or of another
-    detection of its class (greedy NMS keeps one of a near-tied overlapping pair)."""
+    detection of its class, of any class with agnostic_nms (greedy NMS keeps one of a near-tied
+    overlapping pair)."""
     if len(got) != len(expected):
         return f"{len(got)} images, expected {len(expected)}"
     threshold = float(np.float32(config.score_threshold))
@@ -334,7 +358,8 @@ def tie_aware_difference(got: list[Detections], expected: list[Detections], conf
                 if len(candidates) > config.top_k:
                     borderline |= s <= float(candidates[config.top_k - 1]) + 2 * tau
             for d2 in lists.values():
-                same = (d2.labels == label) & (np.abs(d2.scores.astype(np.float64) - s) <= 2 * tau)
+                rival = np.ones(len(d2.labels), bool) if config.agnostic_nms else d2.labels == label
+                same = rival & (np.abs(d2.scores.astype(np.float64) - s) <= 2 * tau)
                 borderline |= int(same.sum()) > (1 if d2 is d else 0)
             if not borderline:
                 return (f"image {i}: a detection (label {label}, score {s!r}) only in the {side} output, clearly "

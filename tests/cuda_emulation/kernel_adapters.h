@@ -32,4 +32,25 @@ void run_merge(void** a)
               arg<int*>(a, 10));
 }
 
+void run_class_top_k(void** a)
+{
+    ssd_class_top_k(arg<const float*>(a, 0), arg<const unsigned char*>(a, 1), arg<const float*>(a, 2),
+                    arg<const float*>(a, 3), arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<float>(a, 7),
+                    arg<float>(a, 8), arg<float>(a, 9), arg<float>(a, 10), arg<u64*>(a, 11), arg<float4*>(a, 12),
+                    arg<int*>(a, 13));
+}
+
+void run_agnostic_nms(void** a)
+{
+    ssd_agnostic_nms(arg<const u64*>(a, 0), arg<const float4*>(a, 1), arg<const int*>(a, 2), arg<int>(a, 3),
+                     arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<float>(a, 7), arg<u64*>(a, 8),
+                     arg<float4*>(a, 9), arg<int*>(a, 10));
+}
+
+void run_pack(void** a)
+{
+    ssd_pack(arg<const float*>(a, 0), arg<const u64*>(a, 1), arg<const float4*>(a, 2), arg<const int*>(a, 3),
+             arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<float*>(a, 7));
+}
+
 }  // namespace

@@ -22,6 +22,9 @@ extern "C" int emu_launch(const char* kernel, unsigned int gx, unsigned int gy, 
     if (name == "ssd_softmax") body = run_softmax;
     else if (name == "ssd_class_nms") body = run_class_nms;
     else if (name == "ssd_merge") body = run_merge;
+    else if (name == "ssd_class_top_k") body = run_class_top_k;
+    else if (name == "ssd_agnostic_nms") body = run_agnostic_nms;
+    else if (name == "ssd_pack") body = run_pack;
     else return -1;
     try {
         emu::launch(body, args, dim3{gx, gy, gz}, dim3{bx, by, bz}, shared_bytes, reverse != 0);

@@ -58,7 +58,8 @@ struct PendingLaunch {
 void execute(const PendingLaunch& launch)
 {
     static const std::map<std::string, void (*)(void**)> kernels = {
-        {"ssd_softmax", run_softmax}, {"ssd_class_nms", run_class_nms}, {"ssd_merge", run_merge}};
+        {"ssd_softmax", run_softmax}, {"ssd_class_nms", run_class_nms}, {"ssd_merge", run_merge},
+        {"ssd_class_top_k", run_class_top_k}, {"ssd_agnostic_nms", run_agnostic_nms}, {"ssd_pack", run_pack}};
     auto found = kernels.find(launch.kernel);
     if (found == kernels.end()) fail("unknown kernel " + launch.kernel);
     std::vector<void*> args;

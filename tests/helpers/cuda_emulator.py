@@ -17,6 +17,7 @@ from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 
 HERE = Path(__file__).resolve().parents[1] / "cuda_emulation"
 DYNAMIC_SHARED = "extern __shared__ __align__(16) unsigned char smem[];"
+DYNAMIC_SHARED_KERNELS = 3  # ssd_class_nms, ssd_merge, ssd_agnostic_nms
 
 
 def compiler() -> str | None:
@@ -27,8 +28,8 @@ def build(directory: Path, source: str | None = None) -> ctypes.CDLL:
     """Compile the emulated kernels (of `source`, default the real decode_nms.cu) into
     `directory` (reused when the sources are unchanged)."""
     source = KERNEL_SOURCE.read_text() if source is None else source
-    if source.count(DYNAMIC_SHARED) != 2:
-        raise RuntimeError(f"{KERNEL_SOURCE}: expected the dynamic shared declaration twice")
+    if source.count(DYNAMIC_SHARED) != DYNAMIC_SHARED_KERNELS:
+        raise RuntimeError(f"{KERNEL_SOURCE}: expected the dynamic shared declaration {DYNAMIC_SHARED_KERNELS} times")
     emulated = source.replace(DYNAMIC_SHARED, "unsigned char* smem = emu::dynamic_shared();")
     harness = (HERE / "launch.cpp").read_text() + (HERE / "cuda_emulation.h").read_text()
     harness += "".join((HERE / name).read_text() for name in ("cuda_keywords.h", "kernel_adapters.h"))

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
-from tests.helpers.cuda_emulator import DYNAMIC_SHARED, compiler
+from tests.helpers.cuda_emulator import DYNAMIC_SHARED, DYNAMIC_SHARED_KERNELS, compiler
 
 HERE = Path(__file__).resolve().parents[1] / "cuda_emulation"
 TSAN_EXIT_CODE = 66
@@ -35,7 +35,7 @@ REGION_BITS = 40  # fake device addresses: region number << 40 | offset
 REGIONS = ("workspace", "locs", "confs")
 # Kernels with a block per class or image, written for any blockDim (the others' grids are
 # sized from their block).
-BLOCK_PER_GROUP = ("ssd_class_nms", "ssd_merge")
+BLOCK_PER_GROUP = ("ssd_class_nms", "ssd_merge", "ssd_class_top_k", "ssd_agnostic_nms", "ssd_pack")
 
 
 class SanitizerUnavailable(RuntimeError):
@@ -52,8 +52,9 @@ def build(directory: Path, source: str | None = None, source_name: str | None = 
     if cxx is None:
         raise SanitizerUnavailable("no C++ compiler (g++ or c++) on PATH")
     text = KERNEL_SOURCE.read_text() if source is None else source
-    if text.count(DYNAMIC_SHARED) != 2:
-        raise ValueError(f"expected the dynamic shared declaration `{DYNAMIC_SHARED}` twice in the kernel source")
+    if text.count(DYNAMIC_SHARED) != DYNAMIC_SHARED_KERNELS:
+        raise ValueError(f"expected the dynamic shared declaration `{DYNAMIC_SHARED}` {DYNAMIC_SHARED_KERNELS} times "
+                         "in the kernel source")
     name = source_name or str(KERNEL_SOURCE)
     emulated = f'#line 1 "{name}"\n' + text.replace(DYNAMIC_SHARED, "unsigned char* smem = emu::dynamic_shared();")
     flags = ["-std=c++17", "-g", "-O1", "-pthread", "-ffp-contract=off", "-fno-fast-math", "-fno-omit-frame-pointer"]

@@ -10,7 +10,8 @@ from ssd_edge.runtime.doctor.kernel_cases import KernelCase as Case
 from ssd_edge.runtime.doctor.kernel_cases import first_difference, prefilter_cases, random_outputs, random_priors
 from ssd_edge.runtime.doctor.kernel_cases import random_image_sizes as _sizes
 
-__all__ = ["Case", "assert_same_detections", "edge_cases", "model_case", "prefilter_cases", "random_batches"]
+__all__ = ["Case", "agnostic_cases", "agnostic_edge_cases", "assert_same_detections", "edge_cases", "model_case", "prefilter_cases",
+           "random_batches"]
 
 
 def random_batches(seed: int = 0, batches=(1, 2, 3, 5, 8, 16, 32), priors: int = 300, classes: int = 6) -> list[Case]:
@@ -67,6 +68,75 @@ def edge_cases(seed: int = 1) -> list[Case]:
     locs, confs = random_outputs(rng, 2, 320, 3, logit_scale=1.5)
     cases.append(Case("suppression-chains", chained, locs * 0.05, confs, _sizes(rng, 2),
                       PostprocessConfig(score_threshold=0.01, iou_threshold=0.5, top_k=320, max_detections=400)))
+    return cases
+
+
+# The configs of tests/test_agnostic_nms.py, and one whose candidates fill several chunks of
+# ssd_agnostic_nms (chunk 256 here; up to 8 x 150 candidates per image) with many kept.
+AGNOSTIC_CONFIGS = [
+    PostprocessConfig(agnostic_nms=True),
+    PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=60, max_detections=40, agnostic_nms=True),
+    PostprocessConfig(score_threshold=0.05, iou_threshold=0.2, top_k=30, max_detections=300, agnostic_nms=True),
+    PostprocessConfig(score_threshold=0.0, iou_threshold=0.0, top_k=20, max_detections=50, agnostic_nms=True),
+    PostprocessConfig(score_threshold=0.01, iou_threshold=1.0, top_k=20, max_detections=50, agnostic_nms=True),
+    PostprocessConfig(score_threshold=0.001, iou_threshold=0.7, top_k=150, max_detections=500, agnostic_nms=True),
+]
+AGNOSTIC_KINDS = ("spread", "tied", "half-tied", "near-uniform")
+
+
+def agnostic_cases(seed: int = 11) -> list[Case]:
+    """NMS across the classes: every score distribution of tests/test_agnostic_nms.py (spread
+    logits; all tied, so that every class of a default box ties; every other default box
+    tied; near-uniform) under each of AGNOSTIC_CONFIGS, two images of 150 default boxes
+    and 6 classes (300 and 9 for the several-chunks config)."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i, config in enumerate(AGNOSTIC_CONFIGS):
+        priors, classes = (300, 9) if config.max_detections == 500 else (150, 6)
+        for kind in AGNOSTIC_KINDS:
+            locs, confs = random_outputs(rng, 2, priors, classes, logit_scale=3.0)
+            if kind == "tied":
+                confs[:] = 0.0
+            elif kind == "half-tied":
+                confs[:, ::2] = 0.0
+            elif kind == "near-uniform":
+                confs *= 0.01
+            cases.append(Case(f"agnostic-{kind}-{i}", random_priors(rng, priors), locs, confs, _sizes(rng, 2), config))
+    return cases
+
+
+def agnostic_edge_cases(seed: int = 12) -> list[Case]:
+    """NMS across the classes at the edges: one default box in two classes (the better class
+    stays; a tie keeps the lower), identical boxes and scores, NaN and infinite regressions,
+    a batch of 5 with very different counts (the packing), a background-only model."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    priors = np.array([[0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1]], np.float32)
+    logits = np.array([[[0.0, 2.0, 3.0], [0.0, 1.0, 1.0]]], np.float32)  # box 1 ties classes 1 and 2
+    cases.append(Case("agnostic-one-box-two-classes", priors, np.zeros((1, 2, 4), np.float32), logits, [(10, 10)],
+                      PostprocessConfig(score_threshold=0.1, iou_threshold=0.5, agnostic_nms=True)))
+    same = np.repeat(random_priors(rng, 10), 20, axis=0)
+    cases.append(Case("agnostic-identical-scores-and-boxes", same, np.zeros((2, 200, 4), np.float32),
+                      np.zeros((2, 200, 5), np.float32), _sizes(rng, 2),
+                      PostprocessConfig(score_threshold=0.1, agnostic_nms=True)))
+    priors = random_priors(rng, 200)
+    locs, confs = random_outputs(rng, 4, 200, 5, logit_scale=2.0)
+    wild = locs.copy()
+    wild[0, :20, 2:] = 40.0  # sizes past the log clamp
+    wild[1, :5] = np.inf
+    wild[2, 5:9] = np.nan
+    cases.append(Case("agnostic-wild-regressions", priors, wild, confs, _sizes(rng, 4),
+                      PostprocessConfig(score_threshold=0.05, iou_threshold=0.5, top_k=50, max_detections=100,
+                                        agnostic_nms=True)))
+    locs, confs = random_outputs(rng, 5, 200, 4, logit_scale=2.0)
+    confs[1, :, 0] += 9.0  # few candidates
+    confs[3, :, 0] += 30.0  # none
+    cases.append(Case("agnostic-batch-5", priors, locs, confs, _sizes(rng, 5),
+                      PostprocessConfig(score_threshold=0.02, iou_threshold=0.45, top_k=80, max_detections=60,
+                                        agnostic_nms=True)))
+    _, confs = random_outputs(rng, 2, 200, 1)
+    cases.append(Case("agnostic-background-only", priors, locs[:2], confs, _sizes(rng, 2),
+                      PostprocessConfig(score_threshold=0.01, agnostic_nms=True)))
     return cases
 
 
