@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ssd_edge.training.threads import auto_threads, cgroup_cpu_limit, choose_threads, prefer_passive_waiting
+from ssd_edge.training.threads import (
+    auto_threads,
+    available_cpus,
+    cgroup_cpu_limit,
+    choose_threads,
+    prefer_passive_waiting,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,8 +58,27 @@ def test_a_policy_the_user_chose_is_kept():
     (16, 0.0, 0.0, 4, 4),    # torchrun, 4 processes on the node
     (64, 100.0, 0.0, 1, 1),
 ])
-def test_auto_threads_take_the_free_cpus(cpus, load, own, processes, threads):
-    assert auto_threads(cpus, load, own, processes) == threads
+def test_spinning_threads_take_only_the_free_cpus(cpus, load, own, processes, threads):
+    assert auto_threads(cpus, load, own, processes, passive=False) == threads
+
+
+@pytest.mark.parametrize("cpus, load, processes, threads", [
+    (2, 0.0, 1, 2),
+    (2, 12.0, 1, 2),         # passive threads give a core back: the load does not shrink them
+    (16, 4.0, 4, 4),         # torchrun, 4 processes on the node
+    (3, 50.0, 2, 1),
+])
+def test_passive_threads_take_every_cpu(cpus, load, processes, threads):
+    assert auto_threads(cpus, load, 0.0, processes) == threads
+
+
+def test_auto_says_how_openmp_waits(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    threads, why = choose_threads("auto")
+    assert threads == available_cpus() and "passive waiting" in why
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert "spinning" in choose_threads("auto")[1]
 
 
 def test_a_cgroup_quota_caps_the_cpus(tmp_path):

@@ -12,11 +12,14 @@ Two remedies, both here:
   gives its core back. libgomp reads this when it is loaded, so it must be in the environment
   before `import torch`: the training commands set it first thing (`prefer_passive_waiting`),
   unless the user set it.
-- use the cores that are free: `--threads auto` (the default) takes the CPUs this process may
-  run on (its affinity mask and any cgroup CPU quota) less the load that other work puts on
-  them (the 1-minute load average, less our own threads), split over the processes of a
-  torchrun node, and looks again at every epoch. An explicit `--threads N`, or
-  OMP_NUM_THREADS in the environment, is taken as it is.
+- `--threads auto` (the default) takes the CPUs this process may run on (its affinity mask
+  and any cgroup CPU quota), split over the processes of a torchrun node. With passive waiting
+  that is all it needs: a thread with no core sleeps instead of stalling its partners, and two
+  passive threads beat one under a heavy competing load (benchmarks/results/train_under_load.md:
+  2.7 against 3.8 s per batch at load 3.5-13). Only when OpenMP spins (the user chose
+  OMP_WAIT_POLICY=ACTIVE, or torch was loaded before passive waiting could be set) does auto
+  also leave out the CPUs that other work holds (the 1-minute load average, less our own
+  threads). An explicit `--threads N`, or OMP_NUM_THREADS in the environment, is taken as it is.
 
 Torch-free at import, so that the command line can call `prefer_passive_waiting` before torch
 is imported.
@@ -67,18 +70,26 @@ def available_cpus() -> int:
     return max(1, min(cpus, math.floor(limit)) if limit is not None else cpus)
 
 
-def auto_threads(cpus: int, load: float, own: float = 0.0, processes: int = 1) -> int:
+def auto_threads(cpus: int, load: float, own: float = 0.0, processes: int = 1, passive: bool = True) -> int:
     """Threads per process for `processes` training processes on `cpus` CPUs when the
-    1-minute load average is `load`, `own` of it ours (our threads already running): the CPUs
-    the others leave free, rounded, shared out, at least 1 and at most the CPUs."""
-    others = max(0.0, load - own)
-    free = max(1.0, cpus - others)
+    1-minute load average is `load`, `own` of it ours (our threads already running). Passive
+    waiting: the CPUs, shared out. Spinning: only the CPUs the others leave free, rounded,
+    shared out. At least 1 and at most the CPUs."""
+    free = float(cpus)
+    if not passive:
+        free = max(1.0, cpus - max(0.0, load - own))
     return max(1, min(cpus, int(free + 0.5)) // max(1, processes))
+
+
+def waits_passively(environ: dict | None = None) -> bool:
+    """Whether OpenMP's idle threads sleep in this process (OMP_WAIT_POLICY=PASSIVE)."""
+    environ = os.environ if environ is None else environ
+    return environ.get(WAIT_POLICY, "").upper() == "PASSIVE"
 
 
 def choose_threads(requested: str | int | None, own: float = 0.0) -> tuple[int, str]:
     """(threads, why) for --threads `requested`: a number as given; 'auto' or None from
-    OMP_NUM_THREADS when the user set it, else from the free CPUs (see auto_threads)."""
+    OMP_NUM_THREADS when the user set it, else from the CPUs (see auto_threads)."""
     if requested not in (None, AUTO):
         return int(requested), "--threads"
     env = os.environ.get("OMP_NUM_THREADS", "")
@@ -90,7 +101,9 @@ def choose_threads(requested: str | int | None, own: float = 0.0) -> tuple[int, 
     except OSError:
         load = 0.0
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    threads = auto_threads(cpus, load, own, processes)
+    passive = waits_passively()
+    threads = auto_threads(cpus, load, own, processes, passive)
     split = f", {processes} processes" if processes > 1 else ""
-    return threads, f"auto: {cpus} CPUs, load {load:.1f}{split}"
+    waiting = "passive waiting" if passive else "spinning"
+    return threads, f"auto: {cpus} CPUs, load {load:.1f}, {waiting}{split}"
 
