@@ -13,7 +13,15 @@ import pytest
 from ssd_edge.runtime.boxes import decode
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.doctor.kernel_cases import huge_logits_case, threshold_boundary_case
-from ssd_edge.runtime.postprocess.fast import postprocess, ranked_candidates, screened_boxes, softmax
+from ssd_edge.runtime.postprocess import fast
+from ssd_edge.runtime.postprocess.fast import (
+    constant_boxes,
+    postprocess,
+    ranked_candidates,
+    screen,
+    screened_boxes,
+    softmax,
+)
 from ssd_edge.runtime.postprocess.reference import reference_postprocess_image
 from tests.helpers.postprocess_cases import random_outputs, random_priors
 
@@ -135,3 +143,94 @@ def test_fast_path_with_the_screen_equals_the_reference(threshold):
         ref = reference_postprocess_image(case.locs[b], case.confs[b], case.priors, case.image_sizes[b], case.config)
         np.testing.assert_array_equal(det.scores, ref.scores)
         np.testing.assert_array_equal(det.labels, ref.labels)
+
+
+def permuted_logits(rng: np.random.Generator, priors: int, classes: int) -> np.ndarray:
+    """Logits (priors, classes): every default box has the same logits in another class
+    order, the largest on a foreground class. The exact scores of those largest are tied in
+    every box; their float32 softmax is not (the float32 sum adds the classes in another order
+    in each box), so a float32 ranking cut without a margin would leave some of the tie out."""
+    values = rng.normal(0, 1, classes).astype(np.float32)
+    logits = np.empty((priors, classes), np.float32)
+    for p in range(priors):
+        logits[p] = values[rng.permutation(classes)]
+        top = int(np.argmax(logits[p]))
+        if top == 0:
+            other = int(rng.integers(1, classes))
+            logits[p, [0, other]] = logits[p, [other, 0]]
+    return logits
+
+
+def first_in_final_order(scores: np.ndarray, count: int) -> np.ndarray:
+    """(G, P) bool: the first `count` entries of scores (G, P) in the final order (score
+    descending, then default box, then class), computed plainly."""
+    groups, priors = scores.shape
+    group, prior = np.divmod(np.arange(scores.size), priors)
+    first = np.lexsort((group, prior, -scores.ravel()))[:count]
+    mask = np.zeros(scores.size, bool)
+    mask[first] = True
+    return mask.reshape(groups, priors)
+
+
+@pytest.mark.parametrize("count", [50, 100, 200])
+def test_float32_screen_keeps_the_whole_first_prefix_of_the_order(count, monkeypatch):
+    # Issue 22 item 12 at 0.001: the exact softmax is taken only of the boxes that hold the
+    # first `count` entries of the order by a float32 ranking, with a margin. Exact ties whose
+    # float32 scores differ by a few steps straddle that ranking's cut: all of them must stay.
+    rng = np.random.default_rng(count)
+    logits = np.ascontiguousarray(permuted_logits(rng, 400, 31).T)
+    scores = softmax(logits, axis=0)[1:]
+    needed = first_in_final_order(scores, count)
+
+    def kept_by_screen():
+        columns, entries, certified_from = screen(logits, 0.001, count)
+        assert entries is not None  # the cut by rank was made, not only the threshold's
+        kept = np.zeros(scores.shape, bool)
+        kept[:, columns] = entries
+        return kept, certified_from
+
+    kept, certified_from = kept_by_screen()
+    assert not (needed & ~kept).any()
+    assert certified_from <= np.sort(scores.ravel())[-count]  # a lower bound of the count-th best
+    assert kept.sum() < scores.size // 4  # and it does leave most entries out
+    # Without the margin the float32 ranking drops part of the tie: the test can tell.
+    monkeypatch.setattr(fast, "screen_margin", lambda classes: 0.0)
+    kept, _ = kept_by_screen()
+    assert (needed & ~kept).any()
+
+
+@pytest.mark.parametrize("max_detections", [20, 50, 150])
+@pytest.mark.parametrize("iou", [1.0, 0.3])
+def test_fast_path_through_the_screen_equals_the_reference_on_tied_float32_scores(max_detections, iou):
+    rng = np.random.default_rng(max_detections)
+    priors = random_priors(rng, 400)
+    locs, _ = random_outputs(rng, 1, 400, 31)
+    logits = permuted_logits(rng, 400, 31)[None]
+    cfg = PostprocessConfig(score_threshold=0.001, iou_threshold=iou, top_k=20, max_detections=max_detections)
+    det = postprocess(locs, logits, priors, [(100, 100)], cfg)[0]
+    ref = reference_postprocess_image(locs[0], logits[0], priors, (100, 100), cfg)
+    assert len(ref.labels) == max_detections
+    np.testing.assert_array_equal(det.labels, ref.labels)
+    np.testing.assert_array_equal(det.scores, ref.scores)
+    np.testing.assert_array_equal(det.confs, ref.confs)
+    np.testing.assert_allclose(det.boxes, ref.boxes, atol=1e-4)
+
+
+def test_exact_scores_of_constant_boxes_equal_the_softmax_bit_for_bit():
+    # Default boxes whose classes all share one logit (an untrained head) get the scores of a
+    # column of zeros, computed once; non-finite constants and mixed boxes go the plain way.
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0, 2, (91, 64)).astype(np.float32)
+    logits[:, :40] = rng.normal(0, 50, 40).astype(np.float32)  # constant boxes, each its own value
+    logits[:, 40] = 0.0
+    logits[:, 41] = np.inf
+    logits[:, 42] = -np.inf
+    logits[:, 43] = np.nan
+    logits[:, 44] = np.float32(3e38)
+    logits[5, 45] = np.nan
+    constant = constant_boxes(logits)
+    assert constant.sum() == 42 and not constant[41:44].any()
+    with np.errstate(invalid="ignore"):
+        expected = softmax(logits, axis=0)
+    assert (constant.sum() >= fast.CONSTANT_BOXES_WORTHWHILE * constant.size)  # the path under test
+    np.testing.assert_array_equal(fast._exact_scores(logits, constant), expected)

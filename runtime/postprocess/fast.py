@@ -5,10 +5,13 @@ boxes over score_threshold, the top_k best; decode and clip; greedy NMS per clas
 iou_threshold, or across the classes with `agnostic_nms`; merge, keep max_detections;
 order by score descending, ties by lower default-box index, then lower class), and is
 tested against it. It gets its speed from leaving out default boxes no class of which
-can pass the threshold before the softmax (a log bound; from SCREEN_FROM on also a float32
-softmax with a wide margin), prefixes of the final order cut at exactly the count asked
-for (scores tied at the cut by default box, then class: all-tied scores cost no more than
-spread ones), per-class top_k before any global sort, and sparse NMS (`sparse_nms.py`).
+can pass the threshold before the softmax (a log bound, then a float32 softmax with a
+margin, which also leaves out the candidates that cannot be among the first prefix of the
+order: the exact float64 softmax is taken of the few boxes that hold it, see `screen`),
+scores of boxes whose classes all tie computed once, prefixes of the final order cut at
+exactly the count asked for (scores tied at the cut by default box, then class: all-tied
+scores cost no more than spread ones), per-class top_k before any global sort, and sparse
+NMS (`sparse_nms.py`).
 
 Thresholds are compared in float32. Exponentials (softmax and box sizes) are computed in
 float64 and rounded once to float32, so the result does not depend on the platform's
@@ -26,10 +29,12 @@ from ssd_edge.runtime.boxes import decode, pairwise_iou
 from ssd_edge.runtime.detections import Detections, PostprocessConfig
 from ssd_edge.runtime.postprocess.sparse_nms import agnostic_keep, class_edges, greedy_keep, overlapping_pairs
 
-# Candidates taken in the first prefix, per detection to keep: large enough that one pass
-# usually suffices (on SSDLite outputs at threshold 0.001, 8x was 27-30% faster than 2x,
-# which needed a second pass), small enough to skip most of a long candidate list.
-FIRST_PREFIX = 8
+# Candidates taken in the first prefix, per detection to keep. On SSDLite320 outputs at
+# 0.001, NMS keeps 75-85% of a prefix of spread scores and ~40% of all-tied ones: 2x settles
+# spread scores in one pass (8x made NMS sort out four times what it needs), all-tied in two
+# (cheap since constant boxes are); 2x was 1.3-2x faster than 8x per image over the four
+# score distributions of benchmarks/postprocess_cliff.py and bench_postprocess's outputs.
+FIRST_PREFIX = 2
 PREFIX_WORTHWHILE = 4
 # Up to this many candidates, NMS takes every pair at once (one IoU matrix, a same-class
 # mask): far fewer NumPy calls than the sweep, and each call after the network runs on cold
@@ -37,13 +42,28 @@ PREFIX_WORTHWHILE = 4
 PAIRWISE_UP_TO = 64
 # Margin of `possible_boxes` in log space: generous (the error it covers is about 1e-16).
 _LOG_MARGIN = 1e-3
-# From this score threshold on, `screened_boxes` leaves out, through a float32 softmax, the
-# default boxes the exact (float64) one would give no candidate: at a deployment threshold
-# an untrained or uncertain head leaves most boxes possible by the bound of
-# `possible_boxes`, and float64 exponentials cost 5x float32 ones.
-SCREEN_FROM = 0.05
-# Relative margin of that screen: float32 exp and sum err by ~1e-6 at most; 1e-2 is generous.
-_SCREEN_MARGIN = 1e-2
+# From this many possible default boxes on, `screen` leaves out, through a float32 softmax,
+# the default boxes the exact (float64) one would give no candidate (at a deployment
+# threshold an untrained or uncertain head leaves most boxes possible by the bound of
+# `possible_boxes`) and, when there are many candidates (threshold 0.001), the candidates
+# that cannot be among the first prefix of the order: float64 exponentials cost 4-5x float32
+# ones, and only the boxes holding that prefix need them.
+SCREEN_FROM_BOXES = 64
+# Below this threshold the screen is not used: its error bound is relative, and float32
+# exponentials lose their relative accuracy near underflow (1e-38).
+_SCREEN_FLOOR = 1e-30
+# From this share of default boxes with every class's logit equal on (an untrained head's
+# "all tied" scores), their scores are computed once (`_exact_scores`), and the float32
+# screen, which could not leave them out, is not used.
+CONSTANT_BOXES_WORTHWHILE = 0.25
+
+
+def screen_margin(classes: int) -> float:
+    """Relative margin of the float32 screen for `classes` classes: the float32 softmax is
+    within (classes + 10) float32 steps (2^-24) of the exact score relatively (exp within
+    4 steps, a sum of `classes` positive terms within classes - 1, the division and the
+    exact score's own rounding 1 each); the margin is 64x that, and at least 1e-3."""
+    return max(1e-3, 64.0 * (classes + 10) * 2.0**-24)
 
 
 def _softmax_classes_first(logits: np.ndarray) -> np.ndarray:
@@ -62,6 +82,28 @@ def _softmax_classes_first(logits: np.ndarray) -> np.ndarray:
         total += row
     exp /= total
     return exp.astype(np.promote_types(logits.dtype, np.float32), copy=False)
+
+
+def _exact_scores(logits: np.ndarray, constant: np.ndarray | None = None) -> np.ndarray:
+    """`_softmax_classes_first` of float32 logits (C, N), bit for bit, faster when many
+    default boxes have every class's logit equal (an untrained head; `constant`, (N,)
+    bool, marks them): d = l - max is then exactly 0 for every class (finite l), so their
+    scores are those of a column of zeros, computed once; the float64 exponentials are
+    taken of the other boxes only."""
+    if constant is None or np.count_nonzero(constant) < CONSTANT_BOXES_WORTHWHILE * constant.size:
+        return _softmax_classes_first(logits)
+    probs = np.empty(logits.shape, np.float32)
+    varying = np.flatnonzero(~constant)
+    probs[:, constant] = _softmax_classes_first(np.zeros((logits.shape[0], 1), np.float32))
+    probs[:, varying] = _softmax_classes_first(np.take(logits, varying, axis=1))
+    return probs
+
+
+def constant_boxes(logits: np.ndarray) -> np.ndarray:
+    """(N,) bool: the default boxes of logits (C, N) whose classes all have the same finite
+    logit (every score exactly that of a column of zeros)."""
+    top = logits.max(axis=0)
+    return (top == logits.min(axis=0)) & np.isfinite(top)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -221,16 +263,19 @@ def postprocess_image(
     image_hw: tuple[int, int],
     config: PostprocessConfig,
     class_names: tuple[str, ...] = (),
+    candidates: np.ndarray | None = None,
 ) -> Detections:
     """Postprocess one image: locs (P, 4) float32 raw regressions, probs (C, P) float32
     softmax scores (classes first, contiguous), priors (P, 4) normalised cxcywh, image_hw
-    the original (H, W).
+    the original (H, W); candidates (C - 1, P) bool, when given, replaces the scores over
+    the threshold (`_postprocess_one` passes a screened subset of them).
 
     Only max_detections survive, and every candidate's fate is settled by better ones, so
     the candidates are taken best first in growing prefixes until enough are kept.
     """
     scores = probs[1:]
-    candidates = scores > np.float32(config.score_threshold)
+    if candidates is None:
+        candidates = scores > np.float32(config.score_threshold)
     count = FIRST_PREFIX * config.max_detections
     while True:
         prior, labels, kept_scores, boxes, complete = _greedy_prefix(
@@ -277,19 +322,37 @@ def postprocess(
     locs = locs.astype(np.float32, copy=False)
     priors_cxcywh = priors_cxcywh.astype(np.float32, copy=False)
     names = tuple(class_names)
-    found = []
-    for b in range(len(locs)):
-        # Default boxes no class of which can pass the threshold change nothing: leave them out.
-        image_logits, image_locs, image_priors = logits_bcp[b], locs[b], priors_cxcywh
-        boxes = possible_boxes(image_logits, config.score_threshold)
-        if boxes.size and config.score_threshold >= SCREEN_FROM:
-            boxes = boxes[screened_boxes(image_logits if boxes.size == len(image_priors) else
-                                         np.take(image_logits, boxes, axis=1), config.score_threshold)]
-        if boxes.size < len(image_priors) // 2:  # leaving out fewer does not pay for the copies
-            image_logits = np.take(image_logits, boxes, axis=1)  # contiguous rows, unlike [:, boxes]
-            image_locs, image_priors = image_locs[boxes], image_priors[boxes]
-        probs = _softmax_classes_first(image_logits)
-        found.append(postprocess_image(image_locs, probs, image_priors, image_sizes[b], config, names))
+    return [
+        _postprocess_one(locs[b], logits_bcp[b], priors_cxcywh, image_sizes[b], config, names)
+        for b in range(len(locs))
+    ]
+
+
+def _postprocess_one(locs, logits, priors_cxcywh, image_hw, config: PostprocessConfig, names, screened=True):
+    """One image: locs (P, 4), logits (C, P) contiguous, both float32."""
+    # Default boxes no class of which can pass the threshold change nothing: leave them out.
+    boxes = possible_boxes(logits, config.score_threshold)
+    entries = certified_from = None
+    constant = constant_boxes(logits)
+    if (screened and boxes.size >= SCREEN_FROM_BOXES and config.score_threshold >= _SCREEN_FLOOR
+            and np.count_nonzero(constant) < CONSTANT_BOXES_WORTHWHILE * constant.size):
+        columns, entries, certified_from = screen(
+            logits if boxes.size == len(priors_cxcywh) else np.take(logits, boxes, axis=1),
+            config.score_threshold, FIRST_PREFIX * config.max_detections)
+        boxes = boxes[columns]
+    image_logits, image_locs, image_priors = logits, locs, priors_cxcywh
+    if entries is not None or boxes.size < len(priors_cxcywh) // 2:  # leaving out fewer does not pay for the copies
+        image_logits = np.take(logits, boxes, axis=1)  # contiguous rows, unlike [:, boxes]
+        image_locs, image_priors, constant = locs[boxes], priors_cxcywh[boxes], constant[boxes]
+    probs = _exact_scores(image_logits, constant)
+    candidates = None
+    if entries is not None:
+        candidates = (probs[1:] > np.float32(config.score_threshold)) & entries
+    found = postprocess_image(image_locs, probs, image_priors, image_hw, config, names, candidates)
+    if certified_from is not None and not (
+            len(found.scores) >= config.max_detections and float(found.scores[-1]) >= certified_from):
+        # The screened candidates did not settle max_detections: every candidate, then.
+        return _postprocess_one(locs, logits, priors_cxcywh, image_hw, config, names, screened=False)
     return found
 
 
@@ -325,18 +388,64 @@ def possible_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
     return np.flatnonzero(best_foreground > bound)
 
 
+def _float32_exponentials(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """exp(l - max) of logits (C, N) in float32 (one fresh array, worked in place: fresh
+    arrays of this size cost page faults) and their sum over the classes."""
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        exp = np.subtract(logits, logits.max(axis=0))  # the very float32 differences of the exact softmax
+        np.exp(exp, out=exp)
+        return exp, exp.sum(axis=0)
+
+
 def screened_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
     """Of logits (C, N), the columns (default boxes) where some class c >= 1 may score over
     the threshold, by a float32 softmax: every box that can, and few that cannot.
 
     The exact score rounds exp(d_c) / sum_j exp(d_j) (d = l - max, float32) computed in
-    float64; float32's exp and sum are each within ~1e-6 of it relatively, so a box none of
-    whose float32 foreground exponentials exceeds t * sum * (1 - _SCREEN_MARGIN) cannot pass.
+    float64; float32's exp and sum are within `screen_margin` of it relatively, so a box none
+    of whose float32 foreground exponentials reaches t * sum * (1 - margin) cannot pass.
     NaN (non-finite logits) leaves a box out, as its exact scores are NaN too.
     """
-    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        exp = np.exp(logits - logits.max(axis=0))
-        total = exp.sum(axis=0)
-        bound = np.float32(np.float32(score_threshold) * (1.0 - _SCREEN_MARGIN)) * total
-        return np.flatnonzero(exp[1:].max(axis=0) > bound)
+    return screen(logits, score_threshold, None)[0]
 
+
+def screen(logits: np.ndarray, score_threshold: float, count: int | None):
+    """The float32 screen of logits (C, N): (columns, entries, certified_from).
+
+    columns: the default boxes (indices into N) to take the exact softmax of. entries: None
+    when every exact candidate lies in those columns; else a (C - 1, columns.size) mask
+    of the entries that may be among the first `count` candidates of the final order (every
+    one that is, and few more): the candidates outside it are all worse than those first
+    `count`, so detections computed from the masked candidates alone are exact as far as
+    the certified_from score (float): a result all of whose scores reach it is the result
+    of every candidate (`postprocess` checks that and falls back when it is not so).
+
+    Why: with a the float32 score and s the exact one, |a - s| <= e * s (e = screen_margin,
+    far above the error), so s > t needs a >= t (1 - e). If the count-th best a is k, at least
+    `count` entries have s >= k / (1 + e) = certified_from; when that exceeds t they are all
+    candidates, so the count-th best candidate scores >= certified_from, and every entry
+    scoring that much has a >= certified_from * (1 - e), the mask's level. Ties at the cut
+    have equal exact scores and all pass the level together.
+    """
+    classes = logits.shape[0]
+    margin = screen_margin(classes)
+    level = float(np.float32(score_threshold)) * (1.0 - margin)
+    exp, total = _float32_exponentials(logits)
+    foreground = exp[1:]
+    columns = np.flatnonzero(foreground.max(axis=0) >= np.float32(level) * total)
+    if count is None or columns.size * (classes - 1) <= PREFIX_WORTHWHILE * count:
+        return columns, None, None
+    if columns.size < exp.shape[1]:
+        foreground, total = np.take(foreground, columns, axis=1), total[columns]
+    np.divide(foreground, total, out=foreground)  # the float32 scores
+    above = foreground >= np.float32(level)
+    values = foreground[above]
+    if values.size <= PREFIX_WORTHWHILE * count:
+        return columns, None, None
+    values.partition(values.size - count)
+    certified_from = float(values[values.size - count]) / (1.0 + margin)
+    if certified_from <= float(np.float32(score_threshold)):
+        return columns, None, None
+    entries = foreground >= np.float32(certified_from * (1.0 - margin))
+    in_use = np.flatnonzero(entries.any(axis=0))
+    return columns[in_use], entries[:, in_use], certified_from
