@@ -170,12 +170,14 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
 
         environment = build_environment()  # probed once, before any work, and handed to the build
     source = _onnx_source(options) if options.from_onnx else None
-    quantize = ("int8" in options.formats or options.int8) and not (source and source.quantized)
+    qat = _qat_checkpoint(options)  # its INT8 ONNX is its own QDQ export: no calibration
+    int8_wanted = ("int8" in options.formats or options.int8) and not (source and source.quantized)
+    quantize = int8_wanted and not qat
     calibration = _calibration_images(options) if quantize else []
     labelled = _labelled(options, len(calibration), echo) if quantize else None
     out = options.output_dir
     planned = {"onnx": out / f"{options.name}.onnx" if source is None else None,
-               "int8": out / f"{options.name}.int8.onnx" if quantize else None,
+               "int8": out / f"{options.name}.int8.onnx" if int8_wanted else None,
                "engine": out / f"{options.name}.engine" if "engine" in options.formats else None}
     more_int8 = {f: out / f"{options.name}.int8-{f}.onnx" for f in options.flavours[1:]} if quantize else {}
     reports = [out / f"{options.name}.accuracy.{kind}" for kind in ("md", "json")] \
@@ -199,6 +201,9 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
                 _quantize(options, source, calibration, path, parity_images, result, echo, flavour, labelled)
             if reports:
                 _accuracy_table(options, source, [planned["int8"], *more_int8.values()], labelled, result, echo)
+        elif int8_wanted:  # qat
+            int8 = _export_qat(options, source, planned["int8"], parity_images, result, echo)
+            engine_source = int8 if options.int8 else source
         if "engine" in options.formats:
             _build(options, engine_source, planned["engine"], environment, result, echo)
     return result
@@ -311,7 +316,7 @@ def _export_fp32(
     batch = options.batch or 1
     height, width = model.spec.input_size
     echo(f"exporting {model.spec.arch} at {height}x{width}, batch {'dynamic' if options.dynamic else batch}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _float_network(model):
         export_onnx(model, tmp, batch=1 if options.dynamic else batch, dynamic=options.dynamic,
                     opset=options.opset or DEFAULT_OPSET, simplified=options.simplify)
         result.parity = _parity(options, model, tmp, images)
@@ -321,6 +326,54 @@ def _export_fp32(
                               f"tolerance {FP32_RTOL:g} ({result.parity.summary()})")
     _written(path, result, echo)
     return _Source(path, model.spec, None if options.dynamic else batch)
+
+
+def _qat_checkpoint(options: ExportOptions) -> bool:
+    """Whether --weights is a quantization-aware fine-tune's checkpoint (ssd-train --qat):
+    its INT8 ONNX is then its own QDQ export, tensorrt flavour; no other flavour."""
+    if options.from_onnx:
+        return False
+    try:
+        from ssd_edge.checkpoint import CheckpointError, read_weights_file
+    except ImportError:
+        return False  # _load_model names what is missing
+    try:
+        qat = bool(read_weights_file(options.weights).get("qat"))
+    except CheckpointError:
+        return False  # _load_model says what is wrong with it
+    if qat and options.int8_flavour is not None and options.flavours != ("tensorrt",):
+        raise ExportError(f"{options.weights}: a QAT checkpoint, fine-tuned for the tensorrt flavour; its INT8 "
+                          f"ONNX is that flavour only (leave out --int8-flavour {options.int8_flavour})")
+    return qat
+
+
+def _float_network(model):
+    """A QAT model runs as its float network for the FP32 export (its fine-tuned weights)."""
+    import contextlib
+
+    from ssd_edge.training.qat import fake_quant_disabled, qat_record
+
+    return fake_quant_disabled(model) if qat_record(model) is not None else contextlib.nullcontext()
+
+
+def _export_qat(options: ExportOptions, source: _Source, path: Path, images: _ParityImages, result: ExportResult,
+                echo: Echo) -> _Source:
+    """The QDQ ONNX of a QAT checkpoint (export/qat.py), compared with the PyTorch QAT model
+    and with the FP32 ONNX of its weights (reported, not enforced: int8 rounding differs)."""
+    from ssd_edge.export.parity import compare_onnx
+    from ssd_edge.export.qat import export_qat_int8
+    from ssd_edge.export.to_onnx import DEFAULT_OPSET
+
+    model = _load_model(options)
+    echo("exporting the QAT model's INT8 QDQ ONNX (tensorrt flavour, its own ranges: no calibration)")
+    export_qat_int8(model, path, batch=1 if options.dynamic else options.batch or 1, dynamic=options.dynamic,
+                    opset=options.opset or DEFAULT_OPSET, simplified=options.simplify)
+    _written(path, result, echo)
+    echo(f"INT8 vs the PyTorch QAT model (onnxruntime CPU): {_parity(options, model, path, images).summary()}")
+    batch = source.batch or PARITY_IMAGES
+    result.int8_vs_fp32 = compare_onnx(source.spec, path, source.path, images.take(max(PARITY_IMAGES, batch)), batch)
+    echo(f"INT8 vs FP32 (onnxruntime CPU): {result.int8_vs_fp32.summary()}")
+    return _Source(path, source.spec, source.batch, quantized=True)
 
 
 def _parity_images(options: ExportOptions, count: int) -> list:

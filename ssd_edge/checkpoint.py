@@ -4,7 +4,8 @@ Layout: {"format": "ssd_edge.checkpoint", "version": 1, "model": state_dict,
 "spec": ModelSpec as a dict, "epoch": int, "metrics": dict, and, from training,
 "optimizer", "scheduler", "rng", "scaler" (--amp's GradScaler, else None), "history",
 "best_ap50", "config" (every TrainConfig setting: --resume continues that run) and
-"batches_per_epoch" (the schedule counts steps, so a resumed dataset must give as many)}.
+"batches_per_epoch" (the schedule counts steps, so a resumed dataset must give as many)}; a
+quantization-aware fine-tune's also "qat" (its QatRecord: ssd_edge/training/qat.py).
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ def model_from_checkpoint(data: dict[str, Any], source: str | os.PathLike = "che
     try:
         spec = ModelSpec.from_dict(data["spec"])
         model = model_from_spec(spec)
+        if data.get("qat"):  # a QAT fine-tune's: BatchNorms folded, fake-quantized convolutions (training/qat.py)
+            from ssd_edge.training.qat import QatRecord, prepare_qat
+
+            prepare_qat(model)
+            model.qat_record = QatRecord.from_dict(data["qat"])
         model.load_state_dict(data["model"])
     except (KeyError, SpecError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{source}: the checkpoint does not describe a usable model: {exc}") from None

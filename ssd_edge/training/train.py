@@ -35,6 +35,7 @@ from ssd_edge.training.loss import MultiBoxLoss
 from ssd_edge.training.matching import MATCHERS, target_encoder
 from ssd_edge.training.outputs import RunFiles, writing
 from ssd_edge.training.plots import plot_curves, write_metrics_csv
+from ssd_edge.training.qat import QAT_KEY, start_qat
 from ssd_edge.training.resume import check_batches_per_epoch, check_resumable, check_same_run, restore, rng_state
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
 from ssd_edge.training.threads import WAIT_POLICY, choose_threads
@@ -82,6 +83,7 @@ class TrainConfig:
     save: str = "ssd.pt"
     progress: bool = True
     threads: str | int = "auto"  # CPU threads: a number, or "auto" (see training/threads.py)
+    qat: bool = False  # quantization-aware fine-tuning of --weights (training/qat.py)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -96,6 +98,12 @@ class TrainConfig:
             raise UsageError(f"--device must be cpu, cuda or auto, got {self.device!r}")
         if self.threads != "auto" and not (isinstance(self.threads, int) and self.threads >= 1):
             raise UsageError(f"--threads must be auto or a positive number, got {self.threads!r}")
+        if self.qat and not (self.weights or self.resume):
+            raise UsageError("--qat fine-tunes a trained model for INT8: give its checkpoint with --weights "
+                             "(for example --qat --weights ssd.pt --epochs 2 --lr 1e-4)")
+        if self.qat and self.pretrained_backbone:
+            raise UsageError("--qat fine-tunes the whole trained model given with --weights; "
+                             "--pretrained-backbone does not apply")
 
 
 def device_type(name: str) -> str:
@@ -186,6 +194,7 @@ class Run:
     best_ap50: float = -1.0
     history: list[dict] | None = None
     saved: tuple[str, int] | None = None  # the last complete checkpoint of this run: (path, epochs in it)
+    qat: dict | None = None  # a QAT run's QatRecord (as a dict), kept in its checkpoints under QAT_KEY
 
 
 def train_step(run: Run, criterion: MultiBoxLoss, batch, where: str) -> tuple[float, float]:
@@ -283,6 +292,8 @@ def save_state(run: Run, epoch: int, row: dict) -> None:
         "config": {**asdict(run.config), "threads": torch.get_num_threads()},
         "batches_per_epoch": len(run.loader),
     }
+    if run.qat is not None:
+        state[QAT_KEY] = run.qat
     save_checkpoint(files.save, run.model, **state)
     run.saved = (run.config.save, epoch + 1)
     if row.get("AP50") is not None and row["AP50"] >= run.best_ap50:
@@ -339,8 +350,10 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
         if tuple(model.spec.class_names) != train_split.class_names:
             raise TrainingError(f"{config.resume}: trained for classes {model.spec.class_names[1:]}, "
                                 f"but {config.datapath} has {train_split.class_names[1:]}")
+        qat = resume.get(QAT_KEY)
     else:
         model = build_for_training(config, train_split.class_names, info)
+        qat = quantization_aware(config, model, train_split, info)
     model.to(device)
     spec = model.spec
     log(info, f"model: {spec.arch}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
@@ -361,7 +374,7 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
     if config.amp and device.type != "cuda":
         raise UsageError("--amp needs a CUDA device (mixed precision on CPU is not supported here)")
     scaler = torch.amp.GradScaler("cuda") if config.amp else None
-    run = Run(config, info, device, model, net, loader, optimizer, scheduler, scaler, val, history=[])
+    run = Run(config, info, device, model, net, loader, optimizer, scheduler, scaler, val, history=[], qat=qat)
     if resume is not None:
         run.start_epoch = restore(resume, config.resume, optimizer, scheduler)
         if scaler is not None and resume.get("scaler"):
@@ -371,6 +384,18 @@ def setup(config: TrainConfig, info: DistInfo, device: torch.device) -> Run:
         run.saved = (config.resume, run.start_epoch)
         log(info, f"resumed from {config.resume} after epoch {run.start_epoch}")
     return run
+
+
+def quantization_aware(config: TrainConfig, model: SSD, split: Split, info: DistInfo) -> dict | None:
+    """With --qat: fake quantization put into `model` (training/qat.py), its input ranges
+    calibrated on the first training images; the record its checkpoints keep. Else None."""
+    if not config.qat:
+        return None
+    record = start_qat(model, (r.path for r in split.records))
+    log(info, f"qat: {len(record.layers)} convolutions fake-quantized to int8 as the tensorrt flavour does "
+              f"(stem {record.stem} float), input ranges from {record.calibration} calibration on "
+              f"{record.calibration_images} training images")
+    return record.to_dict()
 
 
 def prepare_outputs(config: TrainConfig, info: DistInfo) -> None:

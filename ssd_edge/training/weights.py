@@ -101,6 +101,10 @@ def load_weights(model: SSD, path: str, arch: str) -> Transfer:
     weights = open_weights(path)
     if weights.kind == CHECKPOINT:
         source_spec = checkpoint_spec(weights)
+        if weights.data.get("qat"):
+            raise WeightsError(f"{path}: a quantization-aware (QAT) checkpoint, BatchNorms folded into its "
+                               f"convolutions: continue its run with --resume {path}, or start from the float "
+                               f"checkpoint it was fine-tuned from")
         if source_spec.arch != arch:
             raise WeightsError(f"{path}: holds a {source_spec.arch} model, and this run trains --arch {arch}: only "
                                f"layers whose names happen to match would load; train --arch {source_spec.arch} to "

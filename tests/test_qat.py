@@ -1,0 +1,288 @@
+"""Quantization-aware fine-tuning (issue 24): the fake-quantized network, its QDQ export
+(placed as the tensorrt PTQ flavour places it, run by onnxruntime as PyTorch runs it),
+`ssd-train --qat` with resume, and the export of its checkpoint through ssd-export into the
+Detector. A small random model (BatchNorm statistics from real images) keeps it quick; with
+random weights int8 rounding noise is large, so closeness to float is a floor on correlation,
+as in test_export_int8.py, while the QDQ graph must match PyTorch's fake quantization exactly."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from ssd_edge.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from ssd_edge.common.errors import SSDEdgeError, UsageError
+from ssd_edge.export.onnx_model import metadata, read_spec
+from ssd_edge.export.qat import STEM_REASON, export_qat_int8
+from ssd_edge.export.quantize import quantize_int8, stem_conv
+from ssd_edge.export.to_onnx import export_onnx
+from ssd_edge.runtime.image_io import list_images
+from ssd_edge.runtime.model_file import QUANTIZATION_KEY
+from ssd_edge.runtime.preprocess import preprocess
+from ssd_edge.training.qat import (
+    QMAX,
+    QuantConv2d,
+    calibrate_inputs,
+    fake_quant_disabled,
+    fake_quantize_weight,
+    prepare_qat,
+    qat_record,
+    weight_scale,
+)
+from ssd_edge.training.train import TrainConfig, train
+from tests.helpers.export import calibrated_model, correlation
+
+ARCH, SIZE = "mobilenetv3_small_ssd", 160
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def float_model(images):
+    return calibrated_model(ARCH, images[:4], imgsz=SIZE)
+
+
+@pytest.fixture(scope="module")
+def qat_model(float_model, images):
+    model = calibrated_model(ARCH, images[:4], imgsz=SIZE)
+    prepare_qat(model)
+    calibrate_inputs(model, [torch.from_numpy(preprocess(images[:8], model.spec.input_size))])
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(qat_model, tiny_coco, tmp_path_factory):
+    """The QAT model's QDQ ONNX, and the tensorrt PTQ flavour of its float network."""
+    folder = tmp_path_factory.mktemp("qat")
+    qdq = export_qat_int8(qat_model, folder / "model.int8.onnx", dynamic=True)
+    with fake_quant_disabled(qat_model):
+        fp32 = export_onnx(qat_model, folder / "model.onnx", dynamic=True)
+    ptq = quantize_int8(fp32, folder / "model.int8-ptq.onnx", list_images(tiny_coco, 4, recursive=True), "tensorrt",
+                        progress=False)
+    return {"qat": qdq, "fp32": fp32, "ptq": ptq}
+
+
+def test_weights_are_rounded_per_output_channel_to_symmetric_int8():
+    torch.manual_seed(0)
+    weight = torch.randn(6, 4, 3, 3) * torch.arange(1, 7).view(6, 1, 1, 1)
+    weight[2] = 0
+    quantized = fake_quantize_weight(weight)
+    scale = weight_scale(weight).view(6, 1, 1, 1)
+    codes = quantized / scale
+    torch.testing.assert_close(codes, codes.round(), rtol=0, atol=1e-4)  # on the int8 grid of its own channel
+    codes = codes.round()
+    assert codes.abs().max() <= QMAX and (codes.abs().flatten(1).amax(1)[[0, 1, 3, 4, 5]] == QMAX).all()
+    assert ((quantized - weight).abs() <= scale / 2 + 1e-6).all() and not quantized[2].any()
+
+
+def test_prepared_model_folds_batchnorm_keeps_the_stem_float_and_stays_near_float(float_model, qat_model, images):
+    record = qat_record(qat_model)
+    assert record.stem == "backbone.features.0.0.0" and record.stem not in record.layers
+    assert not isinstance(qat_model.get_submodule(record.stem), QuantConv2d)
+    assert all(isinstance(qat_model.get_submodule(name), QuantConv2d) for name in record.layers)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in qat_model.modules())
+    assert all(float(qat_model.get_submodule(name).input_amax) > 0 for name in record.layers)
+    x = torch.from_numpy(preprocess(images[8:12], float_model.spec.input_size))
+    with torch.no_grad():
+        reference = float_model.raw(x)
+        with fake_quant_disabled(qat_model):
+            folded = qat_model.raw(x)
+        quantized = qat_model.raw(x)
+    for ours, theirs in zip(folded, reference):  # folding BatchNorm changes nothing but float rounding
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    correlations = [correlation(q.numpy(), r.numpy()) for q, r in zip(quantized, reference)]
+    assert min(correlations) > 0.5, correlations  # int8 noise of a random network (see the module docstring)
+    assert not torch.equal(quantized[1], reference[1])
+
+
+def _small_network() -> torch.nn.Module:
+    """A stem, a pointwise, a depthwise (each with BatchNorm and an activation) and a head
+    convolution: the kinds of layer an SSDLite has, few enough that PyTorch's and
+    onnxruntime's float rounding (their convolutions sum in other orders) cannot move an
+    int8 code and then grow through the layers, as it does in a deep random network."""
+    from torch import nn
+
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.Hardswish(),
+        nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm2d(16), nn.Hardswish(),
+        nn.Conv2d(16, 6, 1),
+    )
+
+
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
+def test_onnxruntime_runs_the_qdq_export_as_pytorch_runs_the_fake_quantization(images, tmp_path):
+    network = _small_network()
+    x = torch.from_numpy(preprocess(images[:4], (64, 64)))
+    network.train()
+    with torch.no_grad():
+        network(x)  # BatchNorm statistics of real images
+    network.eval()
+    record = prepare_qat(network)
+    assert record.stem == "0" and record.layers == ("3", "6", "9")
+    calibrate_inputs(network, [x], forward=network)
+    path = tmp_path / "small.onnx"
+    torch.onnx.export(network, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"])
+    options = ort.SessionOptions()  # the graph as written (the default rewrites HardSwish: ulps)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = torch.from_numpy(preprocess(images[4:8], (64, 64)))
+    with torch.no_grad():
+        expected = network(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, rtol=1e-5, atol=1e-5)
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("QuantizeLinear") == 6  # 3 inputs, 3 weights
+
+
+def _placement(path) -> dict:
+    """Conv node name -> (input dequantized, weight dequantized)."""
+    proto = onnx.load(str(path))
+    producers = {out: node.op_type for node in proto.graph.node for out in node.output}
+    return {node.name: tuple(producers.get(name) == "DequantizeLinear" for name in node.input[:2])
+            for node in proto.graph.node if node.op_type == "Conv"}
+
+
+def test_qdq_placement_is_the_tensorrt_flavours(exported):
+    qat, ptq = _placement(exported["qat"]), _placement(exported["ptq"])
+    assert qat == ptq
+    proto = onnx.load(str(exported["qat"]))
+    stem = stem_conv(proto)
+    assert qat.pop(stem) == (False, False) and set(qat.values()) == {(True, True)}
+    values = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    for node in proto.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):  # symmetric int8: zero points 0
+            zero_point = values[node.input[2]]
+            assert zero_point.dtype == np.int8 and not zero_point.any()
+        if node.op_type == "Conv" and node.name != stem:
+            weight_dq = producers[node.input[1]]
+            scale = values[weight_dq.input[1]]
+            assert scale.shape == (proto_dims(proto, values, weight_dq)[0],)  # per output channel
+            assert len(node.input) < 3 or values[node.input[2]].dtype == np.float32  # float bias
+
+
+def proto_dims(proto, values, dequantize) -> tuple:
+    """The shape of the weight a DequantizeLinear gives (its input, or the input of its QuantizeLinear)."""
+    if dequantize.input[0] in values:
+        return values[dequantize.input[0]].shape
+    quantize = next(n for n in proto.graph.node if dequantize.input[0] in n.output)
+    return values[quantize.input[0]].shape
+
+
+def test_qdq_export_records_spec_and_qat_tensorrt_flavour(exported, qat_model):
+    proto = onnx.load(str(exported["qat"]))
+    onnx.checker.check_model(proto)
+    assert read_spec(exported["qat"]) == qat_model.spec
+    record = json.loads(metadata(proto)[QUANTIZATION_KEY])
+    assert record == {"flavour": "tensorrt", "format": "QDQ", "qat": True, "calibration": "qat (percentile ranges)",
+                      "calibration_images": 0, "float_layers": {stem_conv(proto): STEM_REASON}}
+
+
+# ------------------------------------------------------------------ ssd-train --qat
+
+
+def qat_config(data, save, weights, **changes):
+    values = dict(datapath=str(data), arch=ARCH, imgsz=SIZE, epochs=1, batch_size=4, lr=1e-4, workers=0,
+                  save=str(save), progress=False, threads=1, qat=True, weights=str(weights))
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def float_checkpoint(float_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("float") / "ssd.pt"
+    save_checkpoint(path, float_model)
+    return path
+
+
+def test_qat_is_refused_without_weights_and_its_checkpoint_as_weights(tiny_coco, tmp_path, float_checkpoint,
+                                                                        capsys):
+    from ssd_edge.cli.train import main
+
+    with pytest.raises(UsageError, match="--qat fine-tunes a trained model for INT8: give its checkpoint with "
+                                         "--weights"):
+        TrainConfig(datapath=str(tiny_coco), qat=True)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--datapath", str(tiny_coco), "--qat", "--save", str(tmp_path / "q.pt"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "--weights" in err, err
+    checkpoint = load_checkpoint(float_checkpoint)
+    qat_file = tmp_path / "qat.pt"
+    model = load_model(float_checkpoint)
+    prepare_qat(model)
+    save_checkpoint(qat_file, model, qat=qat_record(model).to_dict())
+    with pytest.raises(SSDEdgeError, match=f"{qat_file}: a quantization-aware \\(QAT\\) checkpoint.*--resume"):
+        train(qat_config(tiny_coco, tmp_path / "again.pt", qat_file))
+    assert checkpoint["spec"] == load_checkpoint(qat_file)["spec"]
+    damaged = tmp_path / "damaged.pt"
+    save_checkpoint(damaged, model, qat={"layers": []})  # no stem: not a record this toolkit wrote
+    with pytest.raises(CheckpointError, match=f"{damaged}: the checkpoint does not describe a usable model"):
+        load_model(damaged)
+
+
+def test_ssd_train_qat_then_ssd_export_int8_runs_in_the_detector(tiny_coco, tmp_path, float_checkpoint, capsys):
+    from ssd_edge.cli.export import main as export_main
+    from ssd_edge.cli.train import main as train_main
+    from ssd_edge.runtime.detector import Detector
+    from ssd_edge.runtime.image_io import read_image
+
+    save = tmp_path / "qat.pt"
+    train_main(["--datapath", str(tiny_coco), "--arch", ARCH, "--imgsz", str(SIZE), "--qat", "--weights",
+                str(float_checkpoint), "--epochs", "1", "--batch-size", "4", "--lr", "1e-4", "--workers", "0",
+                "--threads", "1", "--save", str(save), "--no-progress"])
+    out = capsys.readouterr().out
+    assert "qat: 87 convolutions fake-quantized to int8" in out and "stem backbone.features.0.0.0 float" in out, out
+    checkpoint = torch.load(save, weights_only=True)
+    assert checkpoint["qat"]["calibration_images"] == 10 and checkpoint["config"]["qat"] is True
+    assert any(key.endswith("input_amax") for key in checkpoint["model"])
+
+    assert export_main(["--weights", str(save), "--format", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "no calibration" in out, out
+    int8 = tmp_path / "qat.int8.onnx"
+    record = json.loads(metadata(onnx.load(str(int8)))[QUANTIZATION_KEY])
+    assert record["flavour"] == "tensorrt" and record["qat"] is True and record["calibration_images"] == 10
+    assert QUANTIZATION_KEY not in metadata(onnx.load(str(tmp_path / "qat.onnx")))  # FP32 of the tuned weights
+    assert _placement(int8) == {name: (name != stem_conv(onnx.load(str(int8))),) * 2 for name in _placement(int8)}
+
+    detector = Detector(str(int8))
+    image = read_image(list_images(tiny_coco, 1, recursive=True)[0])
+    detections = detector(image)
+    assert detections.boxes.shape[1:] == (4,) and detector.spec == read_spec(int8)
+
+
+def test_a_qat_run_resumes_exactly(tiny_coco, tmp_path, float_checkpoint, monkeypatch):
+    straight = train(qat_config(tiny_coco, tmp_path / "straight.pt", float_checkpoint, epochs=2))
+    import ssd_edge.training.train as training
+
+    summary_line = training.summary_line
+
+    def interrupt_after_epoch_one(row, epochs):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+        return summary_line(row, epochs)
+
+    monkeypatch.setattr(training, "summary_line", interrupt_after_epoch_one)
+    with pytest.raises(KeyboardInterrupt):
+        train(qat_config(tiny_coco, tmp_path / "run.pt", float_checkpoint, epochs=2))
+    monkeypatch.setattr(training, "summary_line", summary_line)
+    assert load_checkpoint(tmp_path / "run.pt")["epoch"] == 1
+
+    resumed = train(qat_config(tiny_coco, tmp_path / "run.pt", float_checkpoint, epochs=2,
+                               resume=str(tmp_path / "run.pt")))
+    assert [row["epoch"] for row in resumed] == [1, 2]
+    assert resumed[1]["loss"] == pytest.approx(straight[1]["loss"], rel=1e-6)
+    a, b = load_checkpoint(tmp_path / "straight.pt"), load_checkpoint(tmp_path / "run.pt")
+    assert a["qat"] == b["qat"] and set(a["model"]) == set(b["model"])
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
