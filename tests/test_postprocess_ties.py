@@ -234,3 +234,33 @@ def test_exact_scores_of_constant_boxes_equal_the_softmax_bit_for_bit():
         expected = softmax(logits, axis=0)
     assert (constant.sum() >= fast.CONSTANT_BOXES_WORTHWHILE * constant.size)  # the path under test
     np.testing.assert_array_equal(fast._exact_scores(logits, constant), expected)
+
+
+# One float32 step below 1/91: every uniform box passes, where the bound is an equality.
+BELOW_UNIFORM = float(np.nextafter(np.float32(1 / 91), np.float32(0)))
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.3, BELOW_UNIFORM])
+def test_mean_bound_keeps_every_box_that_can_pass(threshold):
+    # The bound by the mean logit (no exponentials) at deployment thresholds: boxes it leaves
+    # out must be boxes where no class passes exactly. Near-uniform boxes are where it is
+    # tight (every logit equal: equality), so some boxes are uniform up to a few float32
+    # steps with scores around the threshold; others have -inf, huge or spread logits.
+    rng = np.random.default_rng(int(threshold * 1000))
+    logits = rng.normal(0, 1.0, (91, 3000)).astype(np.float32)
+    logits[:, :1000] = (rng.normal(0, 1e-6, (91, 1000)) + rng.normal(0, 3, 1000)).astype(np.float32)
+    logits[:, :300] = rng.normal(0, 3, 300).astype(np.float32)  # uniform: every score 1/91
+    t = float(np.float32(threshold))
+    others = np.log(np.exp(logits[np.arange(91) != 1, 1000:2000].astype(np.float64)).sum(axis=0))
+    target = np.log(t / (1 - t)) + others  # class 1 of these boxes scores within a few float32 steps of t
+    logits[1, 1000:2000] = (target + rng.integers(-3, 4, 1000) * np.abs(target) * 1.2e-7).astype(np.float32)
+    logits[5, 2000:2100] = -np.inf
+    logits[:, 2100:2200] *= np.float32(1e30)
+    with np.errstate(all="ignore"):
+        passing = (softmax(logits, axis=0)[1:] > np.float32(threshold)).any(axis=0)
+    kept = fast.mean_bound_boxes(logits, threshold)
+    assert passing.sum() > 50 and not (passing & ~kept).any()
+    assert passing[:300].all() == (threshold == BELOW_UNIFORM)
+    assert kept[2000:2100].all()  # a -inf logit: outside the bound's terms
+    if threshold >= 0.05:
+        assert kept.sum() < 0.8 * kept.size  # and it does leave boxes out

@@ -56,6 +56,10 @@ _SCREEN_FLOOR = 1e-30
 # "all tied" scores), their scores are computed once (`_exact_scores`), and the float32
 # screen, which could not leave them out, is not used.
 CONSTANT_BOXES_WORTHWHILE = 0.25
+SCREEN_UP_TO_CONSTANT = 0.75
+# From this threshold on, `mean_bound_boxes` leaves out boxes before the float32 screen
+# (no exponentials): below it the bound leaves out too few to pay for itself.
+MEAN_BOUND_FROM = 0.05
 
 
 def screen_margin(classes: int) -> float:
@@ -93,9 +97,10 @@ def _exact_scores(logits: np.ndarray, constant: np.ndarray | None = None) -> np.
     if constant is None or np.count_nonzero(constant) < CONSTANT_BOXES_WORTHWHILE * constant.size:
         return _softmax_classes_first(logits)
     probs = np.empty(logits.shape, np.float32)
+    probs[:] = _softmax_classes_first(np.zeros((logits.shape[0], 1), np.float32))
     varying = np.flatnonzero(~constant)
-    probs[:, constant] = _softmax_classes_first(np.zeros((logits.shape[0], 1), np.float32))
-    probs[:, varying] = _softmax_classes_first(np.take(logits, varying, axis=1))
+    if varying.size:
+        probs[:, varying] = _softmax_classes_first(np.take(logits, varying, axis=1))
     return probs
 
 
@@ -197,19 +202,32 @@ def _best_in_final_order(candidates: np.ndarray, scores: np.ndarray, count: int)
     as group-major indices into (G, P), ascending: every candidate scoring over the
     count-th best, and of those tied with it the ones of lowest (default box, group).
     Works on the (G, P) masks: no array of every candidate's index is made."""
-    values = scores[candidates]
-    kth_best = np.partition(values, values.size - count)[values.size - count]
+    # Each default box holds its own best candidate: the count-th best of those bounds the
+    # count-th best entry from below, and only the entries from there on are ranked. When it
+    # is the best score itself (tied scores), it is the count-th best entry.
+    box_best = np.max(scores, axis=0, where=candidates, initial=-np.inf)
+    floor = np.partition(box_best, box_best.size - count)[box_best.size - count] if box_best.size >= count else -np.inf
+    if floor == box_best.max():
+        kth_best = floor
+    else:
+        values = scores[candidates & (scores >= floor)]
+        kth_best = np.partition(values, values.size - count)[values.size - count]
     chosen = (scores > kth_best) & candidates
     tied = (scores == kth_best) & candidates
     room = count - int(np.count_nonzero(chosen))
-    per_prior = np.count_nonzero(tied, axis=0)
+    per_prior = tied.view(np.uint8).sum(axis=0, dtype=np.intp)  # np.count_nonzero(axis=0), faster
     through = np.cumsum(per_prior)
-    if through[-1] > room:  # the tied entries of the lowest default boxes, of the last one the lowest groups
-        last = int(np.searchsorted(through, room))  # the default box where the room runs out
-        tied[:, last + 1:] = False
-        at_last = np.flatnonzero(tied[:, last])
-        tied[at_last[room - (int(through[last - 1]) if last else 0):], last] = False
-    return np.flatnonzero(chosen | tied)
+    if through[-1] <= room:
+        return np.flatnonzero(chosen | tied)
+    # The tied entries of the lowest default boxes, of the last one the lowest groups: found in
+    # the columns up to that box only (all of them are tied when every score is).
+    last = int(np.searchsorted(through, room))  # the default box where the room runs out
+    group, prior = np.nonzero(tied[:, : last + 1])  # group-major
+    at_last = prior == last
+    taken = ~at_last | (np.cumsum(at_last) <= room - (int(through[last - 1]) if last else 0))
+    index = np.concatenate([np.flatnonzero(chosen), group[taken] * scores.shape[1] + prior[taken]])
+    index.sort()
+    return index
 
 
 def rank_within_groups(group: np.ndarray) -> np.ndarray:
@@ -332,10 +350,13 @@ def _postprocess_one(locs, logits, priors_cxcywh, image_hw, config: PostprocessC
     """One image: locs (P, 4), logits (C, P) contiguous, both float32."""
     # Default boxes no class of which can pass the threshold change nothing: leave them out.
     boxes = possible_boxes(logits, config.score_threshold)
+    if boxes.size and config.score_threshold >= MEAN_BOUND_FROM:
+        boxes = boxes[mean_bound_boxes(logits if boxes.size == len(priors_cxcywh) else
+                                       np.take(logits, boxes, axis=1), config.score_threshold)]
     entries = certified_from = None
     constant = constant_boxes(logits)
     if (screened and boxes.size >= SCREEN_FROM_BOXES and config.score_threshold >= _SCREEN_FLOOR
-            and np.count_nonzero(constant) < CONSTANT_BOXES_WORTHWHILE * constant.size):
+            and np.count_nonzero(constant) < SCREEN_UP_TO_CONSTANT * constant.size):
         columns, entries, certified_from = screen(
             logits if boxes.size == len(priors_cxcywh) else np.take(logits, boxes, axis=1),
             config.score_threshold, FIRST_PREFIX * config.max_detections)
@@ -397,6 +418,30 @@ def _float32_exponentials(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return exp, exp.sum(axis=0)
 
 
+def mean_bound_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
+    """(N,) bool over logits (C, N): the default boxes of which some class c >= 1 may score
+    over the threshold by the bound of the mean: every box that can, and (at a deployment
+    threshold, for an uncertain head) few that cannot; no exponential is taken.
+
+    The softmax's sum of exponentials is at least C exp(mean_j d_j) (the exponential is
+    convex), so a score exp(d_c) / sum exceeds t only if d_c - mean_j d_j - log C > log t.
+    d_c is the float32 difference `possible_boxes` takes; mean_j d_j is taken from the
+    logits' float64 mean, off from the float32 differences' by less than 2^-24 (max - min)
+    plus the float64 sum's C 2^-52 max|l|, allowed for besides `_LOG_MARGIN`. Boxes with an
+    infinite logit are kept (a -inf logit is a 0 exponential, outside the bound's terms).
+    """
+    classes = logits.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        top = logits.max(axis=0).astype(np.float64)
+        low = logits.min(axis=0).astype(np.float64)
+        best_foreground = (logits[1:].max(axis=0) - logits.max(axis=0)).astype(np.float64)
+        mean = logits.sum(axis=0, dtype=np.float64) / classes
+        error = (top - low) * 2.0**-24 + classes * 2.0**-52 * np.maximum(np.abs(top), np.abs(low))
+        bound = best_foreground - (mean - top) - error - np.log(classes)
+        finite = np.isfinite(low) & np.isfinite(top)
+        return ~finite | (bound > np.log(float(np.float32(score_threshold))) - _LOG_MARGIN)
+
+
 def screened_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
     """Of logits (C, N), the columns (default boxes) where some class c >= 1 may score over
     the threshold, by a float32 softmax: every box that can, and few that cannot.
@@ -438,10 +483,14 @@ def screen(logits: np.ndarray, score_threshold: float, count: int | None):
     if columns.size < exp.shape[1]:
         foreground, total = np.take(foreground, columns, axis=1), total[columns]
     np.divide(foreground, total, out=foreground)  # the float32 scores
-    above = foreground >= np.float32(level)
-    values = foreground[above]
-    if values.size <= PREFIX_WORTHWHILE * count:
+    if np.count_nonzero(foreground >= np.float32(level)) <= PREFIX_WORTHWHILE * count:
         return columns, None, None
+    # The count-th best is at least the count-th best of the boxes' best scores (each box holds
+    # its own): only the entries from there on are ranked.
+    best = foreground.max(axis=0)
+    floor = max(np.partition(best, best.size - count)[best.size - count], np.float32(level)) \
+        if best.size >= count else np.float32(level)
+    values = foreground[foreground >= floor]
     values.partition(values.size - count)
     certified_from = float(values[values.size - count]) / (1.0 + margin)
     if certified_from <= float(np.float32(score_threshold)):
