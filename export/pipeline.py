@@ -283,6 +283,11 @@ def _at_input_size(model, imgsz: tuple[int, int] | None):
         resized = model_from_spec(spec, input_size=size)
     except ValueError as exc:
         raise ExportError(f"--imgsz {imgsz[0]} {imgsz[1]}: {exc}") from None
+    from ssd_edge.training.qat import prepare_qat, qat_record
+
+    if qat_record(model) is not None:  # the same QAT structure (folded BatchNorms, fake-quantized convolutions)
+        prepare_qat(resized)
+        resized.qat_record = qat_record(model)
     resized.load_state_dict(model.state_dict())
     return resized
 

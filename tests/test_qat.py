@@ -16,7 +16,8 @@ from onnx import numpy_helper
 
 from ssd_edge.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from ssd_edge.common.errors import SSDEdgeError, UsageError
-from ssd_edge.export.onnx_model import metadata, read_spec
+from ssd_edge.export.onnx_model import ExportError, metadata, read_spec
+from ssd_edge.export.pipeline import ExportOptions, run_export
 from ssd_edge.export.qat import STEM_REASON, export_qat_int8
 from ssd_edge.export.quantize import quantize_int8, stem_conv
 from ssd_edge.export.to_onnx import export_onnx
@@ -254,6 +255,11 @@ def test_ssd_train_qat_then_ssd_export_int8_runs_in_the_detector(tiny_coco, tmp_
     assert record["flavour"] == "tensorrt" and record["qat"] is True and record["calibration_images"] == 10
     assert QUANTIZATION_KEY not in metadata(onnx.load(str(tmp_path / "qat.onnx")))  # FP32 of the tuned weights
     assert _placement(int8) == {name: (name != stem_conv(onnx.load(str(int8))),) * 2 for name in _placement(int8)}
+
+    with pytest.raises(ExportError, match=f"{save}: a QAT checkpoint, fine-tuned for the tensorrt flavour"):
+        run_export(ExportOptions(weights=save, formats=("int8",), int8_flavour="cpu", output=tmp_path / "cpu"))
+    resized = run_export(ExportOptions(weights=save, formats=("int8",), imgsz=(128, 128), output=tmp_path / "128"))
+    assert read_spec(resized.files[-1]).input_size == (128, 128) and len(resized.files) == 2
 
     detector = Detector(str(int8))
     image = read_image(list_images(tiny_coco, 1, recursive=True)[0])
