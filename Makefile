@@ -55,7 +55,8 @@ clean:
 sample: setup
 	test -d dataset_coco || $(BIN)/ssd-dataset synth dataset_coco --train 400 --val 100 --seed 0
 	$(BIN)/python train_ssd.py --arch mobilenetv3_ssd --datapath dataset_coco --epochs 10 --batch-size 5 --lr 0.001 --save runs/sample/ssd.pt
-	$(BIN)/ssd-export --weights runs/sample/ssd.pt --format onnx,int8 --int8-flavour cpu,tensorrt --calib-data dataset_coco --calib-images 100
+	$(BIN)/ssd-export --weights runs/sample/ssd.pt --format onnx,int8 --int8-flavour cpu,tensorrt --calib-data dataset_coco --calib-images 100 \
+		--select-images 200
 	$(BIN)/ssd-eval --weights runs/sample/ssd.pt runs/sample/ssd.onnx runs/sample/ssd.int8.onnx --datapath dataset_coco --json runs/sample/eval.json
 	$(BIN)/ssd-predict --model runs/sample/ssd.onnx --output runs/sample/predictions --quiet dataset_coco/val
 	$(BIN)/ssd-bench --model runs/sample/ssd.onnx --model runs/sample/ssd.int8.onnx --batch 1 --runs 100 --warmup 10 \
