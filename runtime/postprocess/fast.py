@@ -57,6 +57,9 @@ _SCREEN_FLOOR = 1e-30
 # screen, which could not leave them out, is not used.
 CONSTANT_BOXES_WORTHWHILE = 0.25
 SCREEN_UP_TO_CONSTANT = 0.75
+# The screen compares exp(d) with score x sum, a few float32 steps more loosely than
+# exp(d) / sum >= score would (the margin covers the float32 softmax's error besides).
+_PRODUCT_SLACK = 1.0 - 1e-6
 # From this threshold on, `mean_bound_boxes` leaves out boxes before the float32 screen
 # (no exponentials): below it the bound leaves out too few to pay for itself.
 MEAN_BOUND_FROM = 0.05
@@ -477,24 +480,24 @@ def screen(logits: np.ndarray, score_threshold: float, count: int | None):
     level = float(np.float32(score_threshold)) * (1.0 - margin)
     exp, total = _float32_exponentials(logits)
     foreground = exp[1:]
-    columns = np.flatnonzero(foreground.max(axis=0) >= np.float32(level) * total)
-    if count is None or columns.size * (classes - 1) <= PREFIX_WORTHWHILE * count:
-        return columns, None, None
-    if columns.size < exp.shape[1]:
-        foreground, total = np.take(foreground, columns, axis=1), total[columns]
-    np.divide(foreground, total, out=foreground)  # the float32 scores
-    if np.count_nonzero(foreground >= np.float32(level)) <= PREFIX_WORTHWHILE * count:
-        return columns, None, None
-    # The count-th best is at least the count-th best of the boxes' best scores (each box holds
-    # its own): only the entries from there on are ranked.
     best = foreground.max(axis=0)
-    floor = max(np.partition(best, best.size - count)[best.size - count], np.float32(level)) \
-        if best.size >= count else np.float32(level)
-    values = foreground[foreground >= floor]
+    columns = np.flatnonzero(best >= np.float32(level) * total)
+    if count is None or columns.size * (classes - 1) <= PREFIX_WORTHWHILE * count or columns.size < count:
+        return columns, None, None
+    # Each box holds its own best entry, so the count-th best entry scores at least the
+    # count-th best of the boxes' best (floor): only the entries from there on are ranked.
+    # Scores are compared as exponentials against score x sum (no division of every entry),
+    # a few float32 steps (_PRODUCT_SLACK) lower, so that the set is a superset.
+    best_score = best / total
+    floor = max(float(np.partition(best_score, best_score.size - count)[best_score.size - count]), level)
+    near = np.flatnonzero(foreground >= np.float32(floor * _PRODUCT_SLACK) * total)  # 2-D np.nonzero is slow
+    values = foreground.ravel()[near] / total[near % total.size]  # the float32 scores, as the division of each
+    if values.size < count:
+        return columns, None, None
     values.partition(values.size - count)
     certified_from = float(values[values.size - count]) / (1.0 + margin)
     if certified_from <= float(np.float32(score_threshold)):
         return columns, None, None
-    entries = foreground >= np.float32(certified_from * (1.0 - margin))
+    entries = foreground >= np.float32(certified_from * (1.0 - margin) * _PRODUCT_SLACK) * total
     in_use = np.flatnonzero(entries.any(axis=0))
-    return columns[in_use], entries[:, in_use], certified_from
+    return in_use, entries[:, in_use], certified_from
