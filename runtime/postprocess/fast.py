@@ -304,9 +304,9 @@ def postprocess_image(
         )
         if complete or len(prior) >= config.max_detections:
             break
-        # At least 4x, more when few were kept (agnostic NMS over tied scores keeps one class of
+        # At least 2x, more when few were kept (agnostic NMS over tied scores keeps one class of
         # a box): about twice what the rate so far needs, so that one more pass usually does.
-        count *= max(4, -(-2 * config.max_detections // max(len(prior), 1)))
+        count *= max(2, -(-2 * config.max_detections // max(len(prior), 1)))
     best = slice(0, config.max_detections)
     height, width = image_hw
     scale = np.array([width, height, width, height], np.float32)
