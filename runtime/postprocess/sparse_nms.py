@@ -61,11 +61,11 @@ def _candidate_pairs(boxes_xyxy: np.ndarray, threshold: float) -> tuple[np.ndarr
     rank_end = np.searchsorted(x1, x2 - loose * (x2 - x1) + _ABS_SLACK, side="left")
 
     centre_y = (y1 + y2) / 2
-    band = np.clip(np.floor(centre_y * _BANDS), 0, _BANDS - 1).astype(np.intp)
+    band = np.minimum(np.maximum(np.floor(centre_y * _BANDS), 0), _BANDS - 1).astype(np.intp)  # np.clip: slower
     if loose > 0:
         reach = (y2 - y1) * max(1.0 - loose, (1.0 - loose) / (2.0 * loose)) + _ABS_SLACK
-        low = np.clip(np.floor((centre_y - reach) * _BANDS), 0, _BANDS - 1).astype(np.intp)
-        high = np.clip(np.floor((centre_y + reach) * _BANDS), 0, _BANDS - 1).astype(np.intp)
+        low = np.minimum(np.maximum(np.floor((centre_y - reach) * _BANDS), 0), _BANDS - 1).astype(np.intp)
+        high = np.minimum(np.maximum(np.floor((centre_y + reach) * _BANDS), 0), _BANDS - 1).astype(np.intp)
     else:  # any overlap counts: every band
         low, high = np.zeros(count, np.intp), np.full(count, _BANDS - 1, np.intp)
 
@@ -99,8 +99,8 @@ def overlapping_pairs(boxes_xyxy: np.ndarray, iou_threshold: float) -> tuple[np.
     order, a, b = _candidate_pairs(boxes_xyxy, float(iou_threshold))
     x1, y1, x2, y2 = (boxes_xyxy[order, k] for k in range(4))
     areas = (x2 - x1) * (y2 - y1)
-    overlap_w = np.clip(np.minimum(x2[a], x2[b]) - np.maximum(x1[a], x1[b]), 0, None)
-    overlap_h = np.clip(np.minimum(y2[a], y2[b]) - np.maximum(y1[a], y1[b]), 0, None)
+    overlap_w = np.maximum(np.minimum(x2[a], x2[b]) - np.maximum(x1[a], x1[b]), 0)  # np.clip(..., 0, None)
+    overlap_h = np.maximum(np.minimum(y2[a], y2[b]) - np.maximum(y1[a], y1[b]), 0)
     inter = overlap_w * overlap_h
     union = areas[a] + areas[b] - inter
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
