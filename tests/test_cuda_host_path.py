@@ -5,8 +5,8 @@ tests/cuda_emulation), so the detections are the real kernels' and every driver 
 batch is counted: launches, stream synchronisations, copies, and the launch lists built in
 Python. Regressions in the host path's per-batch work show here, without a GPU.
 
-Per batch, in steady state: 3 kernel launches (2 for a background-only model), 1 stream
-synchronisation, 1 copy back, no launch list rebuilt (before this host path: 5 launches
+Per batch, in steady state: 3 kernel launches (2 for a background-only model; 4 with
+agnostic_nms), 1 stream synchronisation, 1 copy back, no launch list rebuilt (before this host path: 5 launches
 through pycuda's unprepared calls, 2 synchronisations, 2 copies, the launch list rebuilt
 every batch)."""
 
@@ -214,12 +214,32 @@ def test_the_launch_order_is_the_plans(library):
     assert loaded.driver.launched == ["ssd_softmax", "ssd_class_nms", "ssd_merge"]
 
 
-def test_more_detections_than_covered_cost_one_more_copy_once(library):
+def test_agnostic_nms_launches_four_kernels_with_one_sync_and_one_copy(library):
+    """NMS across the classes: ssd_softmax, ssd_class_top_k, ssd_agnostic_nms, ssd_pack, still
+    one synchronisation and one copy per batch, prepared once; its detections by the kernel's rule."""
+    case = few_detections_case()
+    case = KernelCase("few-agnostic", case.priors, case.locs, case.confs, case.image_sizes,
+                      case.config.replace(agnostic_nms=True))
+    loaded = Loaded(library, case)
+    for attempt in range(2):
+        got = loaded.run()
+        launched = list(loaded.driver.launched)
+        calls = loaded.driver.take()
+        assert launched == ["ssd_softmax", "ssd_class_top_k", "ssd_agnostic_nms", "ssd_pack"], launched
+        assert calls["cuLaunchKernel"] == 4 and calls["cuStreamSynchronize"] == 1, calls
+        assert calls["cuMemcpyDtoHAsync"] == 1 and calls["prepare"] == 0, calls
+    assert 0 < max(len(d.scores) for d in got) <= FIRST_RECORDS_PER_IMAGE
+    loaded.assert_agrees(got)
+
+
+@pytest.mark.parametrize("agnostic", [False, True], ids=["per-class", "agnostic"])
+def test_more_detections_than_covered_cost_one_more_copy_once(library, agnostic):
     """At threshold 0.001 every image has up to max_detections records: the first batch
     needs a second copy and synchronisation; the next ones cover it in one."""
     case = random_batches(batches=(3,), priors=300, classes=6)[0]
     case = KernelCase(case.name, case.priors, case.locs, case.confs, case.image_sizes,
-                      PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=300, max_detections=300))
+                      PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=300, max_detections=300,
+                                        agnostic_nms=agnostic))
     loaded = Loaded(library, case, max_batch=4)
     got = loaded.run()
     calls = loaded.driver.take()
@@ -229,7 +249,8 @@ def test_more_detections_than_covered_cost_one_more_copy_once(library):
     loaded.driver.take()
     again = loaded.run()
     calls = loaded.driver.take()
-    assert calls["cuMemcpyDtoHAsync"] == 1 and calls["cuStreamSynchronize"] == 1 and calls["cuLaunchKernel"] == 3
+    assert calls["cuMemcpyDtoHAsync"] == 1 and calls["cuStreamSynchronize"] == 1
+    assert calls["cuLaunchKernel"] == (4 if agnostic else 3)
     assert [d.scores.tolist() for d in again] == [d.scores.tolist() for d in got]
 
 

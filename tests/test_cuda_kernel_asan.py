@@ -14,8 +14,8 @@ import pytest
 from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.doctor.kernel_cases import kernel_difference
 from tests.helpers import cuda_asan, cuda_tsan
-from tests.helpers.decode_nms_cases import edge_cases, prefilter_cases, random_batches
-from tests.test_cuda_kernel_tsan import SMALL_BLOCK, selecting_case
+from tests.helpers.decode_nms_cases import agnostic_edge_cases, edge_cases, prefilter_cases, random_batches
+from tests.test_cuda_kernel_tsan import SMALL_BLOCK, agnostic_case, selecting_case
 
 pytestmark = pytest.mark.skipif(cuda_tsan.compiler() is None, reason="no C++ compiler for the threaded emulation")
 
@@ -42,7 +42,8 @@ def run(executable, case, work_dir, block=SMALL_BLOCK, plan=None) -> cuda_asan.A
 
 
 CASES = [selecting_case(), random_batches(batches=(3,))[0], *edge_cases()[1:4],
-         *[c for c in prefilter_cases() if c.name in ("threshold-boundary-0.3", "huge-logits")]]
+         *[c for c in prefilter_cases() if c.name in ("threshold-boundary-0.3", "huge-logits")],
+         agnostic_case(), *[c for c in agnostic_edge_cases() if c.name != "agnostic-identical-scores-and-boxes"]]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -53,8 +54,9 @@ def test_real_kernels_are_clean_at_exact_sizes_and_equal_numpy(sanitized, tmp_pa
     assert difference is None, f"{case.name}: {difference}"
 
 
-def test_real_kernels_at_the_plans_block_size(sanitized, tmp_path):
-    case = selecting_case(images=3)
+@pytest.mark.parametrize("make", [selecting_case, agnostic_case], ids=["per-class", "agnostic"])
+def test_real_kernels_at_the_plans_block_size(sanitized, tmp_path, make):
+    case = make(images=3)
     result = run(sanitized, case, tmp_path, block=None)
     assert result.report is None, result.report
 
@@ -72,7 +74,7 @@ def test_an_off_by_one_read_at_the_end_of_the_logits_is_reported(build_dir, tmp_
     assert f"decode_nms.cu:{line}" in result.report, result.report
 
 
-@pytest.mark.parametrize("kernel", ["ssd_class_nms", "ssd_merge"])
+@pytest.mark.parametrize("kernel", ["ssd_class_nms", "ssd_merge", "ssd_agnostic_nms"])
 def test_an_under_allocated_shared_region_is_reported(sanitized, tmp_path, kernel):
     """The plan asking for 8 bytes less dynamic shared memory than the kernel uses: its
     accesses reach the poisoned slack."""
@@ -82,7 +84,7 @@ def test_an_under_allocated_shared_region_is_reported(sanitized, tmp_path, kerne
             return [replace(launch, shared_bytes=launch.shared_bytes - 8) if launch.kernel == kernel else launch
                     for launch in super().launches(*args, **kwargs)]
 
-    case = selecting_case()
+    case = agnostic_case() if kernel == "ssd_agnostic_nms" else selecting_case()
     plan = ShortPlan(len(case.priors), case.confs.shape[2], len(case.locs), case.config)
     result = run(sanitized, case, tmp_path, plan=plan)
     assert result.report is not None, f"{kernel}'s under-allocated shared memory went unseen"

@@ -20,7 +20,14 @@ from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.doctor.kernel_cases import kernel_difference, tie_aware_difference
 from ssd_edge.runtime.postprocess.fast import postprocess, softmax
 from ssd_edge.runtime.priors import default_boxes
-from tests.helpers.decode_nms_cases import edge_cases, model_case, prefilter_cases, random_batches
+from tests.helpers.decode_nms_cases import (
+    agnostic_cases,
+    agnostic_edge_cases,
+    edge_cases,
+    model_case,
+    prefilter_cases,
+    random_batches,
+)
 from tests.helpers.gpu_probe import require_gpu, require_tensorrt
 
 MODEL_ENV = "SSD_EDGE_TEST_ONNX"  # an SSDLite .onnx from ssd-export, for torch-free machines
@@ -110,6 +117,13 @@ def test_kernel_equals_numpy_at_the_prefilter_bound(kernels, case):
     assert_kernel_agrees(kernels, case)
 
 
+@pytest.mark.parametrize("case", agnostic_cases() + agnostic_edge_cases(), ids=lambda c: c.name)
+def test_kernel_equals_numpy_with_agnostic_nms(kernels, case):
+    """NMS across the classes (ssd_class_top_k, ssd_agnostic_nms, ssd_pack) on the GPU, by the
+    same rule: scores, spread and tied, under the configs the CPU paths are tested with."""
+    assert_kernel_agrees(kernels, case)
+
+
 def onnx_run(path, images, batch):
     """locs and confs of the ONNX model on onnxruntime's CPU provider for BGR `images`."""
     from ssd_edge.runtime import Detector
@@ -122,9 +136,11 @@ def onnx_run(path, images, batch):
 
 
 @pytest.mark.parametrize("batch", [1, 8, 32])
-def test_kernel_equals_numpy_on_model_outputs(kernels, exported, batch):
+@pytest.mark.parametrize("agnostic", [False, True], ids=["per-class", "agnostic"])
+def test_kernel_equals_numpy_on_model_outputs(kernels, exported, batch, agnostic):
     spec, (locs, confs) = onnx_run(exported, sample_images(batch, seed=batch), batch)
-    case = model_case(locs, confs, default_boxes(spec), spec.postprocess)
+    config = spec.postprocess.replace(agnostic_nms=True) if agnostic else spec.postprocess
+    case = model_case(locs, confs, default_boxes(spec), config)
     assert_kernel_agrees(kernels, case)
 
 
@@ -132,7 +148,7 @@ def test_kernel_source_runs_in_cupy(gpu):
     """The .cu as CuPy's RawModule loads it (NVRTC), through the same launch plan."""
     cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
     module = cupy.RawModule(code=KERNEL_SOURCE.read_text())
-    for case in random_batches(seed=7, batches=(1, 4, 32))[:3] + edge_cases()[:2]:
+    for case in random_batches(seed=7, batches=(1, 4, 32))[:3] + edge_cases()[:2] + agnostic_edge_cases()[1:4]:
         plan = DecodeNmsPlan(len(case.priors), case.confs.shape[2], len(case.locs), case.config)
         workspace = cupy.zeros(plan.workspace_bytes, cupy.uint8)
         start = plan.offsets["priors"]

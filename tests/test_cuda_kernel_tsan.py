@@ -15,7 +15,7 @@ from ssd_edge.runtime.cuda.plan import KERNEL_SOURCE, DecodeNmsPlan
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.doctor.kernel_cases import kernel_difference
 from tests.helpers import cuda_tsan
-from tests.helpers.decode_nms_cases import Case, edge_cases, prefilter_cases, random_batches
+from tests.helpers.decode_nms_cases import Case, agnostic_edge_cases, edge_cases, prefilter_cases, random_batches
 from tests.helpers.postprocess_cases import random_outputs, random_priors
 
 pytestmark = pytest.mark.skipif(cuda_tsan.compiler() is None, reason="no C++ compiler for the threaded emulation")
@@ -49,6 +49,15 @@ def selecting_case(images: int = 2) -> Case:
                 PostprocessConfig(score_threshold=0.01, iou_threshold=0.5, top_k=60, max_detections=50))
 
 
+def agnostic_case(images: int = 2) -> Case:
+    """selecting_case with NMS across the classes at IoU 0.05: ssd_agnostic_nms keeps fewer
+    than max_detections (16) from its first chunk (64 candidates) and goes through all of
+    them (up to 180 per image), each later chunk checked against the boxes kept before it."""
+    case = selecting_case(images)
+    config = case.config.replace(agnostic_nms=True, iou_threshold=0.05, max_detections=16)
+    return Case(f"agnostic-{case.name}", case.priors, case.locs, case.confs, case.image_sizes, config)
+
+
 def run(executable, case: Case, work_dir, block=SMALL_BLOCK, halt_on_error=False) -> cuda_tsan.ThreadedRun:
     plan = DecodeNmsPlan(len(case.priors), case.confs.shape[2], len(case.locs), case.config)
     kernels = cuda_tsan.ThreadedDecodeNms(executable, plan, case.priors, work_dir, block=block)
@@ -63,7 +72,8 @@ def assert_clean_and_equal(result: cuda_tsan.ThreadedRun, case: Case) -> None:
 
 
 CLEAN_CASES = [selecting_case(), random_batches(batches=(3,))[0], *edge_cases()[1:4], edge_cases()[5],
-               *[c for c in prefilter_cases() if c.name in ("threshold-boundary-0.3", "huge-logits")]]
+               *[c for c in prefilter_cases() if c.name in ("threshold-boundary-0.3", "huge-logits")],
+               agnostic_case(), *[c for c in agnostic_edge_cases() if c.name == "agnostic-batch-5"]]
 
 
 @pytest.mark.parametrize("case", CLEAN_CASES, ids=lambda c: c.name)
@@ -74,6 +84,19 @@ def test_real_kernels_are_race_free_and_equal_numpy(sanitized, tmp_path, case):
 def test_real_kernels_at_the_plans_block_size(sanitized, tmp_path):
     case = selecting_case(images=4)
     assert_clean_and_equal(run(sanitized, case, tmp_path, block=None), case)
+
+
+def test_real_agnostic_kernels_at_the_plans_block_size(sanitized, tmp_path):
+    case = agnostic_case(images=3)
+    assert_clean_and_equal(run(sanitized, case, tmp_path, block=None), case)
+
+
+def line_of_occurrence(text: str, occurrence: int) -> int:
+    """The 1-based line of the kernel source holding the occurrence-th `text`."""
+    at = -1
+    for _ in range(occurrence):
+        at = SOURCE.index(text, at + 1)
+    return SOURCE.count("\n", 0, at) + 1
 
 
 def lines_of(*texts: str) -> set[int]:
@@ -107,6 +130,18 @@ MUTATIONS = [
      lines_of("int slot = atomicAdd(&state->count, 1);")),
     ("atomic-kept-slot", "int slot = atomicAdd(&state.count, 1);", "int slot = state.count++;", 1,
      lines_of("int slot = atomicAdd(&state.count, 1);")),
+    # NMS across the classes (agnostic_case)
+    ("agnostic-barrier-after-greedy-pass", "__syncthreads();  // also makes thread 0's out_boxes visible", None, 1,
+     lines_of("state.count = count;", "kept = state.count;", "out_boxes[count] = boxes[i];",
+              "hit = box_iou(out_boxes[i], box)")),
+    ("agnostic-barrier-after-chunk-boxes", "__syncthreads();\n\n        for (int j = threadIdx.x; j < n;", None, 1,
+     lines_of("boxes[j] = kept_boxes[slot_base + index[j]];", "float4 box = boxes[j];",
+              "j < n && box_iou(a, boxes[j]) > iou_threshold")),
+    ("agnostic-barrier-before-next-chunk", "__syncthreads();  // all have read state and keys", None, 1,
+     lines_of("kept = state.count;", "source.upper = keys[n - 1];", "state.count = count;", "keys[slot] = key;",
+              "state->count = 0;")),
+    ("pack-atomic-records-before", "atomicAdd(&records_before, before);", "(records_before += before);", 2,
+     {line_of_occurrence("atomicAdd(&records_before, before);", 2)}),
 ]
 
 
@@ -123,7 +158,7 @@ def mutated_source(find: str, replace: str | None, occurrence: int) -> tuple[str
 
 # Mutants whose race needs several threads of a merge block adding up the images before it
 # (from the third image on: the more images, the more threads meet there at once).
-MORE_IMAGES = {"merge-barrier-after-prefix-sums": 4, "atomic-records-before": 12}
+MORE_IMAGES = {"merge-barrier-after-prefix-sums": 4, "atomic-records-before": 12, "pack-atomic-records-before": 12}
 RUNS = 3  # sanitizer runs per mutant before its race must have been named at its line
 
 
@@ -146,7 +181,8 @@ def test_sanitizer_reports_a_planted_race_at_its_line(build_dir, tmp_path, name,
     for attempt in range(RUNS):
         work = tmp_path / f"run{attempt}"
         work.mkdir()
-        case = selecting_case(images=MORE_IMAGES[name]) if name in MORE_IMAGES else selecting_case()
+        make = agnostic_case if name.startswith(("agnostic", "pack")) else selecting_case
+        case = make(images=MORE_IMAGES[name]) if name in MORE_IMAGES else make()
         result = run(executable, case, work, halt_on_error=False)
         races = [r for r in result.reports if r.kind == "data race"]
         assert races, f"{name}: no data race reported\n{result.stderr[-3000:]}"

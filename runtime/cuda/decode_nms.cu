@@ -722,7 +722,8 @@ extern "C" __global__ void ssd_pack(const float* __restrict__ probs, const u64* 
 
     const long long offset = records_before, slot_base = (long long)image * max_detections;
     const float* image_probs = probs + (long long)image * num_priors * num_classes;
-    for (int r = threadIdx.x; r < det_count[image]; r += blockDim.x) {
+    const int count = det_count[image];
+    for (int r = threadIdx.x; r < count; r += blockDim.x) {
         u64 key = nms_keys[slot_base + r];
         write_record(packed + (offset + r) * width, nms_boxes[slot_base + r], key, image_probs + merge_key_prior(key),
                      num_priors, num_classes);

@@ -2,11 +2,12 @@
 are already on the GPU (a TensorRT engine's output buffers, onnxruntime's CUDA outputs).
 
 Per batch it queues `DecodeNmsPlan`'s kernels (three; four with agnostic_nms) on the
-caller's stream, right after the network, as prepared calls whose argument lists were built once (per batch size and pair of
-output addresses), then copies back the per-image counts and the packed detections in one
-copy into pinned memory, and synchronises the stream once. The copy covers as many records
-as the batches so far needed (at least 32 per image); only a batch with more detections than
-that needs a second copy (and a second synchronisation), after which the span grows to fit.
+caller's stream, right after the network, as prepared calls whose argument lists were built
+once (per batch size and pair of output addresses), then copies back the per-image counts
+and the packed detections in one copy into pinned memory, and synchronises the stream once.
+The copy covers as many records as the batches so far needed (at least 32 per image); only a
+batch with more detections than that needs a second copy (and a second synchronisation),
+after which the span grows to fit.
 
 `driver` is the pycuda.driver-like module the launcher calls (pycuda.driver itself unless a
 test passes a recording stand-in), `module` the compiled kernels (compiled from

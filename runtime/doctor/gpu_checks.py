@@ -41,7 +41,9 @@ WARMUP, RUNS = 5, 50
 def _plans(spec=None) -> list[tuple[str, int, int, PostprocessConfig]]:
     """(what, default boxes, classes, config) of the plans to hold against the SM limits."""
     plans = [(f"SSDLite-COCO ({SSDLITE_PRIORS} boxes x {COCO_CLASSES} classes)", SSDLITE_PRIORS, COCO_CLASSES,
-              PostprocessConfig(top_k=300, max_detections=300))]
+              PostprocessConfig(top_k=300, max_detections=300)),
+             (f"SSDLite-COCO, agnostic_nms ({SSDLITE_PRIORS} boxes x {COCO_CLASSES} classes)", SSDLITE_PRIORS,
+              COCO_CLASSES, PostprocessConfig(top_k=300, max_detections=300, agnostic_nms=True))]
     if spec is not None:
         plans.append((f"this model ({spec.num_priors} boxes x {spec.num_classes} classes)", spec.num_priors,
                       spec.num_classes, spec.postprocess))

@@ -10,8 +10,8 @@ from ssd_edge.runtime.doctor.kernel_cases import KernelCase as Case
 from ssd_edge.runtime.doctor.kernel_cases import first_difference, prefilter_cases, random_outputs, random_priors
 from ssd_edge.runtime.doctor.kernel_cases import random_image_sizes as _sizes
 
-__all__ = ["Case", "agnostic_cases", "agnostic_edge_cases", "assert_same_detections", "edge_cases", "model_case", "prefilter_cases",
-           "random_batches"]
+__all__ = ["Case", "agnostic_cases", "agnostic_edge_cases", "assert_same_detections", "edge_cases", "model_case",
+           "prefilter_cases", "random_batches"]
 
 
 def random_batches(seed: int = 0, batches=(1, 2, 3, 5, 8, 16, 32), priors: int = 300, classes: int = 6) -> list[Case]:
