@@ -251,6 +251,7 @@ def test_mean_bound_keeps_every_box_that_can_pass(threshold):
     logits = rng.normal(0, 1.0, (91, 3000)).astype(np.float32)
     logits[:, :1000] = (rng.normal(0, 1e-6, (91, 1000)) + rng.normal(0, 3, 1000)).astype(np.float32)
     logits[:, :300] = rng.normal(0, 3, 300).astype(np.float32)  # uniform: every score 1/91
+    logits[:, :100] = 0.0  # uniform at 0: no rounding to allow for, only the margin
     t = float(np.float32(threshold))
     others = np.log(np.exp(logits[np.arange(91) != 1, 1000:2000].astype(np.float64)).sum(axis=0))
     target = np.log(t / (1 - t)) + others  # class 1 of these boxes scores within a few float32 steps of t

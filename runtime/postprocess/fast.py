@@ -351,13 +351,21 @@ def postprocess(
 
 def _postprocess_one(locs, logits, priors_cxcywh, image_hw, config: PostprocessConfig, names, screened=True):
     """One image: locs (P, 4), logits (C, P) contiguous, both float32."""
-    # Default boxes no class of which can pass the threshold change nothing: leave them out.
-    boxes = possible_boxes(logits, config.score_threshold)
-    if boxes.size and config.score_threshold >= MEAN_BOUND_FROM:
-        boxes = boxes[mean_bound_boxes(logits if boxes.size == len(priors_cxcywh) else
-                                       np.take(logits, boxes, axis=1), config.score_threshold)]
+    # Default boxes no class of which can pass the threshold change nothing: leave them out
+    # (`possible_boxes`, and from MEAN_BOUND_FROM on `mean_bound_boxes`, on shared statistics).
+    top, low, best_foreground = _box_statistics(logits)
+    constant = (top == low) & np.isfinite(top)  # `constant_boxes`
+    bound = possible_box_bound(config.score_threshold)
+    if logits.shape[0] < 2:  # background only: nothing to detect
+        boxes = np.zeros(0, np.intp)
+    elif bound is None:
+        boxes = np.arange(logits.shape[1])
+    elif config.score_threshold >= MEAN_BOUND_FROM:
+        boxes = np.flatnonzero((best_foreground > bound)
+                               & _mean_bound(logits, top, low, best_foreground, config.score_threshold))
+    else:
+        boxes = np.flatnonzero(best_foreground > bound)
     entries = certified_from = None
-    constant = constant_boxes(logits)
     if (screened and boxes.size >= SCREEN_FROM_BOXES and config.score_threshold >= _SCREEN_FLOOR
             and np.count_nonzero(constant) < SCREEN_UP_TO_CONSTANT * constant.size):
         columns, entries, certified_from = screen(
@@ -421,28 +429,42 @@ def _float32_exponentials(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return exp, exp.sum(axis=0)
 
 
+def _box_statistics(logits: np.ndarray):
+    """Over the classes of logits (C, N), per default box: the largest logit, the smallest,
+    and max_{c >= 1} fl32(l_c - largest) (the softmax's own float32 differences)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        top = logits.max(axis=0)
+        best_foreground = logits[1:].max(axis=0) - top if len(logits) > 1 else np.full_like(top, -np.inf)
+        return top, logits.min(axis=0), best_foreground
+
+
+def _mean_bound(logits: np.ndarray, top, low, best_foreground, score_threshold: float) -> np.ndarray:
+    """`mean_bound_boxes` from the `_box_statistics` of logits (C, N)."""
+    classes = logits.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        top, low = top.astype(np.float64), low.astype(np.float64)
+        mean = logits.sum(axis=0).astype(np.float64) / classes  # float32 sum: allowed for in `error`
+        error = (top - low) * 2.0**-24 + 2.0 * classes * 2.0**-24 * np.maximum(np.abs(top), np.abs(low))
+        log_sum = np.maximum(0.0, np.log(classes) + (mean - top) - error)  # sum >= max(1, C exp(mean d))
+        bound = best_foreground.astype(np.float64) - log_sum
+        finite = np.isfinite(low) & np.isfinite(top) & np.isfinite(mean)
+        return ~finite | (bound > np.log(float(np.float32(score_threshold))) - _LOG_MARGIN)
+
+
 def mean_bound_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
     """(N,) bool over logits (C, N): the default boxes of which some class c >= 1 may score
     over the threshold by the bound of the mean: every box that can, and (at a deployment
     threshold, for an uncertain head) few that cannot; no exponential is taken.
 
     The softmax's sum of exponentials is at least C exp(mean_j d_j) (the exponential is
-    convex), so a score exp(d_c) / sum exceeds t only if d_c - mean_j d_j - log C > log t.
-    d_c is the float32 difference `possible_boxes` takes; mean_j d_j is taken from the
-    logits' float64 mean, off from the float32 differences' by less than 2^-24 (max - min)
-    plus the float64 sum's C 2^-52 max|l|, allowed for besides `_LOG_MARGIN`. Boxes with an
-    infinite logit are kept (a -inf logit is a 0 exponential, outside the bound's terms).
+    convex) and at least 1, so a score exp(d_c) / sum exceeds t only if
+    d_c - max(0, log C + mean_j d_j) > log t. d_c is the float32 difference `possible_boxes`
+    takes; mean_j d_j is taken from the logits' mean (a float32 sum), off from the float32
+    differences' by less than 2^-24 (max - min) plus the float32 sum's C 2^-24 max|l| (twice
+    that is allowed for), besides `_LOG_MARGIN`. Boxes with an infinite logit or sum are kept
+    (a -inf logit is a 0 exponential, outside the bound's terms).
     """
-    classes = logits.shape[0]
-    with np.errstate(invalid="ignore", over="ignore"):
-        top = logits.max(axis=0).astype(np.float64)
-        low = logits.min(axis=0).astype(np.float64)
-        best_foreground = (logits[1:].max(axis=0) - logits.max(axis=0)).astype(np.float64)
-        mean = logits.sum(axis=0, dtype=np.float64) / classes
-        error = (top - low) * 2.0**-24 + classes * 2.0**-52 * np.maximum(np.abs(top), np.abs(low))
-        bound = best_foreground - (mean - top) - error - np.log(classes)
-        finite = np.isfinite(low) & np.isfinite(top)
-        return ~finite | (bound > np.log(float(np.float32(score_threshold))) - _LOG_MARGIN)
+    return _mean_bound(logits, *_box_statistics(logits), score_threshold)
 
 
 def screened_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
