@@ -68,6 +68,7 @@ def fold_weight_quantization(proto) -> int:
                 tensor = numpy_helper.from_array(numpy_helper.to_array(constants[name].attribute[0].t), name)
                 proto.graph.initializer.append(tensor)
                 initializers[name] = tensor
+                proto.graph.node.remove(constants.pop(name))
     consumers: dict[str, list] = {}
     for node in proto.graph.node:
         for name in node.input:

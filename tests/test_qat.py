@@ -183,6 +183,8 @@ def proto_dims(proto, values, dequantize) -> tuple:
 def test_qdq_export_records_spec_and_qat_tensorrt_flavour(exported, qat_model):
     proto = onnx.load(str(exported["qat"]))
     onnx.checker.check_model(proto)
+    constants = {node.output[0] for node in proto.graph.node if node.op_type == "Constant"}
+    assert not constants & {t.name for t in proto.graph.initializer}  # each name defined once
     assert read_spec(exported["qat"]) == qat_model.spec
     record = json.loads(metadata(proto)[QUANTIZATION_KEY])
     assert record == {"flavour": "tensorrt", "format": "QDQ", "qat": True, "calibration": "qat (percentile ranges)",
