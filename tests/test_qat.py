@@ -294,3 +294,37 @@ def test_a_qat_run_resumes_exactly(tiny_coco, tmp_path, float_checkpoint, monkey
     assert a["qat"] == b["qat"] and set(a["model"]) == set(b["model"])
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_builds_the_qat_export_into_an_int8_engine_as_it_is(exported, qat_model, images):
+    """Where TensorRT is installed (a GPU machine): the QDQ file is what a strongly typed INT8
+    build takes, unchanged, and its engine agrees with onnxruntime's run of the same file."""
+    from ssd_edge.export.engine import EngineOptions, TensorRTUnavailable, build_engine, build_environment
+    from ssd_edge.runtime.backends.tensorrt_logging import create
+    from ssd_edge.runtime.parity import onnx_outputs
+
+    try:
+        trt, _, _ = build_environment()
+    except TensorRTUnavailable as exc:
+        pytest.skip(str(exc))
+    engine_path = exported["qat"].with_name("qat.int8.engine")
+    build_engine(exported["qat"], engine_path, EngineOptions(precision="int8", batch=2, progress=False))
+    assert json.loads(engine_path.with_name("qat.int8.engine.json").read_text())["precision"] == "int8"
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here: the engine was built but cannot be run from the tests")
+    engine = create(trt, "Runtime").deserialize_cuda_engine(engine_path.read_bytes())
+    context = engine.create_execution_context()
+    x = preprocess(images[:2], qat_model.spec.input_size)
+    context.set_input_shape("images", x.shape)
+    tensors = {"images": torch.from_numpy(x).cuda()}
+    for name in ("locs", "confs"):
+        tensors[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+    for name, tensor in tensors.items():
+        context.set_tensor_address(name, tensor.data_ptr())
+    stream = torch.cuda.Stream()
+    assert context.execute_async_v3(stream.cuda_stream)
+    stream.synchronize()
+    reference = onnx_outputs(exported["qat"], x, 2)
+    confs = tensors["confs"].cpu().numpy()
+    assert correlation(confs, reference[1]) > 0.5  # int8 rounding of a random network (see the module docstring)
