@@ -29,6 +29,7 @@ from ssd_edge.runtime.backends.openvino_backend import (
     QUANTIZATION_KEY,
     OpenVinoError,
     choose_precision,
+    openvino_core,
 )
 from ssd_edge.runtime.model_file import QUANTIZATION_KEY as EXPORT_QUANTIZATION_KEY
 from ssd_edge.runtime.parity import OutputDifference
@@ -42,7 +43,7 @@ BF16_MEAN_ABS, BF16_MIN_CORRELATION = 0.06, 0.97  # see the module docstring
 
 
 def cpu_has_bf16() -> bool:
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 (no AMX or AVX512_BF16)")
@@ -203,7 +204,7 @@ def test_bad_options_are_refused_with_the_bad_value(onnx_path):
         Detector(onnx_path, backend="onnxruntime", precision="bf16")
     with pytest.raises(UsageError, match="spinning is an onnxruntime option"):
         Detector(onnx_path, backend="openvino", spinning=False)
-    if not any(d.startswith("NPU") for d in ov.Core().available_devices):
+    if not any(d.startswith("NPU") for d in openvino_core().available_devices):
         with pytest.raises(OpenVinoError, match="no NPU device here.*available: CPU"):
             Detector(onnx_path, backend="openvino", device="NPU")
 

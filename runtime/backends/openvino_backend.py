@@ -17,6 +17,7 @@ compiled model really uses is read back from it and shown in `name` (e.g.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,29 @@ def import_openvino():
     return require("openvino", "openvino", "backend 'openvino'")
 
 
+_core_lock = threading.Lock()
+_core = None
+
+
+def openvino_core():
+    """The process's one `ov.Core`, made on first use and never freed: every backend, on every
+    thread, compiles with it (OpenVINO's advice too; the backends set their options per compiled
+    model, never on the Core).
+
+    Not one Core per backend: OpenVINO's CPU plugin, made with each Core, gives the thread that
+    makes it a signal stack of its own (sigaltstack, for AMX) and unmaps it when that Core goes,
+    restoring the previous stack only when freed on the same thread, last made first freed. Two
+    Cores freed in the order they were made, or one freed on another thread (a demo thread, the
+    garbage collector), left the thread's signal stack pointing at unmapped memory, and the next
+    signal with a handler (Ctrl-C; SIGCHLD once torch's DataLoader has set a handler for it)
+    killed the process with SIGSEGV and no traceback (tests/test_openvino_signal_stack.py)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = import_openvino().Core()
+        return _core
+
+
 def choose_precision(requested: str, device: str, capabilities: Sequence[str] | None) -> tuple[str | None, str | None]:
     """The precision to compile with and, where it is not what was asked for, why.
 
@@ -128,7 +152,7 @@ class OpenVinoBackend:
         self.options = options
         device, precision, threads = options.device, options.precision, options.threads
         ov = import_openvino()
-        core = ov.Core()
+        core = openvino_core()
         self.device = device
         wanted, self.precision_note = choose_precision(precision, device, self._capabilities(core, device))
         self.requested = precision if precision != "auto" else wanted
