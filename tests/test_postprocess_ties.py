@@ -266,3 +266,13 @@ def test_mean_bound_keeps_every_box_that_can_pass(threshold):
     assert kept[2000:2100].all()  # a -inf logit: outside the bound's terms
     if threshold >= 0.05:
         assert kept.sum() < 0.8 * kept.size  # and it does leave boxes out
+
+
+@pytest.mark.parametrize("shape", [(3234, 91), (1, 21), (7, 1), (0, 5)])
+def test_classes_first_is_the_transpose(shape):
+    logits = np.random.default_rng(0).normal(0, 3, shape).astype(np.float32)
+    if logits.size:
+        logits.flat[:3] = [np.nan, np.inf, -np.inf][: logits.size]
+    got = fast.classes_first(logits)
+    assert got.shape == shape[::-1] and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, logits.T)
