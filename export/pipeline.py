@@ -174,7 +174,8 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
     int8_wanted = ("int8" in options.formats or options.int8) and not (source and source.quantized)
     quantize = int8_wanted and not qat
     calibration = _calibration_images(options) if quantize else []
-    labelled = _labelled(options, len(calibration), echo) if quantize else None
+    measured = quantize or (qat and int8_wanted and options.calib_data is not None)  # a QAT file's table too
+    labelled = _labelled(options, len(calibration), echo) if measured else None
     out = options.output_dir
     planned = {"onnx": out / f"{options.name}.onnx" if source is None else None,
                "int8": out / f"{options.name}.int8.onnx" if int8_wanted else None,
@@ -204,6 +205,8 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
         elif int8_wanted:  # qat
             int8 = _export_qat(options, source, planned["int8"], parity_images, result, echo)
             engine_source = int8 if options.int8 else source
+            if reports:
+                _accuracy_table(options, source, [planned["int8"]], labelled, result, echo)
         if "engine" in options.formats:
             _build(options, engine_source, planned["engine"], environment, result, echo)
     return result

@@ -6,6 +6,7 @@ random weights int8 rounding noise is large, so closeness to float is a floor on
 as in test_export_int8.py, while the QDQ graph must match PyTorch's fake quantization exactly."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -262,6 +263,10 @@ def test_ssd_train_qat_then_ssd_export_int8_runs_in_the_detector(tiny_coco, tmp_
         run_export(ExportOptions(weights=save, formats=("int8",), int8_flavour="cpu", output=tmp_path / "cpu"))
     resized = run_export(ExportOptions(weights=save, formats=("int8",), imgsz=(128, 128), output=tmp_path / "128"))
     assert read_spec(resized.files[-1]).input_size == (128, 128) and len(resized.files) == 2
+    measured = run_export(ExportOptions(weights=save, formats=("int8",), calib_data=tiny_coco, output=tmp_path / "m"))
+    rows = {(row.precision, Path(row.model).name) for row in measured.accuracy.rows}
+    assert {("fp32", "qat.onnx"), ("int8", "qat.int8.onnx")} <= rows, rows
+    assert (tmp_path / "m" / "qat.accuracy.md").is_file()
 
     detector = Detector(str(int8))
     image = read_image(list_images(tiny_coco, 1, recursive=True)[0])
