@@ -276,3 +276,17 @@ def test_classes_first_is_the_transpose(shape):
     got = fast.classes_first(logits)
     assert got.shape == shape[::-1] and got.dtype == np.float32 and got.flags.c_contiguous
     np.testing.assert_array_equal(got, logits.T)
+
+
+def test_float32_exponentials_of_the_screen_are_within_four_float32_steps():
+    # The screen's margin assumes its float32 exp (OpenCV's where there is OpenCV) within 4
+    # float32 steps of the exact exponential above underflow, and exact at the special values.
+    x = np.linspace(-87, 0, 1_000_001, dtype=np.float32)
+    logits = np.stack([np.zeros_like(x), x])  # differences from the max: x
+    exp, total = fast._float32_exponentials(logits)
+    exact = np.exp(x.astype(np.float64))
+    steps = np.abs(exp[1].astype(np.float64) - exact) / np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert steps.max() <= 4
+    special = np.array([[0, 0, 0, 0], [np.nan, -np.inf, -200, 0]], np.float32)
+    exp, _ = fast._float32_exponentials(special)
+    np.testing.assert_array_equal(exp[1], [np.nan, 0, 0, 1])
