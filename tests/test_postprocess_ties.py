@@ -290,3 +290,16 @@ def test_float32_exponentials_of_the_screen_are_within_four_float32_steps():
     special = np.array([[0, 0, 0, 0], [np.nan, -np.inf, -200, 0]], np.float32)
     exp, _ = fast._float32_exponentials(special)
     np.testing.assert_array_equal(exp[1], [np.nan, 0, 0, 1])
+
+
+def test_box_best_from_the_threshold_equals_the_masked_maximum():
+    rng = np.random.default_rng(11)
+    logits = rng.normal(0, 2, (21, 500)).astype(np.float32)
+    logits[:, :50] = 0.0  # tied boxes
+    logits[3, 60] = np.nan  # a NaN box: NaN throughout
+    with np.errstate(invalid="ignore"):
+        scores = softmax(logits, axis=0)[1:]
+    for threshold in (0.001, 1 / 21, 0.3, 0.9):
+        candidates = scores > np.float32(threshold)
+        np.testing.assert_array_equal(fast.box_best_candidates(candidates, scores, threshold),
+                                      fast.box_best_candidates(candidates, scores))

@@ -178,13 +178,17 @@ def final_order(prior: np.ndarray, group: np.ndarray, values: np.ndarray, groups
     return by_box[np.argsort(-values[by_box], kind="stable")]
 
 
-def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, count: int | None):
+def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, count: int | None,
+                      box_best: np.ndarray | None = None):
     """The candidates (G, P) bool of scores (G, P) in the final order (score descending,
     then default box, then group), at most `top_k` of each group. With `count`, only the
     first `count` entries of that order (every entry when there are at most
     PREFIX_WORTHWHILE * count) are returned: scores tied at the cut are cut by default box,
     then group, so that tied scores (an untrained head gives every class 1/C) cost no more
     than spread ones.
+
+    box_best: optional (P,), each default box's best candidate score (-inf for none), as
+    `box_best_candidates` gives it.
 
     Returns prior (N,), group (N,), score (N,) and whether that is every candidate.
     """
@@ -195,7 +199,7 @@ def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, co
     if complete:  # top_k per class first: at most G * top_k entries to sort
         index = np.flatnonzero(top_k_per_class(candidates, scores, top_k))  # group-major
     else:
-        index = _best_in_final_order(candidates, scores, count)
+        index = _best_in_final_order(candidates, scores, count, box_best)
     values = scores.ravel()[index]
     group, prior = np.divmod(index, priors)
     order = final_order(prior, group, values, groups)
@@ -206,7 +210,18 @@ def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, co
     return prior, group, values, complete
 
 
-def _best_in_final_order(candidates: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
+def box_best_candidates(candidates: np.ndarray, scores: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """(P,): each default box's best candidate score of candidates (G, P) over scores
+    (G, P), -inf where it has none. With `threshold`, candidates must be exactly the scores
+    over it (a column's best score is then its best candidate when it passes: faster)."""
+    if threshold is None or not len(scores):
+        return np.max(scores, axis=0, where=candidates, initial=-np.inf)
+    top = scores.max(axis=0)  # NaN columns are NaN throughout (softmax), and never pass
+    return np.where(top > np.float32(threshold), top, -np.inf)
+
+
+def _best_in_final_order(candidates: np.ndarray, scores: np.ndarray, count: int,
+                         box_best: np.ndarray | None = None) -> np.ndarray:
     """The first `count` of the candidates (G, P) bool of scores (G, P) in the final order,
     as group-major indices into (G, P), ascending: every candidate scoring over the
     count-th best, and of those tied with it the ones of lowest (default box, group).
@@ -214,7 +229,8 @@ def _best_in_final_order(candidates: np.ndarray, scores: np.ndarray, count: int)
     # Each default box holds its own best candidate: the count-th best of those bounds the
     # count-th best entry from below, and only the entries from there on are ranked. When it
     # is the best score itself (tied scores), it is the count-th best entry.
-    box_best = np.max(scores, axis=0, where=candidates, initial=-np.inf)
+    if box_best is None:
+        box_best = box_best_candidates(candidates, scores)
     floor = np.partition(box_best, box_best.size - count)[box_best.size - count] if box_best.size >= count else -np.inf
     if floor == box_best.max():
         kth_best = floor
@@ -248,7 +264,8 @@ def rank_within_groups(group: np.ndarray) -> np.ndarray:
     return rank
 
 
-def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessConfig, count: int | None):
+def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessConfig, count: int | None,
+                   box_best: np.ndarray | None = None):
     """Greedy NMS on the best `count` candidates (G, P) bool of scores (G, P), in the
     final order.
 
@@ -258,7 +275,7 @@ def _greedy_prefix(locs, scores, candidates, priors_cxcywh, config: PostprocessC
     Returns (prior, label, score, box) of the kept candidates in the final order, and
     whether the prefix was every candidate.
     """
-    prior, group, score, complete = ranked_candidates(candidates, scores, config.top_k, count)
+    prior, group, score, complete = ranked_candidates(candidates, scores, config.top_k, count, box_best)
     if config.agnostic_nms:  # across the classes: NMS on each box's best candidate, in effect
         box_priors, box_of = np.unique(prior, return_inverse=True)
         boxes = np.clip(decode(locs[box_priors], priors_cxcywh[box_priors], config.variances), 0.0, 1.0)
@@ -301,12 +318,16 @@ def postprocess_image(
     the candidates are taken best first in growing prefixes until enough are kept.
     """
     scores = probs[1:]
+    count = FIRST_PREFIX * config.max_detections
+    box_best = None
     if candidates is None:
         candidates = scores > np.float32(config.score_threshold)
-    count = FIRST_PREFIX * config.max_detections
+        box_best = box_best_candidates(candidates, scores, config.score_threshold)
+    elif np.count_nonzero(candidates) > PREFIX_WORTHWHILE * count:  # once for every prefix
+        box_best = box_best_candidates(candidates, scores)
     while True:
         prior, labels, kept_scores, boxes, complete = _greedy_prefix(
-            locs, scores, candidates, priors_cxcywh, config, count
+            locs, scores, candidates, priors_cxcywh, config, count, box_best
         )
         if complete or len(prior) >= config.max_detections:
             break
