@@ -21,11 +21,17 @@ peer at score 0.001 (the preset's: top 300 per class, IoU 0.55, 300 detections),
 spread model also at 0.3. With --baseline, the same Detector is measured a second time in
 the same run with the fast path (runtime/postprocess/fast.py) of that commit patched in,
 for a before/after on the same machine.
+
+On a shared machine wall-clock stages move with the load; --cpu-rounds adds a second
+table of CPU-time stages (time.process_time, this process only, the network and
+postprocessing on one thread): per image, the same Detector runs each variant in turn
+on the same images, so the shares compare like with like under any load.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import re
@@ -33,6 +39,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -91,6 +98,61 @@ def measure(model: Path, weights: Path, threshold: float, runs: int, warmup: int
             "machine": bench_report.machine_text(report["machine"], report["settings"]["threads"])}
 
 
+class CpuStageTimer:
+    """A StageTimer (the Detector's stages) of CPU time of this process (time.process_time)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str, sync=None):
+        start = time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.process_time() - start
+
+
+def measure_cpu(model: Path, threshold: float, variants: list, rounds: int, warmup: int) -> dict:
+    """CPU-time stages (ms, medians over `rounds` images after `warmup`) of one Detector
+    running each (name, postprocess) variant in turn on every image."""
+    import numpy as np
+
+    from ssd_edge.data.synth import sample_images
+    from ssd_edge.runtime.backends import onnxruntime_backend
+    from ssd_edge.runtime.detector import Detector
+
+    images = sample_images(16, seed=0)
+    stages = {name: {"preprocess": [], "network": [], "decode_nms": []} for name, _ in variants}
+    current = onnxruntime_backend.postprocess
+    load_start = os.getloadavg()[0]
+    with Detector(model, score_threshold=threshold, threads=1, model_thresholds=True) as detector:
+        try:
+            for index in range(warmup + rounds):
+                for name, function in variants:
+                    onnxruntime_backend.postprocess = function
+                    timer = CpuStageTimer()
+                    detector(images[index % len(images)], timer=timer)
+                    if index >= warmup:
+                        for stage, values in stages[name].items():
+                            values.append(timer.seconds[stage] * 1e3)
+        finally:
+            onnxruntime_backend.postprocess = current
+    return {"stages": {name: {stage: float(np.median(v)) for stage, v in found.items()}
+                       for name, found in stages.items()},
+            "load": (load_start, os.getloadavg()[0])}
+
+
+def cpu_rows(distribution: str, threshold: float, result: dict) -> list[str]:
+    lines = []
+    for which, stages in result["stages"].items():
+        share = (stages["preprocess"] + stages["decode_nms"]) / stages["network"]
+        lines.append(f"| {distribution} | {threshold:g} | {which} | {stages['preprocess']:.2f} | "
+                     f"{stages['network']:.2f} | {stages['decode_nms']:.2f} | {share:.0%} | "
+                     f"{result['load'][0]:.1f}-{result['load'][1]:.1f} |")
+    return lines
+
+
 def row(distribution: str, threshold: float, which: str, result: dict) -> str:
     ours, peer = result["ours"], result["peer"]
     stages = ours["stages_p50_ms"]
@@ -111,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="both sides (default 1: on a loaded 2-core machine two torch threads collapse, issue 22 "
                              "item 11); 0: every logical core")
     parser.add_argument("--distributions", default=",".join(DISTRIBUTIONS))
+    parser.add_argument("--cpu-rounds", type=int, default=0,
+                        help="also CPU-time stages over this many images per variant, variants in turn (0: not)")
     parser.add_argument("--out", type=Path, default=RESULTS / "postprocess_cliff.md")
     args = parser.parse_args(argv)
     args.threads = args.threads or None
@@ -123,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     header = ("| scores | threshold | decode + NMS | ours p50 ms | pre | network | decode+NMS | (pre+NMS)/net | "
               "torchvision p50 ms | its decode+NMS | speed-up | load |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    cpu_header = ("| scores | threshold | decode + NMS | pre CPU ms | network CPU ms | decode+NMS CPU ms | "
+                  "(pre+NMS)/net | load |")
+    cpu_lines = [cpu_header, "|" + "---|" * (cpu_header.count("|") - 1)]
     machine = ""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -144,6 +211,10 @@ def main(argv: list[str] | None = None) -> None:
                     machine = machine or str(result["machine"])
                     lines.append(row(name, threshold, which, result))
                     print(lines[-1], flush=True)
+                if args.cpu_rounds:
+                    cpu_lines += cpu_rows(name, threshold, measure_cpu(model, threshold, variants, args.cpu_rounds,
+                                                                       args.warmup))
+                    print("\n".join(cpu_lines[-len(variants):]), flush=True)
     text = "\n".join([
         "# Decode + NMS across score distributions, end to end vs torchvision eager SSDLite320 (CPU)", "",
         f"Command: `{command}`", "", f"Machine: {machine}", "",
@@ -152,7 +223,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.warmup} warm-up, taking turns with the peer. "
         "Stages of ours are ssd-bench's (pre = preprocess). Speed-up: torchvision's end-to-end p50 over ours. "
         f"Goal (issue 22 item 12): >= {GOAL_SPEEDUP:g}x for every distribution at 0.001; (pre + decode + NMS) "
-        "<= 25% of the network at 0.001, <= 10% at 0.3.", "", *lines, ""])
+        "<= 25% of the network at 0.001, <= 10% at 0.3.", "", *lines, "",
+        *([f"CPU time of this process per stage (time.process_time; medians over {args.cpu_rounds} images per "
+           "variant after the warm-up, variants in turn on the same images, one thread), ours only:", "",
+           *cpu_lines, ""] if args.cpu_rounds else [])])
     write_text_atomic(args.out, text)
     print(f"wrote {args.out}")
 
