@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--qat", action="store_true",
                    help="quantization-aware fine-tuning of --weights for TensorRT INT8 (a few epochs at a small "
-                        "--lr, e.g. 1e-4); ssd-export --format int8 then writes its QDQ ONNX, no calibration")
+                        "--lr, e.g. 5e-5); ssd-export --format int8 then writes its QDQ ONNX, no calibration")
     p.add_argument("--save",
                    help="checkpoint path; best, metrics.csv and curves.png go beside it")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

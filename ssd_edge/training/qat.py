@@ -44,7 +44,8 @@ BINS = 2048
 
 
 class QatError(SSDEdgeError, ValueError):
-    """A model that cannot be prepared for QAT (a BatchNorm with no convolution before it)."""
+    """A model that cannot be prepared for QAT (a BatchNorm with no convolution before it, no
+    stem, no readable image to calibrate on)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,9 @@ class QuantConv2d(nn.Conv2d):
     """A Conv2d whose input (per tensor, fixed calibrated `input_amax`) and weight (per
     output channel, amax from the weight) are fake-quantized to symmetric int8; the bias
     stays float. `fake_quant = False` runs it as the plain convolution (calibration, the
-    FP32 export of a QAT model). It is an nn.Conv2d, so module and ONNX node names stay."""
+    FP32 export of a QAT model). It is an nn.Conv2d, so module and ONNX node names stay.
+    `input_amax` is 0 until `calibrate_inputs` (or a QAT checkpoint) sets it; it is not
+    checked at each call, which would synchronise a GPU once per layer and step."""
 
     fake_quant: bool = True
 
@@ -109,8 +112,6 @@ class QuantConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if not self.fake_quant:
             return super().forward(x)
-        if not torch.jit.is_tracing() and not float(self.input_amax) > 0:
-            raise QatError("QuantConv2d used before its input range was calibrated (input_amax is 0)")
         return self._conv_forward(fake_quantize_input(x, self.input_amax), fake_quantize_weight(self.weight),
                                   self.bias)
 

@@ -100,7 +100,7 @@ class TrainConfig:
             raise UsageError(f"--threads must be auto or a positive number, got {self.threads!r}")
         if self.qat and not (self.weights or self.resume):
             raise UsageError("--qat fine-tunes a trained model for INT8: give its checkpoint with --weights "
-                             "(for example --qat --weights ssd.pt --epochs 2 --lr 1e-4)")
+                             "(for example --qat --weights ssd.pt --epochs 2 --lr 5e-5)")
         if self.qat and self.pretrained_backbone:
             raise UsageError("--qat fine-tunes the whole trained model given with --weights; "
                              "--pretrained-backbone does not apply")
