@@ -303,3 +303,35 @@ def test_box_best_from_the_threshold_equals_the_masked_maximum():
         candidates = scores > np.float32(threshold)
         np.testing.assert_array_equal(fast.box_best_candidates(candidates, scores, threshold),
                                       fast.box_best_candidates(candidates, scores))
+
+
+@pytest.mark.parametrize("case", ["max tied in every other box", "max tied, some not candidates", "spread",
+                                  "ties at a lower score"])
+@pytest.mark.parametrize("count", [7, 90, 181, 400])
+def test_first_prefix_is_the_first_entries_of_the_order(case, count):
+    # _best_in_final_order against the plain sort, where the count-th best is the best score
+    # itself (tied boxes with gaps between them, candidates masked) and where it is not.
+    rng = np.random.default_rng(count)
+    scores = rng.uniform(0.01, 0.5, (9, 300)).astype(np.float32)
+    candidates = np.ones(scores.shape, bool)
+    if case.startswith("max tied"):
+        scores[:, ::2] = np.float32(0.6)
+        scores[:, 1::2] = rng.uniform(0.01, 0.5, (9, 150)).astype(np.float32)
+        if case.endswith("not candidates"):
+            candidates = rng.random(scores.shape) > 0.3
+    elif case == "ties at a lower score":
+        scores[:, 100:] = np.float32(0.005)
+        scores[:, :100] = rng.uniform(0.01, 0.011, (9, 100)).astype(np.float32)
+        scores[:, :100:3] = np.float32(0.0105)
+    masked = np.where(candidates, scores, -np.inf)
+    expected = first_in_final_order(masked, count) & candidates
+    prior, group, _, complete = ranked_candidates(candidates, scores, 1000, count)
+    if not complete:
+        got = np.zeros(scores.shape, bool)
+        got[group, prior] = True
+        np.testing.assert_array_equal(got, expected)
+    index = fast._best_in_final_order(candidates, scores, count)
+    got = np.zeros(scores.size, bool)
+    got[index] = True
+    np.testing.assert_array_equal(got.reshape(scores.shape), expected)
+    assert np.all(np.diff(index) > 0)

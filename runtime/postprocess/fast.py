@@ -233,24 +233,32 @@ def _best_in_final_order(candidates: np.ndarray, scores: np.ndarray, count: int,
         box_best = box_best_candidates(candidates, scores)
     floor = np.partition(box_best, box_best.size - count)[box_best.size - count] if box_best.size >= count else -np.inf
     if floor == box_best.max():
-        kth_best = floor
+        # The best score is the count-th best (tied scores): nothing scores over it, and the
+        # first `count` default boxes holding it hold the entries taken (each holds one or more):
+        # only the columns up to the last of those are looked at.
+        end = int(np.flatnonzero(box_best == floor)[:count][-1]) + 1
+        tied = (scores[:, :end] == floor) & candidates[:, :end]
+        chosen_index, room = np.zeros(0, np.intp), count
     else:
         values = scores[candidates & (scores >= floor)]
         kth_best = np.partition(values, values.size - count)[values.size - count]
-    chosen = (scores > kth_best) & candidates
-    tied = (scores == kth_best) & candidates
-    room = count - int(np.count_nonzero(chosen))
-    per_prior = tied.view(np.uint8).sum(axis=0, dtype=np.intp)  # np.count_nonzero(axis=0), faster
-    through = np.cumsum(per_prior)
+        chosen = (scores > kth_best) & candidates
+        tied = (scores == kth_best) & candidates
+        chosen_index = np.flatnonzero(chosen)
+        room = count - chosen_index.size
+    per_box = tied.view(np.uint8).sum(axis=0, dtype=np.intp)  # np.count_nonzero(axis=0), faster
+    through = np.cumsum(per_box)
     if through[-1] <= room:
-        return np.flatnonzero(chosen | tied)
-    # The tied entries of the lowest default boxes, of the last one the lowest groups: found in
-    # the columns up to that box only (all of them are tied when every score is).
-    last = int(np.searchsorted(through, room))  # the default box where the room runs out
-    group, prior = np.nonzero(tied[:, : last + 1])  # group-major
-    at_last = prior == last
-    taken = ~at_last | (np.cumsum(at_last) <= room - (int(through[last - 1]) if last else 0))
-    index = np.concatenate([np.flatnonzero(chosen), group[taken] * scores.shape[1] + prior[taken]])
+        group, column = divmod(np.flatnonzero(tied), tied.shape[1])
+    else:
+        # The tied entries of the lowest default boxes, of the last one the lowest groups: found
+        # in the columns up to that box only (all of them are tied when every score is).
+        last = int(np.searchsorted(through, room))  # the column where the room runs out
+        group, column = np.nonzero(tied[:, : last + 1])  # group-major
+        at_last = column == last
+        taken = ~at_last | (np.cumsum(at_last) <= room - (int(through[last - 1]) if last else 0))
+        group, column = group[taken], column[taken]
+    index = np.concatenate([chosen_index, group * scores.shape[1] + column])
     index.sort()
     return index
 
