@@ -174,15 +174,20 @@ struct MergeSource {
     }
 };
 
-// The items of a MergeSource whose keys are below `upper`: what the agnostic NMS has not
-// yet taken (it takes the candidates best first, a chunk at a time; keys are distinct).
+// The items of a MergeSource that take part in the agnostic NMS and are below `upper`: what
+// it has not yet taken (it takes them best first, a chunk at a time; keys are distinct). Of a
+// default box whose box overlaps itself only the best candidate takes part (best[prior], 0
+// for a box that does not: then every candidate of it does).
 struct BelowSource {
     MergeSource all;
+    const u64* best;  // of one image, by default box
     u64 upper;
     __device__ bool get(int i, u64& key) const
     {
         all.get(i, key);
-        return key < upper;
+        if (key >= upper) return false;
+        u64 first = best[merge_key_prior(key)];
+        return first == 0ull || first == key;
     }
     __device__ int slot(int i) const { return all.slot(i); }
 };
@@ -604,18 +609,20 @@ extern "C" __global__ void ssd_class_top_k(const float* __restrict__ probs, cons
 // is kept unless a kept, better candidate of any class overlaps it by IoU > iou_threshold
 // (the kept ones of earlier chunks, checked in parallel, and the better ones of its chunk,
 // through a suppression bit matrix as in ssd_class_nms). A default box's candidates in
-// several classes are separate candidates with the same box: the best goes first and, its
-// box overlapping itself (IoU 1 > iou_threshold unless the box is empty or NaN), removes the
-// others. It stops as soon as max_detections are kept: later candidates cannot change the
-// ones kept before them. The kept ones go to nms_keys / nms_boxes (max_detections slots per
-// image) in the final order; det_count[image] = how many.
+// several classes share one box: when it overlaps itself (IoU 1 > iou_threshold, unless the
+// box is empty or NaN) only the best can be kept (it removes the others, or a kept box that
+// removes it removes them too), so only the best takes part (best: one u64 per default box
+// of the image, the best key by atomicMax): an uncertain head's many classes per box cost
+// no chunks. It stops as soon as max_detections are kept: later candidates cannot change
+// the ones kept before them. The kept ones go to nms_keys / nms_boxes (max_detections slots
+// per image) in the final order; det_count[image] = how many.
 // Dynamic shared memory: chunk float4 boxes | chunk u64 keys | chunk * chunk / 64 u64 mask |
 // chunk int slots | C int prefix sums of the candidate counts | chunk flags.
 extern "C" __global__ void ssd_agnostic_nms(const u64* __restrict__ kept_keys, const float4* __restrict__ kept_boxes,
-                                            const int* __restrict__ kept_count, int num_classes, int top_k,
-                                            int max_detections, int chunk, float iou_threshold,
-                                            u64* __restrict__ nms_keys, float4* __restrict__ nms_boxes,
-                                            int* __restrict__ det_count)
+                                            const int* __restrict__ kept_count, int num_priors, int num_classes,
+                                            int top_k, int max_detections, int chunk, float iou_threshold,
+                                            u64* __restrict__ best, u64* __restrict__ nms_keys,
+                                            float4* __restrict__ nms_boxes, int* __restrict__ det_count)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     __shared__ unsigned int hist[256];
@@ -628,7 +635,9 @@ extern "C" __global__ void ssd_agnostic_nms(const u64* __restrict__ kept_keys, c
     int* index = (int*)(mask + (size_t)chunk * words);
     int* first = index + chunk;
     unsigned char* overlapped = (unsigned char*)(first + num_classes);
+    u64* image_best = best + (long long)image * num_priors;
 
+    for (int p = threadIdx.x; p < num_priors; p += blockDim.x) image_best[p] = 0ull;
     if (threadIdx.x == 0) {  // serial, but over C - 1 counts only
         const int* counts = kept_count + (long long)image * groups;
         int total = 0;
@@ -645,15 +654,24 @@ extern "C" __global__ void ssd_agnostic_nms(const u64* __restrict__ kept_keys, c
     source.all.first = first;
     source.all.groups = groups;
     source.all.k = top_k;
+    source.best = image_best;
     source.upper = ~0ull;  // above every key
     const int items = first[groups];
+    for (int i = threadIdx.x; i < items; i += blockDim.x) {  // each self-overlapping box's best candidate
+        int slot = source.all.slot(i);
+        float4 box = kept_boxes[slot_base + slot];
+        u64 key = source.all.keys[slot];
+        if (box_iou(box, box) > iou_threshold) atomicMax(&image_best[merge_key_prior(key)], key);
+    }
+    __syncthreads();
+    const int taking_part = count_keys(source, items, &state);
     u64* out_keys = nms_keys + (long long)image * max_detections;
     float4* out_boxes = nms_boxes + (long long)image * max_detections;
 
     int kept = 0, taken = 0;  // the same in every thread
-    while (kept < max_detections && taken < items) {
-        const int n = min(items - taken, chunk);
-        u64 cutoff = items - taken > n ? radix_select(source, items, n, hist, &state) : 1ull;
+    while (kept < max_detections && taken < taking_part) {
+        const int n = min(taking_part - taken, chunk);
+        u64 cutoff = taking_part - taken > n ? radix_select(source, items, n, hist, &state) : 1ull;
         gather_keys(source, items, cutoff, keys, index, &state);
         sort_descending(keys, index, n);  // sort_length(n) <= chunk; ends with a barrier
         for (int j = threadIdx.x; j < n; j += blockDim.x) boxes[j] = kept_boxes[slot_base + index[j]];

@@ -105,6 +105,7 @@ class DecodeNmsPlan:
             "kept_count": max_batch * groups * 4,
         }
         if self.agnostic:  # what ssd_agnostic_nms keeps, per image, in the final order
+            sizes["agnostic_best"] = max_batch * num_priors * 8  # per default box its best candidate's key
             sizes["nms_keys"] = max_batch * self.max_detections * 8
             sizes["nms_boxes"] = max_batch * self.max_detections * 16
         sizes.update({
@@ -221,9 +222,9 @@ class DecodeNmsPlan:
             ),
             Launch(
                 "ssd_agnostic_nms", (batch, 1, 1), (BLOCK, 1, 1), self.agnostic_shared_bytes,
-                (at["kept_keys"], at["kept_boxes"], at["kept_count"], i32(c), i32(self.top_k),
-                 i32(self.max_detections), i32(self.agnostic_chunk), f32(cfg.iou_threshold), at["nms_keys"],
-                 at["nms_boxes"], at["det_count"]),
+                (at["kept_keys"], at["kept_boxes"], at["kept_count"], i32(p), i32(c), i32(self.top_k),
+                 i32(self.max_detections), i32(self.agnostic_chunk), f32(cfg.iou_threshold), at["agnostic_best"],
+                 at["nms_keys"], at["nms_boxes"], at["det_count"]),
             ),
             Launch(
                 "ssd_pack", (batch, 1, 1), (BLOCK, 1, 1), 0,

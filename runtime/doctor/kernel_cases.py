@@ -103,9 +103,9 @@ def kernel_cases(seed: int = 0) -> list[KernelCase]:
 
 def agnostic_cases(seed: int = 14) -> list[KernelCase]:
     """Class-agnostic NMS (the kernel's ssd_class_top_k, ssd_agnostic_nms, ssd_pack): random
-    outputs at batch 1 (small enough for the reference) and 8, with more candidates than one
-    chunk of ssd_agnostic_nms holds at the lower threshold; and 20 identical copies of 10 boxes
-    whose classes all tie (the lower default box, then the lower class, wins)."""
+    outputs at batch 1 (small enough for the reference) and 8, with more default boxes taking
+    part than one chunk of ssd_agnostic_nms holds at the lower threshold; and 20 identical
+    copies of 10 boxes whose classes all tie (the lower default box, then the lower class, wins)."""
     rng = np.random.default_rng(seed)
     configs = (PostprocessConfig(score_threshold=0.05, iou_threshold=0.45, top_k=100, max_detections=100,
                                  agnostic_nms=True),

@@ -189,3 +189,10 @@ inline int atomicAdd(int* address, int value)
     return old;
 }
 
+inline unsigned long long atomicMax(unsigned long long* address, unsigned long long value)
+{
+    unsigned long long old = *address;
+    if (value > old) *address = value;
+    return old;
+}
+

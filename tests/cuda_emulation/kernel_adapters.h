@@ -43,8 +43,8 @@ void run_class_top_k(void** a)
 void run_agnostic_nms(void** a)
 {
     ssd_agnostic_nms(arg<const u64*>(a, 0), arg<const float4*>(a, 1), arg<const int*>(a, 2), arg<int>(a, 3),
-                     arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<float>(a, 7), arg<u64*>(a, 8),
-                     arg<float4*>(a, 9), arg<int*>(a, 10));
+                     arg<int>(a, 4), arg<int>(a, 5), arg<int>(a, 6), arg<int>(a, 7), arg<float>(a, 8),
+                     arg<u64*>(a, 9), arg<u64*>(a, 10), arg<float4*>(a, 11), arg<int*>(a, 12));
 }
 
 void run_pack(void** a)

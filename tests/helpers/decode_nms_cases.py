@@ -72,14 +72,15 @@ def edge_cases(seed: int = 1) -> list[Case]:
 
 
 # The configs of tests/test_agnostic_nms.py, and one whose candidates fill several chunks of
-# ssd_agnostic_nms (chunk 256 here; up to 8 x 150 candidates per image) with many kept.
+# ssd_agnostic_nms (chunk 256 here; up to 600 default boxes' best candidates take part) with
+# many kept.
 AGNOSTIC_CONFIGS = [
     PostprocessConfig(agnostic_nms=True),
     PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=60, max_detections=40, agnostic_nms=True),
     PostprocessConfig(score_threshold=0.05, iou_threshold=0.2, top_k=30, max_detections=300, agnostic_nms=True),
     PostprocessConfig(score_threshold=0.0, iou_threshold=0.0, top_k=20, max_detections=50, agnostic_nms=True),
     PostprocessConfig(score_threshold=0.01, iou_threshold=1.0, top_k=20, max_detections=50, agnostic_nms=True),
-    PostprocessConfig(score_threshold=0.001, iou_threshold=0.7, top_k=150, max_detections=500, agnostic_nms=True),
+    PostprocessConfig(score_threshold=0.001, iou_threshold=0.7, top_k=300, max_detections=500, agnostic_nms=True),
 ]
 AGNOSTIC_KINDS = ("spread", "tied", "half-tied", "near-uniform")
 
@@ -88,11 +89,11 @@ def agnostic_cases(seed: int = 11) -> list[Case]:
     """NMS across the classes: every score distribution of tests/test_agnostic_nms.py (spread
     logits; all tied, so that every class of a default box ties; every other default box
     tied; near-uniform) under each of AGNOSTIC_CONFIGS, two images of 150 default boxes
-    and 6 classes (300 and 9 for the several-chunks config)."""
+    and 6 classes (600 and 9 for the several-chunks config)."""
     rng = np.random.default_rng(seed)
     cases = []
     for i, config in enumerate(AGNOSTIC_CONFIGS):
-        priors, classes = (300, 9) if config.max_detections == 500 else (150, 6)
+        priors, classes = (600, 9) if config.max_detections == 500 else (150, 6)
         for kind in AGNOSTIC_KINDS:
             locs, confs = random_outputs(rng, 2, priors, classes, logit_scale=3.0)
             if kind == "tied":
@@ -107,7 +108,8 @@ def agnostic_cases(seed: int = 11) -> list[Case]:
 
 def agnostic_edge_cases(seed: int = 12) -> list[Case]:
     """NMS across the classes at the edges: one default box in two classes (the better class
-    stays; a tie keeps the lower), identical boxes and scores, NaN and infinite regressions,
+    stays; a tie keeps the lower), identical boxes and scores, NaN and infinite regressions and
+    empty boxes (every class of such a box is kept),
     a batch of 5 with very different counts (the packing), a background-only model."""
     rng = np.random.default_rng(seed)
     cases = []
@@ -125,6 +127,9 @@ def agnostic_edge_cases(seed: int = 12) -> list[Case]:
     wild[0, :20, 2:] = 40.0  # sizes past the log clamp
     wild[1, :5] = np.inf
     wild[2, 5:9] = np.nan
+    wild[3, 10:30, 0] = 200.0  # centres far right: clipped to empty boxes, which overlap nothing, not even themselves
+    confs = confs.copy()
+    confs[3, 10:30, 1:3] = 5.0  # ... in two classes
     cases.append(Case("agnostic-wild-regressions", priors, wild, confs, _sizes(rng, 4),
                       PostprocessConfig(score_threshold=0.05, iou_threshold=0.5, top_k=50, max_detections=100,
                                         agnostic_nms=True)))
