@@ -7,6 +7,7 @@ Two flavours, because their consumers want different things:
   points), per-channel weights, biases left in float (TensorRT fuses them itself), only
   Conv/MatMul/Gemm inputs quantized, and the 3-channel stem conv left in float. TensorRT
   builds it as a strongly typed network: the Q/DQ nodes say exactly what runs in int8.
+  Only the inputs of those layers get Q/DQ, not their outputs (NVIDIA's placement).
 - `cpu`: tuned for onnxruntime's CPU kernels: uint8 asymmetric activations, int8
   per-channel weights (depthwise convolutions need per-channel scales), int32 biases, all
   operators onnxruntime can run quantized. It pays off on plain convolutions (VGG16 SSD
@@ -58,6 +59,8 @@ class Int8Flavour:
     quantize_bias: bool
     float_stem: bool  # leave the first 3-channel convolution in float
     op_types: tuple[str, ...] | None = None  # None: every operator onnxruntime quantizes
+    # Q/DQ on the outputs of op_types too (onnxruntime's default), not only on their inputs
+    quantize_outputs: bool = True
 
 
 FLAVOURS: dict[str, Int8Flavour] = {
@@ -70,6 +73,10 @@ FLAVOURS: dict[str, Int8Flavour] = {
         quantize_bias=False,
         float_stem=True,
         op_types=("Conv", "ConvTranspose", "MatMul", "Gemm"),
+        # NVIDIA's placement: Q/DQ on the inputs of weighted layers only. Quantizing each
+        # Conv's output as well rounds the tensor twice where an activation or an Add
+        # follows (0.55 points of mAP@0.5 on the sample model: benchmarks/results/qat_sample.md)
+        quantize_outputs=False,
     ),
     "cpu": Int8Flavour(
         name="cpu",
@@ -247,6 +254,8 @@ def quantize_int8(
         "WeightSymmetric": True,
         "QuantizeBias": chosen.quantize_bias,
     }
+    if not chosen.quantize_outputs:
+        extra["OpTypesToExcludeOutputQuantization"] = list(chosen.op_types or ())
     out_path = Path(out_path)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(out_path))

@@ -99,6 +99,11 @@ def test_tensorrt_flavour_is_what_tensorrt_takes(quantized):
             assert conv.input[2] in values and values[conv.input[2]].dtype == np.float32
     assert not any(n.op_type == "DequantizeLinear" and values.get(n.input[0], np.zeros(0)).dtype == np.int32
                    for n in proto.graph.node)
+    weighted = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+    for node in qdq:  # Q/DQ only where a weighted layer reads the tensor, not on every Conv's output
+        if node.op_type == "DequantizeLinear" and node.input[0] not in values:
+            readers = {n.op_type for n in proto.graph.node if node.output[0] in n.input}
+            assert readers & weighted, (node.name, readers)
 
 
 def test_cpu_flavour_is_tuned_for_onnxruntime(quantized):
