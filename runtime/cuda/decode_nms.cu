@@ -394,6 +394,63 @@ extern "C" __global__ void ssd_softmax(const float* __restrict__ logits, unsigne
     }
 }
 
+// mask[i * words + w] bit b: candidate 64w + b (> i) of boxes[0, n) overlaps candidate i by
+// IoU > iou_threshold (words = ceil(n / 64) or more). All the block's threads share the cells;
+// the caller synchronises before reading the mask.
+__device__ __forceinline__ void overlap_mask(const float4* boxes, int n, int words, float iou_threshold, u64* mask)
+{
+    for (int cell = threadIdx.x; cell < n * words; cell += blockDim.x) {
+        int i = cell / words, w = cell % words;
+        u64 bits = 0ull;
+        int first = w * 64;
+        if (first + 63 > i) {
+            float4 a = boxes[i];
+            for (int b = 0; b < 64; ++b) {
+                int j = first + b;
+                if (j > i && j < n && box_iou(a, boxes[j]) > iou_threshold) bits |= 1ull << b;
+            }
+        }
+        mask[cell] = bits;
+    }
+}
+
+enum GreedyVerdict { GREEDY_STOP = -1, GREEDY_SKIP = 0, GREEDY_KEEP = 1 };
+
+// The greedy pass over candidates [0, n), best first, through overlap_mask's bits: one thread,
+// the removed bits in MAX_WORDS u64 (words <= MAX_WORDS; the kernel's only local memory).
+// visit(i, count, removed) is called for each candidate in order, with count the ones kept
+// before it and removed whether a kept, better candidate overlaps it; it returns GREEDY_KEEP
+// (then i's mask row removes the candidates it overlaps), GREEDY_SKIP, or GREEDY_STOP to end
+// the pass before i. Returns how many were kept.
+template <int MAX_WORDS, class Visit>
+__device__ __forceinline__ int greedy_pass(const u64* mask, int n, int words, Visit visit)
+{
+    u64 removed[MAX_WORDS];
+    for (int w = 0; w < words; ++w) removed[w] = 0ull;
+    int count = 0;
+    for (int i = 0; i < n; ++i) {
+        int w = i >> 6;
+        GreedyVerdict verdict = visit(i, count, ((removed[w] >> (i & 63)) & 1ull) != 0ull);
+        if (verdict == GREEDY_STOP) break;
+        if (verdict == GREEDY_SKIP) continue;
+        ++count;
+        for (; w < words; ++w) removed[w] |= mask[(size_t)i * words + w];
+    }
+    return count;
+}
+
+// first[g] = the sum of counts[0, g) for g in [0, groups]: where each class's kept candidates
+// start among the image's, first[groups] the total. One thread (C - 1 counts only).
+__device__ __forceinline__ void count_prefix_sums(const int* counts, int groups, int* first)
+{
+    int total = 0;
+    for (int g = 0; g < groups; ++g) {
+        first[g] = total;
+        total += counts[g];
+    }
+    first[groups] = total;
+}
+
 // One block per (foreground class, image): select the top_k candidates, sort them, decode
 // them, greedy NMS through a suppression bit matrix, and write the kept ones as merge keys
 // and boxes to slots [0, kept) of this (image, class).
@@ -441,34 +498,14 @@ extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const 
     }
     __syncthreads();
 
-    // mask[i][w] bit b: candidate 64w + b (> i) overlaps candidate i by more than the threshold.
-    for (int cell = threadIdx.x; cell < k * words; cell += blockDim.x) {
-        int i = cell / words, w = cell % words;
-        u64 bits = 0ull;
-        int first = w * 64;
-        if (first + 63 > i) {
-            float4 a = boxes[i];
-            for (int b = 0; b < 64; ++b) {
-                int j = first + b;
-                if (j > i && j < k && box_iou(a, boxes[j]) > iou_threshold) bits |= 1ull << b;
-            }
-        }
-        mask[cell] = bits;
-    }
+    overlap_mask(boxes, k, words, iou_threshold, mask);
     __syncthreads();
 
     if (threadIdx.x == 0) {  // the greedy pass itself is sequential: one thread, bit words
-        u64 removed[8];
-        for (int w = 0; w < words; ++w) removed[w] = 0ull;
-        for (int i = 0; i < k; ++i) {
-            int w = i >> 6;
-            if ((removed[w] >> (i & 63)) & 1ull) {
-                keep[i] = 0;
-                continue;
-            }
-            keep[i] = 1;
-            for (; w < words; ++w) removed[w] |= mask[(size_t)i * words + w];
-        }
+        greedy_pass<8>(mask, k, words, [&](int i, int, bool removed) {
+            keep[i] = removed ? 0 : 1;
+            return removed ? GREEDY_SKIP : GREEDY_KEEP;
+        });
         state.count = 0;
     }
     __syncthreads();
@@ -507,14 +544,8 @@ extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64*
     int* index = (int*)(smem + (size_t)m_pad * sizeof(u64));
     int* first = index + m_pad;
 
-    if (threadIdx.x == 0) {  // serial, but over C - 1 counts only
-        const int* counts = kept_count + (long long)image * groups;
-        int total = 0;
-        for (int g = 0; g < groups; ++g) {
-            first[g] = total;
-            total += counts[g];
-        }
-        first[groups] = total;
+    if (threadIdx.x == 0) {
+        count_prefix_sums(kept_count + (long long)image * groups, groups, first);
         records_before = 0;
     }
     __syncthreads();
@@ -638,15 +669,7 @@ extern "C" __global__ void ssd_agnostic_nms(const u64* __restrict__ kept_keys, c
     u64* image_best = best + (long long)image * num_priors;
 
     for (int p = threadIdx.x; p < num_priors; p += blockDim.x) image_best[p] = 0ull;
-    if (threadIdx.x == 0) {  // serial, but over C - 1 counts only
-        const int* counts = kept_count + (long long)image * groups;
-        int total = 0;
-        for (int g = 0; g < groups; ++g) {
-            first[g] = total;
-            total += counts[g];
-        }
-        first[groups] = total;
-    }
+    if (threadIdx.x == 0) count_prefix_sums(kept_count + (long long)image * groups, groups, first);
     __syncthreads();
     const long long slot_base = (long long)image * groups * top_k;
     BelowSource source;
@@ -683,35 +706,18 @@ extern "C" __global__ void ssd_agnostic_nms(const u64* __restrict__ kept_keys, c
             for (int i = 0; i < kept && !hit; ++i) hit = box_iou(out_boxes[i], box) > iou_threshold;
             overlapped[j] = hit;
         }
-        // mask[i][w] bit b: candidate 64w + b (> i) of the chunk overlaps candidate i by more than the threshold.
-        for (int cell = threadIdx.x; cell < n * words; cell += blockDim.x) {
-            int i = cell / words, w = cell % words;
-            u64 bits = 0ull;
-            int first_j = w * 64;
-            if (first_j + 63 > i) {
-                float4 a = boxes[i];
-                for (int b = 0; b < 64; ++b) {
-                    int j = first_j + b;
-                    if (j > i && j < n && box_iou(a, boxes[j]) > iou_threshold) bits |= 1ull << b;
-                }
-            }
-            mask[cell] = bits;
-        }
+        overlap_mask(boxes, n, words, iou_threshold, mask);  // within the chunk
         __syncthreads();
 
         if (threadIdx.x == 0) {  // the greedy pass itself is sequential: one thread, bit words
-            u64 removed[AGNOSTIC_MAX_CHUNK / 64];
-            for (int w = 0; w < words; ++w) removed[w] = 0ull;
-            int count = kept;
-            for (int i = 0; i < n && count < max_detections; ++i) {
-                int w = i >> 6;
-                if (overlapped[i] || ((removed[w] >> (i & 63)) & 1ull)) continue;
-                out_keys[count] = keys[i];
-                out_boxes[count] = boxes[i];
-                ++count;
-                for (; w < words; ++w) removed[w] |= mask[(size_t)i * words + w];
-            }
-            state.count = count;
+            state.count = kept + greedy_pass<AGNOSTIC_MAX_CHUNK / 64>(
+                mask, n, words, [&](int i, int count, bool removed) {
+                    if (kept + count == max_detections) return GREEDY_STOP;
+                    if (overlapped[i] || removed) return GREEDY_SKIP;
+                    out_keys[kept + count] = keys[i];
+                    out_boxes[kept + count] = boxes[i];
+                    return GREEDY_KEEP;
+                });
         }
         __syncthreads();  // also makes thread 0's out_boxes visible to the block
         kept = state.count;
