@@ -42,12 +42,8 @@ setup: $(BIN)/.installed $(SERVE_VENV)/bin/.installed $(TRT)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-# The whole suite in one process dies of SIGSEGV at the training tests (twice, at the same place, no
-# Python traceback; those tests pass in a process of their own): state an earlier test leaves behind,
-# not yet found. Until it is, the training tests run in a second pytest process.
 test: setup lint
-	$(BIN)/python -m pytest -q --ignore-glob='tests/test_train*.py'
-	$(BIN)/python -m pytest -q tests/test_train*.py
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) runs/sample $(TRT)
