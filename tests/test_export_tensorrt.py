@@ -24,7 +24,7 @@ from ssd_edge.runtime.backends.tensorrt_support import Capabilities
 from ssd_edge.runtime.image_io import list_images
 from ssd_edge.runtime.parity import onnx_outputs
 from ssd_edge.runtime.preprocess import preprocess
-from tests.helpers.export import calibrated_model, dataset_images
+from tests.helpers.export import calibrated_model, dataset_images, run_engine
 
 # What TensorRT 10.3 offers (test_tensorrt_bindings.py checks Capabilities.of on the real 10.3 and 11.4 bindings).
 TENSORRT_10 = Capabilities(fp16_flag=True, strongly_typed_flag=True, only_strongly_typed=False, memory_pools=True,
@@ -139,24 +139,6 @@ def _engine(trt, path):
     return runtime.deserialize_cuda_engine(path.read_bytes())
 
 
-def _run_engine(trt, engine, x: np.ndarray):
-    """locs and confs of an engine on torch CUDA tensors (no pycuda needed)."""
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA here: the engine was built but cannot be run from the tests")
-    context = engine.create_execution_context()
-    context.set_input_shape("images", x.shape)
-    tensors = {"images": torch.from_numpy(x).cuda()}
-    for name in ("locs", "confs"):
-        tensors[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
-    for name, tensor in tensors.items():
-        context.set_tensor_address(name, tensor.data_ptr())
-    stream = torch.cuda.Stream()
-    assert context.execute_async_v3(stream.cuda_stream)
-    stream.synchronize()
-    return tensors["locs"].cpu().numpy(), tensors["confs"].cpu().numpy()
-
-
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-3), ("fp16", 5e-2)])
 def test_dynamic_engine_builds_runs_and_matches_onnxruntime(trt, exported, precision, tolerance):
@@ -170,7 +152,7 @@ def test_dynamic_engine_builds_runs_and_matches_onnxruntime(trt, exported, preci
     assert [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)] == ["images", "locs", "confs"]
     x = preprocess(exported.images[:4], exported.spec.input_size)
     for batch in (1, 4):
-        locs, confs = _run_engine(trt, engine, x[:batch])
+        locs, confs = run_engine(engine, x[:batch])
         reference = onnx_outputs(exported.dynamic, x[:batch], batch)
         assert np.abs(confs - reference[1]).max() <= tolerance * np.abs(reference[1]).max()
 
@@ -191,7 +173,7 @@ def test_int8_engine_from_the_tensorrt_flavour(trt, exported):
     engine_path = exported.folder / "dynamic.int8.engine"
     build_engine(exported.int8, engine_path, EngineOptions(precision="int8", batch=2, progress=False))
     assert json.loads(engine_path.with_name("dynamic.int8.engine.json").read_text())["precision"] == "int8"
-    locs, confs = _run_engine(trt, _engine(trt, engine_path), preprocess(exported.images[:2], exported.spec.input_size))
+    locs, confs = run_engine(_engine(trt, engine_path), preprocess(exported.images[:2], exported.spec.input_size))
     assert np.isfinite(confs).all() and confs.shape == (2, exported.spec.num_priors, exported.spec.num_classes)
 
 

@@ -36,7 +36,8 @@ from ssd_edge.training.qat import (
     weight_scale,
 )
 from ssd_edge.training.train import TrainConfig, train
-from tests.helpers.export import calibrated_model, correlation
+from tests.helpers.export import calibrated_model, correlation, run_engine
+from tests.helpers.training import train_interrupted_after_epoch_one
 
 ARCH, SIZE = "mobilenetv3_small_ssd", 160
 
@@ -276,19 +277,8 @@ def test_ssd_train_qat_then_ssd_export_int8_runs_in_the_detector(tiny_coco, tmp_
 
 def test_a_qat_run_resumes_exactly(tiny_coco, tmp_path, float_checkpoint, monkeypatch):
     straight = train(qat_config(tiny_coco, tmp_path / "straight.pt", float_checkpoint, epochs=2))
-    import ssd_edge.training.train as training
-
-    summary_line = training.summary_line
-
-    def interrupt_after_epoch_one(row, epochs):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-        return summary_line(row, epochs)
-
-    monkeypatch.setattr(training, "summary_line", interrupt_after_epoch_one)
-    with pytest.raises(KeyboardInterrupt):
-        train(qat_config(tiny_coco, tmp_path / "run.pt", float_checkpoint, epochs=2))
-    monkeypatch.setattr(training, "summary_line", summary_line)
+    interrupted = qat_config(tiny_coco, tmp_path / "run.pt", float_checkpoint, epochs=2)
+    train_interrupted_after_epoch_one(monkeypatch, interrupted)
     assert load_checkpoint(tmp_path / "run.pt")["epoch"] == 1
 
     resumed = train(qat_config(tiny_coco, tmp_path / "run.pt", float_checkpoint, epochs=2,
@@ -319,17 +309,7 @@ def test_tensorrt_builds_the_qat_export_into_an_int8_engine_as_it_is(exported, q
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA here: the engine was built but cannot be run from the tests")
     engine = create(trt, "Runtime").deserialize_cuda_engine(engine_path.read_bytes())
-    context = engine.create_execution_context()
     x = preprocess(images[:2], qat_model.spec.input_size)
-    context.set_input_shape("images", x.shape)
-    tensors = {"images": torch.from_numpy(x).cuda()}
-    for name in ("locs", "confs"):
-        tensors[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
-    for name, tensor in tensors.items():
-        context.set_tensor_address(name, tensor.data_ptr())
-    stream = torch.cuda.Stream()
-    assert context.execute_async_v3(stream.cuda_stream)
-    stream.synchronize()
+    _, confs = run_engine(engine, x)
     reference = onnx_outputs(exported["qat"], x, 2)
-    confs = tensors["confs"].cpu().numpy()
     assert correlation(confs, reference[1]) > 0.5  # int8 rounding of a random network (see the module docstring)

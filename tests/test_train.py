@@ -12,6 +12,7 @@ import torch
 from ssd_edge.checkpoint import load_checkpoint
 from ssd_edge.data.sources import DatasetError
 from ssd_edge.training.train import TrainConfig, TrainingError, train
+from tests.helpers.training import train_interrupted_after_epoch_one
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,19 +49,7 @@ def test_resume_continues_exactly(tiny_coco, tmp_path, monkeypatch):
     straight = train(small_config(tiny_coco, tmp_path / "straight.pt", epochs=2))
 
     # The same run, interrupted (Ctrl-C) right after its first epoch was saved.
-    import ssd_edge.training.train as training
-
-    summary_line = training.summary_line
-
-    def interrupt_after_epoch_one(row, epochs):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-        return summary_line(row, epochs)
-
-    monkeypatch.setattr(training, "summary_line", interrupt_after_epoch_one)
-    with pytest.raises(KeyboardInterrupt):
-        train(small_config(tiny_coco, tmp_path / "run.pt", epochs=2))
-    monkeypatch.setattr(training, "summary_line", summary_line)
+    train_interrupted_after_epoch_one(monkeypatch, small_config(tiny_coco, tmp_path / "run.pt", epochs=2))
     assert load_checkpoint(tmp_path / "run.pt")["epoch"] == 1
 
     resumed = train(small_config(tiny_coco, tmp_path / "run.pt", epochs=2, resume=str(tmp_path / "run.pt")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from ssd_edge.models import build_model
@@ -30,6 +31,23 @@ def calibrated_model(arch: str, images: list[np.ndarray], **kwargs) -> torch.nn.
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
+
+def run_engine(engine, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """locs and confs of a deserialized TensorRT `engine` for the batch `x`, through torch CUDA
+    tensors (no pycuda needed); skips the test where torch has no CUDA."""
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here: the engine was built but cannot be run from the tests")
+    context = engine.create_execution_context()
+    context.set_input_shape("images", x.shape)
+    tensors = {"images": torch.from_numpy(x).cuda()}
+    for name in ("locs", "confs"):
+        tensors[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+    for name, tensor in tensors.items():
+        context.set_tensor_address(name, tensor.data_ptr())
+    stream = torch.cuda.Stream()
+    assert context.execute_async_v3(stream.cuda_stream)
+    stream.synchronize()
+    return tensors["locs"].cpu().numpy(), tensors["confs"].cpu().numpy()
 
 def torchvision_ssdlite_state_dict(images: list[np.ndarray]) -> dict:
     """A state dict laid out as torchvision's SSDLite320 COCO weights file (the file its
