@@ -15,16 +15,14 @@ from ssd_edge.runtime.detections import ConfigError, PostprocessConfig, Postproc
 from ssd_edge.runtime.postprocess.fast import postprocess
 from ssd_edge.runtime.postprocess.reference import reference_postprocess_image
 from ssd_edge.runtime.spec import ModelSpec, SpecError
-from tests.helpers.postprocess_cases import random_outputs, random_priors
+from tests.helpers.postprocess_cases import (
+    AGNOSTIC_CONFIGS,
+    AGNOSTIC_KINDS,
+    agnostic_outputs,
+    random_outputs,
+    random_priors,
+)
 from tests.test_spec import make_spec
-
-CONFIGS = [
-    PostprocessConfig(agnostic_nms=True),
-    PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=60, max_detections=40, agnostic_nms=True),
-    PostprocessConfig(score_threshold=0.05, iou_threshold=0.2, top_k=30, max_detections=300, agnostic_nms=True),
-    PostprocessConfig(score_threshold=0.0, iou_threshold=0.0, top_k=20, max_detections=50, agnostic_nms=True),
-    PostprocessConfig(score_threshold=0.01, iou_threshold=1.0, top_k=20, max_detections=50, agnostic_nms=True),
-]
 
 
 def torch_detections(locs, logits, priors, sizes, cfg):
@@ -32,23 +30,12 @@ def torch_detections(locs, logits, priors, sizes, cfg):
     return [tuple(t[b].numpy() for t in out) for b in range(len(locs))]
 
 
-def logits_of(kind, rng, batch, priors, classes):
-    locs, logits = random_outputs(rng, batch, priors, classes, logit_scale=3.0)
-    if kind == "tied":
-        logits[:] = 0.0
-    elif kind == "half tied":
-        logits[:, ::2] = 0.0
-    elif kind == "near-uniform":
-        logits *= 0.01
-    return locs, logits
-
-
-@pytest.mark.parametrize("kind", ["spread", "tied", "half tied", "near-uniform"])
-@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("kind", AGNOSTIC_KINDS)
+@pytest.mark.parametrize("cfg", AGNOSTIC_CONFIGS)
 def test_reference_fast_path_and_torch_agree(kind, cfg):
     rng = np.random.default_rng(11)
     priors = random_priors(rng, 150)
-    locs, logits = logits_of(kind, rng, 2, 150, 6)
+    locs, logits = agnostic_outputs(kind, rng, 2, 150, 6)
     sizes = [(240, 320), (100, 100)]
     fast = postprocess(locs, logits, priors, sizes, cfg)
     by_torch = torch_detections(locs, logits, priors, sizes, cfg)

@@ -9,6 +9,7 @@ from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.doctor.kernel_cases import KernelCase as Case
 from ssd_edge.runtime.doctor.kernel_cases import first_difference, prefilter_cases, random_outputs, random_priors
 from ssd_edge.runtime.doctor.kernel_cases import random_image_sizes as _sizes
+from tests.helpers.postprocess_cases import AGNOSTIC_CONFIGS, AGNOSTIC_KINDS, agnostic_outputs
 
 __all__ = ["Case", "agnostic_cases", "agnostic_edge_cases", "assert_same_detections", "edge_cases", "model_case",
            "prefilter_cases", "random_batches"]
@@ -74,34 +75,23 @@ def edge_cases(seed: int = 1) -> list[Case]:
 # The configs of tests/test_agnostic_nms.py, and one whose candidates fill several chunks of
 # ssd_agnostic_nms (chunk 256 here; up to 600 default boxes' best candidates take part) with
 # many kept.
-AGNOSTIC_CONFIGS = [
-    PostprocessConfig(agnostic_nms=True),
-    PostprocessConfig(score_threshold=0.001, iou_threshold=0.55, top_k=60, max_detections=40, agnostic_nms=True),
-    PostprocessConfig(score_threshold=0.05, iou_threshold=0.2, top_k=30, max_detections=300, agnostic_nms=True),
-    PostprocessConfig(score_threshold=0.0, iou_threshold=0.0, top_k=20, max_detections=50, agnostic_nms=True),
-    PostprocessConfig(score_threshold=0.01, iou_threshold=1.0, top_k=20, max_detections=50, agnostic_nms=True),
+KERNEL_AGNOSTIC_CONFIGS = [
+    *AGNOSTIC_CONFIGS,
     PostprocessConfig(score_threshold=0.001, iou_threshold=0.7, top_k=300, max_detections=500, agnostic_nms=True),
 ]
-AGNOSTIC_KINDS = ("spread", "tied", "half-tied", "near-uniform")
 
 
 def agnostic_cases(seed: int = 11) -> list[Case]:
     """NMS across the classes: every score distribution of tests/test_agnostic_nms.py (spread
     logits; all tied, so that every class of a default box ties; every other default box
-    tied; near-uniform) under each of AGNOSTIC_CONFIGS, two images of 150 default boxes
+    tied; near-uniform) under each of KERNEL_AGNOSTIC_CONFIGS, two images of 150 default boxes
     and 6 classes (600 and 9 for the several-chunks config)."""
     rng = np.random.default_rng(seed)
     cases = []
-    for i, config in enumerate(AGNOSTIC_CONFIGS):
+    for i, config in enumerate(KERNEL_AGNOSTIC_CONFIGS):
         priors, classes = (600, 9) if config.max_detections == 500 else (150, 6)
         for kind in AGNOSTIC_KINDS:
-            locs, confs = random_outputs(rng, 2, priors, classes, logit_scale=3.0)
-            if kind == "tied":
-                confs[:] = 0.0
-            elif kind == "half-tied":
-                confs[:, ::2] = 0.0
-            elif kind == "near-uniform":
-                confs *= 0.01
+            locs, confs = agnostic_outputs(kind, rng, 2, priors, classes)
             cases.append(Case(f"agnostic-{kind}-{i}", random_priors(rng, priors), locs, confs, _sizes(rng, 2), config))
     return cases
 
