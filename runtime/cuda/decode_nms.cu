@@ -150,6 +150,18 @@ struct ClassSource {
     __device__ int slot(int i) const { return i; }
 };
 
+// The candidates of class cls of one image (probs B x C x P as ssd_softmax writes them): those
+// computed (possible) with a score above the threshold.
+__device__ __forceinline__ ClassSource class_source(const float* probs, const unsigned char* possible, int image,
+                                                    int cls, int num_priors, int num_classes, float threshold)
+{
+    ClassSource source;
+    source.column = probs + ((long long)image * num_classes + cls) * num_priors;
+    source.possible = possible + (long long)image * num_priors;
+    source.threshold = threshold;
+    return source;
+}
+
 // One image's kept detections, class after class: item i is kept entry i - first[g] of the
 // class g with first[g] <= i < first[g + 1] (first: the prefix sums of the kept counts).
 struct MergeSource {
@@ -472,10 +484,7 @@ extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const 
     float4* boxes = (float4*)(smem + (size_t)k_pad * sizeof(u64));
     u64* mask = (u64*)(smem + (size_t)k_pad * (sizeof(u64) + sizeof(float4)));
 
-    ClassSource source;
-    source.column = probs + ((long long)image * num_classes + cls) * num_priors;
-    source.possible = possible + (long long)image * num_priors;
-    source.threshold = score_threshold;
+    const ClassSource source = class_source(probs, possible, image, cls, num_priors, num_classes, score_threshold);
 
     int candidates = count_keys(source, num_priors, &state);
     int k = min(candidates, top_k);
@@ -609,10 +618,7 @@ extern "C" __global__ void ssd_class_top_k(const float* __restrict__ probs, cons
     const int cls = blockIdx.x + 1, image = blockIdx.y, groups = num_classes - 1;
     const long long slot_base = ((long long)image * groups + (cls - 1)) * top_k;
 
-    ClassSource source;
-    source.column = probs + ((long long)image * num_classes + cls) * num_priors;
-    source.possible = possible + (long long)image * num_priors;
-    source.threshold = score_threshold;
+    const ClassSource source = class_source(probs, possible, image, cls, num_priors, num_classes, score_threshold);
 
     int candidates = count_keys(source, num_priors, &state);
     int k = min(candidates, top_k);
