@@ -75,8 +75,8 @@ def test_every_kernel_is_in_the_cubin_without_spills(compiled, arch):
 
 @pytest.mark.parametrize("arch", kr.ARCHITECTURES)
 def test_class_nms_stack_is_the_greedy_pass_bit_words(compiled, arch):
-    """ssd_class_nms's only local memory is `u64 removed[8]`: 8 x 64 = MAX_TOP_K bits. If the
-    plan's MAX_TOP_K grows without the array, this notices."""
+    """ssd_class_nms's only local memory is greedy_pass<8>'s `u64 removed[8]`: 8 x 64 = MAX_TOP_K
+    bits. If the plan's MAX_TOP_K grows without the array, this notices."""
     assert compiled[arch]["ssd_class_nms"].local_bytes == MAX_TOP_K // 64 * 8
     assert compiled[arch]["ssd_agnostic_nms"].local_bytes == AGNOSTIC_MAX_CHUNK // 64 * 8  # its `removed[4]`
     assert all(compiled[arch][k].local_bytes == 0 for k in ("ssd_softmax", "ssd_merge", "ssd_class_top_k", "ssd_pack"))
