@@ -255,3 +255,18 @@ def test_cpu_threads_are_not_pinned_unless_asked(onnx_path):
         "ENABLE_CPU_PINNING") is True
     with pytest.raises(UsageError, match="pinning is on"):
         OpenVinoOptions(pinning="yes")
+
+
+def test_tbb_partitioner_reaches_the_compiled_model(onnx_path):
+    """Issue 22 item 11: TBB_PARTITIONER (how the CPU plugin shares a layer's work between its
+    threads) is OpenVINO's choice unless asked; asked, the compiled model carries it."""
+    from ssd_edge.runtime.backends.openvino_backend import OpenVinoBackend, OpenVinoOptions
+
+    def partitioner(backend):
+        return str(backend.compiled.get_property("TBB_PARTITIONER")).rsplit(".", 1)[-1]
+
+    assert OpenVinoBackend(onnx_path).options.partitioner is None
+    assert partitioner(OpenVinoBackend(onnx_path, options=OpenVinoOptions(partitioner="auto"))) == "AUTO"
+    assert partitioner(OpenVinoBackend(onnx_path, options=OpenVinoOptions(partitioner="static"))) == "STATIC"
+    with pytest.raises(UsageError, match="unknown partitioner 'dynamic'"):
+        OpenVinoOptions(partitioner="dynamic")

@@ -36,6 +36,10 @@ from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PRECISIONS = ("f32", "bf16", "auto")
+PARTITIONERS = ("static", "auto")
+"""TBB_PARTITIONER of OpenVINO's CPU plugin: static gives each thread one fixed share of a
+layer's work (tbb::static_partitioner), auto splits it into 32 shares a thread that any free
+thread takes (tbb's auto partitioner)."""
 """f32: float32 everywhere, equal to onnxruntime's CPU outputs to float rounding.
 bf16: bfloat16 where the device supports it (CPUs with AMX or AVX512_BF16); elsewhere f32,
 with a RuntimeWarning and `precision_note` saying why. auto: the device's fast native
@@ -57,6 +61,10 @@ class OpenVinoOptions:
     pinning: bool = option(False, "pin the CPU inference threads to cores (default off: on a CPU shared with other "
                                   "work a pinned thread waits for its busy core; see benchmarks/results/"
                                   "inference_under_load.md)", choices=("on", "off"), parse=on_off)
+    partitioner: str | None = option(None, "how the CPU plugin shares each layer's work between its threads: static "
+                                           "(one fixed share a thread) or auto (many small shares, taken by whichever "
+                                           "thread is free); default: OpenVINO's choice",
+                                     choices=PARTITIONERS)
 
     def __post_init__(self) -> None:
         if not isinstance(self.pinning, bool):
@@ -66,6 +74,8 @@ class OpenVinoOptions:
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         check_threads(self.threads)
+        if self.partitioner is not None and self.partitioner not in PARTITIONERS:
+            raise UsageError(f"unknown partitioner {self.partitioner!r}; choose from {', '.join(PARTITIONERS)}")
 
 
 class OpenVinoError(SSDEdgeError, RuntimeError):
@@ -168,6 +178,8 @@ class OpenVinoBackend:
         properties = self._properties(ov, wanted, threads)
         if device == "CPU":
             properties["ENABLE_CPU_PINNING"] = options.pinning
+            if options.partitioner is not None:
+                properties["TBB_PARTITIONER"] = options.partitioner.upper()
         self.compiled = core.compile_model(model, device, properties)
         self.precision = self._compiled_precision(wanted)
         if wanted is not None and self.precision != wanted and self.precision_note is None:
