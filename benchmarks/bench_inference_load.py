@@ -30,6 +30,7 @@ SETTINGS = {
     "onnxruntime (default: spinning off)": ("onnxruntime", {}),
     "openvino, pinning on (OpenVINO's default, ours before)": ("openvino", {"pinning": True}),
     "openvino, pinning off (ours now)": ("openvino", {"pinning": False}),
+    "openvino, pinning off, partitioner auto": ("openvino", {"pinning": False, "partitioner": "auto"}),
     "openvino, pinning off, 1 thread": ("openvino", {"pinning": False, "threads": 1}),
     "onnxruntime, 1 thread": ("onnxruntime", {"threads": 1}),
 }
