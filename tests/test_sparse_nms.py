@@ -9,6 +9,7 @@ import pytest
 from ssd_edge.runtime.boxes import decode, pairwise_iou
 from ssd_edge.runtime.detections import PostprocessConfig
 from ssd_edge.runtime.postprocess.fast import (
+    PREFIX_WORTHWHILE,
     greedy_nms_mask,
     possible_boxes,
     postprocess,
@@ -129,6 +130,23 @@ def test_ranked_candidates_prefix_follows_the_final_order():
     assert list(zip(prior, group)) == [(1, 1), (0, 0)] and not complete
     prior, group, score, complete = ranked_candidates(candidates, scores, 100, 3)
     assert list(zip(prior, group)) == [(1, 1), (0, 0), (1, 0)] and not complete
+
+
+def test_ranked_candidates_takes_every_entry_when_top_k_bounds_them_within_a_prefix_worth_taking():
+    # 3 classes x top_k 4 = 12 entries at most: no prefix of 3 is worth taking, however many
+    # candidates there are (200 here, over PREFIX_WORTHWHILE x 3), so every entry comes at once.
+    rng = np.random.default_rng(11)
+    scores = rng.uniform(0.2, 1.0, (3, 200)).astype(np.float32)
+    scores[:, 50:60] = np.float32(0.9)  # ties across classes and default boxes
+    candidates = scores > np.float32(0.1)
+    assert np.count_nonzero(candidates) > PREFIX_WORTHWHILE * 3 and 3 * 4 <= PREFIX_WORTHWHILE * 3
+    prior, group, score, complete = ranked_candidates(candidates, scores, 4, 3)
+    every = ranked_candidates(candidates, scores, 4, None)
+    assert complete and len(prior) == 12
+    for ours, expected in zip((prior, group, score), every[:3]):
+        np.testing.assert_array_equal(ours, expected)
+    # top_k 5 (15 entries) is over 4 x 3: a prefix of 3 again
+    assert ranked_candidates(candidates, scores, 5, 3)[3] is False
 
 
 def test_top_k_per_class_breaks_ties_by_lower_default_box_and_ignores_nan():
