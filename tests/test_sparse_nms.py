@@ -17,7 +17,8 @@ from ssd_edge.runtime.postprocess.fast import (
     softmax,
     top_k_per_class,
 )
-from ssd_edge.runtime.postprocess.sparse_nms import DENSE_UP_TO, overlapping_pairs
+from ssd_edge.runtime.postprocess import sparse_nms
+from ssd_edge.runtime.postprocess.sparse_nms import DENSE_UP_TO, class_edges, overlapping_pairs
 from tests.helpers.postprocess_cases import random_outputs, random_priors
 
 
@@ -113,6 +114,29 @@ def test_overlapping_pairs_equals_dense_iou(count):
         dense = pairwise_iou(boxes, boxes) > np.float32(threshold)
         np.fill_diagonal(dense, False)
         np.testing.assert_array_equal(found, dense)
+
+
+@pytest.mark.parametrize("groups", [1, 3, 4, 9])
+def test_class_edges_by_class_equal_the_bitsets(groups, monkeypatch):
+    rng = np.random.default_rng(groups)
+    boxes_count = 300
+    centres = rng.uniform(0, 1, (boxes_count, 2))
+    sizes = rng.uniform(0.05, 0.4, (boxes_count, 2))
+    boxes = np.clip(np.concatenate([centres - sizes / 2, centres + sizes / 2], 1), 0, 1).astype(np.float32)
+    pair_a, pair_b = overlapping_pairs(boxes, 0.3)
+    # candidates: each box of one to `groups` classes, numbered in a shuffled final order
+    member = rng.random((groups, boxes_count)) < 0.6
+    member[rng.integers(0, groups, boxes_count), np.arange(boxes_count)] = True
+    group, box_of = np.nonzero(member)
+    shuffled = rng.permutation(group.size)
+    group, box_of = group[shuffled], box_of[shuffled]
+    edges = {}
+    for few_groups in (0, 64):  # the bitsets; one class at a time
+        monkeypatch.setattr(sparse_nms, "FEW_GROUPS", few_groups)
+        better, worse = class_edges(group, box_of, boxes_count, pair_a, pair_b)
+        assert np.all(better < worse) and np.all(group[better] == group[worse])
+        edges[few_groups] = sorted(zip(better.tolist(), worse.tolist()))
+    assert len(edges[0]) > 0 and edges[0] == edges[64]
 
 
 def test_ranked_candidates_prefix_follows_the_final_order():
