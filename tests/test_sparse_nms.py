@@ -8,6 +8,7 @@ import pytest
 
 from ssd_edge.runtime.boxes import decode, pairwise_iou
 from ssd_edge.runtime.detections import PostprocessConfig
+from ssd_edge.runtime.postprocess import sparse_nms
 from ssd_edge.runtime.postprocess.fast import (
     PREFIX_WORTHWHILE,
     greedy_nms_mask,
@@ -17,7 +18,6 @@ from ssd_edge.runtime.postprocess.fast import (
     softmax,
     top_k_per_class,
 )
-from ssd_edge.runtime.postprocess import sparse_nms
 from ssd_edge.runtime.postprocess.sparse_nms import DENSE_UP_TO, class_edges, overlapping_pairs
 from tests.helpers.postprocess_cases import random_outputs, random_priors
 
