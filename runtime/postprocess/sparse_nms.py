@@ -6,9 +6,11 @@ threshold" is the same for every class. It is found once among the boxes that ar
 candidates of any class: boxes sorted by x1 only meet boxes that start before they end,
 and IoU > t bounds how far apart two boxes' centres may be in y, so a sweep over x within
 horizontal bands finds every pair that can overlap enough. Each overlapping pair then
-becomes an edge in every class that has both boxes as candidates (a bitset AND), and
-greedy NMS is the fixed point of "a box is kept unless a kept, better box of its class
-overlaps it", iterated over those few edges instead of dense (G, K, K) matrices.
+becomes an edge in every class that has both boxes as candidates (a bitset AND; class by
+class up to FEW_GROUPS classes), and greedy NMS is the fixed point of "a box is kept unless
+a kept, better box of its class overlaps it", iterated over those few edges instead of
+dense (G, K, K) matrices: on a trained head's 300 densely overlapping candidates per class
+those cost twice the sweep (benchmarks/results/postprocess_cliff.md).
 
 A handful of boxes (DENSE_UP_TO) is cheaper to test pair by pair in one go, so
 `overlapping_pairs` does that below the sweep's break-even.
