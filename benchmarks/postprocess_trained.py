@@ -49,10 +49,11 @@ def network_outputs(model: Path, images: Path, count: int):
 
     from ssd_edge.runtime.detector import Detector
     from ssd_edge.runtime.preprocess import preprocess
+    from ssd_edge.runtime.priors import default_boxes
 
     with Detector(model) as detector:
-        spec, backend = detector.spec, detector._backend
-        priors, config = backend.priors, backend.config
+        spec, config = detector.spec, detector.config
+    priors = default_boxes(spec)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     outputs = []
     for path in sorted(images.glob("*.jpg"))[:count]:
