@@ -108,7 +108,7 @@ def test_peers_rows_carry_ratios(models, tmp_path):
     (["--model", "{fp32}", "--backend", "tflite"], "unknown backend 'tflite'; choose from auto, onnxruntime"),
     (["--model", "{fp32}", "--backend", "openvino,openvino"], "--backend names a backend twice: openvino,openvino"),
     (["--model", "{fp32}", "--precision", "bf16"],
-     "--device, --precision and --pinning are OpenVINO's: add openvino to --backend"),
+     "--device, --precision, --pinning and --partitioner are OpenVINO's: add openvino to --backend"),
     (["--model", "{fp32}", "--backend", "openvino", "--spinning", "off"],
      "--spinning is onnxruntime's: add onnxruntime to --backend"),
     (["--model", "{pt}"], "small.pt: not a model the runtime runs (expected .onnx or .engine)"),
