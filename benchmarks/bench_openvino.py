@@ -122,7 +122,7 @@ def preprocessing_rows(model: Path, threads: int, runs: int, warmup: int) -> lis
     import numpy as np
     import openvino as ov
 
-    from ssd_edge.runtime.backends.openvino_backend import OpenVinoBackend, OpenVinoOptions
+    from ssd_edge.runtime.backends.openvino_backend import OpenVinoBackend, OpenVinoOptions, openvino_core
     from ssd_edge.runtime.preprocess import preprocess
 
     image = sample_images(1, seed=5)[0]
@@ -130,7 +130,7 @@ def preprocessing_rows(model: Path, threads: int, runs: int, warmup: int) -> lis
 
     image = cv2.resize(image, (640, 480))
     backend = OpenVinoBackend(model, options=OpenVinoOptions(threads=threads))
-    core = ov.Core()
+    core = openvino_core()  # one Core per process: two freed in creation order unmap a signal stack
     properties = OpenVinoBackend._properties(ov, "f32", threads)
     inside = core.compile_model(ppp_model(core, model, 480, 640), "CPU", properties).create_infer_request()
     buffer = backend.input_buffer(1)

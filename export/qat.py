@@ -19,13 +19,11 @@ from ssd_edge.common.atomic import atomic_path
 from ssd_edge.export.onnx_model import ExportError, load_onnx, metadata, save, set_metadata
 from ssd_edge.runtime.model_file import QUANTIZATION_KEY
 
-STEM_REASON = "stem: the 3-channel input convolution (flavour rule)"  # as export/quantize.py records it
-
 
 def export_qat_int8(model, path: str | os.PathLike, *, batch: int = 1, dynamic: bool = False, opset: int | None = None,
                     simplified: bool = True) -> Path:
     """Export the QAT `model` (fake quantization on) to `path` as a QDQ ONNX, atomically."""
-    from ssd_edge.export.quantize import stem_conv
+    from ssd_edge.export.quantize import STEM_REASON, stem_conv
     from ssd_edge.export.to_onnx import DEFAULT_OPSET, export_onnx
     from ssd_edge.training.qat import qat_record
 

@@ -63,6 +63,8 @@ class Int8Flavour:
     quantize_outputs: bool = True
 
 
+STEM_REASON = "stem: the 3-channel input convolution (flavour rule)"  # why a float stem is float
+
 FLAVOURS: dict[str, Int8Flavour] = {
     "tensorrt": Int8Flavour(
         name="tensorrt",
@@ -244,7 +246,7 @@ def quantize_int8(
     proto = load_onnx(onnx_path)
     spec = spec_of(proto, onnx_path)
     reader = CalibrationImages(images, spec.input_name, spec.input_size, batch_size(proto) or 1, progress)
-    kept_float = {stem_conv(proto): "stem: the 3-channel input convolution (flavour rule)"} if chosen.float_stem else {}
+    kept_float = {stem_conv(proto): STEM_REASON} if chosen.float_stem else {}
     unknown = sorted(set(float_layers or {}) - {node.name for node in proto.graph.node})
     if unknown:
         raise ExportError(f"{onnx_path}: no layer named {', '.join(unknown)} to keep in float")

@@ -19,8 +19,8 @@ from ssd_edge.checkpoint import CheckpointError, load_checkpoint, load_model, sa
 from ssd_edge.common.errors import SSDEdgeError, UsageError
 from ssd_edge.export.onnx_model import ExportError, metadata, read_spec
 from ssd_edge.export.pipeline import ExportOptions, run_export
-from ssd_edge.export.qat import STEM_REASON, export_qat_int8
-from ssd_edge.export.quantize import quantize_int8, stem_conv
+from ssd_edge.export.qat import export_qat_int8
+from ssd_edge.export.quantize import STEM_REASON, quantize_int8, stem_conv
 from ssd_edge.export.to_onnx import export_onnx
 from ssd_edge.runtime.image_io import list_images
 from ssd_edge.runtime.model_file import QUANTIZATION_KEY

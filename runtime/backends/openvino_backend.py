@@ -36,15 +36,15 @@ from ssd_edge.runtime.stage_timer import NO_TIMER, StageTimer
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PRECISIONS = ("f32", "bf16", "auto")
-PARTITIONERS = ("static", "auto")
-"""TBB_PARTITIONER of OpenVINO's CPU plugin: static gives each thread one fixed share of a
-layer's work (tbb::static_partitioner), auto splits it into 32 shares a thread that any free
-thread takes (tbb's auto partitioner)."""
 """f32: float32 everywhere, equal to onnxruntime's CPU outputs to float rounding.
 bf16: bfloat16 where the device supports it (CPUs with AMX or AVX512_BF16); elsewhere f32,
 with a RuntimeWarning and `precision_note` saying why. auto: the device's fast native
 precision (bf16 on such CPUs, f16 on GPUs and NPUs, else f32), the choice OpenVINO would
 make by itself, made explicit."""
+PARTITIONERS = ("static", "auto")
+"""TBB_PARTITIONER of OpenVINO's CPU plugin: static gives each thread one fixed share of a
+layer's work (tbb::static_partitioner), auto splits it into 32 shares that any free
+thread takes (tbb's auto partitioner)."""
 
 
 @dataclass(frozen=True)

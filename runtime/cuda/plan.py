@@ -135,7 +135,7 @@ class DecodeNmsPlan:
 
     @property
     def kernels(self) -> tuple[str, ...]:
-        """The kernels this plan launches (ssd_class_nms or ssd_class_top_k only for C > 1)."""
+        """The kernels of this plan (launches() leaves out ssd_class_nms or ssd_class_top_k for C = 1)."""
         return AGNOSTIC_KERNELS if self.agnostic else KERNELS
 
     @property

@@ -43,7 +43,7 @@ def prefer_passive_waiting(environ: dict | None = None) -> bool:
     if "torch" in sys.modules and WAIT_POLICY not in environ:
         return False
     environ.setdefault(WAIT_POLICY, "PASSIVE")
-    return environ[WAIT_POLICY].upper() == "PASSIVE"
+    return waits_passively(environ)
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
