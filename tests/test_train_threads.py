@@ -81,6 +81,31 @@ def test_auto_says_how_openmp_waits(monkeypatch):
     assert "spinning" in choose_threads("auto")[1]
 
 
+@pytest.mark.parametrize("requested, env, says", [
+    ("auto", {"OMP_WAIT_POLICY": "PASSIVE"}, ", passive waiting)"),  # auto's reason names the policy: said once
+    ("auto", {"OMP_WAIT_POLICY": "ACTIVE"}, ", spinning)"),
+    (2, {"OMP_WAIT_POLICY": "PASSIVE"}, " (--threads); OpenMP waiting: PASSIVE"),
+    ("auto", {"OMP_NUM_THREADS": "1"}, " (OMP_NUM_THREADS); OpenMP waiting: OpenMP's default (spinning)"),
+])
+def test_training_says_how_openmp_waits_once(requested, env, says, monkeypatch, capsys):
+    import torch
+
+    from ssd_edge.training.distributed import DistInfo
+    from ssd_edge.training.train import TrainConfig, use_threads
+
+    for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    before = torch.get_num_threads()
+    try:
+        use_threads(TrainConfig(datapath="unused", threads=requested), DistInfo())
+    finally:
+        torch.set_num_threads(before)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("threads: ") and line.endswith(says), line  # nothing after auto's "(..., passive waiting)"
+
+
 def test_a_cgroup_quota_caps_the_cpus(tmp_path):
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     assert cgroup_cpu_limit(tmp_path) == 1.5

@@ -38,7 +38,7 @@ from ssd_edge.training.plots import plot_curves, write_metrics_csv
 from ssd_edge.training.qat import QAT_KEY, start_qat
 from ssd_edge.training.resume import check_batches_per_epoch, check_resumable, check_same_run, restore, rng_state
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
-from ssd_edge.training.threads import WAIT_POLICY, choose_threads
+from ssd_edge.training.threads import AUTO, WAIT_POLICY, choose_threads
 from ssd_edge.training.weights import load_weights
 
 
@@ -479,11 +479,14 @@ def train(config: TrainConfig) -> list[dict]:
 
 def use_threads(config: TrainConfig, info: DistInfo) -> None:
     """Set torch's CPU threads as --threads says (see training/threads.py) and say how many
-    and why, with OpenMP's wait policy."""
+    and why, with OpenMP's wait policy (once: auto's reason already names it)."""
     threads, why = choose_threads(config.threads)
     torch.set_num_threads(threads)
-    policy = os.environ.get(WAIT_POLICY, "OpenMP's default (spinning)")
-    log(info, f"threads: {threads} ({why}); OpenMP waiting: {policy}")
+    line = f"threads: {threads} ({why})"
+    if not why.startswith(f"{AUTO}:"):  # --threads N or OMP_NUM_THREADS: the reason does not say how OpenMP waits
+        policy = os.environ.get(WAIT_POLICY, "OpenMP's default (spinning)")
+        line += f"; OpenMP waiting: {policy}"
+    log(info, line)
 
 
 def summary_line(row: dict, epochs: int) -> str:
