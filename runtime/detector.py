@@ -63,7 +63,9 @@ class Detector:
     every default box is decoded). model_thresholds=True keeps the ModelSpec's own score
     threshold instead (ssd-eval and ssd-serve ask for it).
     threads: onnxruntime's intra-op threads or OpenVINO's INFERENCE_NUM_THREADS (None: their
-    default; a TensorRT engine has no thread pool and ignores it).
+    default; OpenVINO's on the CPU: one per physical core, or 1 while 1 runs faster because
+    other work shares the CPU, see OpenVinoOptions; a TensorRT engine has no thread pool and
+    ignores it).
     device, precision: OpenVINO only: device "CPU" (default), "GPU", "NPU" or "AUTO";
     precision "f32" (default, equal to onnxruntime to float rounding), "bf16" (f32 with a
     RuntimeWarning where the device has no bf16) or "auto" (the device's fast native

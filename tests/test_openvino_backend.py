@@ -270,3 +270,32 @@ def test_tbb_partitioner_reaches_the_compiled_model(onnx_path):
     assert partitioner(OpenVinoBackend(onnx_path, options=OpenVinoOptions(partitioner="static"))) == "STATIC"
     with pytest.raises(UsageError, match="unknown partitioner 'dynamic'"):
         OpenVinoOptions(partitioner="dynamic")
+
+
+def test_default_threads_choose_between_all_and_one_by_latency(onnx_path, images):
+    """Issue 22 item 11: with the default thread count the CPU backend also compiles the model
+    for 1 thread and runs each call with whichever ThreadChoice says (on a shared CPU 1 thread
+    is faster: inference_under_load.md, run 5); both give the same outputs, to the bit. A
+    fixed `threads` compiles once."""
+    from ssd_edge.runtime.backends.openvino_backend import OpenVinoBackend, OpenVinoOptions
+
+    backend = OpenVinoBackend(onnx_path)
+    many = int(backend.compiled.get_property("INFERENCE_NUM_THREADS"))
+    if many == 1:  # one physical core: nothing to choose
+        assert backend.thread_choice is None
+        return
+    choice = backend.thread_choice
+    assert choice.many == many and choice.current == many
+    assert backend._single_thread_request.get_compiled_model().get_property("INFERENCE_NUM_THREADS") == 1
+    batch = preprocess(images[:3], backend.spec.input_size)
+    all_threads = backend.run(batch)
+    choice.current = 1  # as after a probe that found 1 thread faster
+    one_thread = backend.run(batch)
+    assert choice.calls == {many: 1, 1: 1}
+    for a, b in zip(all_threads, one_thread):
+        np.testing.assert_array_equal(a, b)
+    for _ in range(20):  # fewer than a window and a period: no probe yet
+        backend.run(batch)
+    assert choice.calls[1] == 21 and choice.calls[many] == 1
+    fixed = OpenVinoBackend(onnx_path, options=OpenVinoOptions(threads=many))
+    assert fixed.thread_choice is None and fixed._single_thread_request is None

@@ -7,6 +7,9 @@ metadata_props under rt_info["framework"], so the ModelSpec (key `METADATA_KEY`)
 without the `onnx` package. The model is compiled once with the LATENCY performance hint,
 the thread count and an explicit inference precision; one infer request is made once and
 reused, and the reused (B, 3, H, W) float32 input buffer is handed to it without a copy.
+On the CPU with the default thread count it is compiled a second time for 1 thread, and each
+call runs whichever of the two is faster now (ThreadChoice: on a CPU other work shares, 1
+thread is; see OpenVinoOptions).
 
 Precision is always set explicitly, because OpenVINO's CPU plugin by itself computes in
 bf16 on CPUs with AMX / AVX512_BF16, which changes the outputs (see PRECISIONS). What the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ import numpy as np
 
 from ssd_edge.common.errors import SSDEdgeError, UsageError, require
 from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, check_threads, on_off, option
+from ssd_edge.runtime.backends.thread_choice import ThreadChoice
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.model_file import QUANTIZATION_KEY, spec_from_onnx_metadata
 from ssd_edge.runtime.postprocess.fast import postprocess
@@ -50,14 +55,17 @@ thread takes (tbb's auto partitioner)."""
 @dataclass(frozen=True)
 class OpenVinoOptions:
     """OpenVINO's options. device: one of DEVICES. precision: one of PRECISIONS. threads:
-    INFERENCE_NUM_THREADS (None: OpenVINO's default, one per physical core). pinning:
+    INFERENCE_NUM_THREADS; None: on the CPU, OpenVINO's default (one per physical core) or 1,
+    whichever is faster as the CPU is loaded now (a model compiled for each, chosen by the
+    latency of recent calls: thread_choice.py); elsewhere OpenVINO's default. pinning:
     ENABLE_CPU_PINNING on the CPU device (OpenVINO's own default on Linux is on; ours is off,
     because a thread pinned to a core that other work holds cannot move to a free one)."""
 
     device: str = option("CPU", "OpenVINO's device (default CPU)", choices=DEVICES)
     precision: str = option("f32", "OpenVINO's inference precision (default f32; bf16 runs f32 where the device "
                                    "has no bf16)", choices=PRECISIONS)
-    threads: int | None = option(None, "inference threads (default: one per physical core)", parse=int, metavar="N")
+    threads: int | None = option(None, "inference threads (default: one per physical core, or 1 while 1 is faster "
+                                       "because other work shares the CPU)", parse=int, metavar="N")
     pinning: bool = option(False, "pin the CPU inference threads to cores (default off: on a CPU shared with other "
                                   "work a pinned thread waits for its busy core; see benchmarks/results/"
                                   "inference_under_load.md)", choices=("on", "off"), parse=on_off)
@@ -147,7 +155,8 @@ class OpenVinoBackend:
     After construction: `precision` (what the compiled model computes in: 'f32', 'bf16',
     'f16'), `precision_note` (why it is not what was asked for, or None), `quantized`
     (the file is the project's INT8 QDQ model), `batch_size` (the model's fixed batch, or
-    None when dynamic), `name`.
+    None when dynamic), `name`, `thread_choice` (the ThreadChoice between the CPU's default
+    thread count and 1, or None where the count is fixed).
     """
 
     def __init__(
@@ -181,6 +190,14 @@ class OpenVinoBackend:
             if options.partitioner is not None:
                 properties["TBB_PARTITIONER"] = options.partitioner.upper()
         self.compiled = core.compile_model(model, device, properties)
+        self._request = self.compiled.create_infer_request()
+        self.thread_choice, self._single_thread_request = None, None
+        if device == "CPU" and threads is None:
+            many = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+            if many > 1:  # the same model for 1 thread, run while it is the faster (thread_choice.py)
+                single = core.compile_model(model, device, {**properties, ov.properties.inference_num_threads: 1})
+                self._single_thread_request = single.create_infer_request()
+                self.thread_choice = ThreadChoice(many)
         self.precision = self._compiled_precision(wanted)
         if wanted is not None and self.precision != wanted and self.precision_note is None:
             self.precision_note = f"OpenVINO compiled in {self.precision} although {wanted} was asked for"
@@ -188,8 +205,9 @@ class OpenVinoBackend:
             warnings.warn(f"{self.path}: OpenVINO runs in {self.precision}: {self.precision_note}",
                           RuntimeWarning, stacklevel=4)  # the caller of Detector()
         self.name = self._describe(ov)
-        self.request = self.compiled.create_infer_request()
-        self._outputs = [self.compiled.output(name) for name in self.spec.output_names]
+        # by position: both compiled models (see thread_choice) list their outputs alike
+        positions = {name: i for i, port in enumerate(self.compiled.outputs) for name in port.get_names()}
+        self._outputs = [positions[name] for name in self.spec.output_names]
         self.priors = default_boxes(self.spec)
         self._input = HostInputBuffer(self.spec.input_size, self.batch_size)
 
@@ -253,7 +271,15 @@ class OpenVinoBackend:
     def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """locs (B, P, 4) and confs (B, P, C) float32 for images (B, 3, H, W) float32. The
         arrays are OpenVINO's own output memory: valid until the next inference."""
-        results = self.request.infer({self.spec.input_name: images}, share_inputs=True, share_outputs=True)
+        inputs, choice = {self.spec.input_name: images}, self.thread_choice
+        if choice is None:
+            results = self._request.infer(inputs, share_inputs=True, share_outputs=True)
+        else:
+            threads = choice.next()
+            request = self._single_thread_request if threads == 1 else self._request
+            start = time.perf_counter()
+            results = request.infer(inputs, share_inputs=True, share_outputs=True)
+            choice.record(threads, (time.perf_counter() - start) / len(images))
         return results[self._outputs[0]], results[self._outputs[1]]
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -280,7 +306,8 @@ class OpenVinoBackend:
             )
 
     def close(self) -> None:
-        self.request = None  # OpenVINO frees the request and the compiled model with their last reference
+        # OpenVINO frees a request and its compiled model with their last reference
+        self._request = self._single_thread_request = None
         self.compiled = None
 
 

@@ -142,8 +142,8 @@ def markdown(report: dict, title: str = "ssd-bench") -> str:
     lines = [
         f"# {title}", "",
         machine_markdown(report["machine"]),
-        f"- threads: {settings['threads']} (onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS; "
-        "torch.set_num_threads for the PyTorch peers)",
+        f"- threads: {settings['threads']} (onnxruntime intra-op, OpenVINO INFERENCE_NUM_THREADS, whose default "
+        "on the CPU is one per physical core or 1 while 1 is faster; torch.set_num_threads for the PyTorch peers)",
         f"- {settings_line(report)}",
         f"- command: `{settings['command']}`", "",
         *_markdown_table(_headers(peers), [_row_cells(r, peers) for r in report["results"]]), "",
