@@ -67,6 +67,11 @@ def on_off(text: str) -> bool:
     return text == "on"
 
 
+THREADS_HELP = ("inference threads (default: one per physical core; OpenVINO on the CPU: that or 1, whichever "
+                "recent calls ran faster)")
+"""--threads' one help line: the flag is shared by the CPU backends (onnxruntime, OpenVINO)."""
+
+
 def check_threads(threads: int | None) -> None:
     """UsageError unless threads is None or at least 1."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):

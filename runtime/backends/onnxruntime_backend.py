@@ -15,7 +15,14 @@ from typing import Sequence
 import numpy as np
 
 from ssd_edge.common.errors import UsageError, require
-from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, check_threads, on_off, option
+from ssd_edge.runtime.backends.base import (
+    THREADS_HELP,
+    HostInputBuffer,
+    check_network_io,
+    check_threads,
+    on_off,
+    option,
+)
 from ssd_edge.runtime.cuda.resources import GpuError
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.model_file import spec_from_onnx_metadata
@@ -39,7 +46,7 @@ class OnnxRuntimeOptions:
     DEFAULT_SPINNING); spinning burns CPU between and after runs, which on a shared CPU
     slows the next run."""
 
-    threads: int | None = option(None, "intra-op threads (default: one per physical core)", parse=int, metavar="N")
+    threads: int | None = option(None, THREADS_HELP, parse=int, metavar="N")
     spinning: bool | None = option(None, "whether idle intra-op threads spin waiting for work (default off)",
                                    choices=("on", "off"), parse=on_off)
 

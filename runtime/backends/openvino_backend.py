@@ -30,7 +30,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from ssd_edge.common.errors import SSDEdgeError, UsageError, require
-from ssd_edge.runtime.backends.base import HostInputBuffer, check_network_io, check_threads, on_off, option
+from ssd_edge.runtime.backends.base import (
+    THREADS_HELP,
+    HostInputBuffer,
+    check_network_io,
+    check_threads,
+    on_off,
+    option,
+)
 from ssd_edge.runtime.backends.thread_choice import ThreadChoice
 from ssd_edge.runtime.detections import Detections, PostprocessOverrides
 from ssd_edge.runtime.model_file import QUANTIZATION_KEY, spec_from_onnx_metadata
@@ -64,8 +71,7 @@ class OpenVinoOptions:
     device: str = option("CPU", "OpenVINO's device (default CPU)", choices=DEVICES)
     precision: str = option("f32", "OpenVINO's inference precision (default f32; bf16 runs f32 where the device "
                                    "has no bf16)", choices=PRECISIONS)
-    threads: int | None = option(None, "inference threads (default: one per physical core, or 1 while 1 is faster "
-                                       "because other work shares the CPU)", parse=int, metavar="N")
+    threads: int | None = option(None, THREADS_HELP, parse=int, metavar="N")
     pinning: bool = option(False, "pin the CPU inference threads to cores (default off: on a CPU shared with other "
                                   "work a pinned thread waits for its busy core; see benchmarks/results/"
                                   "inference_under_load.md)", choices=("on", "off"), parse=on_off)
