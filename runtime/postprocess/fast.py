@@ -113,11 +113,12 @@ def _exact_scores(logits: np.ndarray, constant: np.ndarray | None = None) -> np.
     return probs
 
 
-def constant_boxes(logits: np.ndarray) -> np.ndarray:
+def constant_boxes(logits: np.ndarray, statistics=None) -> np.ndarray:
     """(N,) bool: the default boxes of logits (C, N) whose classes all have the same finite
-    logit (every score exactly that of a column of zeros)."""
-    top = logits.max(axis=0)
-    return (top == logits.min(axis=0)) & np.isfinite(top)
+    logit (every score exactly that of a column of zeros). statistics: the logits'
+    `_box_statistics`, when already computed."""
+    top, low, _ = _box_statistics(logits) if statistics is None else statistics
+    return (top == low) & np.isfinite(top)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -193,11 +194,7 @@ def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, co
     Returns prior (N,), group (N,), score (N,) and whether that is every candidate.
     """
     groups, priors = scores.shape
-    # A prefix of a quarter of the entries or more is not worth it: when it keeps too few, the
-    # complete second pass costs more than the prefix saved. Then take every entry at once.
-    # top_k per class bounds the entries too (G x top_k): 3 classes x 300 against a first prefix
-    # of 600 gain nothing from a prefix, which a trained head's dense overlaps make fail anyway.
-    complete = count is None or min(np.count_nonzero(candidates), groups * top_k) <= PREFIX_WORTHWHILE * count
+    complete = _takes_every_entry(candidates, top_k, count)
     if complete:  # top_k per class first: at most G * top_k entries to sort
         index = np.flatnonzero(top_k_per_class(candidates, scores, top_k))  # group-major
     else:
@@ -210,6 +207,16 @@ def ranked_candidates(candidates: np.ndarray, scores: np.ndarray, top_k: int, co
         within = rank_within_groups(group) < top_k
         prior, group, values = prior[within], group[within], values[within]
     return prior, group, values, complete
+
+
+def _takes_every_entry(candidates: np.ndarray, top_k: int, count: int | None) -> bool:
+    """Whether `ranked_candidates` takes every entry of candidates (G, P) bool at once,
+    rather than a prefix of `count`."""
+    # A prefix of a quarter of the entries or more is not worth it: when it keeps too few, the
+    # complete second pass costs more than the prefix saved. Then take every entry at once.
+    # top_k per class bounds the entries too (G x top_k): 3 classes x 300 against a first prefix
+    # of 600 gain nothing from a prefix, which a trained head's dense overlaps make fail anyway.
+    return count is None or min(np.count_nonzero(candidates), len(candidates) * top_k) <= PREFIX_WORTHWHILE * count
 
 
 def box_best_candidates(candidates: np.ndarray, scores: np.ndarray, threshold: float | None = None) -> np.ndarray:
@@ -329,12 +336,15 @@ def postprocess_image(
     """
     scores = probs[1:]
     count = FIRST_PREFIX * config.max_detections
-    box_best = None
+    threshold = None  # of given candidates: not the scores over the threshold
     if candidates is None:
         candidates = scores > np.float32(config.score_threshold)
-        box_best = box_best_candidates(candidates, scores, config.score_threshold)
-    elif np.count_nonzero(candidates) > PREFIX_WORTHWHILE * count:  # once for every prefix
-        box_best = box_best_candidates(candidates, scores)
+        threshold = config.score_threshold
+    box_best = None
+    # Each default box's best candidate, which every prefix starts from, is found once for all
+    # passes, and only when the first pass takes a prefix (no pass comes after a complete one).
+    if not _takes_every_entry(candidates, config.top_k, count):
+        box_best = box_best_candidates(candidates, scores, threshold)
     while True:
         prior, labels, kept_scores, boxes, complete = _greedy_prefix(
             locs, scores, candidates, priors_cxcywh, config, count, box_best
@@ -386,39 +396,50 @@ def postprocess(
     ]
 
 
+def _opencv_takes(array: np.ndarray) -> bool:
+    """Whether OpenCV is here and takes `array` as a matrix: 2-D, not empty, each side under 2^31."""
+    return cv2 is not None and array.ndim == 2 and array.size > 0 and max(array.shape) < 2**31
+
+
 def classes_first(logits: np.ndarray) -> np.ndarray:
     """logits (P, C) transposed to (C, P), contiguous: with OpenCV's transpose where there is
     OpenCV (cache-blocked: a third of NumPy's copy time on an SSDLite output fresh from the
     network, 0.25 against 0.77 ms), else NumPy's."""
     logits = np.ascontiguousarray(logits)
-    if cv2 is not None and logits.ndim == 2 and logits.size and max(logits.shape) < 2**31:
+    if _opencv_takes(logits):
         return cv2.transpose(logits)
     return np.ascontiguousarray(logits.T)
 
 
-def _postprocess_one(locs, logits, priors_cxcywh, image_hw, config: PostprocessConfig, names, screened=True):
+def _postprocess_one(locs, logits, priors_cxcywh, image_hw, config: PostprocessConfig, names):
     """One image: locs (P, 4), logits (C, P) contiguous, both float32."""
     # Default boxes no class of which can pass the threshold change nothing: leave them out
     # (`possible_boxes`, and from MEAN_BOUND_FROM on `mean_bound_boxes`, on shared statistics).
-    top, low, best_foreground = _box_statistics(logits)
-    constant = (top == low) & np.isfinite(top)  # `constant_boxes`
-    bound = possible_box_bound(config.score_threshold)
-    if logits.shape[0] < 2:  # background only: nothing to detect
-        boxes = np.zeros(0, np.intp)
-    elif bound is None:
-        boxes = np.arange(logits.shape[1])
-    elif config.score_threshold >= MEAN_BOUND_FROM:
-        boxes = np.flatnonzero((best_foreground > bound)
-                               & _mean_bound(logits, top, low, best_foreground, config.score_threshold))
-    else:
-        boxes = np.flatnonzero(best_foreground > bound)
-    entries = certified_from = None
-    if (screened and boxes.size >= SCREEN_FROM_BOXES and config.score_threshold >= _SCREEN_FLOOR
+    threshold = config.score_threshold
+    statistics = _box_statistics(logits)
+    constant = constant_boxes(logits, statistics)
+    boxes = possible_boxes(logits, threshold, statistics)
+    if boxes.size and threshold >= MEAN_BOUND_FROM:
+        boxes = boxes[mean_bound_boxes(logits, threshold, statistics)[boxes]]
+    if (boxes.size >= SCREEN_FROM_BOXES and threshold >= _SCREEN_FLOOR
             and np.count_nonzero(constant) < SCREEN_UP_TO_CONSTANT * constant.size):
         columns, entries, certified_from = screen(
             logits if boxes.size == len(priors_cxcywh) else np.take(logits, boxes, axis=1),
-            config.score_threshold, FIRST_PREFIX * config.max_detections)
-        boxes = boxes[columns]
+            threshold, FIRST_PREFIX * config.max_detections)
+        found = _detections_of(locs, logits, priors_cxcywh, image_hw, config, names, boxes[columns], constant,
+                               entries)
+        if certified_from is None or (
+                len(found.scores) >= config.max_detections and float(found.scores[-1]) >= certified_from):
+            return found
+        # The screened candidates did not settle max_detections: every candidate, then.
+    return _detections_of(locs, logits, priors_cxcywh, image_hw, config, names, boxes, constant, None)
+
+
+def _detections_of(locs, logits, priors_cxcywh, image_hw, config: PostprocessConfig, names, boxes, constant,
+                   entries):
+    """The detections of the default boxes `boxes` (indices into P) of one image (as
+    `_postprocess_one` takes it); constant (P,) bool, `constant_boxes`; entries, when not
+    None, a (C - 1, boxes.size) mask that the candidates are limited to (`screen`)."""
     image_logits, image_locs, image_priors = logits, locs, priors_cxcywh
     if entries is not None or boxes.size < len(priors_cxcywh) // 2:  # leaving out fewer does not pay for the copies
         image_logits = np.take(logits, boxes, axis=1)  # contiguous rows, unlike [:, boxes]
@@ -427,12 +448,7 @@ def _postprocess_one(locs, logits, priors_cxcywh, image_hw, config: PostprocessC
     candidates = None
     if entries is not None:
         candidates = (probs[1:] > np.float32(config.score_threshold)) & entries
-    found = postprocess_image(image_locs, probs, image_priors, image_hw, config, names, candidates)
-    if certified_from is not None and not (
-            len(found.scores) >= config.max_detections and float(found.scores[-1]) >= certified_from):
-        # The screened candidates did not settle max_detections: every candidate, then.
-        return _postprocess_one(locs, logits, priors_cxcywh, image_hw, config, names, screened=False)
-    return found
+    return postprocess_image(image_locs, probs, image_priors, image_hw, config, names, candidates)
 
 
 def possible_box_bound(score_threshold: float) -> np.float32 | None:
@@ -446,9 +462,10 @@ def possible_box_bound(score_threshold: float) -> np.float32 | None:
     return np.float32(np.log(threshold) - _LOG_MARGIN)
 
 
-def possible_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
+def possible_boxes(logits: np.ndarray, score_threshold: float, statistics=None) -> np.ndarray:
     """Default boxes (indices into P) of which some class c >= 1 may score over the
-    threshold, from logits (C, P): every box that can, and few that cannot.
+    threshold, from logits (C, P): every box that can, and few that cannot. statistics:
+    the logits' `_box_statistics`, when already computed.
 
     A softmax score is exp(l_c - max) / sum with sum >= 1, so it exceeds t only if
     l_c - max > log t. l_c - max is the very float32 difference the softmax exponentiates,
@@ -462,8 +479,7 @@ def possible_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
     if bound is None:
         return np.arange(logits.shape[1])
     # max_c fl(l_c - max), as rounding is monotonic; NaN and -inf (overflow) never pass.
-    with np.errstate(invalid="ignore", over="ignore"):
-        best_foreground = logits[1:].max(axis=0) - logits.max(axis=0)
+    _, _, best_foreground = _box_statistics(logits) if statistics is None else statistics
     return np.flatnonzero(best_foreground > bound)
 
 
@@ -472,7 +488,7 @@ def _float32_exponentials(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     arrays of this size cost page faults) and their sum over the classes."""
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         exp = np.subtract(logits, logits.max(axis=0))  # the very float32 differences of the exact softmax
-        if cv2 is not None and exp.ndim == 2 and exp.size and max(exp.shape) < 2**31:
+        if _opencv_takes(exp):
             cv2.exp(exp, exp)  # 3x NumPy's float32 exp, as accurate (both within 2.6 float32 steps)
         else:
             np.exp(exp, out=exp)
@@ -488,8 +504,21 @@ def _box_statistics(logits: np.ndarray):
         return top, logits.min(axis=0), best_foreground
 
 
-def _mean_bound(logits: np.ndarray, top, low, best_foreground, score_threshold: float) -> np.ndarray:
-    """`mean_bound_boxes` from the `_box_statistics` of logits (C, N)."""
+def mean_bound_boxes(logits: np.ndarray, score_threshold: float, statistics=None) -> np.ndarray:
+    """(N,) bool over logits (C, N): the default boxes of which some class c >= 1 may score
+    over the threshold by the bound of the mean: every box that can, and (at a deployment
+    threshold, for an uncertain head) few that cannot; no exponential is taken.
+
+    The softmax's sum of exponentials is at least C exp(mean_j d_j) (the exponential is
+    convex) and at least 1, so a score exp(d_c) / sum exceeds t only if
+    d_c - max(0, log C + mean_j d_j) > log t. d_c is the float32 difference `possible_boxes`
+    takes; mean_j d_j is taken from the logits' mean (a float32 sum), off from the float32
+    differences' by less than 2^-24 (max - min) plus the float32 sum's C 2^-24 max|l| (twice
+    that is allowed for), besides `_LOG_MARGIN`. Boxes with an infinite logit or sum are kept
+    (a -inf logit is a 0 exponential, outside the bound's terms). statistics: the logits'
+    `_box_statistics`, when already computed.
+    """
+    top, low, best_foreground = _box_statistics(logits) if statistics is None else statistics
     classes = logits.shape[0]
     with np.errstate(invalid="ignore", over="ignore"):
         top, low = top.astype(np.float64), low.astype(np.float64)
@@ -501,44 +530,24 @@ def _mean_bound(logits: np.ndarray, top, low, best_foreground, score_threshold: 
         return ~finite | (bound > np.log(float(np.float32(score_threshold))) - _LOG_MARGIN)
 
 
-def mean_bound_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
-    """(N,) bool over logits (C, N): the default boxes of which some class c >= 1 may score
-    over the threshold by the bound of the mean: every box that can, and (at a deployment
-    threshold, for an uncertain head) few that cannot; no exponential is taken.
-
-    The softmax's sum of exponentials is at least C exp(mean_j d_j) (the exponential is
-    convex) and at least 1, so a score exp(d_c) / sum exceeds t only if
-    d_c - max(0, log C + mean_j d_j) > log t. d_c is the float32 difference `possible_boxes`
-    takes; mean_j d_j is taken from the logits' mean (a float32 sum), off from the float32
-    differences' by less than 2^-24 (max - min) plus the float32 sum's C 2^-24 max|l| (twice
-    that is allowed for), besides `_LOG_MARGIN`. Boxes with an infinite logit or sum are kept
-    (a -inf logit is a 0 exponential, outside the bound's terms).
-    """
-    return _mean_bound(logits, *_box_statistics(logits), score_threshold)
-
-
-def screened_boxes(logits: np.ndarray, score_threshold: float) -> np.ndarray:
-    """Of logits (C, N), the columns (default boxes) where some class c >= 1 may score over
-    the threshold, by a float32 softmax: every box that can, and few that cannot.
-
-    The exact score rounds exp(d_c) / sum_j exp(d_j) (d = l - max, float32) computed in
-    float64; float32's exp and sum are within `screen_margin` of it relatively, so a box none
-    of whose float32 foreground exponentials reaches t * sum * (1 - margin) cannot pass.
-    NaN (non-finite logits) leaves a box out, as its exact scores are NaN too.
-    """
-    return screen(logits, score_threshold, None)[0]
-
-
 def screen(logits: np.ndarray, score_threshold: float, count: int | None):
     """The float32 screen of logits (C, N): (columns, entries, certified_from).
 
-    columns: the default boxes (indices into N) to take the exact softmax of. entries: None
-    when every exact candidate lies in those columns; else a (C - 1, columns.size) mask
-    of the entries that may be among the first `count` candidates of the final order (every
-    one that is, and few more): the candidates outside it are all worse than those first
-    `count`, so detections computed from the masked candidates alone are exact as far as
-    the certified_from score (float): a result all of whose scores reach it is the result
-    of every candidate (`postprocess` checks that and falls back when it is not so).
+    columns: the default boxes (indices into N) to take the exact softmax of: those where
+    some class c >= 1 may score over the threshold by a float32 softmax (every box that can,
+    and few that cannot), narrowed, when there are entries, to the boxes holding them. The
+    exact score rounds exp(d_c) / sum_j exp(d_j) (d = l - max, float32) computed in float64;
+    float32's exp and sum are within `screen_margin` of it relatively, so a box none of whose
+    float32 foreground exponentials reaches t * sum * (1 - margin) cannot pass. NaN
+    (non-finite logits) leaves a box out, as its exact scores are NaN too.
+
+    entries: None when every exact candidate lies in those columns (always without `count`);
+    else a (C - 1, columns.size) mask of the entries that may be among the first `count`
+    candidates of the final order (every one that is, and few more): the candidates outside
+    it are all worse than those first `count`, so detections computed from the masked
+    candidates alone are exact as far as the certified_from score (float): a result all of
+    whose scores reach it is the result of every candidate (`_postprocess_one` checks that
+    and falls back when it is not so).
 
     Why: with a the float32 score and s the exact one, |a - s| <= e * s (e = screen_margin,
     far above the error), so s > t needs a >= t (1 - e). If the count-th best a is k, at least
