@@ -327,6 +327,51 @@ __device__ void sort_descending(u64* keys, int* payload, int n)
     __syncthreads();
 }
 
+// What select_class_candidates leaves in keys[0, k): the one difference between its two callers.
+enum ClassCandidates {
+    SORTED_CLASS_KEYS,  // ssd_class_nms: class keys, best first (keys has room for sort_length(k))
+    UNSORTED_MERGE_KEYS,  // ssd_class_top_k: merge keys of class cls, in gather order
+};
+
+// The selection of both per-class kernels, so that ssd_class_nms and ssd_class_top_k cannot
+// select differently: the candidates of class cls of one image (class_source), the top_k best
+// of them (score descending, ties by lower default box; exactly min(candidates, top_k) of
+// them, keys being distinct), their keys in keys[0, k) as OUTPUT says, and boxes[j] the box
+// of keys[j], decoded and clipped. Returns k, the same in every thread; when it is 0 nothing
+// was written. counted(k) runs in every thread as soon as k is known, before anything is
+// selected (ssd_class_nms lays out the rest of its shared memory there: computed at that
+// point, as before this helper, its registers stay as they were). Thread j % blockDim.x
+// decodes entry j (each thread its own entries, so keys may be rewritten in place); the
+// caller synchronises before other threads read them. Every thread of the block must call it.
+template <ClassCandidates OUTPUT, class Counted>
+__device__ __forceinline__ int select_class_candidates(const float* probs, const unsigned char* possible,
+                                                       const float* locs, const float* priors, int image, int cls,
+                                                       int num_priors, int num_classes, int top_k,
+                                                       float score_threshold, float v_centre, float v_size,
+                                                       float size_clip, u64* keys, float4* boxes, unsigned int* hist,
+                                                       SelectState* state, Counted counted)
+{
+    const ClassSource source = class_source(probs, possible, image, cls, num_priors, num_classes, score_threshold);
+
+    int candidates = count_keys(source, num_priors, state);
+    int k = min(candidates, top_k);
+    counted(k);
+    if (k == 0) return 0;
+    u64 cutoff = candidates > k ? radix_select(source, num_priors, k, hist, state) : 1ull;
+    gather_keys(source, num_priors, cutoff, keys, (int*)0, state);  // ends with a barrier
+    if (OUTPUT == SORTED_CLASS_KEYS) sort_descending(keys, (int*)0, k);  // ends with a barrier
+
+    const float* image_locs = locs + (long long)image * num_priors * 4;
+    for (int j = threadIdx.x; j < k; j += blockDim.x) {
+        u64 key = keys[j];
+        int prior = class_key_prior(key);
+        boxes[j] = decode_box(image_locs + (long long)prior * 4, priors + (long long)prior * 4, v_centre, v_size,
+                              size_clip);
+        if (OUTPUT == UNSORTED_MERGE_KEYS) keys[j] = merge_key(key_score(key), prior, cls);
+    }
+    return k;
+}
+
 // ---------------------------------------------------------------- kernels
 
 // Scores of the possible default boxes: the softmax over classes, in float32.
@@ -464,8 +509,9 @@ __device__ __forceinline__ void count_prefix_sums(const int* counts, int groups,
 }
 
 // One block per (foreground class, image): select the top_k candidates, sort them, decode
-// them, greedy NMS through a suppression bit matrix, and write the kept ones as merge keys
-// and boxes to slots [0, kept) of this (image, class).
+// them (select_class_candidates, as ssd_class_top_k selects them), greedy NMS through a
+// suppression bit matrix, and write the kept ones as merge keys and boxes to slots
+// [0, kept) of this (image, class).
 // Dynamic shared memory: k_pad u64 keys | k_pad float4 boxes | k * ceil(k / 64) u64 mask | k_pad bytes.
 extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const unsigned char* __restrict__ possible,
                                          const float* __restrict__ locs,
@@ -484,26 +530,17 @@ extern "C" __global__ void ssd_class_nms(const float* __restrict__ probs, const 
     float4* boxes = (float4*)(smem + (size_t)k_pad * sizeof(u64));
     u64* mask = (u64*)(smem + (size_t)k_pad * (sizeof(u64) + sizeof(float4)));
 
-    const ClassSource source = class_source(probs, possible, image, cls, num_priors, num_classes, score_threshold);
-
-    int candidates = count_keys(source, num_priors, &state);
-    int k = min(candidates, top_k);
+    int words;  // ceil(k / 64), and the keep flags after the k x words mask
+    unsigned char* keep;
+    const int k = select_class_candidates<SORTED_CLASS_KEYS>(  // sort_length(k) <= k_pad
+        probs, possible, locs, priors, image, cls, num_priors, num_classes, top_k, score_threshold, v_centre, v_size,
+        size_clip, keys, boxes, hist, &state, [&](int count) {
+            words = (count + 63) / 64;
+            keep = (unsigned char*)(mask + (size_t)count * words);
+        });
     if (k == 0) {
         if (threadIdx.x == 0) kept_count[(long long)image * groups + (cls - 1)] = 0;
         return;
-    }
-    const int words = (k + 63) / 64;
-    unsigned char* keep = (unsigned char*)(mask + (size_t)k * words);
-
-    u64 cutoff = candidates > k ? radix_select(source, num_priors, k, hist, &state) : 1ull;
-    gather_keys(source, num_priors, cutoff, keys, (int*)0, &state);
-    sort_descending(keys, (int*)0, k);  // sort_length(k) <= k_pad
-
-    const float* image_locs = locs + (long long)image * num_priors * 4;
-    for (int j = threadIdx.x; j < k; j += blockDim.x) {
-        int prior = class_key_prior(keys[j]);
-        boxes[j] = decode_box(image_locs + (long long)prior * 4, priors + (long long)prior * 4, v_centre, v_size,
-                              size_clip);
     }
     __syncthreads();
 
@@ -604,8 +641,9 @@ extern "C" __global__ void ssd_merge(const float* __restrict__ probs, const u64*
 // per SM, as on the Jetson Nano, could deadlock). Still one synchronisation per batch.
 
 // One block per (foreground class, image): the top_k candidates of the class (score
-// descending, ties by lower default box: ssd_class_nms's selection), decoded, written
-// unsorted as merge keys and boxes to slots [0, k) of this (image, class); no NMS here.
+// descending, ties by lower default box: ssd_class_nms's selection, the same
+// select_class_candidates), decoded, written unsorted as merge keys and boxes to slots
+// [0, k) of this (image, class); no NMS here.
 extern "C" __global__ void ssd_class_top_k(const float* __restrict__ probs, const unsigned char* __restrict__ possible,
                                            const float* __restrict__ locs, const float* __restrict__ priors,
                                            int num_priors, int num_classes, int top_k, float score_threshold,
@@ -618,22 +656,9 @@ extern "C" __global__ void ssd_class_top_k(const float* __restrict__ probs, cons
     const int cls = blockIdx.x + 1, image = blockIdx.y, groups = num_classes - 1;
     const long long slot_base = ((long long)image * groups + (cls - 1)) * top_k;
 
-    const ClassSource source = class_source(probs, possible, image, cls, num_priors, num_classes, score_threshold);
-
-    int candidates = count_keys(source, num_priors, &state);
-    int k = min(candidates, top_k);
-    if (k > 0) {
-        u64 cutoff = candidates > k ? radix_select(source, num_priors, k, hist, &state) : 1ull;
-        gather_keys(source, num_priors, cutoff, kept_keys + slot_base, (int*)0, &state);  // ends with a barrier
-        const float* image_locs = locs + (long long)image * num_priors * 4;
-        for (int j = threadIdx.x; j < k; j += blockDim.x) {  // each thread its own slots: in place
-            u64 key = kept_keys[slot_base + j];
-            int prior = class_key_prior(key);
-            kept_boxes[slot_base + j] = decode_box(image_locs + (long long)prior * 4, priors + (long long)prior * 4,
-                                                   v_centre, v_size, size_clip);
-            kept_keys[slot_base + j] = merge_key(key_score(key), prior, cls);
-        }
-    }
+    const int k = select_class_candidates<UNSORTED_MERGE_KEYS>(
+        probs, possible, locs, priors, image, cls, num_priors, num_classes, top_k, score_threshold, v_centre, v_size,
+        size_clip, kept_keys + slot_base, kept_boxes + slot_base, hist, &state, [](int) {});
     if (threadIdx.x == 0) kept_count[(long long)image * groups + (cls - 1)] = k;
 }
 
