@@ -39,6 +39,8 @@ def export_qat_int8(model, path: str | os.PathLike, *, batch: int = 1, dynamic: 
         export_onnx(model, tmp, batch=batch, dynamic=dynamic, opset=opset, simplified=simplified)
         proto = load_onnx(tmp)
         fold_weight_quantization(proto)
+        # "qat": a field of the quantization record, as "flavour" and "calibration" are (this file's
+        # ranges came from QAT), not the checkpoint's QAT_KEY entry, which holds a QatRecord
         entry = {"flavour": "tensorrt", "format": "QDQ", "calibration": f"qat ({record.calibration} ranges)",
                  "calibration_images": record.calibration_images, "qat": True,
                  "float_layers": {stem_conv(proto): STEM_REASON}}

@@ -5,7 +5,7 @@ Layout: {"format": "ssd_edge.checkpoint", "version": 1, "model": state_dict,
 "optimizer", "scheduler", "rng", "scaler" (--amp's GradScaler, else None), "history",
 "best_ap50", "config" (every TrainConfig setting: --resume continues that run) and
 "batches_per_epoch" (the schedule counts steps, so a resumed dataset must give as many)}; a
-quantization-aware fine-tune's also "qat" (its QatRecord: ssd_edge/training/qat.py).
+quantization-aware fine-tune's also QAT_KEY (its QatRecord as a dict: ssd_edge/training/qat.py).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ssd_edge.runtime.spec import ModelSpec, SpecError
 
 FORMAT = "ssd_edge.checkpoint"
 VERSION = 1
+QAT_KEY = "qat"  # the entry of a quantization-aware fine-tune's checkpoint: its QatRecord as a dict
 
 
 class CheckpointError(SSDEdgeError, ValueError):
@@ -133,11 +134,11 @@ def model_from_checkpoint(data: dict[str, Any], source: str | os.PathLike = "che
     try:
         spec = ModelSpec.from_dict(data["spec"])
         model = model_from_spec(spec)
-        if data.get("qat"):  # a QAT fine-tune's: BatchNorms folded, fake-quantized convolutions (training/qat.py)
+        if data.get(QAT_KEY):  # a QAT fine-tune's: BatchNorms folded, fake-quantized convolutions (training/qat.py)
             from ssd_edge.training.qat import QatRecord, prepare_qat
 
             prepare_qat(model)
-            model.qat_record = QatRecord.from_dict(data["qat"])
+            model.qat_record = QatRecord.from_dict(data[QAT_KEY])
         model.load_state_dict(data["model"])
     except (KeyError, SpecError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{source}: the checkpoint does not describe a usable model: {exc}") from None

@@ -20,8 +20,9 @@ The fake quantization is PyTorch's own (`torch.fake_quantize_per_tensor_affine` 
 exporter writes as QuantizeLinear/DequantizeLinear pairs: the export needs no other library.
 
 A QAT model differs from a float one in its modules (folded BatchNorms, QuantConv2d), so its
-checkpoint says so under QAT_KEY; `ssd_edge.checkpoint` rebuilds the same structure with
-`prepare_qat` before loading the weights and ranges.
+checkpoint says so under QAT_KEY (ssd_edge/checkpoint.py, with the other checkpoint keys);
+`ssd_edge.checkpoint` rebuilds the same structure with `prepare_qat` before loading the
+weights and ranges.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ssd_edge.common.errors import SSDEdgeError
 
-QAT_KEY = "qat"  # the checkpoint entry of a QAT model: a QatRecord as a dict
 QMIN, QMAX = -128, 127  # int8, zero point 0: the range torch's exporter writes as int8 Q/DQ
 CALIBRATIONS = ("percentile", "max")
 PERCENTILE = 99.999  # the tensorrt flavour's percentile (export/quantize.py HISTOGRAM_OPTIONS)

@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ssd_edge.checkpoint import load_checkpoint, model_from_checkpoint, read_weights_file, save_checkpoint
+from ssd_edge.checkpoint import QAT_KEY, load_checkpoint, model_from_checkpoint, read_weights_file, save_checkpoint
 from ssd_edge.common.errors import SSDEdgeError, UsageError
 from ssd_edge.data.dataset import DetectionDataset, collate, has_readable_image
 from ssd_edge.data.sources import Split, describe, load_splits
@@ -35,7 +35,7 @@ from ssd_edge.training.loss import MultiBoxLoss
 from ssd_edge.training.matching import MATCHERS, target_encoder
 from ssd_edge.training.outputs import RunFiles, writing
 from ssd_edge.training.plots import plot_curves, write_metrics_csv
-from ssd_edge.training.qat import QAT_KEY, start_qat
+from ssd_edge.training.qat import start_qat
 from ssd_edge.training.resume import check_batches_per_epoch, check_resumable, check_same_run, restore, rng_state
 from ssd_edge.training.small_batches import drop_last_batch, running_stats_for_single_values
 from ssd_edge.training.threads import AUTO, WAIT_POLICY, choose_threads

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ssd_edge.checkpoint import CHECKPOINT, CheckpointError, WeightsFile, open_weights
+from ssd_edge.checkpoint import CHECKPOINT, QAT_KEY, CheckpointError, WeightsFile, open_weights
 from ssd_edge.common.errors import SSDEdgeError
 from ssd_edge.models.ssd import SSD
 from ssd_edge.runtime.spec import ModelSpec, SpecError
@@ -101,7 +101,7 @@ def load_weights(model: SSD, path: str, arch: str) -> Transfer:
     weights = open_weights(path)
     if weights.kind == CHECKPOINT:
         source_spec = checkpoint_spec(weights)
-        if weights.data.get("qat"):
+        if weights.data.get(QAT_KEY):
             raise WeightsError(f"{path}: a quantization-aware (QAT) checkpoint, BatchNorms folded into its "
                                f"convolutions: continue its run with --resume {path}, or start from the float "
                                f"checkpoint it was fine-tuned from")
