@@ -170,7 +170,8 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
 
         environment = build_environment()  # probed once, before any work, and handed to the build
     source = _onnx_source(options) if options.from_onnx else None
-    qat = _qat_checkpoint(options)  # its INT8 ONNX is its own QDQ export: no calibration
+    model = None if options.from_onnx else _load_model(options)  # read once: every export of the weights uses it
+    qat = _is_qat(options, model)  # its INT8 ONNX is its own QDQ export: no calibration
     int8_wanted = ("int8" in options.formats or options.int8) and not (source and source.quantized)
     quantize = int8_wanted and not qat
     calibration = _calibration_images(options) if quantize else []
@@ -192,7 +193,7 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
     parity_images = _ParityImages(options)
     with OutputFolder(out):  # a failed export leaves no empty folder behind
         if source is None:
-            source = _export_fp32(options, planned["onnx"], parity_images, result, echo)
+            source = _export_fp32(options, model, planned["onnx"], parity_images, result, echo)
         engine_source = source
         if quantize:
             int8 = _quantize(options, source, calibration, planned["int8"], parity_images, result, echo,
@@ -203,7 +204,7 @@ def run_export(options: ExportOptions, echo: Echo = lambda line: None) -> Export
             if reports:
                 _accuracy_table(options, source, [planned["int8"], *more_int8.values()], labelled, result, echo)
         elif int8_wanted:  # qat
-            int8 = _export_qat(options, source, planned["int8"], parity_images, result, echo)
+            int8 = _export_qat(options, model, source, planned["int8"], parity_images, result, echo)
             engine_source = int8 if options.int8 else source
             if reports:
                 _accuracy_table(options, source, [planned["int8"]], labelled, result, echo)
@@ -314,13 +315,13 @@ def _load_model(options: ExportOptions):
 
 
 def _export_fp32(
-    options: ExportOptions, path: Path, images: _ParityImages, result: ExportResult, echo: Echo
+    options: ExportOptions, model, path: Path, images: _ParityImages, result: ExportResult, echo: Echo
 ) -> _Source:
-    """Export and parity-check; `path` is replaced only when the new ONNX passes."""
+    """Export `model` (the weights', `_load_model`) and parity-check; `path` is replaced only
+    when the new ONNX passes."""
     from ssd_edge.export.parity import FP32_RTOL, ParityError
     from ssd_edge.export.to_onnx import DEFAULT_OPSET, export_onnx
 
-    model = _load_model(options)
     batch = options.batch or 1
     height, width = model.spec.input_size
     echo(f"exporting {model.spec.arch} at {height}x{width}, batch {'dynamic' if options.dynamic else batch}")
@@ -336,19 +337,15 @@ def _export_fp32(
     return _Source(path, model.spec, None if options.dynamic else batch)
 
 
-def _qat_checkpoint(options: ExportOptions) -> bool:
-    """Whether --weights is a quantization-aware fine-tune's checkpoint (ssd-train --qat):
-    its INT8 ONNX is then its own QDQ export, tensorrt flavour; no other flavour."""
-    if options.from_onnx:
+def _is_qat(options: ExportOptions, model) -> bool:
+    """Whether `model` (None for an ONNX --weights) is a quantization-aware fine-tune's, built
+    so by its checkpoint (ssd-train --qat): its INT8 ONNX is then its own QDQ export,
+    tensorrt flavour; no other flavour."""
+    if model is None:
         return False
-    try:
-        from ssd_edge.checkpoint import CheckpointError, read_weights_file
-    except ImportError:
-        return False  # _load_model names what is missing
-    try:
-        qat = bool(read_weights_file(options.weights).get("qat"))
-    except CheckpointError:
-        return False  # _load_model says what is wrong with it
+    from ssd_edge.training.qat import qat_record
+
+    qat = qat_record(model) is not None
     if qat and options.int8_flavour is not None and options.flavours != ("tensorrt",):
         raise ExportError(f"{options.weights}: a QAT checkpoint, fine-tuned for the tensorrt flavour; its INT8 "
                           f"ONNX is that flavour only (leave out --int8-flavour {options.int8_flavour})")
@@ -364,15 +361,14 @@ def _float_network(model):
     return fake_quant_disabled(model) if qat_record(model) is not None else contextlib.nullcontext()
 
 
-def _export_qat(options: ExportOptions, source: _Source, path: Path, images: _ParityImages, result: ExportResult,
-                echo: Echo) -> _Source:
-    """The QDQ ONNX of a QAT checkpoint (export/qat.py), compared with the PyTorch QAT model
-    and with the FP32 ONNX of its weights (reported, not enforced: int8 rounding differs)."""
+def _export_qat(options: ExportOptions, model, source: _Source, path: Path, images: _ParityImages,
+                result: ExportResult, echo: Echo) -> _Source:
+    """The QDQ ONNX of the QAT `model` (export/qat.py), compared with it and with the FP32
+    ONNX of its weights (reported, not enforced: int8 rounding differs)."""
     from ssd_edge.export.parity import compare_onnx
     from ssd_edge.export.qat import export_qat_int8
     from ssd_edge.export.to_onnx import DEFAULT_OPSET
 
-    model = _load_model(options)
     echo("exporting the QAT model's INT8 QDQ ONNX (tensorrt flavour, its own ranges: no calibration)")
     export_qat_int8(model, path, batch=1 if options.dynamic else options.batch or 1, dynamic=options.dynamic,
                     opset=options.opset or DEFAULT_OPSET, simplified=options.simplify)

@@ -235,7 +235,8 @@ def test_qat_is_refused_without_weights_and_its_checkpoint_as_weights(tiny_coco,
         load_model(damaged)
 
 
-def test_ssd_train_qat_then_ssd_export_int8_runs_in_the_detector(tiny_coco, tmp_path, float_checkpoint, capsys):
+def test_ssd_train_qat_then_ssd_export_int8_runs_in_the_detector(tiny_coco, tmp_path, float_checkpoint, capsys,
+                                                                 monkeypatch):
     from ssd_edge.cli.export import main as export_main
     from ssd_edge.cli.train import main as train_main
     from ssd_edge.runtime.detector import Detector
@@ -251,7 +252,11 @@ def test_ssd_train_qat_then_ssd_export_int8_runs_in_the_detector(tiny_coco, tmp_
     assert checkpoint["qat"]["calibration_images"] == 10 and checkpoint["config"]["qat"] is True
     assert any(key.endswith("input_amax") for key in checkpoint["model"])
 
+    real_load, loaded = torch.load, []
+    monkeypatch.setattr(torch, "load", lambda f, *args, **kwargs: loaded.append(f) or real_load(f, *args, **kwargs))
     assert export_main(["--weights", str(save), "--format", "int8"]) == 0
+    monkeypatch.setattr(torch, "load", real_load)
+    assert loaded == [save]  # the checkpoint read once: the FP32 and QAT exports share its model
     out = capsys.readouterr().out
     assert "no calibration" in out, out
     int8 = tmp_path / "qat.int8.onnx"
