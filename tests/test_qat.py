@@ -26,13 +26,16 @@ from ssd_edge.runtime.image_io import list_images
 from ssd_edge.runtime.model_file import QUANTIZATION_KEY
 from ssd_edge.runtime.preprocess import preprocess
 from ssd_edge.training.qat import (
+    BINS,
     QMAX,
     QuantConv2d,
+    _percentile,
     calibrate_inputs,
     fake_quant_disabled,
     fake_quantize_weight,
     prepare_qat,
     qat_record,
+    quant_convs,
     weight_scale,
 )
 from ssd_edge.training.train import TrainConfig, train
@@ -122,6 +125,51 @@ def _small_network() -> torch.nn.Module:
         nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm2d(16), nn.Hardswish(),
         nn.Conv2d(16, 6, 1),
     )
+
+
+def _ranges_as_the_cpu_copies_gave(network, batches, method) -> tuple[dict, dict]:
+    """The input ranges calibrate_inputs set before it kept its statistics on the activations'
+    device: each activation copied to the CPU, the running max of |x|, and for "percentile"
+    a float64 sum of each batch's float32 torch.histc over [0, max]. Returns (ranges as the
+    float32 input_amax holds them, maxima)."""
+    convs = quant_convs(network)
+    seen = {name: [] for name in convs}
+    handles = [conv.register_forward_pre_hook(
+        lambda module, args, name=name: seen[name].append(args[0].detach().abs().float().cpu()))
+        for name, conv in convs.items()]
+    try:
+        with torch.no_grad(), fake_quant_disabled(network):
+            for x in batches:
+                network(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    ranges, maxima = {}, {}
+    for name, activations in seen.items():
+        amax = torch.zeros(())
+        for x in activations:
+            amax = torch.maximum(amax, x.max())
+        value = float(amax)
+        if method == "percentile":
+            hist = torch.zeros(BINS, dtype=torch.float64)
+            for x in activations:
+                hist += torch.histc(x, BINS, 0.0, float(amax)).double()
+            value = _percentile(hist, float(amax))
+        ranges[name], maxima[name] = float(torch.tensor(value if value > 0 else 1.0)), float(amax)
+    return ranges, maxima
+
+
+@pytest.mark.parametrize("method", ["percentile", "max"])
+def test_calibration_on_the_activations_device_sets_the_ranges_the_cpu_copies_set(method):
+    network = _small_network().eval()
+    prepare_qat(network)
+    torch.manual_seed(2)
+    batches = [torch.randn(4, 3, 96, 96) * scale for scale in (1.0, 3.0, 0.5)]
+    expected, maxima = _ranges_as_the_cpu_copies_gave(network, batches, method)
+    calibrate_inputs(network, batches, method, forward=network)
+    assert {name: float(conv.input_amax) for name, conv in quant_convs(network).items()} == expected
+    if method == "percentile":  # the histogram decided: the percentile is below the max somewhere
+        assert any(expected[name] < maxima[name] for name in expected), (expected, maxima)
 
 
 @pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")

@@ -185,22 +185,29 @@ def calibrate_inputs(model: nn.Module, batches: Iterable[Tensor], method: str = 
                      forward=None) -> None:
     """Set every QuantConv2d's `input_amax` from `batches` (images as the model takes them):
     "max" is the largest |x| seen; "percentile" the PERCENTILE-th percentile of |x| from a
-    BINS-bin histogram over [0, max] (a second pass over the same batches)."""
+    BINS-bin histogram over [0, max] (a second pass over the same batches).
+
+    Both are taken where the activation is (a GPU's activations never cross to the CPU): the
+    running max and the bin counts (int64, exact) stay on its device until the end, and only
+    they, a scalar and BINS counts per layer, come to the CPU."""
     if method not in CALIBRATIONS:
         raise ValueError(f"unknown calibration {method!r}; choose from {', '.join(CALIBRATIONS)}")
     batches = list(batches)
     convs = quant_convs(model)
     forward = forward or model.raw
-    amax = {name: torch.zeros(()) for name in convs}
-    hist = {name: torch.zeros(BINS, dtype=torch.float64) for name in convs}
+    amax: dict[str, Tensor] = {}  # on the activations' device, from the first batch
+    hist: dict[str, Tensor] = {}
+    top: dict[str, float] = {}  # each layer's max, the histogram's upper edge (read once, after the first pass)
 
     def observe(pass_index: int):
         def hook(module, args, name):
-            x = args[0].detach().abs().float().cpu()
+            x = args[0].detach().abs().float()
             if pass_index == 0:
-                amax[name] = torch.maximum(amax[name], x.max())
+                seen = x.amax()
+                amax[name] = torch.maximum(amax[name], seen) if name in amax else seen
             else:
-                hist[name] += torch.histc(x, BINS, 0.0, float(amax[name])).double()
+                counts = torch.histc(x, BINS, 0.0, top[name]).long()  # histc's counts are whole numbers
+                hist[name] = hist[name] + counts if name in hist else counts
         return hook
 
     was_training = model.training
@@ -217,11 +224,16 @@ def calibrate_inputs(model: nn.Module, batches: Iterable[Tensor], method: str = 
                 finally:
                     for handle in handles:
                         handle.remove()
+                if pass_index == 0:
+                    top.update((name, float(value)) for name, value in amax.items())
     finally:
         model.train(was_training)
     for name, conv in convs.items():
-        value = amax[name] if method == "max" else _percentile(hist[name], float(amax[name]))
-        conv.input_amax.fill_(float(value) if float(value) > 0 else 1.0)
+        value = top.get(name, 0.0)  # 0: no batch reached the layer
+        if method == "percentile":
+            counts = hist[name].cpu() if name in hist else torch.zeros(BINS, dtype=torch.int64)
+            value = _percentile(counts.double(), value)
+        conv.input_amax.fill_(value if value > 0 else 1.0)
 
 
 def _percentile(histogram: Tensor, top: float) -> float:
