@@ -1,14 +1,17 @@
-"""The network on onnxruntime and OpenVINO (CPU, f32) under a fixed synthetic competing load,
-OpenVINO with its own thread pinning and without (issue 22 item 11).
+"""The network on onnxruntime and OpenVINO (CPU, f32) under a fixed synthetic competing load
+(issue 22 item 11).
 
-    python -m benchmarks.bench_inference_load --out benchmarks/results/inference_under_load.md
+    python -m benchmarks.bench_inference_load --quiet-first --load-kind bursty --out FILE.md
 
 What is timed: `backend(images)` (the network alone, no pre/postprocessing) on one
 320x320 image, for the seed's model (mobilenetv3_ssd, 3 classes, untrained: the network's
 cost does not depend on its weights), exported to ONNX once. Wall milliseconds per call and
 this process's CPU milliseconds per call, after warm-up; the backends take turns, round after
-round, in one process. The competing load: `--load N` busy-loop processes, each pinned to one
-CPU (round-robin), for the whole run; `--quiet-first` adds the same rounds before it starts.
+round, in one process. The competing load: `--load N` processes for the whole run, busy all
+the time, each pinned to one CPU (`--load-kind busy`), or working 3 ms and sleeping 2 ms,
+unpinned (`bursty`); `--quiet-first` adds the same rounds before it starts. OpenVINO's
+default (ours) chooses per call between its default thread count and 1 (ThreadChoice); how
+many calls ran with each is reported.
 """
 
 from __future__ import annotations
@@ -24,16 +27,20 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_train_load import cpu_model, percentile, start_load, stop_load
+from benchmarks.bench_train_load import LOADS, cpu_model, percentile, start_load, stop_load
 
-SETTINGS = {
-    "onnxruntime (default: spinning off)": ("onnxruntime", {}),
-    "openvino, pinning on (OpenVINO's default, ours before)": ("openvino", {"pinning": True}),
-    "openvino, pinning off (ours now)": ("openvino", {"pinning": False}),
-    "openvino, pinning off, partitioner auto": ("openvino", {"pinning": False, "partitioner": "auto"}),
-    "openvino, pinning off, 1 thread": ("openvino", {"pinning": False, "threads": 1}),
-    "onnxruntime, 1 thread": ("onnxruntime", {"threads": 1}),
-}
+ADAPTIVE = "openvino, default: its thread count or 1, by latency (ours now)"
+
+
+def settings(many: int) -> dict:
+    """{row: (backend kind, options)}; many: OpenVINO's default thread count here."""
+    return {
+        "onnxruntime (default: spinning off)": ("onnxruntime", {}),
+        ADAPTIVE: ("openvino", {}),
+        f"openvino, {many} threads always (ours before)": ("openvino", {"threads": many}),
+        "openvino, 1 thread": ("openvino", {"threads": 1}),
+        "onnxruntime, 1 thread": ("onnxruntime", {"threads": 1}),
+    }
 
 
 def export_model(folder: Path) -> Path:
@@ -78,6 +85,13 @@ def measure(backends: dict, images: np.ndarray, rounds: int, runs: int, warmup: 
     return results
 
 
+def split(adaptive, before: dict | None) -> dict | None:
+    """{threads: calls} the adaptive backend ran since `before` (None: its thread count is fixed)."""
+    if before is None:
+        return None
+    return {threads: count - before[threads] for threads, count in adaptive.thread_choice.calls.items()}
+
+
 def table(results: dict) -> list[str]:
     base = statistics.median(next(iter(results.values()))["wall"])
     lines = ["| backend | wall ms p50 | p90 | CPU ms p50 | wall vs onnxruntime |", "|---|---|---|---|---|"]
@@ -93,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=10, help="timed calls per backend and round (default 10)")
     p.add_argument("--rounds", type=int, default=3, help="default 3")
     p.add_argument("--warmup", type=int, default=3, help="default 3")
-    p.add_argument("--load", type=int, default=2, help="busy-loop processes competing (default 2)")
+    p.add_argument("--load", type=int, default=2, help="processes competing (default 2)")
+    p.add_argument("--load-kind", choices=sorted(LOADS), default="busy",
+                   help="busy: always running; bursty: 3 ms of work, 2 ms of sleep (default busy)")
     p.add_argument("--quiet-first", action="store_true", help="the same rounds before the load starts")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
@@ -102,20 +118,24 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as folder:
         path = export_model(Path(folder))
-        backends = {name: open_backend(kind, options, path) for name, (kind, options) in SETTINGS.items()}
+        adaptive = open_backend("openvino", {}, path)
+        many = adaptive.thread_choice.many if adaptive.thread_choice else 1
+        backends = {name: adaptive if name == ADAPTIVE else open_backend(kind, options, path)
+                    for name, (kind, options) in settings(many).items()}
         images = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
         sections = []
         if args.quiet_first:
-            before = os.getloadavg()[0]
+            before, calls_before = os.getloadavg()[0], dict(adaptive.thread_choice.calls) if many > 1 else None
             quiet = measure(backends, images, args.rounds, args.runs, args.warmup)
-            sections.append((f"no added load (load average {before:.1f} -> {os.getloadavg()[0]:.1f})", quiet))
-        load = start_load(args.load)
+            sections.append((f"no added load (load average {before:.1f} -> {os.getloadavg()[0]:.1f})", quiet,
+                             split(adaptive, calls_before)))
+        load = start_load(args.load, args.load_kind)
         try:
             time.sleep(2)
-            before = os.getloadavg()[0]
+            before, calls_before = os.getloadavg()[0], dict(adaptive.thread_choice.calls) if many > 1 else None
             loaded = measure(backends, images, args.rounds, args.runs, args.warmup)
-            sections.append((f"{args.load} busy-loop processes added (load average {before:.1f} -> "
-                             f"{os.getloadavg()[0]:.1f})", loaded))
+            sections.append((f"{args.load} {args.load_kind} processes added (load average {before:.1f} -> "
+                             f"{os.getloadavg()[0]:.1f})", loaded, split(adaptive, calls_before)))
         finally:
             stop_load(load)
         names = [backend.name for backend in backends.values()]
@@ -124,18 +144,22 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} CPUs available ({os.cpu_count()} in the machine); "
         f"Linux {platform.release()}; onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}",
-        f"- backends: {'; '.join(names)}; threads: each backend's default (one per physical core)",
-        f"- competing load: {args.load} busy-loop processes (`while True: pass`), each pinned to one CPU, "
-        "on a machine other engineers were loading too",
+        f"- backends: {'; '.join(names)}; threads: as each row says (onnxruntime's default: one per physical "
+        f"core; OpenVINO's: {many} here)",
+        f"- competing load: {args.load} {args.load_kind} processes (`{LOADS[args.load_kind]!r}`), "
+        + ("each pinned to one CPU" if args.load_kind == "busy" else "unpinned"),
         f"- {args.warmup} warm-up + {args.rounds} rounds x {args.runs} timed calls per backend, interleaved by round; "
         "one 320x320 image, the network only (onnxruntime's session.run, OpenVINO's infer request), "
         "mobilenetv3_ssd with 3 classes",
         f"- command: `python -m benchmarks.bench_inference_load --runs {args.runs} --rounds {args.rounds} "
-        f"--load {args.load}{' --quiet-first' if args.quiet_first else ''}"
+        f"--load {args.load} --load-kind {args.load_kind}{' --quiet-first' if args.quiet_first else ''}"
         f"{' --out ' + str(args.out) if args.out else ''}`",
     ]
-    for title, results in sections:
+    for title, results, calls in sections:
         lines += ["", f"## {title}", "", *table(results)]
+        if calls:
+            lines += ["", f"OpenVINO's default ran {calls[many]} calls with {many} threads and {calls[1]} with 1 "
+                          "(warm-up included)."]
     print("\n".join(lines))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")

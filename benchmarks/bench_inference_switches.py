@@ -26,8 +26,9 @@ from benchmarks.bench_train_load import start_load, stop_load
 
 SETTINGS = {
     "onnxruntime, 2 threads (default)": ("onnxruntime", {}),
-    "openvino, 2 threads unpinned (default)": ("openvino", {"pinning": False}),
-    "openvino, 2 threads unpinned, partitioner auto": ("openvino", {"pinning": False, "partitioner": "auto"}),
+    "openvino, 2 threads unpinned (default before ThreadChoice)": ("openvino", {"pinning": False, "threads": 2}),
+    "openvino, 2 threads unpinned, partitioner auto": ("openvino", {"pinning": False, "partitioner": "auto",
+                                                                    "threads": 2}),
     "openvino, 1 thread": ("openvino", {"pinning": False, "threads": 1}),
 }
 

@@ -89,12 +89,25 @@ def environment(setting: str) -> dict:
     return env
 
 
-def start_load(processes: int) -> list[subprocess.Popen]:
+LOADS = {
+    "busy": "while True: pass",
+    # work 3 ms, sleep 2 ms: a process that wakes up often (a camera reader, another detector)
+    "bursty": "import time\nwhile True:\n    t = time.perf_counter()\n    while time.perf_counter() - t < 0.003: pass\n"
+              "    time.sleep(0.002)",
+}
+"""The competing processes' code: `busy` holds a CPU all the time; `bursty` works 3 ms and
+sleeps 2 ms, so the scheduler hands the cores back and forth."""
+
+
+def start_load(processes: int, kind: str = "busy") -> list[subprocess.Popen]:
+    """`processes` processes running LOADS[kind]: busy ones each pinned to one CPU
+    (round-robin), bursty ones where the scheduler puts them, as real programs are."""
     cpus = sorted(os.sched_getaffinity(0))
     load = []
     for i in range(processes):
-        p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        os.sched_setaffinity(p.pid, {cpus[i % len(cpus)]})
+        p = subprocess.Popen([sys.executable, "-c", LOADS[kind]])
+        if kind == "busy":
+            os.sched_setaffinity(p.pid, {cpus[i % len(cpus)]})
         load.append(p)
     return load
 

@@ -286,9 +286,11 @@ def test_default_threads_choose_between_all_and_one_by_latency(onnx_path, images
         return
     choice = backend.thread_choice
     assert choice.many == many and choice.current == many
-    assert backend._single_thread_request.get_compiled_model().get_property("INFERENCE_NUM_THREADS") == 1
+    backend._single_thread_model.result()  # compiled in the background; the first calls do not wait
     batch = preprocess(images[:3], backend.spec.input_size)
-    all_threads = backend.run(batch)
+    all_threads = backend.run(batch)  # takes the finished single-thread model
+    assert choice.single_ready
+    assert backend._single_thread_request.get_compiled_model().get_property("INFERENCE_NUM_THREADS") == 1
     choice.current = 1  # as after a probe that found 1 thread faster
     one_thread = backend.run(batch)
     assert choice.calls == {many: 1, 1: 1}
@@ -298,4 +300,24 @@ def test_default_threads_choose_between_all_and_one_by_latency(onnx_path, images
         backend.run(batch)
     assert choice.calls[1] == 21 and choice.calls[many] == 1
     fixed = OpenVinoBackend(onnx_path, options=OpenVinoOptions(threads=many))
-    assert fixed.thread_choice is None and fixed._single_thread_request is None
+    assert fixed.thread_choice is None and fixed._single_thread_model is None
+
+
+def test_a_failed_single_thread_compile_keeps_the_default_count(onnx_path, images):
+    """If OpenVINO cannot compile the 1-thread copy (memory, say), the backend says so once and
+    goes on with its default thread count."""
+    from concurrent.futures import Future
+
+    from ssd_edge.runtime.backends.openvino_backend import OpenVinoBackend
+
+    backend = OpenVinoBackend(onnx_path)
+    if backend.thread_choice is None:
+        return  # one physical core: no 1-thread copy to compile
+    failed = Future()
+    failed.set_exception(RuntimeError("Exception from src/inference/src/cpp/core.cpp: out of memory"))
+    backend._single_thread_model = failed
+    batch = preprocess(images[:2], backend.spec.input_size)
+    with pytest.warns(RuntimeWarning, match="could not compile the model for 1 thread; it keeps .*out of memory"):
+        locs, _ = backend.run(batch)
+    assert backend.thread_choice is None and locs.shape[0] == 2
+    backend.run(batch)

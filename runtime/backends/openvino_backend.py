@@ -7,9 +7,9 @@ metadata_props under rt_info["framework"], so the ModelSpec (key `METADATA_KEY`)
 without the `onnx` package. The model is compiled once with the LATENCY performance hint,
 the thread count and an explicit inference precision; one infer request is made once and
 reused, and the reused (B, 3, H, W) float32 input buffer is handed to it without a copy.
-On the CPU with the default thread count it is compiled a second time for 1 thread, and each
-call runs whichever of the two is faster now (ThreadChoice: on a CPU other work shares, 1
-thread is; see OpenVinoOptions).
+On the CPU with the default thread count it is also compiled for 1 thread, in the background
+(the first calls do not wait for it), and each call runs whichever of the two is faster now
+(ThreadChoice: on a CPU other work shares, 1 thread can be; see OpenVinoOptions).
 
 Precision is always set explicitly, because OpenVINO's CPU plugin by itself computes in
 bf16 on CPUs with AMX / AVX512_BF16, which changes the outputs (see PRECISIONS). What the
@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -197,13 +198,13 @@ class OpenVinoBackend:
                 properties["TBB_PARTITIONER"] = options.partitioner.upper()
         self.compiled = core.compile_model(model, device, properties)
         self._request = self.compiled.create_infer_request()
-        self.thread_choice, self._single_thread_request = None, None
+        self.thread_choice, self._single_thread_model, self._single_thread_request = None, None, None
         if device == "CPU" and threads is None:
             many = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
             if many > 1:  # the same model for 1 thread, run while it is the faster (thread_choice.py)
-                single = core.compile_model(model, device, {**properties, ov.properties.inference_num_threads: 1})
-                self._single_thread_request = single.create_infer_request()
-                self.thread_choice = ThreadChoice(many)
+                self.thread_choice = ThreadChoice(many, single_ready=False)
+                self._single_thread_model = _in_background(
+                    core.compile_model, model, device, {**properties, ov.properties.inference_num_threads: 1})
         self.precision = self._compiled_precision(wanted)
         if wanted is not None and self.precision != wanted and self.precision_note is None:
             self.precision_note = f"OpenVINO compiled in {self.precision} although {wanted} was asked for"
@@ -281,12 +282,29 @@ class OpenVinoBackend:
         if choice is None:
             results = self._request.infer(inputs, share_inputs=True, share_outputs=True)
         else:
+            if not choice.single_ready:
+                self._take_single_thread_model()
             threads = choice.next()
             request = self._single_thread_request if threads == 1 else self._request
             start = time.perf_counter()
             results = request.infer(inputs, share_inputs=True, share_outputs=True)
             choice.record(threads, (time.perf_counter() - start) / len(images))
         return results[self._outputs[0]], results[self._outputs[1]]
+
+    def _take_single_thread_model(self) -> None:
+        """Once the background compile for 1 thread is done, let the ThreadChoice use it; if it
+        failed, keep the default thread count alone (with a RuntimeWarning saying why)."""
+        if not self._single_thread_model.done():
+            return
+        try:
+            self._single_thread_request = self._single_thread_model.result().create_infer_request()
+        except Exception as exc:  # OpenVINO's own exception types
+            warnings.warn(f"{self.path}: OpenVINO could not compile the model for 1 thread; it keeps "
+                          f"{self.thread_choice.many} ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2)
+            self.thread_choice = None
+        else:
+            self.thread_choice.single_ready = True
+        self._single_thread_model = None
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The raw network outputs (copies) for images (B, 3, H, W) float32 RGB in [0, 1]:
@@ -312,9 +330,18 @@ class OpenVinoBackend:
             )
 
     def close(self) -> None:
-        # OpenVINO frees a request and its compiled model with their last reference
-        self._request = self._single_thread_request = None
+        # OpenVINO frees a request and its compiled model with their last reference (a compile still
+        # running in the background ends on its own and is dropped)
+        self._request = self._single_thread_request = self._single_thread_model = None
         self.compiled = None
+
+
+def _in_background(function, *args) -> Future:
+    """function(*args) on a thread of its own (OpenVINO lets go of the GIL while it compiles)."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openvino-compile")
+    future = executor.submit(function, *args)
+    executor.shutdown(wait=False)  # the thread ends with the function
+    return future
 
 
 def _framework_metadata(model) -> dict[str, str]:
