@@ -33,11 +33,13 @@ ADAPTIVE = "openvino, default: its thread count or 1, by latency (ours now)"
 
 
 def settings(many: int) -> dict:
-    """{row: (backend kind, options)}; many: OpenVINO's default thread count here."""
+    """{row: (backend kind, options)}; many: OpenVINO's default thread count here (with 1, the
+    default is the 1-thread row and there is no "before" row)."""
+    before = {f"openvino, {many} threads always (ours before)": ("openvino", {"threads": many})} if many > 1 else {}
     return {
         "onnxruntime (default: spinning off)": ("onnxruntime", {}),
         ADAPTIVE: ("openvino", {}),
-        f"openvino, {many} threads always (ours before)": ("openvino", {"threads": many}),
+        **before,
         "openvino, 1 thread": ("openvino", {"threads": 1}),
         "onnxruntime, 1 thread": ("onnxruntime", {"threads": 1}),
     }
@@ -85,11 +87,18 @@ def measure(backends: dict, images: np.ndarray, rounds: int, runs: int, warmup: 
     return results
 
 
+def calls(adaptive) -> dict | None:
+    """{threads: calls} the adaptive backend has run (None: its thread count is fixed, or the
+    1-thread compile failed and it went back to one count)."""
+    return dict(adaptive.thread_choice.calls) if adaptive.thread_choice is not None else None
+
+
 def split(adaptive, before: dict | None) -> dict | None:
-    """{threads: calls} the adaptive backend ran since `before` (None: its thread count is fixed)."""
-    if before is None:
+    """{threads: calls} the adaptive backend ran since `before` (calls() then)."""
+    now = calls(adaptive)
+    if before is None or now is None:
         return None
-    return {threads: count - before[threads] for threads, count in adaptive.thread_choice.calls.items()}
+    return {threads: count - before[threads] for threads, count in now.items()}
 
 
 def table(results: dict) -> list[str]:
@@ -125,14 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         images = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
         sections = []
         if args.quiet_first:
-            before, calls_before = os.getloadavg()[0], dict(adaptive.thread_choice.calls) if many > 1 else None
+            before, calls_before = os.getloadavg()[0], calls(adaptive)
             quiet = measure(backends, images, args.rounds, args.runs, args.warmup)
             sections.append((f"no added load (load average {before:.1f} -> {os.getloadavg()[0]:.1f})", quiet,
                              split(adaptive, calls_before)))
         load = start_load(args.load, args.load_kind)
         try:
             time.sleep(2)
-            before, calls_before = os.getloadavg()[0], dict(adaptive.thread_choice.calls) if many > 1 else None
+            before, calls_before = os.getloadavg()[0], calls(adaptive)
             loaded = measure(backends, images, args.rounds, args.runs, args.warmup)
             sections.append((f"{args.load} {args.load_kind} processes added (load average {before:.1f} -> "
                              f"{os.getloadavg()[0]:.1f})", loaded, split(adaptive, calls_before)))
@@ -155,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         f"--load {args.load} --load-kind {args.load_kind}{' --quiet-first' if args.quiet_first else ''}"
         f"{' --out ' + str(args.out) if args.out else ''}`",
     ]
-    for title, results, calls in sections:
+    for title, results, ran in sections:
         lines += ["", f"## {title}", "", *table(results)]
-        if calls:
-            lines += ["", f"OpenVINO's default ran {calls[many]} calls with {many} threads and {calls[1]} with 1 "
+        if ran:
+            lines += ["", f"OpenVINO's default ran {ran[many]} calls with {many} threads and {ran[1]} with 1 "
                           "(warm-up included)."]
     print("\n".join(lines))
     if args.out:

@@ -286,21 +286,28 @@ def test_default_threads_choose_between_all_and_one_by_latency(onnx_path, images
         return
     choice = backend.thread_choice
     assert choice.many == many and choice.current == many
-    backend._single_thread_model.result()  # compiled in the background; the first calls do not wait
+    backend._single_thread_job.result()  # compiled and warmed up in the background; calls do not wait
     batch = preprocess(images[:3], backend.spec.input_size)
-    all_threads = backend.run(batch)  # takes the finished single-thread model
+    all_threads = backend.run(batch)  # takes the finished single-thread request
     assert choice.single_ready
-    assert backend._single_thread_request.get_compiled_model().get_property("INFERENCE_NUM_THREADS") == 1
+    single = backend._single_thread_request.get_compiled_model()
+    assert single.get_property("INFERENCE_NUM_THREADS") == 1
+    for name in ("INFERENCE_PRECISION_HINT", "ENABLE_CPU_PINNING", "PERFORMANCE_HINT", "TBB_PARTITIONER"):
+        assert str(single.get_property(name)) == str(backend.compiled.get_property(name)), name
     choice.current = 1  # as after a probe that found 1 thread faster
+    locs, _ = backend._infer(batch)
+    assert np.shares_memory(locs, backend._single_thread_request.get_output_tensor(backend._outputs[0]).data)
     one_thread = backend.run(batch)
-    assert choice.calls == {many: 1, 1: 1}
+    assert choice.calls == {many: 1, 1: 2}
     for a, b in zip(all_threads, one_thread):
         np.testing.assert_array_equal(a, b)
     for _ in range(20):  # fewer than a window and a period: no probe yet
         backend.run(batch)
-    assert choice.calls[1] == 21 and choice.calls[many] == 1
+    assert choice.calls[1] == 22 and choice.calls[many] == 1
+    locs, confs = backend.run(batch[:0])  # an empty batch (dynamic model): empty outputs, not a division by 0
+    assert locs.shape[0] == confs.shape[0] == 0 and choice.calls[1] == 22  # and it tells the choice nothing
     fixed = OpenVinoBackend(onnx_path, options=OpenVinoOptions(threads=many))
-    assert fixed.thread_choice is None and fixed._single_thread_model is None
+    assert fixed.thread_choice is None and fixed._single_thread_job is None
 
 
 def test_a_failed_single_thread_compile_keeps_the_default_count(onnx_path, images):
@@ -315,9 +322,12 @@ def test_a_failed_single_thread_compile_keeps_the_default_count(onnx_path, image
         return  # one physical core: no 1-thread copy to compile
     failed = Future()
     failed.set_exception(RuntimeError("Exception from src/inference/src/cpp/core.cpp: out of memory"))
-    backend._single_thread_model = failed
+    backend._single_thread_job = failed
     batch = preprocess(images[:2], backend.spec.input_size)
-    with pytest.warns(RuntimeWarning, match="could not compile the model for 1 thread; it keeps .*out of memory"):
+    with pytest.warns(RuntimeWarning, match="could not compile the model for 1 thread; it keeps its 2 threads .*"
+                                            "out of memory"):
         locs, _ = backend.run(batch)
     assert backend.thread_choice is None and locs.shape[0] == 2
-    backend.run(batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        backend.run(batch)

@@ -37,11 +37,24 @@ def test_switches_to_one_thread_when_other_work_arrives_and_back_when_it_leaves(
     assert choice.current == 1
     assert ran.index(1) <= 4  # half the window is slower than the best: a probe at once
     assert ran[-10:] == [1] * 10
-    ran = run(choice, QUIET, 300)  # on 1 thread it probes every period (at most max_period calls)
-    assert choice.current == 2
-    last_one = len(ran) - 1 - ran[::-1].index(1)
-    assert last_one < 256 + 2 * 6  # within the first probe after the load left
-    assert set(ran[last_one + 1:]) == {2}
+    after_switch = ran[ran.index(1) + 12:]
+    assert after_switch.count(2) == 6  # the switch reset the period to 32: one probe of 2 threads since
+    ran = []
+    while choice.current == 1:  # on 1 thread it probes every period (now 64: the probe under load kept 1)
+        ran += run(choice, QUIET, 1)
+    assert len(ran) < 64 + 8 and ran[-12:] == [2, 1] * 6 and ran.count(2) == 6  # back after one probe
+    # the switch back starts from the probe's own latencies, nothing measured before it
+    assert list(choice._recent[2]) == [QUIET[2]] * 6
+    ran = run(choice, QUIET, 300)
+    assert set(ran) == {2}
+
+
+def test_a_probe_runs_the_two_counts_in_turn():
+    """Both counts see the same moments of a changing load: other, current, other, ..."""
+    choice = ThreadChoice(2)
+    ran = run(choice, QUIET, 60)
+    first = ran.index(1)
+    assert ran[first:first + 1 + 12] == [1] + [1, 2] * 6  # the warm-up call, then 6 of each in turn
 
 
 def test_a_warm_up_call_does_not_count():

@@ -26,7 +26,7 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -196,15 +196,18 @@ class OpenVinoBackend:
             properties["ENABLE_CPU_PINNING"] = options.pinning
             if options.partitioner is not None:
                 properties["TBB_PARTITIONER"] = options.partitioner.upper()
+        # This compile comes first and on the caller's thread: it makes the CPU plugin, and with it the
+        # plugin's signal stack for this thread (see openvino_core); the background one below reuses it.
         self.compiled = core.compile_model(model, device, properties)
         self._request = self.compiled.create_infer_request()
-        self.thread_choice, self._single_thread_model, self._single_thread_request = None, None, None
+        self.thread_choice, self._single_thread_job, self._single_thread_request = None, None, None
         if device == "CPU" and threads is None:
             many = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
             if many > 1:  # the same model for 1 thread, run while it is the faster (thread_choice.py)
                 self.thread_choice = ThreadChoice(many, single_ready=False)
-                self._single_thread_model = _in_background(
-                    core.compile_model, model, device, {**properties, ov.properties.inference_num_threads: 1})
+                warm_up = {self.spec.input_name: np.zeros((self.batch_size or 1, 3, *self.spec.input_size), np.float32)}
+                self._single_thread_job = _in_background(
+                    _warm_request, core, model, device, {**properties, ov.properties.inference_num_threads: 1}, warm_up)
         self.precision = self._compiled_precision(wanted)
         if wanted is not None and self.precision != wanted and self.precision_note is None:
             self.precision_note = f"OpenVINO compiled in {self.precision} although {wanted} was asked for"
@@ -278,33 +281,37 @@ class OpenVinoBackend:
     def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """locs (B, P, 4) and confs (B, P, C) float32 for images (B, 3, H, W) float32. The
         arrays are OpenVINO's own output memory: valid until the next inference."""
-        inputs, choice = {self.spec.input_name: images}, self.thread_choice
+        inputs = {self.spec.input_name: images}
+        if self._single_thread_job is not None:
+            self._take_single_thread_request()
+        choice = self.thread_choice
         if choice is None:
             results = self._request.infer(inputs, share_inputs=True, share_outputs=True)
         else:
-            if not choice.single_ready:
-                self._take_single_thread_model()
             threads = choice.next()
             request = self._single_thread_request if threads == 1 else self._request
             start = time.perf_counter()
             results = request.infer(inputs, share_inputs=True, share_outputs=True)
-            choice.record(threads, (time.perf_counter() - start) / len(images))
+            if len(images):
+                choice.record(threads, (time.perf_counter() - start) / len(images))
         return results[self._outputs[0]], results[self._outputs[1]]
 
-    def _take_single_thread_model(self) -> None:
-        """Once the background compile for 1 thread is done, let the ThreadChoice use it; if it
-        failed, keep the default thread count alone (with a RuntimeWarning saying why)."""
-        if not self._single_thread_model.done():
+    def _take_single_thread_request(self) -> None:
+        """Once the background job has the 1-thread model compiled and warmed up, let the
+        ThreadChoice use it; if the job failed, keep the default thread count alone, with a
+        RuntimeWarning saying why."""
+        if not self._single_thread_job.done():
             return
+        job, self._single_thread_job = self._single_thread_job, None
         try:
-            self._single_thread_request = self._single_thread_model.result().create_infer_request()
+            self._single_thread_request = job.result()
         except Exception as exc:  # OpenVINO's own exception types
-            warnings.warn(f"{self.path}: OpenVINO could not compile the model for 1 thread; it keeps "
-                          f"{self.thread_choice.many} ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{self.path}: OpenVINO could not compile the model for 1 thread; it keeps its "
+                          f"{self.thread_choice.many} threads ({type(exc).__name__}: {exc})", RuntimeWarning,
+                          stacklevel=6)  # the line calling the Detector
             self.thread_choice = None
         else:
             self.thread_choice.single_ready = True
-        self._single_thread_model = None
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The raw network outputs (copies) for images (B, 3, H, W) float32 RGB in [0, 1]:
@@ -330,14 +337,24 @@ class OpenVinoBackend:
             )
 
     def close(self) -> None:
-        # OpenVINO frees a request and its compiled model with their last reference (a compile still
-        # running in the background ends on its own and is dropped)
-        self._request = self._single_thread_request = self._single_thread_model = None
+        # OpenVINO frees a request and its compiled model with their last reference (a background job
+        # still running ends on its own and is dropped)
+        self._request = self._single_thread_request = self._single_thread_job = None
         self.compiled = None
 
 
-def _in_background(function, *args) -> Future:
-    """function(*args) on a thread of its own (OpenVINO lets go of the GIL while it compiles)."""
+def _warm_request(core, model, device: str, properties: dict, inputs: dict):
+    """An infer request of `model` compiled with `properties`, after one call on `inputs` (a
+    compiled model's first call is several times slower: it is paid here, not by a caller)."""
+    request = core.compile_model(model, device, properties).create_infer_request()
+    request.infer(inputs)
+    return request
+
+
+def _in_background(function: Callable[..., Any], *args: Any) -> Future:
+    """function(*args) on a thread of its own (OpenVINO lets go of the GIL while it compiles and
+    infers). The thread is not a daemon: an interpreter that exits meanwhile waits for it (a
+    compile of these models: a few hundred milliseconds)."""
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openvino-compile")
     future = executor.submit(function, *args)
     executor.shutdown(wait=False)  # the thread ends with the function

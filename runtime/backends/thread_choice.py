@@ -68,18 +68,18 @@ class ThreadChoice:
         other, current = self._probe[self.other], self._probe[self.current]
         return self.other if len(other) <= len(current) else self.current  # in turn, the other first
 
-    def record(self, threads: int, seconds: float) -> None:
-        """The latency (per image) of a call just run with `threads`."""
+    def record(self, threads: int, seconds_per_image: float) -> None:
+        """The latency of a call just run with `threads`, per image."""
         self.calls[threads] += 1
         if self.calls[threads] == 1:  # the compiled model's first call: its own warm-up
             return
         if self._probe is not None:
-            self._probe[threads].append(seconds)
+            self._probe[threads].append(seconds_per_image)
             if min(len(samples) for samples in self._probe.values()) >= self._probe_calls:
                 self._decide()
             return
         recent = self._recent[threads]
-        recent.append(seconds)
+        recent.append(seconds_per_image)
         if len(recent) < recent.maxlen:
             return
         median = statistics.median(recent)
