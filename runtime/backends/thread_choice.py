@@ -52,7 +52,7 @@ class ThreadChoice:
         self._min_period, self._period, self._max_period = period, period, max_period
         self._probe_calls, self._margin, self._slower = probe_calls, margin, slower
         self._recent = {many: deque(maxlen=window), 1: deque(maxlen=window)}
-        self._probe: list[float] | None = None
+        self._probe: dict[int, list[float]] | None = None  # while probing: each count's latencies
         self._since_probe = 0
         self._best_many = math.inf
         self._probed = False
